@@ -1,0 +1,15 @@
+"""quadkeras: quadratic neural networks and quantization-aware training for Keras 3.
+
+Example:
+
+>>> import quadkeras
+>>> from quadkeras.layers import QuadConv2D
+>>> model = quadkeras.models.build_model("qresnet14")
+>>> model.count_params() > 0
+True
+"""
+
+__version__ = "0.1.0"
+
+from quadkeras import layers  # noqa: E402,F401
+from quadkeras import models  # noqa: E402,F401

@@ -1,0 +1,9 @@
+"""Quadratic layers: `QuadConv2D`, `QuadDepthwiseConv2D`, `QuadDense`."""
+
+from quadkeras.layers.neurons import NEURONS, num_branches
+from quadkeras.layers.quad_base import QuadLayerBase
+from quadkeras.layers.quad_conv import QuadConv2D
+from quadkeras.layers.quad_dense import QuadDense
+from quadkeras.layers.quad_depthwise import QuadDepthwiseConv2D
+
+__all__ = ["NEURONS", "QuadConv2D", "QuadDense", "QuadDepthwiseConv2D", "QuadLayerBase", "num_branches"]
