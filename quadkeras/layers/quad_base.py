@@ -202,11 +202,9 @@ class QuadLayerBase(keras.layers.Layer):
         n = self.num_branches
         if (start, count) != (0, n):
             picked = range(start, start + count)
-            kernel_idx = np.sort(np.concatenate([self._kernel_branch_index[i] for i in picked]))
-            kernel = ops.take(kernel, kernel_idx, axis=-1)
+            kernel = _take_channels(kernel, [self._kernel_branch_index[i] for i in picked])
             if bias is not None:
-                idx = np.sort(np.concatenate([self._branch_index[i] for i in picked]))
-                bias = ops.take(bias, idx, axis=0)
+                bias = _take_channels(bias, [self._branch_index[i] for i in picked])
         z = self._linear(x, kernel)
         return z if bias is None else z + bias
 
@@ -308,6 +306,14 @@ class QuadLayerBase(keras.layers.Layer):
             }
         )
         return config
+
+
+def _take_channels(tensor, index_lists):
+    """Last-axis channels at the (sorted) union of indices; a slice when contiguous."""
+    idx = np.sort(np.concatenate(index_lists))
+    if np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
+        return tensor[..., int(idx[0]):int(idx[0]) + len(idx)]
+    return ops.take(tensor, idx, axis=-1)
 
 
 def _branch_indices(groups, branches, units):
