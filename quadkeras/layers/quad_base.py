@@ -211,7 +211,7 @@ class QuadLayerBase(keras.layers.Layer):
     def _split(self, z, count):
         units = self.units_per_branch
         if self._groups == 1:
-            return [z[..., i * units:(i + 1) * units] for i in range(count)]
+            return list(ops.split(z, count, axis=-1)) if count > 1 else [z]
         return [ops.take(z, idx, axis=-1) for idx in _branch_indices(self._groups, count, units)]
 
     def _branch_outputs(self, x, kernel, bias=None):
