@@ -1,0 +1,148 @@
+"""`QuantizeWrapper`: run a layer with a quantized kernel, input and (optionally) output.
+
+Works on keras `Conv2D`, `DepthwiseConv2D`, `Dense` (re-implemented with `keras.ops` from the
+layer's own config) and on every quadkeras quadratic layer (through
+`layer.call_with_kernel`). Quantizer variables are created on the wrapper
+(`kernel_step`, `input_alpha`, ...) so they save, load and train with the model; the wrapped
+layer keeps its own variables (`.layer`). Depthwise kernels `(kh, kw, C, M)` are seen by the
+kernel quantizer as `(kh, kw, 1, C·M)`, so "per channel" means per output channel. For
+quadratic layers the kernel quantizer sees the fused kernel (per-channel = per fused output
+channel); `t1`'s `linear_kernel` stays float.
+
+Example:
+
+>>> import numpy as np, keras
+>>> w = QuantizeWrapper(keras.layers.Dense(3), kernel_quantizer="lsq:4", input_quantizer="lsq:4")
+>>> w(np.ones((2, 5), "float32")).shape
+(2, 3)
+>>> w.quantization_bits()
+{'weight': 4, 'activation': 4}
+"""
+
+import keras
+from keras import ops
+
+from quadkeras.layers import QuadConv2D, QuadDense, QuadDepthwiseConv2D
+from quadkeras.quantizers import clone, deserialize, serialize
+
+QUAD_LAYERS = (QuadConv2D, QuadDense, QuadDepthwiseConv2D)
+KERAS_LAYERS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+SUPPORTED = QUAD_LAYERS + KERAS_LAYERS
+
+
+def is_quantizable(layer):
+    """True for the layer types `QuantizeWrapper` supports."""
+    return isinstance(layer, SUPPORTED)
+
+
+@keras.saving.register_keras_serializable(package="quadkeras")
+class QuantizeWrapper(keras.layers.Wrapper):
+    """Fake-quantize a layer's kernel, input and output during training and inference.
+
+    Args:
+        layer: a `Conv2D`, `DepthwiseConv2D`, `Dense`, `QuadConv2D`, `QuadDense` or
+            `QuadDepthwiseConv2D` (built or not).
+        kernel_quantizer, input_quantizer, output_quantizer: anything
+            `quadkeras.quantizers.get` accepts, or None (no quantization there). Each is
+            copied, so one spec object can be given to many wrappers.
+    """
+
+    def __init__(self, layer, kernel_quantizer=None, input_quantizer=None, output_quantizer=None, **kwargs):
+        if not is_quantizable(layer):
+            names = ", ".join(cls.__name__ for cls in SUPPORTED)
+            raise ValueError(f"Invalid layer {type(layer).__name__} ('{layer.name}') for "
+                             f"QuantizeWrapper: expected one of {names}.")
+        kwargs.setdefault("name", layer.name)
+        super().__init__(layer, **kwargs)
+        self.kernel_quantizer = clone(deserialize(kernel_quantizer))
+        self.input_quantizer = clone(deserialize(input_quantizer))
+        self.output_quantizer = clone(deserialize(output_quantizer))
+        for q, role in ((self.kernel_quantizer, "weight"), (self.input_quantizer, "activation"),
+                        (self.output_quantizer, "activation")):
+            if q is not None and q.role is None:
+                q.role = role
+
+    # -------------------------------------------------------------------- build
+    def build(self, input_shape):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        if self.input_quantizer is not None:
+            self.input_quantizer.build(self, input_shape, "input")
+        if self.kernel_quantizer is not None:
+            kernel = self._kernel_view(self.layer.kernel)
+            self.kernel_quantizer.build(self, kernel.shape, "kernel", value=kernel)
+        if self.output_quantizer is not None:
+            self.output_quantizer.build(self, self.compute_output_shape(input_shape), "output")
+        self.built = True
+
+    def _is_depthwise(self):
+        return isinstance(self.layer, (keras.layers.DepthwiseConv2D, QuadDepthwiseConv2D))
+
+    def _kernel_view(self, kernel):
+        kernel = ops.convert_to_tensor(kernel)
+        if self._is_depthwise():
+            kh, kw, c, m = kernel.shape
+            return ops.reshape(kernel, (kh, kw, 1, c * m))
+        return kernel
+
+    def _kernel_unview(self, kernel):
+        return ops.reshape(kernel, self.layer.kernel.shape) if self._is_depthwise() else kernel
+
+    # --------------------------------------------------------------------- call
+    def call(self, inputs, training=None):
+        x = inputs
+        if self.input_quantizer is not None:
+            x = self.input_quantizer(x, training=training)
+        kernel = ops.convert_to_tensor(self.layer.kernel)
+        if self.kernel_quantizer is not None:
+            kernel = self._kernel_unview(self.kernel_quantizer(self._kernel_view(kernel), training=training))
+        y = self._forward(x, kernel, training)
+        if self.output_quantizer is not None:
+            y = self.output_quantizer(y, training=training)
+        return y
+
+    def _forward(self, x, kernel, training):
+        layer = self.layer
+        if isinstance(layer, QUAD_LAYERS):
+            return layer.call_with_kernel(x, kernel, training=training)
+        x = ops.cast(x, layer.compute_dtype)
+        kernel = ops.cast(kernel, layer.compute_dtype)
+        if isinstance(layer, keras.layers.Dense):
+            y = ops.matmul(x, kernel)
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
+            y = ops.depthwise_conv(x, kernel, strides=layer.strides, padding=layer.padding,
+                                   dilation_rate=layer.dilation_rate, data_format=layer.data_format)
+        else:
+            y = ops.conv(x, kernel, strides=layer.strides, padding=layer.padding,
+                         dilation_rate=layer.dilation_rate, data_format=layer.data_format)
+        if layer.use_bias:
+            bias = ops.cast(layer.bias, layer.compute_dtype)
+            if getattr(layer, "data_format", "channels_last") == "channels_first":
+                bias = ops.reshape(bias, (1, -1) + (1,) * (len(y.shape) - 2))
+            y = y + bias
+        return layer.activation(y) if layer.activation is not None else y
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    # ----------------------------------------------------------------- metadata
+    def quantization_bits(self):
+        """{"weight": kernel bits or None, "activation": input bits or None}."""
+        bits = lambda q: None if q is None else q.bits  # noqa: E731
+        return {"weight": bits(self.kernel_quantizer), "activation": bits(self.input_quantizer)}
+
+    def quantized_kernel(self):
+        """The kernel as the wrapped layer sees it at inference (NumPy)."""
+        kernel = ops.convert_to_tensor(self.layer.kernel)
+        if self.kernel_quantizer is not None:
+            kernel = self._kernel_unview(self.kernel_quantizer(self._kernel_view(kernel), training=False))
+        return ops.convert_to_numpy(kernel)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "kernel_quantizer": serialize(self.kernel_quantizer),
+            "input_quantizer": serialize(self.input_quantizer),
+            "output_quantizer": serialize(self.output_quantizer),
+        })
+        return config

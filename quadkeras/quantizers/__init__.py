@@ -1,0 +1,27 @@
+"""Quantizers with straight-through gradients: one base class, one module per method.
+
+`get(spec)` accepts a `Quantizer`, a string spec (grammar in `quadkeras.quantizers.spec`:
+``name[:bits][:option]...``) or a config dict.
+
+Example:
+
+>>> from quadkeras import quantizers
+>>> quantizers.get("dorefa:2").bits
+2
+>>> sorted(quantizers.QUANTIZERS)[:3]
+['dorefa', 'fakequant', 'lqnet']
+"""
+
+from quadkeras.quantizers.base import Quantizer
+from quadkeras.quantizers.binary import XNOR, Ternary
+from quadkeras.quantizers.dorefa import DoReFa
+from quadkeras.quantizers.fakequant import FakeQuant
+from quadkeras.quantizers.lqnet import LQNet
+from quadkeras.quantizers.lsq import LSQ
+from quadkeras.quantizers.nonuniform import NonUniform
+from quadkeras.quantizers.pact import PACT
+from quadkeras.quantizers.spec import ALIASES, QUANTIZERS, clone, deserialize, get, parse_spec, serialize
+
+__all__ = ["Quantizer", "FakeQuant", "LSQ", "DoReFa", "PACT", "LQNet", "XNOR", "Ternary",
+           "NonUniform", "QUANTIZERS", "ALIASES", "get", "parse_spec", "serialize",
+           "deserialize", "clone"]

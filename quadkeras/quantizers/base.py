@@ -1,0 +1,227 @@
+"""`Quantizer`: the one base class of every quantization method.
+
+A quantizer is a small serializable object (not a layer). The layer that uses it (usually
+`quadkeras.quantize.QuantizeWrapper`) calls `quantizer.build(layer, shape, name, value=...)`,
+which creates the quantizer's variables on *that* layer with `layer.add_weight` (so they are
+saved with the model and seen by the optimizer), then `quantizer(x, training=...)`.
+
+Shared here, once: bit-width checks, signed/unsigned, per-tensor / per-channel / grouped
+statistics and parameters (channels are the last axis), optional var-mean weight
+normalisation, and first-training-batch initialisation of data-dependent parameters.
+Methods override only `_build` (their variables) and `quantize` (their math).
+
+Example:
+
+>>> import numpy as np, keras
+>>> from quadkeras.quantizers import get
+>>> q = get("lsq:4")
+>>> layer = keras.layers.Layer()
+>>> q.build(layer, (3, 3, 2, 4), "kernel", value=np.ones((3, 3, 2, 4), "float32"))
+>>> [v.name for v in layer.weights]
+['kernel_step']
+"""
+
+import numpy as np
+import keras
+from keras import ops
+
+from quadkeras.utils.validation import check_choice, check_positive_int
+
+GRANULARITIES = ("per_tensor", "per_channel", "groups")
+ROLES = ("weight", "activation")
+NORMALIZATIONS = (None, "var_mean")
+
+
+class Quantizer:
+    """Base quantizer: a bit width plus granularity; subclasses supply the math.
+
+    Args:
+        bits: bit width; each method lists the widths it allows (`allowed_bits`).
+        signed: signed levels (default: True for weights, False for activations).
+        granularity: `per_tensor`, `per_channel` (last axis) or `groups`
+            (channels split into `groups` contiguous groups, one parameter per group).
+            Default: the method's choice (`_default_granularity`).
+        groups: number of groups when `granularity="groups"`.
+        normalize: None or `"var_mean"` (standardise per output channel before quantizing).
+        role: `"weight"` or `"activation"`; the wrapper fills it in when None.
+    """
+
+    name = None
+    allowed_bits = tuple(range(2, 9))
+
+    def __init__(self, bits=8, signed=None, granularity=None, groups=None, normalize=None, role=None):
+        self.bits = check_choice(f"bits (quantizer {self.name!r})", bits, self.allowed_bits)
+        self._signed = None if signed is None else bool(signed)
+        if granularity is not None:
+            check_choice("granularity", granularity, GRANULARITIES)
+        self.granularity = granularity
+        if granularity == "groups":
+            check_positive_int("groups", groups)
+        self.groups = groups
+        self.normalize = check_choice("normalize", normalize, NORMALIZATIONS)
+        self.role = None if role is None else check_choice("role", role, ROLES)
+        self.built = False
+
+    # -------------------------------------------------------------- properties
+    @property
+    def signed(self):
+        if self._signed is not None:
+            return self._signed
+        return self.role != "activation"
+
+    def _default_granularity(self, shape):
+        return "per_tensor"
+
+    # -------------------------------------------------------------------- build
+    def build(self, layer, shape, name, value=None):
+        """Create this quantizer's variables on `layer` for inputs of `shape`.
+
+        `value` (optional, e.g. the kernel) initialises data-dependent parameters now;
+        otherwise they are initialised from the first training batch.
+        """
+        if self.role is None:
+            self.role = "weight" if value is not None else "activation"
+        self.shape = tuple(shape)
+        if self.granularity is None:
+            self.granularity = self._default_granularity(self.shape)
+        self.channels = self.shape[-1]
+        if self.granularity == "groups" and (self.channels is None or self.channels % self.groups):
+            raise ValueError(
+                f"Invalid groups={self.groups} for {name}: expected a divisor of the "
+                f"channel count {self.channels}."
+            )
+        self.param_shape = {"per_tensor": (), "per_channel": (self.channels,),
+                            "groups": (self.groups,)}[self.granularity]
+        self._layer = layer
+        self._prefix = name
+        self._data_inits = {}
+        self._flag = None
+        self._build(layer, self.shape, name)
+        if self._data_inits:
+            if value is not None:
+                x = self._prepare(ops.convert_to_tensor(value))
+                for var, fn in self._data_inits.values():
+                    var.assign(ops.cast(fn(x), var.dtype))
+            else:
+                self._flag = layer.add_weight(name=f"{name}_initialized", shape=(),
+                                              initializer="zeros", trainable=False)
+        self.built = True
+
+    def _build(self, layer, shape, name):
+        """Subclasses create their variables here (use `self.add_param`)."""
+
+    def add_param(self, name, initializer="zeros", trainable=True, extra_shape=(), data_init=None):
+        """Add a variable of shape `param_shape + extra_shape` named `<prefix>_<name>`.
+
+        `data_init(x)` (optional) computes its initial value from data: from the `value`
+        given to `build`, else from the first training batch.
+        """
+        var = self._layer.add_weight(name=f"{self._prefix}_{name}",
+                                     shape=self.param_shape + tuple(extra_shape),
+                                     initializer=initializer, trainable=trainable)
+        if data_init is not None:
+            self._data_inits[id(var)] = (var, data_init)
+        return var
+
+    # --------------------------------------------------------------------- call
+    def __call__(self, x, training=None):
+        if not self.built:
+            raise ValueError(f"Quantizer {self.name!r} used before build(): call build(layer, shape, name) first.")
+        x = self._prepare(ops.convert_to_tensor(x))
+        return self.quantize(x, bool(training))
+
+    def quantize(self, x, training):
+        """Subclasses: the fake-quantized tensor (float, same shape as x)."""
+        raise NotImplementedError
+
+    def _prepare(self, x):
+        if self.normalize == "var_mean":
+            axes = tuple(range(len(x.shape) - 1))
+            mean = ops.mean(x, axis=axes, keepdims=True)
+            std = ops.sqrt(ops.var(x, axis=axes, keepdims=True) + 1e-12)
+            x = (x - mean) / std
+        return x
+
+    def param(self, var, x, training):
+        """The value of `var` to use now: data-initialised on the first training batch.
+
+        On that batch the variable (and the `initialized` flag) are assigned. Backends whose
+        trainers drop assignments to trainable variables inside `call` (JAX) keep the
+        variable's initializer value instead; initialise from a value at build time there.
+        """
+        if self._flag is None or id(var) not in self._data_inits:
+            return ops.convert_to_tensor(var)
+        first = ops.equal(self._flag, 0.0)
+        init = ops.stop_gradient(ops.cast(self._data_inits[id(var)][1](x), var.dtype))
+        value = ops.where(first, init, ops.convert_to_tensor(var))
+        if training:
+            var.assign(ops.stop_gradient(value))
+        return value
+
+    def finish(self, training):
+        """Mark data-dependent parameters initialised (call at the end of `quantize`)."""
+        if training and self._flag is not None:
+            self._flag.assign(1.0)
+
+    # ----------------------------------------------------- granularity helpers
+    def reduce_params(self, x, fn):
+        """Per-parameter statistic `fn(t, axis=...)` of x: scalar, (C,) or (G,)."""
+        if self.granularity == "per_tensor":
+            return fn(x, axis=None)
+        if self.granularity == "per_channel":
+            return fn(x, axis=tuple(range(len(x.shape) - 1)))
+        g = self.groups
+        return fn(ops.reshape(x, (-1, g, self.channels // g)), axis=(0, 2))
+
+    def reduce(self, x, fn):
+        """`reduce_params` broadcastable to x's channels (groups repeated to (C,))."""
+        return self.expand(self.reduce_params(x, fn))
+
+    def expand(self, p):
+        """A parameter of `param_shape (+ extra)` broadcast to channels (groups repeated)."""
+        if self.granularity == "groups":
+            return ops.repeat(p, self.channels // self.groups, axis=0)
+        return p
+
+    def per_param(self, x):
+        """x reshaped to (M, P): one column per parameter (P = 1, C or G)."""
+        if self.granularity == "per_tensor":
+            return ops.reshape(x, (-1, 1))
+        if self.granularity == "per_channel":
+            return ops.reshape(x, (-1, self.channels))
+        g = self.groups
+        grouped = ops.reshape(x, (-1, g, self.channels // g))
+        return ops.reshape(ops.transpose(grouped, (0, 2, 1)), (-1, g))
+
+    def elements_per_param(self):
+        """How many elements share one parameter (N of LSQ's gradient scale)."""
+        dims = [d for d in self.shape if d is not None]
+        if self.role == "activation":
+            dims = [d for d in self.shape[1:] if d is not None]
+        total = int(np.prod(dims)) if dims else 1
+        return max(1, total // max(1, int(np.prod(self.param_shape))))
+
+    # ------------------------------------------------------------ serialization
+    def get_config(self):
+        return {"bits": self.bits, "signed": self._signed, "granularity": self.granularity,
+                "groups": self.groups, "normalize": self.normalize, "role": self.role}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(bits={self.bits}, role={self.role!r}, granularity={self.granularity!r})"
+
+
+def abs_mean(x, axis=None):
+    return ops.mean(ops.abs(x), axis=axis)
+
+
+def abs_max(x, axis=None):
+    return ops.max(ops.abs(x), axis=axis)
+
+
+def register(cls):
+    """Register a quantizer class for Keras serialization (package `quadkeras`)."""
+    return keras.saving.register_keras_serializable(package="quadkeras")(cls)

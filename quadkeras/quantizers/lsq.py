@@ -1,0 +1,52 @@
+"""`LSQ`: learned step size quantization (Esser et al., ICLR 2020).
+
+v̂ = s·round(clip(v/s, −Q_N, Q_P)); signed Q_N = 2^(b−1), Q_P = 2^(b−1)−1; unsigned Q_N = 0,
+Q_P = 2^b−1. The step `s` (variable `<prefix>_step`) is trained; its gradient is scaled by
+g = 1/√(N·Q_P) (N = elements per step: weights per tensor/channel/group, or features per
+sample for activations). Init s = 2·mean|v|/√Q_P from the kernel at build, or from the first
+training batch for activations. Gradients (STE): ∂v̂/∂v = 1 inside the clip range, 0 outside;
+∂v̂/∂s = −v/s + round(v/s) inside, −Q_N or Q_P at the clip.
+
+Example:
+
+>>> import numpy as np, keras
+>>> q = LSQ(bits=2)
+>>> layer = keras.layers.Layer()
+>>> q.build(layer, (4, 2), "kernel", value=np.array([[1., -1.]] * 4, "float32"))
+>>> float(q.step.numpy() if hasattr(q.step, "numpy") else q.step)  # 2*1/sqrt(1)
+2.0
+"""
+
+import numpy as np
+from keras import ops
+
+from quadkeras.quantizers.base import Quantizer, abs_mean, register
+from quadkeras.quantizers.ste import grad_scale, round_ste
+
+
+@register
+class LSQ(Quantizer):
+    """Learned step size quantizer (signed weights / unsigned activations by default)."""
+
+    name = "lsq"
+    allowed_bits = tuple(range(2, 9))
+
+    def q_range(self):
+        """(Q_N, Q_P) for the current bit width and signedness."""
+        if self.signed:
+            return 2 ** (self.bits - 1), 2 ** (self.bits - 1) - 1
+        return 0, 2 ** self.bits - 1
+
+    def _build(self, layer, shape, name):
+        self.step = self.add_param("step", initializer="ones", data_init=self._init_step)
+
+    def _init_step(self, x):
+        _, qp = self.q_range()
+        return ops.maximum(2.0 * self.reduce_params(x, abs_mean) / float(np.sqrt(qp)), 1e-8)
+
+    def quantize(self, x, training):
+        qn, qp = self.q_range()
+        g = float(1.0 / np.sqrt(self.elements_per_param() * qp))
+        s = self.expand(grad_scale(self.param(self.step, x, training), g))
+        self.finish(training)
+        return round_ste(ops.clip(x / s, -qn, qp)) * s

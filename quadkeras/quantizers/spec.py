@@ -1,0 +1,151 @@
+"""Quantizer lookup: objects, string specs and config dicts (a small safe parser, no eval).
+
+String grammar: ``name[:bits][:option]...`` where each option is one of
+
+- ``signed`` / ``unsigned``
+- ``per_tensor`` / ``per_channel`` / ``groups=G`` (or ``gG``, e.g. ``g4``)
+- ``var_mean`` (var-mean weight normalisation)
+- ``weight`` / ``activation`` (role; normally set by the wrapper)
+- ``key=value`` for a method argument (int, float, true/false or a bare word),
+  e.g. ``pact:4:alpha_init=6`` or ``lqnet:2:basis_update=gradient``.
+
+Names (aliases in parentheses): fakequant (uniform), lsq, dorefa, pact, lqnet, xnor (binary),
+ternary (twn), nonuniform.
+
+Example:
+
+>>> q = get("lsq:4:per_channel")
+>>> type(q).__name__, q.bits, q.granularity
+('LSQ', 4, 'per_channel')
+>>> get({"class_name": "PACT", "config": {"bits": 2}}).bits
+2
+"""
+
+import inspect
+import re
+
+import keras
+
+from quadkeras.quantizers.base import Quantizer
+from quadkeras.quantizers.binary import XNOR, Ternary
+from quadkeras.quantizers.dorefa import DoReFa
+from quadkeras.quantizers.fakequant import FakeQuant
+from quadkeras.quantizers.lqnet import LQNet
+from quadkeras.quantizers.lsq import LSQ
+from quadkeras.quantizers.nonuniform import NonUniform
+from quadkeras.quantizers.pact import PACT
+from quadkeras.utils.validation import check_choice
+
+QUANTIZERS = {cls.name: cls for cls in (FakeQuant, LSQ, DoReFa, PACT, LQNet, XNOR, Ternary, NonUniform)}
+ALIASES = {"uniform": "fakequant", "binary": "xnor", "twn": "ternary"}
+CLASS_NAMES = {cls.__name__: cls for cls in QUANTIZERS.values()}
+FLAGS = {
+    "signed": ("signed", True), "unsigned": ("signed", False),
+    "per_tensor": ("granularity", "per_tensor"), "per_channel": ("granularity", "per_channel"),
+    "var_mean": ("normalize", "var_mean"),
+    "weight": ("role", "weight"), "activation": ("role", "activation"),
+}
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_WORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def quantizer_class(name):
+    """The class for a registered name or alias (one-line error listing the choices)."""
+    key = ALIASES.get(str(name).lower(), str(name).lower())
+    check_choice("quantizer", key, tuple(QUANTIZERS) + tuple(ALIASES))
+    return QUANTIZERS[key]
+
+
+def _value(text, spec):
+    if _NUMBER.match(text):
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if text.lower() == "none":
+        return None
+    if _WORD.match(text):
+        return text
+    raise ValueError(f"Invalid value {text!r} in quantizer spec {spec!r}: expected a number, "
+                     "true/false, none or a bare word.")
+
+
+def parse_spec(spec):
+    """`"lsq:4:per_channel"` -> `(LSQ, {"bits": 4, "granularity": "per_channel"})`."""
+    parts = [p.strip() for p in str(spec).split(":")]
+    cls = quantizer_class(parts[0])
+    kwargs = {}
+    for i, part in enumerate(parts[1:]):
+        if i == 0 and part.isdigit():
+            kwargs["bits"] = int(part)
+        elif part in FLAGS:
+            key, value = FLAGS[part]
+            kwargs[key] = value
+        elif re.match(r"^g\d+$", part):
+            kwargs.update(granularity="groups", groups=int(part[1:]))
+        elif "=" in part:
+            key, text = part.split("=", 1)
+            kwargs.update(_keyword(cls, key.strip(), _value(text.strip(), spec), spec))
+        else:
+            raise ValueError(
+                f"Invalid option {part!r} in quantizer spec {spec!r}: expected bits, one of "
+                f"{', '.join(FLAGS)}, gN / groups=N or key=value.")
+    return cls, kwargs
+
+
+def _keyword(cls, key, value, spec):
+    if key == "groups":
+        return {"granularity": "groups", "groups": value}
+    allowed = _arguments(cls)
+    check_choice(f"argument (quantizer spec {spec!r})", key, allowed)
+    return {key: value}
+
+
+def _arguments(cls):
+    names = []
+    for klass in (cls, Quantizer):
+        names += [p for p in inspect.signature(klass.__init__).parameters
+                  if p not in ("self", "kwargs") and p not in names]
+    return tuple(names)
+
+
+def get(spec):
+    """A new-or-given `Quantizer` from an object, string spec, or dict (None passes through).
+
+    Dicts: `{"class_name": "LSQ", "config": {...}}` (Keras style) or
+    `{"name": "lsq", "bits": 4, ...}` (flat).
+    """
+    if spec is None or isinstance(spec, Quantizer):
+        return spec
+    if isinstance(spec, str):
+        cls, kwargs = parse_spec(spec)
+        return cls(**kwargs)
+    if isinstance(spec, dict):
+        if "class_name" in spec:
+            name = spec["class_name"]
+            cls = CLASS_NAMES.get(name) or quantizer_class(name)
+            return cls.from_config(dict(spec.get("config", {})))
+        if "name" in spec:
+            config = {k: v for k, v in spec.items() if k != "name"}
+            return quantizer_class(spec["name"]).from_config(config)
+    raise ValueError(f"Invalid quantizer {spec!r}: expected a Quantizer, a string like 'lsq:4', "
+                     "or a dict with 'class_name' or 'name'.")
+
+
+def serialize(quantizer):
+    """Keras-style config dict of a quantizer (None passes through)."""
+    if quantizer is None:
+        return None
+    return keras.saving.serialize_keras_object(quantizer)
+
+
+def deserialize(config):
+    """Inverse of `serialize` (also accepts anything `get` accepts)."""
+    if isinstance(config, dict) and "module" in config:
+        return keras.saving.deserialize_keras_object(config)
+    return get(config)
+
+
+def clone(quantizer):
+    """A fresh, unbuilt copy of a quantizer (same config)."""
+    quantizer = get(quantizer)
+    return None if quantizer is None else type(quantizer).from_config(quantizer.get_config())
