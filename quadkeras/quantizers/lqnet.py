@@ -65,7 +65,7 @@ class LQNet(Quantizer):
     def _init_basis(self, x, powers):
         top = range_init(self, x, 2 ** self.bits)
         unit = top / float(powers.sum())
-        return ops.expand_dims(unit, -1) * powers
+        return ops.expand_dims(unit, -1) * ops.convert_to_tensor(powers)
 
     def levels(self, basis):
         """(param_shape..., 2^K) levels of a basis."""

@@ -41,7 +41,7 @@ class NonUniform(Quantizer):
         count = 2 ** self.bits
         top = range_init(self, x, count)
         grid = np.linspace(-1.0 if self.signed else 0.0, 1.0, count).astype("float32")
-        return ops.expand_dims(top, -1) * grid
+        return ops.expand_dims(top, -1) * ops.convert_to_tensor(grid)
 
     def quantize(self, x, training):
         levels = self.param(self.levels, x, training)
