@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from quadkeras import quantizers
 from quadkeras.quantizers.lqnet import encodings
-from tests import quant_utils as qu
+from tests import test_quantize_helpers as qu
 from tests.backend_utils import layer_grads
 
 RNG = np.random.default_rng(0)

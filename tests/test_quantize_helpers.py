@@ -1,4 +1,4 @@
-"""Helpers for the quantizer tests: a probe layer holding one quantizer, NumPy references."""
+"""Helpers (no tests) for the quantizer tests: a probe layer holding one quantizer, NumPy references."""
 
 import numpy as np
 import keras
