@@ -38,7 +38,6 @@ def test_zoo_parameter_counts_and_macs(name):
     assert count_macs(model) >= linear
 
 
-@pytest.mark.jax
 def test_qresnet14_structure_and_forward():
     model = build_model("qresnet14")
     quads = [layer for layer in model.layers if isinstance(layer, QuadConv2D)]
@@ -56,7 +55,6 @@ def test_yaml_configs_mirror_the_zoo(path):
         assert load_config(path) == ZOO[name]
 
 
-@pytest.mark.jax
 def test_overrides_make_layers_first_order_or_remove_them():
     base = build_model("qresnet14")
     config = load_config("qresnet14")
