@@ -15,7 +15,7 @@ Example:
 (['conv5'], {'conv5': {'type': 'conv'}})
 """
 
-import copy
+import json
 import re
 
 import yaml
@@ -26,6 +26,11 @@ from quadkeras.utils.validation import check_choice, check_positive_int
 
 ACTIONS = ("first_order", "remove")
 _BLOCK = re.compile(r"(stage(\d+)_block(\d+))_conv\d+")
+
+
+def plain_config(config):
+    """A plain dict/list copy of a config (Keras wraps dicts set as model attributes)."""
+    return json.loads(json.dumps(config))
 
 
 def model_cost(config):
@@ -83,7 +88,7 @@ def emit_config(config, ranked_names, top_k=None, param_budget=None, mac_budget=
         raise ValueError("Invalid selection: expected one of top_k, param_budget, mac_budget.")
     if top_k is not None:
         check_positive_int("top_k", top_k)
-    new = copy.deepcopy(config)
+    new = plain_config(config)
     overrides = new.setdefault("overrides", {})
     budgets = param_budget is not None or mac_budget is not None
     if budgets:

@@ -16,7 +16,7 @@ Example (a tiny untrained VGG; real use passes a trained model and held-out data
 from dataclasses import dataclass
 
 from quadkeras.autobuilder.candidates import select_candidates
-from quadkeras.autobuilder.emit import emit_config
+from quadkeras.autobuilder.emit import emit_config, plain_config
 from quadkeras.autobuilder.scores import format_scores, probe_layers
 
 
@@ -42,6 +42,7 @@ def auto_build(model, x, y, config=None, layers=None, layer_regex=None, layer_in
     produced (`result.config` is None). With no `top_k` or budget, `top_k=1`.
     """
     config = config if config is not None else getattr(model, "quadkeras_config", None)
+    config = plain_config(config) if config is not None else None
     candidates = select_candidates(model, config, layers, layer_regex, layer_index)
     baseline, scores = probe_layers(model, x, y, candidates, masking_ratio, seed, epsilon,
                                     batch_size)

@@ -1,0 +1,95 @@
+"""Auto-builder app: rank a trained model's layers by RI and emit a leaner model config.
+
+    python apps/auto_build.py --flagfile=configs/auto_qvgg13.cfg
+    python apps/auto_build.py --model=runs/qresnet14.keras --config=configs/models/qresnet14.yaml \
+        --dataset=digits --split=val --masking_ratio=0.5 --top_k=2 --action=first_order \
+        --csv=/tmp/ri.csv --output_config=/tmp/qresnet14_auto.yaml
+
+Prints the ranked table (baseline A0, per layer P_M, P_W, masked accuracy, δA, RI), writes
+it as CSV, and writes the new config (YAML) that `apps/train.py --model=<yaml>` accepts.
+"""
+
+from absl import app, flags
+
+from quadkeras.autobuilder import auto_build, load_arrays, split_validation, write_config
+from quadkeras.autobuilder.emit import ACTIONS, model_cost
+from quadkeras.autobuilder.scores import write_csv
+from quadkeras.autobuilder.source import load_model_and_config
+from quadkeras.summary import count_macs
+from quadkeras.utils.validation import check_choice
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", "qresnet14", "Zoo name, .yaml/.json config, or a .keras model.")
+flags.DEFINE_string("config", None, "Config the .keras model was built from (for --output_config).")
+flags.DEFINE_string("weights", None, ".weights.h5 to load into a model built from a config.")
+flags.DEFINE_string("dataset", "digits", "digits, cifar10 or cifar100.")
+flags.DEFINE_string("data_dir", None, "Dataset directory (quadkeras.data.load_data).")
+flags.DEFINE_enum("split", "val", ["val", "test"],
+                  "Held-out split: 'val' = a seeded fraction of the training set, or 'test'.")
+flags.DEFINE_float("val_fraction", 0.1, "Fraction of the training set used by --split=val.")
+flags.DEFINE_integer("val_seed", 0, "Seed of the validation split.")
+flags.DEFINE_integer("max_examples", None, "Use at most this many held-out examples.")
+flags.DEFINE_float("masking_ratio", 0.5, "Fraction of each candidate's kernel zeroed per probe.")
+flags.DEFINE_integer("seed", 0, "Masking seed.")
+flags.DEFINE_float("epsilon", 1e-3, "Floor of the accuracy drop δA.")
+flags.DEFINE_list("layers", None, "Candidate layer names (default: the config's candidates).")
+flags.DEFINE_string("layer_regex", None, "Keep candidates whose name fully matches this regex.")
+flags.DEFINE_list("layer_index", None, "Indices into the candidate list (QuadraLib's layer_index).")
+flags.DEFINE_integer("top_k", None, "Change the k highest-RI layers.")
+flags.DEFINE_float("param_budget", None, "Change layers until params <= this (fraction or count).")
+flags.DEFINE_float("mac_budget", None, "Change layers until MACs <= this (fraction or count).")
+flags.DEFINE_string("action", "first_order", "first_order (quad -> conv) or remove.")
+flags.DEFINE_integer("batch_size", 256, "Evaluation batch size.")
+flags.DEFINE_string("csv", None, "Write the ranked table to this CSV path.")
+flags.DEFINE_string("output_config", None, "Write the emitted model config (YAML) here.")
+
+
+def heldout(model, config):
+    shape = tuple(model.input_shape[1:])
+    normalize = not (config or {}).get("normalize")
+    arrays = load_arrays(FLAGS.dataset, shape, FLAGS.data_dir, normalize=normalize)
+    if FLAGS.split == "val":
+        _, _, x, y = split_validation(arrays["x_train"], arrays["y_train"], FLAGS.val_fraction,
+                                      FLAGS.val_seed)
+    else:
+        x, y = arrays["x_test"], arrays["y_test"]
+    if FLAGS.max_examples:
+        x, y = x[: FLAGS.max_examples], y[: FLAGS.max_examples]
+    return x, y
+
+
+def main(argv):
+    del argv
+    check_choice("action", FLAGS.action, ACTIONS)
+    model, config = load_model_and_config(FLAGS.model, FLAGS.config, FLAGS.weights)
+    if not FLAGS.weights and not FLAGS.model.endswith(".keras"):
+        print("note: no --weights given; probing an untrained model")
+    x, y = heldout(model, config)
+    layer_index = [int(i) for i in FLAGS.layer_index] if FLAGS.layer_index else None
+    result = auto_build(model, x, y, config, FLAGS.layers, FLAGS.layer_regex, layer_index,
+                        FLAGS.masking_ratio, FLAGS.seed, FLAGS.epsilon, FLAGS.top_k,
+                        FLAGS.param_budget, FLAGS.mac_budget, FLAGS.action, FLAGS.batch_size)
+    print(f"held-out: {FLAGS.dataset} {FLAGS.split} ({len(y)} examples), "
+          f"masking_ratio={FLAGS.masking_ratio}, seed={FLAGS.seed}")
+    print(result.table())
+    if FLAGS.csv:
+        write_csv(result.scores, FLAGS.csv)
+        print(f"wrote {FLAGS.csv}")
+    if result.config is None:
+        print("no config for this model (pass --config): ranking only")
+        return
+    params0, macs0 = model.count_params(), count_macs(model)
+    params, macs = model_cost(result.config)
+    print(f"changed ({FLAGS.action}): {', '.join(result.chosen) or 'nothing'}")
+    print(f"params {params0:,} -> {params:,}; MACs {macs0:,} -> {macs:,}")
+    if FLAGS.output_config:
+        write_config(result.config, FLAGS.output_config, [
+            f"emitted by apps/auto_build.py from {FLAGS.model}: {FLAGS.action} "
+            f"{', '.join(result.chosen)}",
+            f"A0={result.baseline:.4f} on {FLAGS.dataset}/{FLAGS.split}; "
+            f"params {params0:,} -> {params:,}; MACs {macs0:,} -> {macs:,}"])
+        print(f"wrote {FLAGS.output_config}")
+
+
+if __name__ == "__main__":
+    app.run(main)
