@@ -1,0 +1,118 @@
+"""`make_dataset`: tf.data input pipeline with Keras 3 augmentation layers (any backend).
+
+Images are scaled to [0, 1], augmented per batch (zero padding + `keras.layers.RandomCrop`,
+`keras.layers.RandomFlip`, optional `keras.layers.MixUp` / `keras.layers.CutMix`), then
+normalised with the per-channel `mean` / `std`. The order of examples in a training pass is
+a fixed permutation drawn from `seed`, so pass `seed=base_seed + epoch` for a reproducible
+(and resumable) sequence of epochs. With MixUp/CutMix the labels become one-hot floats.
+
+`augment` is None / 'none', 'crop', 'flip', 'crop_flip', or a dict with keys
+`pad` (int, 0 = no crop), `flip` (bool), `mixup` (alpha, 0 = off), `cutmix` (alpha, 0 = off).
+
+Example:
+
+>>> import numpy as np
+>>> x = np.zeros((10, 8, 8, 1), "uint8"); y = np.arange(10) % 2
+>>> ds = make_dataset(x, y, 4, training=True, mean=[0.5], std=[0.25], augment="crop_flip")
+>>> [tuple(b.shape) for b, _ in ds.as_numpy_iterator()]
+[(4, 8, 8, 1), (4, 8, 8, 1), (2, 8, 8, 1)]
+"""
+
+import numpy as np
+
+from quadkeras.utils.validation import check_choice
+
+AUGMENT_PRESETS = {
+    "none": {},
+    "crop": {"pad": 4},
+    "flip": {"flip": True},
+    "crop_flip": {"pad": 4, "flip": True},
+}
+AUGMENT_KEYS = ("pad", "flip", "mixup", "cutmix")
+
+
+def augment_options(augment):
+    """Normalise an `augment` argument to a dict with all of AUGMENT_KEYS."""
+    if augment is None:
+        augment = "none"
+    if isinstance(augment, str):
+        augment = dict(AUGMENT_PRESETS[check_choice("augment", augment, tuple(AUGMENT_PRESETS))])
+    if not isinstance(augment, dict):
+        raise ValueError(f"Invalid augment={augment!r}: expected None, a preset name or a dict.")
+    for key in augment:
+        check_choice("augment key", key, AUGMENT_KEYS)
+    opts = {"pad": 0, "flip": False, "mixup": 0.0, "cutmix": 0.0}
+    opts.update(augment)
+    if int(opts["pad"]) < 0 or float(opts["mixup"]) < 0 or float(opts["cutmix"]) < 0:
+        raise ValueError(f"Invalid augment={augment!r}: pad, mixup and cutmix must be >= 0.")
+    return opts
+
+
+def _augmenter(opts, image_shape, seed):
+    """A batch function (images, labels) -> (images, labels) built from Keras layers."""
+    import keras
+    import tensorflow as tf
+
+    h, w = image_shape[0], image_shape[1]
+    pad = int(opts["pad"])
+    crop = keras.layers.RandomCrop(h, w, seed=seed) if pad else None
+    flip = keras.layers.RandomFlip("horizontal", seed=seed + 1) if opts["flip"] else None
+
+    def apply(images, labels):
+        if crop is not None:
+            images = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+            images = crop(images, training=True)
+        if flip is not None:
+            images = flip(images, training=True)
+        return images, labels
+
+    return apply
+
+
+def _mixer(opts, seed):
+    import keras
+
+    layers = []
+    if float(opts["mixup"]) > 0:
+        layers.append(keras.layers.MixUp(alpha=float(opts["mixup"]), seed=seed + 2))
+    if float(opts["cutmix"]) > 0:
+        layers.append(keras.layers.CutMix(factor=float(opts["cutmix"]), seed=seed + 3))
+
+    def apply(images, labels):
+        data = {"images": images, "labels": labels}
+        for layer in layers:
+            data = layer(data, training=True)
+        return data["images"], data["labels"]
+
+    return apply if layers else None
+
+
+def make_dataset(x, y, batch_size, training, mean, std, augment=None, seed=0, num_classes=None):
+    """tf.data.Dataset of (float32 normalised NHWC batches, labels); see module docstring."""
+    import tensorflow as tf
+
+    x = np.asarray(x)
+    y = np.asarray(y).reshape(-1).astype("int32")
+    if x.ndim != 4 or len(x) != len(y):
+        raise ValueError(f"Invalid x shape {x.shape} / y length {len(y)}: expected NHWC images, one label each.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+        raise ValueError(f"Invalid batch_size={batch_size!r}: expected a positive integer.")
+    opts = augment_options(augment if training else None)
+    mixer = _mixer(opts, seed)
+    if training:
+        order = np.random.default_rng(seed).permutation(len(x))
+        x, y = x[order], y[order]
+    mean_t = tf.constant(np.asarray(mean, "float32").reshape(1, 1, 1, -1))
+    std_t = tf.constant(np.asarray(std, "float32").reshape(1, 1, 1, -1))
+    depth = int(num_classes or (int(y.max()) + 1 if len(y) else 1))
+    augmenter = _augmenter(opts, x.shape[1:], seed)
+
+    def prepare(images, labels):
+        images, labels = augmenter(tf.cast(images, tf.float32) / 255.0, labels)
+        images = (images - mean_t) / std_t
+        if mixer is not None:
+            images, labels = mixer(images, tf.one_hot(labels, depth))
+        return images, labels
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(int(batch_size))
+    return ds.map(prepare).prefetch(tf.data.AUTOTUNE)

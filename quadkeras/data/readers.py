@@ -1,0 +1,112 @@
+"""Readers for on-disk CIFAR layouts: python pickle batches, image folders, tarballs.
+
+Each returns `(x_train, y_train, x_test, y_test, class_names)` with uint8 NHWC images.
+
+Example:
+
+>>> import numpy as np, pickle, tempfile, os
+>>> d = tempfile.mkdtemp()
+>>> batch = {b"data": np.zeros((2, 3072), "uint8"), b"labels": [0, 1]}
+>>> for f in ["data_batch_1", "test_batch"]:
+...     with open(os.path.join(d, f), "wb") as fh: pickle.dump(batch, fh)
+>>> read_pickle_folder(d, "cifar10")[0].shape
+(2, 32, 32, 3)
+"""
+
+import os
+import pickle
+import tarfile
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+PICKLE_FILES = {
+    "cifar10": ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels"),
+    "cifar100": (["train"], ["test"], b"fine_labels"),
+}
+
+
+def _unpickle(path):
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="bytes")
+
+
+def read_pickle_folder(folder, name):
+    """CIFAR python-pickle layout (`cifar-10-batches-py` / `cifar-100-python`)."""
+    train_files, test_files, label_key = PICKLE_FILES[name]
+
+    def read(files):
+        xs, ys = [], []
+        for fname in files:
+            path = os.path.join(folder, fname)
+            if not os.path.exists(path):
+                continue
+            batch = _unpickle(path)
+            xs.append(np.asarray(batch[b"data"], "uint8").reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+            ys.append(np.asarray(batch[label_key], "int32"))
+        if not xs:
+            raise FileNotFoundError(f"no {files[0]!r} in {folder}")
+        return np.concatenate(xs), np.concatenate(ys)
+
+    x_train, y_train = read(train_files)
+    x_test, y_test = read(test_files)
+    return x_train, y_train, x_test, y_test, None
+
+
+def decode_images(blobs):
+    """Decode a list of encoded images (JPEG/PNG/...) to one uint8 NHWC array with tf.data."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices(tf.constant(blobs, dtype=tf.string))
+    ds = ds.map(lambda b: tf.io.decode_image(b, channels=3, expand_animations=False),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return np.concatenate(list(ds.batch(1024).as_numpy_iterator()), 0)
+
+
+def _split_entries(entries):
+    """{split: {class: [(sort_key, loader)]}} -> images, labels, class names per split."""
+    classes = sorted(set(entries.get("train", {})) | set(entries.get("test", {})))
+    out = []
+    for split in ("train", "test"):
+        if not entries.get(split):
+            raise FileNotFoundError(f"no images under {split}/<class>/")
+        blobs, labels = [], []
+        for label, cls in enumerate(classes):
+            for _, blob in sorted(entries[split].get(cls, [])):
+                blobs.append(blob)
+                labels.append(label)
+        out += [decode_images(blobs), np.asarray(labels, "int32")]
+    return (*out, classes)
+
+
+def _entry(rel_path):
+    parts = rel_path.replace("\\", "/").strip("/").split("/")
+    if len(parts) < 3 or not parts[-1].lower().endswith(IMAGE_EXTENSIONS):
+        return None
+    split, cls = parts[-3], parts[-2]
+    return (split, cls, parts[-1]) if split in ("train", "test") else None
+
+
+def read_image_folder(root):
+    """Image-folder layout: `root/train/<class>/*.jpg` and `root/test/<class>/*.jpg`."""
+    entries = {}
+    for dirpath, _, files in os.walk(root):
+        for fname in files:
+            full = os.path.join(dirpath, fname)
+            parsed = _entry(os.path.relpath(full, root))
+            if parsed:
+                with open(full, "rb") as f:
+                    entries.setdefault(parsed[0], {}).setdefault(parsed[1], []).append((parsed[2], f.read()))
+    return _split_entries(entries)
+
+
+def read_tarball(path):
+    """A `.tar.gz` holding the image-folder layout (read in memory, nothing extracted)."""
+    entries = {}
+    with tarfile.open(path, "r:*") as tar:
+        for member in tar:
+            parsed = _entry(member.name) if member.isfile() else None
+            if parsed:
+                blob = tar.extractfile(member).read()
+                entries.setdefault(parsed[0], {}).setdefault(parsed[1], []).append((parsed[2], blob))
+    return _split_entries(entries)

@@ -1,0 +1,63 @@
+"""`DataSplits`: the arrays and statistics every loader returns.
+
+Example:
+
+>>> import numpy as np
+>>> s = make_splits("toy", np.zeros((2, 4, 4, 1), "uint8"), [0, 1], np.zeros((1, 4, 4, 1), "uint8"), [1], 2)
+>>> s.num_classes, s.x_train.dtype.name, s.y_test.dtype.name
+(2, 'uint8', 'int32')
+"""
+
+import dataclasses
+
+import numpy as np
+
+# Per-channel statistics of images scaled to [0, 1] (SPEC section 3).
+KNOWN_STATS = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
+}
+
+
+@dataclasses.dataclass
+class DataSplits:
+    """uint8 NHWC train/test images, int32 labels, class count and normalisation stats."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    mean: tuple
+    std: tuple
+    name: str
+
+    @property
+    def input_shape(self):
+        return tuple(int(d) for d in self.x_train.shape[1:])
+
+
+def channel_stats(x):
+    """Per-channel mean and std of uint8 NHWC images scaled to [0, 1]."""
+    scaled = np.asarray(x, "float64") / 255.0
+    axes = tuple(range(scaled.ndim - 1))
+    return tuple(float(v) for v in scaled.mean(axes)), tuple(float(v) for v in scaled.std(axes))
+
+
+def make_splits(name, x_train, y_train, x_test, y_test, num_classes, stats=None):
+    """Validate dtypes/shapes and build a `DataSplits` (stats computed from train if None)."""
+    arrays = []
+    for x in (x_train, x_test):
+        x = np.asarray(x)
+        if x.ndim == 3:
+            x = x[..., None]
+        if x.ndim != 4:
+            raise ValueError(f"Invalid images for dataset {name!r}: expected NHWC, got shape {x.shape}.")
+        arrays.append(x.astype("uint8"))
+    y_train = np.asarray(y_train).reshape(-1).astype("int32")
+    y_test = np.asarray(y_test).reshape(-1).astype("int32")
+    if len(y_train) != len(arrays[0]) or len(y_test) != len(arrays[1]):
+        raise ValueError(f"Invalid dataset {name!r}: image and label counts differ.")
+    mean, std = stats if stats is not None else channel_stats(arrays[0])
+    return DataSplits(arrays[0], y_train, arrays[1], y_test, int(num_classes),
+                      tuple(mean), tuple(std), name)
