@@ -1,0 +1,22 @@
+"""BSQ: bit-level sparsity mixed-precision quantization (Yang et al., ICLR 2021) for Keras 3.
+
+Example:
+
+>>> import keras
+>>> from quadkeras.bsq import to_bsq, scheme_of
+>>> model = to_bsq(keras.Sequential([keras.Input((8,)), keras.layers.Dense(2, name="fc")]), bits=8)
+>>> scheme_of(model)
+{'fc': 8}
+"""
+
+from quadkeras.bsq.callback import BSQCallback, reset_optimizer_slots
+from quadkeras.bsq.convert import (
+    bsq_layers, requantize_model, scheme_of, set_bsq_decay, to_bsq, to_float, to_representation)
+from quadkeras.bsq.report import bsq_report, format_report, save_report
+from quadkeras.bsq.wrapper import BitQuantWrapper, ClipConstraint
+
+__all__ = [
+    "BSQCallback", "BitQuantWrapper", "ClipConstraint", "bsq_layers", "bsq_report", "format_report",
+    "requantize_model", "reset_optimizer_slots", "save_report", "scheme_of", "set_bsq_decay",
+    "to_bsq", "to_float", "to_representation",
+]

@@ -1,0 +1,64 @@
+"""Keras callback: every `prun_int` epochs re-quantize and adjust precision (BSQ).
+
+At the start of epoch 0, prun_int, 2*prun_int, ... (as in BSQ's `cifar_prune_STE.py`) and
+at the end of training, every `BitQuantWrapper` is re-quantized (planes rounded to exact
+binary, carries propagated) and all-zero MSB / LSB planes are dropped; the optimizer's
+slot variables (momentum) are then zeroed, as BSQ re-creates its optimizer.
+
+Example:
+
+>>> cb = BSQCallback(prun_int=50)
+>>> cb.prun_int
+50
+"""
+
+import keras
+
+from quadkeras.bsq.convert import requantize_model
+from quadkeras.utils.validation import check_positive_int
+
+
+def reset_optimizer_slots(optimizer):
+    """Zero the optimizer's per-variable state (keeps the iteration count and LR)."""
+    if optimizer is None or not getattr(optimizer, "built", False):
+        return
+    keep = {id(optimizer.iterations)}
+    lr = getattr(optimizer, "_learning_rate", None)
+    if isinstance(lr, keras.Variable):
+        keep.add(id(lr))
+    for v in optimizer.variables:
+        if id(v) not in keep:
+            v.assign(keras.ops.zeros(v.shape, v.dtype))
+
+
+class BSQCallback(keras.callbacks.Callback):
+    """Re-quantization and precision adjustment every `prun_int` epochs.
+
+    Args:
+        prun_int: epochs between adjustments (BSQ's `--Prun_Int`, 50 in the paper).
+        adjust: drop all-zero planes (False: only re-quantize).
+        verbose: print the scheme after each adjustment.
+    """
+
+    def __init__(self, prun_int=50, adjust=True, verbose=0):
+        super().__init__()
+        self.prun_int = check_positive_int("prun_int", prun_int)
+        self.adjust = bool(adjust)
+        self.verbose = int(verbose)
+        self.history = []
+
+    def _step(self, epoch):
+        scheme = requantize_model(self.model, adjust=self.adjust)
+        reset_optimizer_slots(getattr(self.model, "optimizer", None))
+        self.history.append({"epoch": epoch, "scheme": scheme})
+        if self.verbose:
+            bits = list(scheme.values())
+            print(f"BSQ epoch {epoch}: precision per layer {bits}, "
+                  f"mean {sum(bits) / max(len(bits), 1):.2f}")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch % self.prun_int == 0:
+            self._step(epoch)
+
+    def on_train_end(self, logs=None):
+        self._step("end")

@@ -1,0 +1,143 @@
+"""Model-level BSQ conversions (functional / Sequential models, via `clone_model`).
+
+* `to_bsq(model, bits=8, scheme=None, layers=None)`: full-precision model -> bit
+  representation (every Conv2D / DepthwiseConv2D / Dense / quadratic layer by default);
+  `scheme` (a {layer: bits} dict or another BSQ model, BSQ's `--dict`) sets per-layer bits.
+* `to_representation(model, "float" | "bits")`: same scheme, other representation
+  (finetune with the scheme fixed, then back to bits), exactly.
+* `to_float(model)`: plain Keras model whose kernels are the represented (quantized)
+  kernels ("float weights").
+* `scheme_of(model)`, `bsq_layers(model)`, `set_bsq_decay(model, alpha)`,
+  `requantize_model(model, adjust=True)`.
+
+Example:
+
+>>> import keras
+>>> fp = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc")])
+>>> bsq = to_bsq(fp, bits=4)
+>>> scheme_of(bsq)
+{'fc': 4}
+>>> type(to_float(bsq).get_layer("fc")).__name__
+'Dense'
+"""
+
+import keras
+
+from quadkeras.bsq.wrapper import BitQuantWrapper
+from quadkeras.layers.quad_base import QuadLayerBase
+
+WRAPPABLE = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense, QuadLayerBase)
+
+
+def bsq_layers(model):
+    """The `BitQuantWrapper` layers of a model, in order."""
+    return [layer for layer in model.layers if isinstance(layer, BitQuantWrapper)]
+
+
+def scheme_of(model):
+    """{layer name: current weight precision} of a BSQ model."""
+    return {layer.name: layer.current_precision() for layer in bsq_layers(model)}
+
+
+def _scheme_dict(scheme):
+    if scheme is None or isinstance(scheme, dict):
+        return scheme
+    if isinstance(scheme, keras.Model):
+        return scheme_of(scheme)
+    raise ValueError(f"Invalid scheme={scheme!r}: expected None, a {{layer: bits}} dict or a BSQ model.")
+
+
+def _clone_layer(layer):
+    return layer.__class__.from_config(layer.get_config())
+
+
+def _copy_weights_by_name(src, dst):
+    values = {w.name: w for w in src.weights}
+    for w in dst.weights:
+        if w.name in values:
+            w.assign(values[w.name])
+
+
+def _clone(model, clone_function):
+    new = keras.models.clone_model(model, clone_function=clone_function)
+    if hasattr(model, "quadkeras_config"):
+        new.quadkeras_config = model.quadkeras_config
+    return new
+
+
+def to_bsq(model, bits=8, scheme=None, layers=None):
+    """Full-precision model -> BSQ bit representation (BSQ's `convert.py`)."""
+    scheme = _scheme_dict(scheme)
+    wanted = set(scheme) if scheme is not None else (set(layers) if layers is not None else None)
+    if wanted is not None:
+        missing = sorted(wanted - {layer.name for layer in model.layers})
+        if missing:
+            raise ValueError(f"Invalid layer name {missing[0]!r} in scheme/layers: not in model {model.name!r}.")
+
+    def selected(layer):
+        return isinstance(layer, WRAPPABLE) and (wanted is None or layer.name in wanted)
+
+    def clone(layer):
+        if selected(layer):
+            return BitQuantWrapper(_clone_layer(layer), bits=bits, name=layer.name)
+        return _clone_layer(layer)
+
+    new = _clone(model, clone)
+    for old, layer in zip(model.layers, new.layers):
+        if isinstance(layer, BitQuantWrapper):
+            _copy_weights_by_name(old, layer.layer)
+            n = scheme[old.name] if scheme is not None else bits
+            layer.set_kernel(keras.ops.convert_to_numpy(old.kernel), int(n))
+        elif old.weights:
+            layer.set_weights(old.get_weights())
+    return new
+
+
+def to_representation(model, representation):
+    """Same layers and scheme with every wrapper in `representation` ("bits" / "float")."""
+    def clone(layer):
+        if isinstance(layer, BitQuantWrapper):
+            return BitQuantWrapper(_clone_layer(layer.layer), bits=layer.bits,
+                                   representation=representation, name=layer.name)
+        return _clone_layer(layer)
+
+    new = _clone(model, clone)
+    for old, layer in zip(model.layers, new.layers):
+        if isinstance(layer, BitQuantWrapper):
+            _copy_weights_by_name(old.layer, layer.layer)
+            layer.set_codes(*old.get_codes())
+        elif old.weights:
+            layer.set_weights(old.get_weights())
+    return new
+
+
+def to_float(model):
+    """Plain Keras model with the represented (quantized) kernels as float weights."""
+    def clone(layer):
+        return _clone_layer(layer.layer if isinstance(layer, BitQuantWrapper) else layer)
+
+    new = keras.models.clone_model(model, clone_function=clone)
+    for old, layer in zip(model.layers, new.layers):
+        if isinstance(old, BitQuantWrapper):
+            old.sync_inner_kernel()
+            _copy_weights_by_name(old.layer, layer)
+            layer.kernel.trainable = True
+        elif old.weights:
+            layer.set_weights(old.get_weights())
+    return new
+
+
+def set_bsq_decay(model, alpha):
+    """Regulariser strength: each layer adds alpha * #params_l * n_l / #params * lasso_l."""
+    wrappers = bsq_layers(model)
+    total = sum(w.num_params for w in wrappers)
+    for w in wrappers:
+        w.reg_strength.assign(float(alpha) / max(total, 1))
+    return total
+
+
+def requantize_model(model, adjust=True):
+    """Re-quantize every wrapper (and adjust precision); returns the new scheme."""
+    for w in bsq_layers(model):
+        w.requantize(adjust=adjust)
+    return scheme_of(model)

@@ -1,0 +1,90 @@
+"""BSQ evaluation report: precision and % of 1s per bit per layer, average bits, compression.
+
+Average bits = sum_l #params_l * n_l / sum_l #params_l over the BSQ layers; compression
+rate = 32 / average bits (BSQ's `TP*32/TB`; BSQ's ResNet excludes the 1x1 shortcut convs
+from these totals, we count every wrapped layer).
+
+Example:
+
+>>> import keras
+>>> from quadkeras.bsq.convert import to_bsq
+>>> m = to_bsq(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="fc")]), bits=4)
+>>> r = bsq_report(m)
+>>> r["average_bits"], r["compression_rate"]
+(4.0, 8.0)
+"""
+
+import json
+
+import numpy as np
+
+from quadkeras.bsq import bitplanes
+from quadkeras.bsq.convert import bsq_layers
+
+
+def bsq_report(model, dataset=None):
+    """Dict with per-layer precision / % of 1s, average bits, compression (+ accuracy)."""
+    layers = []
+    for w in bsq_layers(model):
+        codes, _, n = w.get_codes()
+        layers.append({"name": w.name, "type": type(w.layer).__name__, "params": w.num_params,
+                       "precision": n, "ones_percent_msb_first": bitplanes.ones_percent(codes, n)})
+    params = sum(layer["params"] for layer in layers)
+    bits = sum(layer["params"] * layer["precision"] for layer in layers)
+    average = bits / params if params else 0.0
+    report = {"layers": layers, "total_params": params, "total_bits": bits,
+              "average_bits": float(average), "compression_rate": float(32.0 / average) if average else 0.0}
+    if dataset is not None:
+        report["accuracy"] = accuracy(model, dataset)
+    return report
+
+
+def accuracy(model, dataset):
+    """Top-1 accuracy (%) of `model` over a dataset of (images, labels) batches."""
+    correct = total = 0
+    for x, y in dataset:
+        pred = np.argmax(np.asarray(model.predict_on_batch(x)), axis=-1)
+        y = np.asarray(y).reshape(-1)
+        correct += int(np.sum(pred == y))
+        total += len(y)
+    return 100.0 * correct / max(total, 1)
+
+
+def format_report(report):
+    """Human-readable text of a report (BSQ's evaluation printout)."""
+    lines = []
+    if "accuracy" in report:
+        lines.append(f"Accuracy: {report['accuracy']:.2f}%")
+    for layer in report["layers"]:
+        ones = ", ".join(f"{p:6.2f}%" for p in layer["ones_percent_msb_first"])
+        lines.append(f"{layer['name']:<28} {layer['precision']:2d} bits  1s per bit (MSB..LSB): {ones}")
+    lines.append(f"Average bits: {report['average_bits']:.3f}  "
+                 f"Compression rate vs 32-bit: {report['compression_rate']:.2f}x "
+                 f"[{report['total_params'] * 32} / {report['total_bits']}]")
+    return "\n".join(lines)
+
+
+def save_report(report, json_path=None, png_path=None):
+    """Write the report as JSON and/or a bar plot of bits per layer (PNG)."""
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(report, f, indent=2)
+    if png_path:
+        import matplotlib  # noqa: PLC0415 (optional dependency)
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+
+        names = [layer["name"] for layer in report["layers"]]
+        fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(names)), 4))
+        ax.bar(range(len(names)), [layer["precision"] for layer in report["layers"]])
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=90, fontsize=7)
+        ax.set_ylabel("weight bits")
+        title = f"BSQ scheme: {report['average_bits']:.2f} avg bits, {report['compression_rate']:.1f}x"
+        if "accuracy" in report:
+            title += f", acc {report['accuracy']:.2f}%"
+        ax.set_title(title)
+        fig.tight_layout()
+        fig.savefig(png_path, dpi=100)
+        plt.close(fig)

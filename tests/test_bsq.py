@@ -1,0 +1,232 @@
+"""BSQ: bit planes, wrapper, regulariser, precision adjustment, conversions, save/load."""
+
+import os
+
+import numpy as np
+import pytest
+import keras
+from keras import ops
+
+from quadkeras.bsq import (
+    BitQuantWrapper, BSQCallback, bsq_report, format_report, requantize_model, save_report,
+    scheme_of, set_bsq_decay, to_bsq, to_float, to_representation)
+from quadkeras.bsq import bitplanes
+from quadkeras.layers import QuadConv2D, QuadDense
+
+
+def _grad(fn, variable):
+    """d fn() / d variable on the current backend."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = fn()
+        return np.asarray(tape.gradient(loss, variable.value))
+    if backend == "torch":
+        variable.value.grad = None
+        fn().backward()
+        return variable.value.grad.numpy()
+    import jax
+
+    def f(value):
+        with keras.StatelessScope(state_mapping=[(variable, value)]):
+            return fn()
+
+    return np.asarray(jax.grad(f)(variable.value))
+
+
+def _tiny_model(quad=False):
+    inputs = keras.Input((6, 6, 2))
+    if quad:
+        x = QuadConv2D(4, 3, padding="same", neuron="t4", name="conv")(inputs)
+    else:
+        x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(3, name="fc")(x)
+    return keras.Model(inputs, outputs)
+
+
+# --------------------------------------------------------------- NumPy algebra
+@pytest.mark.jax
+def test_planes_roundtrip_and_carry():
+    rng = np.random.RandomState(0)
+    kernel = rng.randn(5, 7)
+    codes, scale = bitplanes.quantize_codes(kernel, 6)
+    pos, neg = bitplanes.codes_to_planes(codes, 6)
+    assert set(np.unique(pos)) <= {0.0, 1.0} and not np.any(pos * neg)
+    np.testing.assert_array_equal(bitplanes.planes_to_codes(pos, neg, 6), codes)
+    expected = scale * np.rint(np.abs(kernel) / np.abs(kernel).max() * 63) * np.sign(kernel) / 63
+    np.testing.assert_allclose(bitplanes.dequantize(codes, scale, 6), expected, rtol=1e-6)
+    # Continuous planes: a value 1.6 in bit 0 carries into bit 1 (1.6 + 2*1 -> 4 after rounding)
+    pos = np.array([[1.6, 1.0, 0.0]])
+    neg = np.array([[0.0, 0.0, 0.2]])
+    assert bitplanes.planes_to_codes(pos, neg, 3).tolist() == [3]  # 1.6 + 2 - 0.8 = 2.8 -> 3
+    assert bitplanes.codes_to_planes(np.array([4]), 3)[0].tolist() == [[0.0, 0.0, 1.0]]
+
+
+@pytest.mark.jax
+def test_adjust_precision_keeps_values():
+    rng = np.random.RandomState(1)
+    codes = rng.randint(-15, 16, size=(4, 4)) * 4  # LSB planes 0,1 zero, fits 6 bits of 8
+    new, scale, n = bitplanes.adjust_precision(codes, 0.7, 8)
+    assert n == 4
+    np.testing.assert_allclose(bitplanes.dequantize(new, scale, n), bitplanes.dequantize(codes, 0.7, 8), rtol=1e-6)
+    zero, _, n0 = bitplanes.adjust_precision(np.zeros((3,), "int64"), 1.0, 8)
+    assert n0 == 1 and not zero.any()
+
+
+@pytest.mark.jax
+def test_ones_percent_msb_first():
+    assert bitplanes.ones_percent(np.array([1, -3, 2, 0]), 2) == [50.0, 50.0]
+    assert bitplanes.ones_percent(np.array([4, 0]), 3) == [50.0, 0.0, 0.0]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="representation"):
+        BitQuantWrapper(keras.layers.Dense(2), representation="int")
+    with pytest.raises(ValueError, match="bits"):
+        BitQuantWrapper(keras.layers.Dense(2), bits=0)
+    with pytest.raises(ValueError, match="no_such"):
+        to_bsq(_tiny_model(), scheme={"no_such": 4})
+    with pytest.raises(ValueError, match="prun_int"):
+        BSQCallback(prun_int=0)
+
+
+# --------------------------------------------------------------------- wrapper
+@pytest.mark.jax
+@pytest.mark.parametrize("quad", [False, True])
+def test_bit_representation_reconstructs_quantized_kernel(quad):
+    model = _tiny_model(quad)
+    bsq = to_bsq(model, bits=5)
+    x = np.random.RandomState(0).randn(2, 6, 6, 2).astype("float32")
+    reference = to_float(bsq)
+    for layer in bsq.layers:
+        if isinstance(layer, BitQuantWrapper):
+            kernel = keras.ops.convert_to_numpy(model.get_layer(layer.name).kernel)
+            codes, scale = bitplanes.quantize_codes(kernel, 5)
+            expected = scale * codes / 31.0
+            np.testing.assert_allclose(ops.convert_to_numpy(layer.quantized_kernel()), expected, atol=1e-6)
+            np.testing.assert_allclose(ops.convert_to_numpy(reference.get_layer(layer.name).kernel), expected,
+                                       atol=1e-6)
+    np.testing.assert_allclose(bsq.predict_on_batch(x), reference.predict_on_batch(x), atol=1e-5)
+    assert scheme_of(bsq) == {"conv": 5, "dw": 5, "fc": 5}
+    assert bsq.get_layer("fc").quantization_bits() == {"weight": 5, "activation": None}
+
+
+def test_regularizer_gradient_matches_formula():
+    layer = BitQuantWrapper(keras.layers.Dense(3), bits=4)
+    layer.build((None, 5))
+    rng = np.random.RandomState(0)
+    pos, neg = rng.uniform(0, 2, (5, 3, 4)), rng.uniform(0, 2, (5, 3, 4))
+    layer.pos_planes.assign(pos.astype("float32"))
+    layer.neg_planes.assign(neg.astype("float32"))
+    layer.precision.assign(3.0)  # plane 3 inactive
+    layer.reg_strength.assign(0.01)
+    grad = _grad(layer.regularization, layer.pos_planes)
+    norms = np.sqrt(1e-8 + (pos ** 2).sum(axis=(0, 1)) + (neg ** 2).sum(axis=(0, 1)))
+    coef = 0.01 * 15 * 3  # reg_strength * #params * precision
+    expected = coef * pos / norms * np.array([1, 1, 1, 0])
+    np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-7)
+    value = float(ops.convert_to_numpy(layer.regularization()))
+    np.testing.assert_allclose(value, coef * norms[:3].sum(), rtol=1e-5)
+
+
+def test_regularizer_weights_layers_by_param_share():
+    bsq = to_bsq(_tiny_model(), bits=8)
+    total = set_bsq_decay(bsq, 0.5)
+    assert total == 2 * 3 * 3 * 4 + 3 * 3 * 4 + 4 * 3
+    x = np.ones((2, 6, 6, 2), "float32")
+    bsq(x, training=True)
+    assert len(bsq.losses) == 3
+    bsq(x, training=False)
+    assert len(bsq.losses) == 0
+
+
+def test_ste_gradient_passes_through_rounding():
+    layer = BitQuantWrapper(keras.layers.Dense(2, use_bias=False), bits=3)
+    layer.build((None, 2))
+    x = np.array([[1.0, 2.0]], "float32")
+    grad = _grad(lambda: ops.sum(layer(x)), layer.pos_planes)
+    scale = float(ops.convert_to_numpy(layer.scale))
+    expected = scale * x.T[:, :, None] * np.ones((2, 2, 1)) * (2.0 ** np.arange(3) / 7.0)
+    np.testing.assert_allclose(grad, expected, rtol=1e-5)
+
+
+# ------------------------------------------------------- precision adjustment
+def test_precision_drops_when_planes_are_zeroed():
+    bsq = to_bsq(_tiny_model(), bits=8)
+    layer = bsq.get_layer("conv")
+    before = layer.dequantized_kernel()
+    pos = ops.convert_to_numpy(layer.pos_planes).copy()
+    neg = ops.convert_to_numpy(layer.neg_planes).copy()
+    pos[..., 7] = neg[..., 7] = 0.0  # MSB
+    pos[..., 0] = neg[..., 0] = 0.0  # LSB
+    layer.pos_planes.assign(pos)
+    layer.neg_planes.assign(neg)
+    kept = layer.dequantized_kernel()
+    assert not np.allclose(kept, before)
+    scheme = requantize_model(bsq)
+    assert scheme["conv"] <= 6 and scheme["fc"] >= 7
+    np.testing.assert_allclose(layer.dequantized_kernel(), kept, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(ops.convert_to_numpy(layer.quantized_kernel()), kept, rtol=1e-5, atol=1e-7)
+    assert not ops.convert_to_numpy(layer.pos_planes)[..., scheme["conv"]:].any()
+
+
+# ----------------------------------------------------------- save / convert
+@pytest.mark.jax
+def test_save_load_keeps_scheme(tmp_path):
+    model = _tiny_model(quad=True)
+    bsq = to_bsq(model, scheme={"conv": 3, "fc": 5})
+    assert scheme_of(bsq) == {"conv": 3, "fc": 5}
+    bsq.get_layer("conv").requantize()
+    path = os.path.join(tmp_path, "bsq.keras")
+    bsq.save(path)
+    loaded = keras.models.load_model(path)
+    assert scheme_of(loaded) == scheme_of(bsq)
+    x = np.random.RandomState(0).randn(2, 6, 6, 2).astype("float32")
+    np.testing.assert_allclose(loaded.predict_on_batch(x), bsq.predict_on_batch(x), atol=1e-5)
+    again = to_bsq(_tiny_model(), bits=8, scheme=loaded)  # BSQ's --dict
+    assert scheme_of(again) == scheme_of(loaded)
+
+
+def test_float_finetune_representation_is_exact(tmp_path):
+    bsq = to_bsq(_tiny_model(), scheme={"conv": 4, "dw": 2, "fc": 6})
+    ft = to_representation(bsq, "float")
+    x = np.random.RandomState(0).randn(2, 6, 6, 2).astype("float32")
+    np.testing.assert_allclose(ft.predict_on_batch(x), bsq.predict_on_batch(x), atol=1e-5)
+    back = to_representation(ft, "bits")
+    assert scheme_of(back) == scheme_of(bsq)
+    np.testing.assert_allclose(back.predict_on_batch(x), bsq.predict_on_batch(x), atol=1e-5)
+    path = os.path.join(tmp_path, "ft.keras")
+    ft.save(path)
+    assert scheme_of(keras.models.load_model(path)) == {"conv": 4, "dw": 2, "fc": 6}
+
+
+def test_report_json_and_png(tmp_path):
+    bsq = to_bsq(_tiny_model(), scheme={"conv": 4, "fc": 8})
+    report = bsq_report(bsq)
+    params = {"conv": 72, "fc": 12}
+    assert report["average_bits"] == pytest.approx((72 * 4 + 12 * 8) / 84)
+    assert report["compression_rate"] == pytest.approx(32 / report["average_bits"])
+    assert [len(r["ones_percent_msb_first"]) for r in report["layers"]] == [4, 8]
+    assert {r["name"]: r["params"] for r in report["layers"]} == params
+    save_report(report, os.path.join(tmp_path, "r.json"), os.path.join(tmp_path, "r.png"))
+    assert os.path.getsize(os.path.join(tmp_path, "r.png")) > 1000
+    assert "Average bits" in format_report(report)
+
+
+def test_callback_requantizes_and_trains_planes_in_range():
+    model = to_bsq(_tiny_model(), bits=8)
+    set_bsq_decay(model, 100.0)
+    model.compile(keras.optimizers.SGD(0.5, momentum=0.9), "mse")
+    rng = np.random.RandomState(0)
+    x, y = rng.randn(16, 6, 6, 2).astype("float32"), rng.randn(16, 3).astype("float32")
+    callback = BSQCallback(prun_int=2)
+    model.fit(x, y, epochs=4, batch_size=8, verbose=0, callbacks=[callback])
+    assert [h["epoch"] for h in callback.history] == [0, 2, "end"]
+    planes = ops.convert_to_numpy(model.get_layer("conv").pos_planes)
+    assert set(np.unique(planes)) <= {0.0, 1.0}  # exact binary after the final re-quantization
+    assert sum(scheme_of(model).values()) < 3 * 8  # a strong regulariser removed bits
