@@ -1,7 +1,5 @@
 """QuantizeWrapper and quantize_model: layer parity, .keras round trips, rules, training."""
 
-import os
-
 import numpy as np
 import pytest
 import keras
@@ -93,7 +91,6 @@ def _resnet(name="resnet20"):
     return build_model(name, num_classes=4, input_shape=(8, 8, 3))
 
 
-@pytest.mark.jax
 def test_quantize_model_defaults_keep_first_last_and_shortcuts_float():
     model = _resnet()
     q = quantize_model(model, scheme_from_flags("lsq", 4, 4))
@@ -165,20 +162,11 @@ def test_quantizer_variables_for_decay():
 def test_wrapped_qresnet14_loss_drops():
     model = build_model("qresnet14", num_classes=4, input_shape=(8, 8, 3),
                         quantize=scheme_from_flags("lsq", 4, 4))
-    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), LOSS)
-    x = RNG.random((32, 8, 8, 3)).astype("float32")
+    model.compile(keras.optimizers.Adam(3e-3), LOSS)
+    x = np.random.default_rng(3).random((32, 8, 8, 3)).astype("float32")
     y = np.arange(32) % 4
     hist = model.fit(x, y, epochs=6, batch_size=32, verbose=0, shuffle=False)
     losses = hist.history["loss"]
     assert np.isfinite(losses).all() and losses[-1] < 0.8 * losses[0], losses
     step = [v for v in model.trainable_variables if v.name.endswith(("_step", "_alpha"))]
     assert not step or any(np.any(keras.ops.convert_to_numpy(v) != 1.0) for v in step)
-
-
-@pytest.mark.skipif(os.environ.get("KERAS_BACKEND") != "jax", reason="jax-only check")
-@pytest.mark.jax
-def test_jax_fit_smoke():
-    model = build_model("resnet20", num_classes=4, input_shape=(8, 8, 3), quantize=scheme_from_flags("lsq", 4, 4))
-    model.compile("adam", LOSS)
-    hist = model.fit(RNG.random((8, 8, 8, 3)).astype("float32"), np.arange(8) % 4, epochs=2, verbose=0)
-    assert np.isfinite(hist.history["loss"]).all()
