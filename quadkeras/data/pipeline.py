@@ -5,6 +5,9 @@ Images are scaled to [0, 1], augmented per batch (zero padding + `keras.layers.R
 normalised with the per-channel `mean` / `std`. The order of examples in a training pass is
 a fixed permutation drawn from `seed`, so pass `seed=base_seed + epoch` for a reproducible
 (and resumable) sequence of epochs. With MixUp/CutMix the labels become one-hot floats.
+Training passes drop the last partial batch by default (`drop_remainder=None` -> `training`):
+every step then has the same shape, which avoids a retrace per epoch (and a oneDNN crash
+seen under TensorFlow with quadratic layers when the batch size changes mid-training).
 
 `augment` is None / 'none', 'crop', 'flip', 'crop_flip', or a dict with keys
 `pad` (int, 0 = no crop), `flip` (bool), `mixup` (alpha, 0 = off), `cutmix` (alpha, 0 = off).
@@ -15,7 +18,7 @@ Example:
 >>> x = np.zeros((10, 8, 8, 1), "uint8"); y = np.arange(10) % 2
 >>> ds = make_dataset(x, y, 4, training=True, mean=[0.5], std=[0.25], augment="crop_flip")
 >>> [tuple(b.shape) for b, _ in ds.as_numpy_iterator()]
-[(4, 8, 8, 1), (4, 8, 8, 1), (2, 8, 8, 1)]
+[(4, 8, 8, 1), (4, 8, 8, 1)]
 """
 
 import numpy as np
@@ -87,7 +90,8 @@ def _mixer(opts, seed):
     return apply if layers else None
 
 
-def make_dataset(x, y, batch_size, training, mean, std, augment=None, seed=0, num_classes=None):
+def make_dataset(x, y, batch_size, training, mean, std, augment=None, seed=0, num_classes=None,
+                 drop_remainder=None):
     """tf.data.Dataset of (float32 normalised NHWC batches, labels); see module docstring."""
     import tensorflow as tf
 
@@ -114,5 +118,8 @@ def make_dataset(x, y, batch_size, training, mean, std, augment=None, seed=0, nu
             images, labels = mixer(images, tf.one_hot(labels, depth))
         return images, labels
 
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(int(batch_size))
+    drop = training if drop_remainder is None else bool(drop_remainder)
+    if drop and len(x) < batch_size:
+        raise ValueError(f"Invalid batch_size={batch_size}: expected <= the {len(x)} training examples.")
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(int(batch_size), drop_remainder=drop)
     return ds.map(prepare).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,22 @@
+"""Training: `train(config)`, coupled-L2 SGD with per-variable decay rules, epoch LR schedules
+with exact resume, atomic checkpoints, callbacks and the run summary.
+
+Example:
+
+>>> cfg = resolve_config({"dataset": "digits", "epochs": 2})
+>>> make_schedule("multistep", 0.1, 10, 2, milestones=[1]).get_config()["milestones"]
+[1]
+"""
+
+from quadkeras.training.checkpoint import check_resumable, config_hash, save_best_if_better
+from quadkeras.training.checkpoint import save_model_atomic
+from quadkeras.training.config import DEFAULTS, resolve_config, resume_view
+from quadkeras.training.decay import decay_coefficients
+from quadkeras.training.optimizer import CoupledDecaySGD
+from quadkeras.training.schedules import EpochCosine, EpochMultiStep, make_schedule
+from quadkeras.training.trainer import compile_model, evaluate, model_config, train
+
+__all__ = ["CoupledDecaySGD", "DEFAULTS", "EpochCosine", "EpochMultiStep", "check_resumable",
+           "compile_model", "config_hash", "decay_coefficients", "evaluate", "make_schedule",
+           "model_config", "resolve_config", "resume_view", "save_best_if_better",
+           "save_model_atomic", "train"]

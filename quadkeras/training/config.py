@@ -1,0 +1,62 @@
+"""Training run configuration: defaults (the seed recipe), validation and resume keys.
+
+Example:
+
+>>> cfg = resolve_config({"dataset": "digits", "epochs": 3})
+>>> cfg["lr"], cfg["schedule"], cfg["grad_clip"], cfg["batch_size"]
+(0.1, 'cosine', 0.5, 256)
+>>> resolve_config({"lr_schedule": "cosine"})  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+ValueError: Invalid training config key='lr_schedule': expected one of 'model', ...
+"""
+
+from quadkeras.data.loaders import DATASETS
+from quadkeras.data.pipeline import AUGMENT_PRESETS
+from quadkeras.training.schedules import SCHEDULES
+from quadkeras.utils.validation import check_choice, check_positive_int
+
+# Seed recipe (SPEC section 3): SGD 0.1, momentum 0.9, coupled L2 5e-4, cosine to 1e-4 over
+# 200 epochs, batch 256, pad-4 crop + flip, global grad-norm clip 0.5.
+DEFAULTS = {
+    "model": "qresnet14", "dataset": "cifar10", "data_dir": None, "cache_dir": None,
+    "epochs": 200, "batch_size": 256, "eval_batch_size": 512,
+    "lr": 0.1, "momentum": 0.9, "nesterov": False,
+    "schedule": "cosine", "final_lr": 1e-4, "milestones": [], "gamma": 0.1, "warmup_epochs": 0,
+    "wd": 5e-4, "decay_small": False, "custom_decay_list": "", "custom_decay": None,
+    "label_smoothing": 0.0, "augment": "crop_flip", "mixup": 0.0, "cutmix": 0.0,
+    "grad_clip": 0.5, "mixed_precision": "", "seed": 0, "deterministic": False,
+    "quant": "", "wbits": 4, "abits": 4, "quant_first_last": False, "quant_shortcut": False,
+    "work_dir": "runs/default", "resume": False, "evaluate_only": False, "checkpoint": None,
+    "tensorboard": True, "verbose": 1,
+}
+# Keys that may change between a run and its resume (they do not affect the result).
+RUNTIME_KEYS = ("data_dir", "cache_dir", "work_dir", "resume", "evaluate_only", "checkpoint",
+                "tensorboard", "verbose", "eval_batch_size")
+MIXED_PRECISION = ("", "float16", "bfloat16")
+
+
+def resolve_config(config=None, **overrides):
+    """DEFAULTS updated with `config` and `overrides`, validated; returns a new dict."""
+    merged = dict(DEFAULTS)
+    for key, value in {**(config or {}), **overrides}.items():
+        check_choice("training config key", key, tuple(DEFAULTS))
+        merged[key] = value
+    check_choice("dataset", merged["dataset"], DATASETS)
+    check_choice("schedule", merged["schedule"], SCHEDULES)
+    check_choice("augment", merged["augment"], tuple(AUGMENT_PRESETS))
+    check_choice("mixed_precision", merged["mixed_precision"], MIXED_PRECISION)
+    for key in ("epochs", "batch_size", "eval_batch_size"):
+        check_positive_int(key, merged[key])
+    for key in ("lr", "wd", "grad_clip", "label_smoothing", "mixup", "cutmix", "warmup_epochs"):
+        if float(merged[key]) < 0:
+            raise ValueError(f"Invalid {key}={merged[key]!r}: expected a number >= 0.")
+    if merged["custom_decay_list"] and merged["custom_decay"] is None:
+        raise ValueError("Invalid custom_decay=None: set custom_decay when custom_decay_list is given.")
+    merged["milestones"] = [int(m) for m in (merged["milestones"] or [])]
+    return merged
+
+
+def resume_view(config):
+    """The part of a config that must match for `--resume`."""
+    return {k: v for k, v in config.items() if k not in RUNTIME_KEYS}

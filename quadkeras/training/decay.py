@@ -1,0 +1,64 @@
+"""Per-variable L2 decay coefficients: `wd`, `decay_small` and `custom_decay_list`.
+
+Rules, applied to each trainable variable (matched on `variable.path`, e.g.
+`stage1_block1_conv1/kernel`):
+1. if a regex of `custom_decay_list` matches -> `custom_decay`;
+2. elif `decay_small` and the variable is "small" (at most 1-D: biases, BN gamma/beta,
+   per-branch BN, scalar quantizer params, or a quantizer param `step`/`alpha`/`basis`/
+   `levels`) -> 0;
+3. else -> `wd`.
+
+Example:
+
+>>> import keras
+>>> layer = keras.layers.Dense(2); layer.build((None, 3))
+>>> decay_coefficients(layer.trainable_variables, 5e-4, decay_small=True)
+[0.0005, 0.0]
+>>> decay_coefficients(layer.trainable_variables, 5e-4, custom_decay_list="bias", custom_decay=0.01)
+[0.0005, 0.01]
+"""
+
+import re
+
+QUANTIZER_SUFFIXES = ("_step", "_alpha", "_basis", "_levels")
+
+
+def parse_decay_list(custom_decay_list):
+    """A comma-separated string or a list of regexes -> list of compiled patterns."""
+    if not custom_decay_list:
+        return []
+    items = custom_decay_list.split(",") if isinstance(custom_decay_list, str) else list(custom_decay_list)
+    patterns = []
+    for item in (i.strip() for i in items):
+        if item:
+            try:
+                patterns.append(re.compile(item))
+            except re.error as err:
+                raise ValueError(f"Invalid custom_decay_list entry {item!r}: not a regex ({err}).") from None
+    return patterns
+
+
+def is_small(variable):
+    """True for variables that `decay_small` exempts (<= 1-D or quantizer params)."""
+    name = variable.path if hasattr(variable, "path") else variable.name
+    return len(variable.shape) <= 1 or name.endswith(QUANTIZER_SUFFIXES)
+
+
+def decay_coefficient(variable, wd, decay_small=False, patterns=(), custom_decay=None):
+    """L2 coefficient for one variable (see module rules)."""
+    name = variable.path if hasattr(variable, "path") else variable.name
+    if patterns and any(p.search(name) for p in patterns):
+        if custom_decay is None:
+            raise ValueError("Invalid custom_decay=None: required when custom_decay_list is set.")
+        return float(custom_decay)
+    if decay_small and is_small(variable):
+        return 0.0
+    return float(wd)
+
+
+def decay_coefficients(variables, wd, decay_small=False, custom_decay_list=None, custom_decay=None):
+    """List of L2 coefficients, one per variable."""
+    if float(wd) < 0 or (custom_decay is not None and float(custom_decay) < 0):
+        raise ValueError(f"Invalid wd={wd!r} / custom_decay={custom_decay!r}: expected >= 0.")
+    patterns = parse_decay_list(custom_decay_list)
+    return [decay_coefficient(v, wd, decay_small, patterns, custom_decay) for v in variables]

@@ -1,0 +1,212 @@
+"""`train(config)`: the whole training run, usable from user code and from `apps/train.py`.
+
+One `model.fit` call per epoch, each with its own seeded data order (`seed + epoch`), so a
+resumed run sees the same batches; the LR schedule and optimizer slots come back with
+`last.keras` (the schedule is a function of `optimizer.iterations`). Writes to `work_dir`:
+`last.keras`, `best.keras` (+ `best.json`), `state.json`, `history.csv`, `tensorboard/`,
+`summary.json`.
+
+Example:
+
+>>> import tempfile
+>>> s = train({"dataset": "digits", "model": "resnet20", "epochs": 1, "batch_size": 128,
+...            "augment": "none", "work_dir": tempfile.mkdtemp(), "verbose": 0})  # doctest: +SKIP
+>>> s["backend"] in ("tensorflow", "torch", "jax")  # doctest: +SKIP
+True
+"""
+
+import os
+import time
+
+import keras
+
+from quadkeras.data import load_data, make_dataset
+from quadkeras.training import checkpoint
+from quadkeras.training.callbacks import CheckpointSaver, LearningRateLogger, RunProgbar
+from quadkeras.training.config import resolve_config, resume_view
+from quadkeras.training.optimizer import CoupledDecaySGD
+from quadkeras.training.run_summary import run_summary
+from quadkeras.training.schedules import make_schedule
+
+
+def model_config(config, data):
+    """Model config dict for the run: zoo/YAML model + dataset shape + optional quant scheme."""
+    from quadkeras.models import load_config
+
+    model_cfg = load_config(config["model"])
+    model_cfg["input_shape"] = list(data.input_shape)
+    model_cfg["num_classes"] = int(data.num_classes)
+    if config["quant"]:
+        try:
+            from quadkeras.quantize import scheme_from_flags
+        except ImportError as err:
+            raise ValueError(f"Invalid quant={config['quant']!r}: quantization not available ({err}).") from None
+        model_cfg["quantize"] = scheme_from_flags(config["quant"], config["wbits"], config["abits"],
+                                                  config["quant_first_last"], config["quant_shortcut"])
+    return model_cfg
+
+
+def _one_hot_needed(config):
+    return config["label_smoothing"] > 0 or config["mixup"] > 0 or config["cutmix"] > 0
+
+
+def compile_model(model, config, steps_per_epoch):
+    """Compile with CoupledDecaySGD, the LR schedule, grad-norm clip and the right loss."""
+    schedule = make_schedule(config["schedule"], config["lr"], steps_per_epoch, config["epochs"],
+                             config["final_lr"], config["milestones"], config["gamma"],
+                             config["warmup_epochs"])
+    optimizer = CoupledDecaySGD(
+        learning_rate=schedule, momentum=config["momentum"], nesterov=config["nesterov"],
+        l2=config["wd"], decay_small=config["decay_small"],
+        custom_decay_list=config["custom_decay_list"] or None, custom_decay=config["custom_decay"],
+        global_clipnorm=config["grad_clip"] or None)
+    if _one_hot_needed(config):
+        loss = keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                    label_smoothing=config["label_smoothing"])
+        acc = keras.metrics.CategoricalAccuracy(name="acc")
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        acc = keras.metrics.SparseCategoricalAccuracy(name="acc")
+    model.compile(optimizer=optimizer, loss=loss, metrics=[acc])
+    return model
+
+
+def datasets(config, data, epoch):
+    """(train dataset for `epoch`, test dataset) with labels shaped for the loss."""
+    one_hot = _one_hot_needed(config)
+    aug = dict(keras_augment(config))
+    train_ds = make_dataset(data.x_train, data.y_train, config["batch_size"], True, data.mean,
+                            data.std, augment=aug, seed=config["seed"] * 100003 + epoch,
+                            num_classes=data.num_classes)
+    test_ds = make_dataset(data.x_test, data.y_test, config["eval_batch_size"], False, data.mean,
+                           data.std)
+    if one_hot:
+        import tensorflow as tf
+
+        depth = data.num_classes
+        to_one_hot = lambda x, y: (x, y if len(y.shape) == 2 else tf.one_hot(y, depth))  # noqa: E731
+        train_ds, test_ds = train_ds.map(to_one_hot), test_ds.map(to_one_hot)
+    return train_ds, test_ds
+
+
+def keras_augment(config):
+    from quadkeras.data import AUGMENT_PRESETS
+
+    return {**AUGMENT_PRESETS[config["augment"]], "mixup": config["mixup"], "cutmix": config["cutmix"]}
+
+
+def _prepare_work_dir(config):
+    work_dir = os.path.abspath(config["work_dir"])
+    state = os.path.join(work_dir, checkpoint.STATE)
+    if config["resume"]:
+        if not os.path.exists(state) or not os.path.exists(os.path.join(work_dir, checkpoint.LAST)):
+            raise ValueError(f"Invalid resume=True: no {checkpoint.STATE} + {checkpoint.LAST} in "
+                             f"work_dir={work_dir!r}; train without --resume first.")
+        checkpoint.check_resumable(work_dir, resume_view(config))
+    elif os.path.exists(state):
+        raise ValueError(f"Invalid work_dir={work_dir!r}: it already holds a run ({checkpoint.STATE}); "
+                         f"pass --resume to continue it or choose another --work_dir.")
+    os.makedirs(work_dir, exist_ok=True)
+    return work_dir
+
+
+def _trim_history(path, epochs_done):
+    """Keep the CSV header and the rows of epochs < epochs_done (a killed run may add one)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = f.read().splitlines()
+    kept = lines[:1] + [ln for ln in lines[1:] if ln and int(ln.split(",")[0]) < epochs_done]
+    with open(path, "w") as f:
+        f.write("\n".join(kept) + ("\n" if kept else ""))
+
+
+def _set_precision_and_seed(config):
+    keras.utils.set_random_seed(int(config["seed"]))
+    policy = f"mixed_{config['mixed_precision']}" if config["mixed_precision"] else "float32"
+    keras.mixed_precision.set_dtype_policy(policy)
+    if config["deterministic"] and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def _tensorboard_available(verbose):
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        if verbose:
+            print("quadkeras.train: TensorBoard logs skipped (pip install tensorboard)", flush=True)
+        return False
+    return True
+
+
+def evaluate(config):
+    """Evaluate a saved model (`checkpoint`, else work_dir/best.keras, else last.keras)."""
+    config = resolve_config(config)
+    work_dir = os.path.abspath(config["work_dir"])
+    candidates = [config["checkpoint"]] if config["checkpoint"] else [
+        os.path.join(work_dir, checkpoint.BEST), os.path.join(work_dir, checkpoint.LAST)]
+    found = [p for p in candidates if p and os.path.exists(p)]
+    if not found:
+        raise ValueError(f"Invalid checkpoint: none of {candidates} exists; train first or pass --checkpoint.")
+    data = load_data(config["dataset"], config["data_dir"], config["cache_dir"])
+    model = keras.models.load_model(found[0])
+    _, test_ds = datasets(config, data, 0)
+    loss, acc = model.evaluate(test_ds, verbose=0)
+    result = {"checkpoint": found[0], "test_loss": float(loss), "test_acc": float(acc),
+              "backend": keras.backend.backend(), "dataset": config["dataset"]}
+    if os.path.isdir(work_dir):
+        checkpoint.write_json(os.path.join(work_dir, "eval.json"), result)
+    return result
+
+
+def train(config=None, **overrides):
+    """Train (or resume) a model; returns the summary dict also written to summary.json."""
+    config = resolve_config(config, **overrides)
+    if config["evaluate_only"]:
+        return evaluate(config)
+    start = time.perf_counter()
+    work_dir = _prepare_work_dir(config)
+    if config["verbose"]:
+        print(f"quadkeras.train: backend={keras.backend.backend()} model={config['model']} "
+              f"dataset={config['dataset']} work_dir={work_dir}", flush=True)
+    _set_precision_and_seed(config)
+    data = load_data(config["dataset"], config["data_dir"], config["cache_dir"])
+    steps_per_epoch = len(data.x_train) // config["batch_size"]  # training drops the partial batch
+    if config["resume"]:
+        model = keras.models.load_model(os.path.join(work_dir, checkpoint.LAST))
+        epochs_done = int(keras.ops.convert_to_numpy(model.optimizer.iterations)) // steps_per_epoch
+    else:
+        from quadkeras.models import build_model
+
+        model = compile_model(build_model(model_config(config, data)), config, steps_per_epoch)
+        epochs_done = 0
+    history_csv = os.path.join(work_dir, "history.csv")
+    _trim_history(history_csv, epochs_done)
+    callbacks = [LearningRateLogger(), keras.callbacks.CSVLogger(history_csv, append=True)]
+    if config["tensorboard"] and _tensorboard_available(config["verbose"]):
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(work_dir, "tensorboard"),
+                                                     write_graph=False, profile_batch=0))
+    callbacks += [CheckpointSaver(work_dir, resume_view(config)), RunProgbar(config["epochs"])]
+    train_time, test_acc = 0.0, None
+    for epoch in range(epochs_done, config["epochs"]):
+        train_ds, test_ds = datasets(config, data, epoch)
+        t0 = time.perf_counter()
+        hist = model.fit(train_ds, validation_data=test_ds, initial_epoch=epoch, epochs=epoch + 1,
+                         callbacks=callbacks, verbose=config["verbose"], shuffle=False)
+        train_time += time.perf_counter() - t0
+        test_acc = hist.history["val_acc"][-1]
+    if test_acc is None:
+        _, test_ds = datasets(config, data, 0)
+        test_acc = model.evaluate(test_ds, verbose=0)[1]
+    epochs_run = config["epochs"] - epochs_done
+    summary = run_summary(model, config, test_acc, checkpoint.best_metric(work_dir),
+                          time.perf_counter() - start, train_time,
+                          epochs_run * steps_per_epoch * config["batch_size"],
+                          epochs_run)
+    checkpoint.write_json(os.path.join(work_dir, "summary.json"), summary)
+    if config["verbose"]:
+        print(f"quadkeras.train: test_acc={summary['test_acc']:.4f} best_acc={summary['best_acc']} "
+              f"img/s={summary['img_per_s']} wall={summary['wall_time_s']}s", flush=True)
+    return summary
