@@ -1,0 +1,141 @@
+"""`export_model`: SavedModel + LiteRT (float, dynamic, int8 PTQ, QAT int8) + parity report.
+
+Example (TensorFlow backend):
+
+>>> import keras
+>>> model = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Conv2D(4, 3),
+...                           keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
+>>> report = export_model(model, "/tmp/qk_doc_export", formats=("litert_float", "litert_int8"),
+...                       representative_data="digits", eval_data="digits", verbose=False)
+>>> report["formats"]["litert_float"]["max_abs_diff"] < 1e-4
+True
+"""
+
+import json
+import os
+
+import keras
+import numpy as np
+
+from quadkeras.export import convert, loading, parity
+from quadkeras.export.quad_qat import quantized_quad_layers
+from quadkeras.utils.validation import check_choice
+
+FORMATS = ("saved_model", "litert_float", "litert_dynamic", "litert_int8", "litert_qat", "onnx")
+DEFAULT_FORMATS = ("saved_model", "litert_float", "litert_dynamic", "litert_int8", "litert_qat")
+QAT_HINT = ("model has no fakequant quantizers; fine-tune it with quantize_model(model, 'int8_qat') "
+            "(or --quant=fakequant) to export QAT int8")
+
+
+def dataset_arrays(name, split="test", limit=None):
+    """(normalised float32 NHWC images, int labels) of a `quadkeras.data` dataset split."""
+    from quadkeras.data import load_data, make_dataset  # noqa: PLC0415
+
+    d = load_data(name)
+    x, y = (d.x_test, d.y_test) if split == "test" else (d.x_train, d.y_train)
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    ds = make_dataset(x, y, 256, training=False, mean=d.mean, std=d.std)
+    images = np.concatenate([np.asarray(b) for b, _ in ds])
+    return images.astype("float32"), np.asarray(y).reshape(-1)
+
+
+def _as_arrays(data, split, limit):
+    if data is None:
+        return None, None
+    if isinstance(data, str):
+        return dataset_arrays(data, split, limit)
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = data
+        return np.asarray(x, "float32")[:limit], np.asarray(y).reshape(-1)[:limit]
+    return np.asarray(data, "float32")[:limit], None
+
+
+def _load(model_or_path, custom_objects):
+    if isinstance(model_or_path, keras.Model):
+        return model_or_path, getattr(model_or_path, "name", "model")
+    path = loading.resolve_model_path(model_or_path)
+    return loading.load_model(path, custom_objects), path
+
+
+def export_model(model_or_path, out_dir, formats=DEFAULT_FORMATS, representative_data=None,
+                 eval_data=None, custom_objects=None, eval_limit=1000, calibration_samples=200,
+                 latency_runs=50, num_threads=1, verbose=True):
+    """Export a model and return (and write `out_dir/parity_report.json`) the parity report.
+
+    Args:
+        model_or_path: a Keras model, a `.keras` file, or a training work_dir.
+        out_dir: output folder (`saved_model/`, `model_<mode>.tflite`, `model.onnx`).
+        formats: subset of `FORMATS`.
+        representative_data: calibration inputs for `litert_int8`: a dataset name (its train
+            split), float NHWC images, or (images, labels). Default: `eval_data` if it is a name.
+        eval_data: parity inputs: a dataset name (its test split), images, or (images, labels).
+        eval_limit / calibration_samples: how many images to compare / calibrate on.
+        latency_runs, num_threads: LiteRT latency measurement (batch 1, median).
+
+    Returns:
+        {"model", "out_dir", "num_eval_images", "formats": {format: report}}; a LiteRT report
+        holds max_abs_diff, top1_agreement, accuracy, size_bytes, latency_ms and census
+        (see `parity.parity_report`); a failed format holds "error", a skipped one "skipped".
+    """
+    loading.require_tensorflow()
+    formats = tuple(formats)
+    for fmt in formats:
+        check_choice("format", fmt, FORMATS)
+    model, source = _load(model_or_path, custom_objects)
+    if isinstance(model_or_path, (str, os.PathLike)) and eval_data is None:
+        eval_data = loading.work_dir_dataset(os.fspath(model_or_path))
+    if representative_data is None and isinstance(eval_data, str):
+        representative_data = eval_data
+    x_eval, y_eval = _as_arrays(eval_data, "test", eval_limit)
+    x_rep, _ = _as_arrays(representative_data, "train", calibration_samples)
+    reference = None if x_eval is None else np.asarray(model.predict(x_eval, batch_size=256, verbose=0))
+
+    os.makedirs(out_dir, exist_ok=True)
+    sm_dir = os.path.join(out_dir, "saved_model")
+    needs_sm = any(f.startswith("litert") or f == "saved_model" for f in formats)
+    if needs_sm:
+        convert.write_saved_model(model, sm_dir)
+    results = {}
+    for fmt in formats:
+        results[fmt] = _export_one(fmt, model, out_dir, sm_dir, x_rep, x_eval, y_eval, reference,
+                                   calibration_samples, latency_runs, num_threads)
+        if verbose:
+            print(parity.format_report(fmt, results[fmt]), flush=True)
+    report = {"model": str(source), "out_dir": os.fspath(out_dir),
+              "num_eval_images": 0 if x_eval is None else int(len(x_eval)), "formats": results}
+    with open(os.path.join(out_dir, "parity_report.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    return report
+
+
+def _export_one(fmt, model, out_dir, sm_dir, x_rep, x_eval, y_eval, reference, samples, runs, threads):
+    if fmt == "saved_model":
+        return {"path": sm_dir, "size_bytes": _dir_size(sm_dir)}
+    if fmt == "onnx":
+        path = os.path.join(out_dir, "model.onnx")
+        convert.to_onnx(model, path)
+        return {"path": path, "size_bytes": os.path.getsize(path)}
+    mode = fmt[len("litert_"):]
+    if mode == "qat" and not convert.has_fake_quant(model):
+        return {"skipped": QAT_HINT}
+    if mode == "int8" and x_rep is None:
+        return {"skipped": "no representative_data (pass a dataset name or images) for PTQ int8"}
+    try:
+        source = sm_dir
+        if mode == "qat" and quantized_quad_layers(model):
+            source = os.path.join(out_dir, "saved_model_qat")
+            convert.write_saved_model(model, source, calibration_images=x_rep)
+        content = convert.to_litert(source, mode, x_rep, samples)
+    except Exception as err:  # converter errors are long MLIR dumps: keep the first line
+        return {"error": f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300]}"}
+    path = convert.write_bytes(os.path.join(out_dir, f"model_{mode}.tflite"), content)
+    if reference is None:
+        return {"path": path, "size_bytes": len(content), "census": parity.op_census(content)}
+    result = parity.parity_report(content, reference, x_eval, y_eval, latency_runs=runs,
+                                  num_threads=threads)
+    return {"path": path, **result}
+
+
+def _dir_size(path):
+    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)

@@ -1,0 +1,102 @@
+"""Find and load the model to export: a `.keras` file or a training work_dir, TF backend only.
+
+Models trained under torch or JAX are saved as `.keras` and re-loaded under TensorFlow:
+
+    KERAS_BACKEND=tensorflow python apps/export.py --model=/path/to/best.keras --out_dir=/tmp/exp
+
+or, from a torch/JAX Python session, `reload_under_tensorflow(path, out_dir)` (a TF subprocess).
+
+Example:
+
+>>> resolve_model_path("/no/such/model.keras")
+Traceback (most recent call last):
+...
+ValueError: Invalid model path '/no/such/model.keras': file not found; expected a .keras file or a training work_dir containing best.keras or last.keras.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+
+WORK_DIR_FILES = ("best.keras", "last.keras")
+EXPORT_COMMAND = "KERAS_BACKEND=tensorflow python apps/export.py --model=PATH --out_dir=DIR"
+
+
+def require_tensorflow(what="SavedModel/LiteRT export"):
+    """Raise a one-line ValueError unless the Keras backend is TensorFlow."""
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise ValueError(
+            f"Invalid Keras backend {backend!r} for {what}: expected 'tensorflow'. Save the model "
+            f"as .keras and run `{EXPORT_COMMAND}` (or call "
+            "quadkeras.export.reload_under_tensorflow(path, out_dir) from this session).")
+
+
+def resolve_model_path(path):
+    """The `.keras` file for `path` (a `.keras` file, or a work_dir with best/last.keras)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        for name in WORK_DIR_FILES:
+            candidate = os.path.join(path, name)
+            if os.path.isfile(candidate):
+                return candidate
+        raise ValueError(f"Invalid model path {path!r}: work_dir has none of "
+                         f"{', '.join(WORK_DIR_FILES)}; train first or pass a .keras file.")
+    if not os.path.isfile(path):
+        raise ValueError(f"Invalid model path {path!r}: file not found; expected a .keras file or a "
+                         f"training work_dir containing {' or '.join(WORK_DIR_FILES)}.")
+    if not path.endswith(".keras"):
+        raise ValueError(f"Invalid model path {path!r}: expected a file ending in .keras or a work_dir.")
+    return path
+
+
+def load_model(path, custom_objects=None):
+    """Load a `.keras` file (or work_dir) with quadkeras' layers registered; clear errors."""
+    import quadkeras.quantize  # noqa: F401,PLC0415  (registers QuantizeWrapper and quantizers)
+
+    path = resolve_model_path(path)
+    try:
+        return keras.models.load_model(path, custom_objects=custom_objects, compile=False)
+    except (TypeError, ValueError) as err:
+        text = str(err).replace("\n", " ")
+        if "Could not locate" in text or "Unknown" in text or "custom_objects" in text:
+            raise ValueError(
+                f"Invalid model {path!r}: it uses a custom object Keras cannot find ({text[:200]}). "
+                "Import the module that defines it (decorated with "
+                "@keras.saving.register_keras_serializable) or pass custom_objects={...}.") from err
+        raise
+
+
+def work_dir_dataset(path):
+    """The dataset name recorded in a work_dir's `state.json` config, or None."""
+    state = os.path.join(path if os.path.isdir(path) else os.path.dirname(path), "state.json")
+    if not os.path.isfile(state):
+        return None
+    with open(state) as f:
+        config = json.load(f).get("config", {})
+    return config.get("dataset") or config.get("data")
+
+
+def reload_under_tensorflow(model_path, out_dir, formats=None, dataset=None, timeout=900):
+    """Export a `.keras` file saved under any backend in a `KERAS_BACKEND=tensorflow` subprocess.
+
+    Returns the report dict (also written to `out_dir/parity_report.json`).
+    """
+    resolve_model_path(model_path)
+    args = {"model_or_path": os.fspath(model_path), "out_dir": os.fspath(out_dir),
+            "representative_data": dataset, "eval_data": dataset}
+    if formats is not None:
+        args["formats"] = list(formats)
+    code = ("import json, sys; from quadkeras.export import export_model; "
+            "r = export_model(**json.loads(sys.argv[1]), verbose=False); print('REPORT' + json.dumps(r))")
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(args)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("REPORT")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"TensorFlow export subprocess failed (rc={proc.returncode}): "
+                           f"{proc.stderr.strip().splitlines()[-1:] or proc.stdout[-300:]}")
+    return json.loads(lines[-1][len("REPORT"):])

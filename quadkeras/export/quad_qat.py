@@ -1,0 +1,100 @@
+"""QAT -> int8 for quadratic layers: a calibrated fake-quant on the fused branch outputs.
+
+A quadratic layer runs one fused linear op, (per-branch BN,) split and multiply/add. In a
+QAT model the wrapper fake-quantizes the layer's input, kernel and final output, but not the
+fused linear output, so the converter has no int8 range for it and keeps that conv/dense in
+float32. For export only, `branch_fake_quant` inserts a fake-quant (range calibrated on
+representative data, per tensor) right before the branch split; the converter then folds
+the inference BN into the (per-channel quantized) kernel and emits an int8 conv/dense. With
+a symmetric per-channel kernel quantizer, folding a per-channel BN scale commutes with the
+kernel quantization, so only the new activation rounding differs from the Keras QAT model.
+
+Example:
+
+>>> with branch_fake_quant(model, calibration_images) as layers:  # doctest: +SKIP
+...     write_saved_model(model, "/tmp/qat_sm")
+"""
+
+import contextlib
+
+import keras
+import numpy as np
+from keras import ops
+
+
+def quantized_quad_layers(model):
+    """Quadratic layers (not `t1`) wrapped by a `QuantizeWrapper` with fake-quant quantizers."""
+    from quadkeras.quantize import QuantizeWrapper  # noqa: PLC0415
+    from quadkeras.quantize.wrapper import QUAD_LAYERS  # noqa: PLC0415
+
+    found = []
+    for layer in model._flatten_layers(include_self=False):
+        if not isinstance(layer, QuantizeWrapper) or not isinstance(layer.layer, QUAD_LAYERS):
+            continue
+        quantizers = (layer.kernel_quantizer, layer.input_quantizer, layer.output_quantizer)
+        if layer.layer.neuron != "t1" and any(getattr(q, "name", None) == "fakequant" for q in quantizers):
+            found.append(layer.layer)
+    return found
+
+
+class _BranchHook:
+    """Per-layer override of `call_with_kernel` / `_split`: calibrate, then fake-quantize."""
+
+    def __init__(self, layer, num_bits):
+        self.layer, self.num_bits = layer, num_bits
+        self.ranges, self.index, self.calibrating = [], 0, True
+        self.orig_call, self.orig_split = layer.call_with_kernel, layer._split
+
+    def call_with_kernel(self, inputs, kernel, training=None):
+        self.index = 0
+        return self.orig_call(inputs, kernel, training=training)
+
+    def split(self, z, count):
+        i, self.index = self.index, self.index + 1
+        if self.calibrating:
+            values = ops.convert_to_numpy(z)
+            lo, hi = float(np.min(values)), float(np.max(values))
+            if i == len(self.ranges):
+                self.ranges.append([lo, hi])
+            else:
+                self.ranges[i] = [min(self.ranges[i][0], lo), max(self.ranges[i][1], hi)]
+        else:
+            lo, hi = self.ranges[i]
+            z = keras.quantizers.fake_quant_with_min_max_vars(
+                z, min(lo, 0.0), max(hi, 1e-6), num_bits=self.num_bits, narrow_range=False)
+        return self.orig_split(z, count)
+
+    def install(self):
+        object.__setattr__(self.layer, "call_with_kernel", self.call_with_kernel)
+        object.__setattr__(self.layer, "_split", self.split)
+
+    def remove(self):
+        for name in ("call_with_kernel", "_split"):
+            if name in self.layer.__dict__:
+                object.__delattr__(self.layer, name)
+
+
+@contextlib.contextmanager
+def branch_fake_quant(model, images, num_bits=8, batch_size=50):
+    """Within the block, quantized quadratic layers fake-quantize their fused linear output.
+
+    Ranges are the min/max over `images` (float NHWC, run eagerly at inference). Yields the
+    patched layers; everything is restored on exit.
+    """
+    hooks = [_BranchHook(layer, num_bits) for layer in quantized_quad_layers(model)]
+    if hooks and images is None:
+        raise ValueError("Invalid representative_data=None for litert_qat: quadratic layers need "
+                         "calibration images for their branch outputs (pass a dataset name).")
+    try:
+        for hook in hooks:
+            hook.install()
+        if hooks:
+            images = np.asarray(images, "float32")
+            for start in range(0, len(images), batch_size):
+                model(images[start:start + batch_size], training=False)
+            for hook in hooks:
+                hook.calibrating = False
+        yield [hook.layer for hook in hooks]
+    finally:
+        for hook in hooks:
+            hook.remove()

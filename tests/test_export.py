@@ -1,0 +1,169 @@
+"""Export tests: SavedModel/LiteRT float, dynamic, PTQ int8, QAT int8 with a QuadConv2D, parity
+report, bad inputs, and a torch-saved .keras exported through a TensorFlow subprocess."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+TF = keras.backend.backend() == "tensorflow"
+needs_tf = pytest.mark.skipif(not TF, reason="LiteRT export runs under the TensorFlow backend")
+
+
+def tiny_model():
+    """Conv+BN, a QuadConv2D (`ours`, per-branch BN) and a Dense head for 16x16x1 digits."""
+    from quadkeras.layers import QuadConv2D
+
+    inp = keras.Input((16, 16, 1))
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="conv1")(inp)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.ReLU()(x)
+    x = QuadConv2D(8, 3, strides=2, padding="same", name="quad2")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Flatten()(x)
+    return keras.Model(inp, keras.layers.Dense(10, name="logits")(x))
+
+
+def fit(model, epochs):
+    from quadkeras.data import load_data, make_dataset
+
+    d = load_data("digits")
+    model.compile(keras.optimizers.Adam(3e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.fit(make_dataset(d.x_train, d.y_train, 64, True, d.mean, d.std), epochs=epochs, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(float model, QAT model, QAT .keras path); the QAT model is fine-tuned from the float one."""
+    if not TF:
+        pytest.skip("LiteRT export runs under the TensorFlow backend")
+    from quadkeras.quantize import quantize_model
+
+    keras.utils.set_random_seed(0)
+    model = fit(tiny_model(), epochs=4)
+    float_weights = [w.copy() for w in model.get_weights()]
+    qat = fit(quantize_model(model, "int8_qat"), epochs=2)
+    path = str(tmp_path_factory.mktemp("qat") / "qat.keras")
+    qat.save(path)
+    model.set_weights(float_weights)  # quantize_model shares layers: restore the float weights
+    return model, qat, path
+
+
+@needs_tf
+def test_float_dynamic_int8_parity(trained, tmp_path):
+    from quadkeras.export import export_model
+
+    report = export_model(trained[0], str(tmp_path), eval_data="digits", latency_runs=3, verbose=False)
+    fmts = report["formats"]
+    assert report["num_eval_images"] == 360
+    assert fmts["litert_float"]["max_abs_diff"] <= 1e-4
+    assert fmts["litert_float"]["top1_agreement"] == 1.0
+    assert fmts["litert_float"]["keras_accuracy"] > 0.5  # the model learned something
+    assert fmts["litert_dynamic"]["top1_agreement"] >= 0.97
+    int8 = fmts["litert_int8"]
+    assert int8["top1_agreement"] >= 0.95
+    assert int8["census"]["all_weight_ops_int8"] and int8["census"]["weight_ops"] == 3
+    assert fmts["litert_float"]["census"]["int8_ops"] == 0
+    assert int8["size_bytes"] < fmts["litert_float"]["size_bytes"]
+    assert int8["latency_ms"] > 0
+    assert "skipped" in fmts["litert_qat"]  # a float model has no fake-quant
+    assert os.path.isfile(os.path.join(tmp_path, "saved_model", "saved_model.pb"))
+    with open(os.path.join(tmp_path, "parity_report.json")) as f:
+        assert json.load(f)["formats"]["litert_int8"]["census"] == int8["census"]
+
+
+@needs_tf
+def test_qat_int8_every_conv_dense_int8(trained, tmp_path):
+    from quadkeras.export import export_model
+
+    report = export_model(trained[2], str(tmp_path), formats=("litert_qat",), eval_data="digits",
+                          latency_runs=3, verbose=False)
+    qat = report["formats"]["litert_qat"]
+    assert qat["census"]["all_weight_ops_int8"], qat["census"]
+    assert qat["census"]["weight_ops"] == 3  # conv1, the quadratic conv and the logits
+    assert qat["top1_agreement"] >= 0.97
+    assert qat["keras_accuracy"] > 0.5
+
+
+@needs_tf
+def test_qat_export_leaves_model_unchanged(trained, tmp_path):
+    from quadkeras.data import load_data
+    from quadkeras.export import dataset_arrays, export_model
+
+    qat = trained[1]
+    x, _ = dataset_arrays("digits", limit=64)
+    before = np.asarray(qat.predict(x, verbose=0))
+    export_model(qat, str(tmp_path), formats=("litert_qat",), representative_data="digits",
+                 latency_runs=1, verbose=False)
+    np.testing.assert_array_equal(before, np.asarray(qat.predict(x, verbose=0)))
+    assert load_data("digits").num_classes == 10
+
+
+@needs_tf
+def test_census_counts_hybrid_ops_as_float():
+    import tensorflow as tf
+
+    from quadkeras.export import op_census
+
+    model = keras.Sequential([keras.Input((32,)), keras.layers.Dense(64), keras.layers.Dense(32)])
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    census = op_census(conv.convert())
+    assert census["weight_ops"] == 2 and census["weight_ops_int8"] == 0
+    assert not census["all_weight_ops_int8"]
+    assert all("w=int8" in key for key in census["float_weight_ops"])
+
+
+@needs_tf
+def test_bad_inputs(tmp_path):
+    from quadkeras.export import export_model
+
+    with pytest.raises(ValueError, match="file not found"):
+        export_model(str(tmp_path / "missing.keras"), str(tmp_path))
+    with pytest.raises(ValueError, match="best.keras or last.keras|none of"):
+        export_model(str(tmp_path), str(tmp_path / "out"))
+    with pytest.raises(ValueError, match="format"):
+        export_model(tiny_model(), str(tmp_path), formats=("litert_fp16",))
+    report = export_model(tiny_model(), str(tmp_path), formats=("litert_int8",), verbose=False)
+    assert "representative_data" in report["formats"]["litert_int8"]["skipped"]
+
+
+@needs_tf
+def test_unregistered_custom_object(tmp_path):
+    from quadkeras.export import export_model
+
+    class Doubler(keras.layers.Layer):  # deliberately not registered
+        def call(self, x):
+            return x * 2.0
+
+    inp = keras.Input((4,))
+    path = str(tmp_path / "custom.keras")
+    keras.Model(inp, Doubler()(inp)).save(path)
+    with pytest.raises(ValueError, match="register_keras_serializable"):
+        export_model(path, str(tmp_path / "out"))
+
+
+@pytest.mark.jax
+@pytest.mark.skipif(TF, reason="checks the error raised under the torch / jax backends")
+def test_non_tensorflow_backend_error():
+    from quadkeras.export import export_model
+
+    with pytest.raises(ValueError, match="KERAS_BACKEND=tensorflow python apps/export.py"):
+        export_model(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]), "/tmp/unused")
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="saves a .keras under torch")
+def test_torch_saved_model_exports_via_tensorflow(tmp_path):
+    """A .keras saved under torch is re-loaded and exported in a TF subprocess."""
+    from quadkeras.export import reload_under_tensorflow
+
+    path, out = str(tmp_path / "torch.keras"), str(tmp_path / "out")
+    tiny_model().save(path)
+    report = reload_under_tensorflow(path, out, formats=["litert_float"], dataset="digits")
+    assert report["formats"]["litert_float"]["max_abs_diff"] <= 1e-4
+    assert report["num_eval_images"] == 360
+    assert os.path.isfile(os.path.join(out, "model_float.tflite"))
