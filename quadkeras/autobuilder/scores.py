@@ -57,9 +57,14 @@ def mac_shares(model):
 
 
 def accuracy(model, x, y, batch_size=256):
-    """Top-1 accuracy of `model` on NumPy arrays (inference mode)."""
-    logits = model.predict(x, batch_size=batch_size, verbose=0)
-    return float(np.mean(np.argmax(logits, axis=-1) == np.asarray(y).reshape(-1)))
+    """Top-1 accuracy of `model` on NumPy arrays (inference mode).
+
+    Examples whose logits are not all finite count as wrong (np.argmax would pick the
+    first NaN, i.e. class 0).
+    """
+    logits = np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+    right = np.argmax(logits, axis=-1) == np.asarray(y).reshape(-1)
+    return float(np.mean(right & np.isfinite(logits).all(axis=-1)))
 
 
 def probe_layers(model, x, y, candidates, masking_ratio=0.5, seed=0, epsilon=1e-3,
