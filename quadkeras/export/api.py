@@ -82,6 +82,8 @@ def export_model(model_or_path, out_dir, formats=DEFAULT_FORMATS, representative
     formats = tuple(formats)
     for fmt in formats:
         check_choice("format", fmt, FORMATS)
+    if "onnx" in formats:
+        convert.require_onnx()
     model, source = _load(model_or_path, custom_objects)
     if isinstance(model_or_path, (str, os.PathLike)) and eval_data is None:
         eval_data = loading.work_dir_dataset(os.fspath(model_or_path))
