@@ -151,9 +151,12 @@ class Quantizer:
         """
         if self._flag is None or id(var) not in self._data_inits:
             return ops.convert_to_tensor(var)
-        first = ops.equal(self._flag, 0.0)
-        init = ops.stop_gradient(ops.cast(self._data_inits[id(var)][1](x), var.dtype))
-        value = ops.where(first, init, ops.convert_to_tensor(var))
+        init_fn = self._data_inits[id(var)][1]
+        value = ops.cond(  # only the first batch pays for the data statistic
+            ops.equal(self._flag, 0.0),
+            lambda: ops.stop_gradient(ops.cast(init_fn(x), var.dtype)) + 0.0 * var,  # grad 0, not None
+            lambda: ops.convert_to_tensor(var),
+        )
         if training:
             var.assign(ops.stop_gradient(value))
         return value
