@@ -20,6 +20,7 @@ from quadkeras.utils.validation import check_choice, check_positive_int
 # 200 epochs, batch 256, pad-4 crop + flip, global grad-norm clip 0.5.
 DEFAULTS = {
     "model": "qresnet14", "dataset": "cifar10", "data_dir": None, "cache_dir": None,
+    "max_train": 0, "max_test": 0,
     "epochs": 200, "batch_size": 256, "eval_batch_size": 512,
     "lr": 0.1, "momentum": 0.9, "nesterov": False,
     "schedule": "cosine", "final_lr": 1e-4, "milestones": [], "gamma": 0.1, "warmup_epochs": 0,

@@ -150,7 +150,7 @@ def evaluate(config):
     found = [p for p in candidates if p and os.path.exists(p)]
     if not found:
         raise ValueError(f"Invalid checkpoint: none of {candidates} exists; train first or pass --checkpoint.")
-    data = load_data(config["dataset"], config["data_dir"], config["cache_dir"])
+    data = _load(config)
     model = keras.models.load_model(found[0])
     _, test_ds = datasets(config, data, 0)
     loss, acc = model.evaluate(test_ds, verbose=0)
@@ -161,8 +161,22 @@ def evaluate(config):
     return result
 
 
-def train(config=None, **overrides):
-    """Train (or resume) a model; returns the summary dict also written to summary.json."""
+def _load(config):
+    """`load_data` for the run, cut to the first `max_train` / `max_test` examples if set."""
+    data = load_data(config["dataset"], config["data_dir"], config["cache_dir"])
+    if config["max_train"]:
+        data.x_train, data.y_train = data.x_train[:config["max_train"]], data.y_train[:config["max_train"]]
+    if config["max_test"]:
+        data.x_test, data.y_test = data.x_test[:config["max_test"]], data.y_test[:config["max_test"]]
+    return data
+
+
+def train(config=None, callbacks=None, **overrides):
+    """Train (or resume) a model; returns the summary dict also written to summary.json.
+
+    `callbacks`: extra Keras callbacks, run after the checkpoint of each epoch is written.
+    """
+    extra_callbacks = list(callbacks or [])
     config = resolve_config(config, **overrides)
     if config["evaluate_only"]:
         return evaluate(config)
@@ -172,7 +186,7 @@ def train(config=None, **overrides):
         print(f"quadkeras.train: backend={keras.backend.backend()} model={config['model']} "
               f"dataset={config['dataset']} work_dir={work_dir}", flush=True)
     _set_precision_and_seed(config)
-    data = load_data(config["dataset"], config["data_dir"], config["cache_dir"])
+    data = _load(config)
     steps_per_epoch = len(data.x_train) // config["batch_size"]  # training drops the partial batch
     if config["resume"]:
         model = keras.models.load_model(os.path.join(work_dir, checkpoint.LAST))
@@ -188,7 +202,8 @@ def train(config=None, **overrides):
     if config["tensorboard"] and _tensorboard_available(config["verbose"]):
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(work_dir, "tensorboard"),
                                                      write_graph=False, profile_batch=0))
-    callbacks += [CheckpointSaver(work_dir, resume_view(config)), RunProgbar(config["epochs"])]
+    callbacks += [CheckpointSaver(work_dir, resume_view(config)), *extra_callbacks,
+                  RunProgbar(config["epochs"])]
     train_time, test_acc = 0.0, None
     for epoch in range(epochs_done, config["epochs"]):
         train_ds, test_ds = datasets(config, data, epoch)

@@ -1,0 +1,125 @@
+"""quadkeras.data: digits, synthetic image-folder / pickle / tarball CIFAR, errors, pipeline."""
+
+import os
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+
+from quadkeras.data import KNOWN_STATS, load_data, loaders, make_dataset
+
+
+@pytest.mark.jax
+def test_digits_contract():
+    d = load_data("digits")
+    assert d.name == "digits" and d.num_classes == 10
+    assert d.x_train.shape == (1437, 16, 16, 1) and d.x_test.shape == (360, 16, 16, 1)
+    assert d.x_train.dtype == np.uint8 and d.y_train.dtype == np.int32
+    assert d.x_train.max() == 255 and set(np.unique(d.y_test)) == set(range(10))
+    scaled = d.x_train / 255.0
+    np.testing.assert_allclose(d.mean, [scaled.mean()], rtol=1e-6)
+    np.testing.assert_allclose(d.std, [scaled.std()], rtol=1e-6)
+    again = load_data("digits")
+    np.testing.assert_array_equal(again.x_test, d.x_test)  # fixed split
+
+
+def _images(n, seed):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 3, n)
+
+
+def _write_folder(root):
+    import tensorflow as tf
+
+    expected = {}
+    for split, n in (("train", 6), ("test", 3)):
+        x, y = _images(n, len(split))
+        for i, (img, label) in enumerate(zip(x, y)):
+            folder = os.path.join(root, split, f"class{label}")
+            os.makedirs(folder, exist_ok=True)
+            with open(os.path.join(folder, f"{i:04d}.png"), "wb") as f:
+                f.write(tf.io.encode_png(img).numpy())
+        order = sorted(range(n), key=lambda i: (y[i], i))
+        expected[split] = (x[order], y[order])
+    return expected
+
+
+def _check(d, expected, name="cifar10"):
+    np.testing.assert_array_equal(d.x_train, expected["train"][0])  # PNG is lossless
+    np.testing.assert_array_equal(d.y_train, expected["train"][1])
+    np.testing.assert_array_equal(d.x_test, expected["test"][0])
+    assert d.mean == KNOWN_STATS[name][0] and d.num_classes == 10
+
+
+def test_image_folder_and_tarball(tmp_path):
+    root = tmp_path / "imgs"
+    expected = _write_folder(str(root))
+    cache = tmp_path / "cache"
+    _check(load_data("cifar10", data_dir=str(root), cache_dir=str(cache)), expected)
+    assert len(os.listdir(cache)) == 1  # decoded once, cached as .npz
+    _check(load_data("cifar10", data_dir=str(root), cache_dir=str(cache)), expected)
+    tar_path = tmp_path / "imgs.tar.gz"
+    with tarfile.open(tar_path, "w:gz") as tar:
+        tar.add(root / "train", arcname="train")
+        tar.add(root / "test", arcname="test")
+    _check(load_data("cifar10", data_dir=str(tar_path), cache_dir=str(cache)), expected)
+    assert len(os.listdir(cache)) == 2
+
+
+def test_pickle_folder(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    x, y = _images(5, 0)
+    chw = x.transpose(0, 3, 1, 2).reshape(5, -1)
+    for fname in ("data_batch_1", "data_batch_2", "test_batch"):
+        with open(folder / fname, "wb") as f:
+            pickle.dump({b"data": chw, b"labels": list(y)}, f)
+    d = load_data("cifar10", data_dir=str(tmp_path), cache_dir=str(tmp_path / "c"))
+    np.testing.assert_array_equal(d.x_train, np.concatenate([x, x]))
+    np.testing.assert_array_equal(d.y_test, y)
+
+
+def test_missing_data_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(loaders, "shared_tarball_candidates", lambda: [str(tmp_path / "none.tar.gz")])
+
+    def offline(name):
+        raise OSError("URL fetch failure: no internet")
+
+    monkeypatch.setattr(loaders, "_keras_download", offline)
+    with pytest.raises(ValueError) as err:
+        load_data("cifar10", cache_dir=str(tmp_path))
+    text = str(err.value)
+    assert "none.tar.gz" in text and "no internet" in text and "--data_dir" in text
+    assert "\n" not in text
+    with pytest.raises(ValueError, match="Invalid data_dir=.*empty"):
+        (tmp_path / "empty").mkdir()
+        load_data("cifar100", data_dir=str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match="Invalid dataset='mnist'"):
+        load_data("mnist")
+
+
+@pytest.mark.jax
+def test_make_dataset_order_augment_and_mixup():
+    x = np.arange(10 * 8 * 8, dtype=np.int64).reshape(10, 8, 8, 1) % 256
+    y = np.arange(10) % 3
+
+    def batches(seed, augment=None, training=True):
+        ds = make_dataset(x.astype("uint8"), y, 4, training, [0.5], [0.25], augment, seed=seed,
+                          num_classes=3)
+        return [(np.asarray(a), np.asarray(b)) for a, b in ds]
+
+    plain = batches(0, training=False)
+    assert [b[0].shape[0] for b in plain] == [4, 4, 2]  # evaluation keeps every example
+    np.testing.assert_allclose(plain[0][0], (x[:4] / 255.0 - 0.5) / 0.25, atol=1e-6)
+    train0, train0b, train1 = batches(0, "crop_flip"), batches(0, "crop_flip"), batches(1, "crop_flip")
+    assert len(train0) == 2  # partial batch dropped
+    for (a, la), (b, lb) in zip(train0, train0b):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(la, lb)
+    assert not all(np.array_equal(a[1], b[1]) for a, b in zip(train0, train1))
+    mixed = batches(0, {"mixup": 0.4})
+    assert mixed[0][1].shape == (4, 3)
+    np.testing.assert_allclose(mixed[0][1].sum(1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="Invalid augment='rotate'"):
+        make_dataset(x, y, 4, True, [0.5], [0.25], augment="rotate")
