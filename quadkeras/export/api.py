@@ -28,13 +28,17 @@ QAT_HINT = ("model has no fakequant quantizers; fine-tune it with quantize_model
 
 
 def dataset_arrays(name, split="test", limit=None):
-    """(normalised float32 NHWC images, int labels) of a `quadkeras.data` dataset split."""
+    """(normalised float32 NHWC images, int labels) of a `quadkeras.data` dataset split.
+
+    With `limit`, a seeded random subset of that size (in split order).
+    """
     from quadkeras.data import load_data, make_dataset  # noqa: PLC0415
 
     d = load_data(name)
     x, y = (d.x_test, d.y_test) if split == "test" else (d.x_train, d.y_train)
-    if limit is not None:
-        x, y = x[:limit], y[:limit]
+    if limit is not None and limit < len(x):  # seeded subset: splits may be sorted by class
+        keep = np.sort(np.random.default_rng(0).permutation(len(x))[:limit])
+        x, y = x[keep], y[keep]
     ds = make_dataset(x, y, 256, training=False, mean=d.mean, std=d.std)
     images = np.concatenate([np.asarray(b) for b, _ in ds])
     return images.astype("float32"), np.asarray(y).reshape(-1)
