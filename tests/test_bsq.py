@@ -230,3 +230,26 @@ def test_callback_requantizes_and_trains_planes_in_range():
     planes = ops.convert_to_numpy(model.get_layer("conv").pos_planes)
     assert set(np.unique(planes)) <= {0.0, 1.0}  # exact binary after the final re-quantization
     assert sum(scheme_of(model).values()) < 3 * 8  # a strong regulariser removed bits
+
+
+@pytest.mark.slow
+def test_digits_run_gives_mixed_scheme_close_to_fp():
+    """FP tiny ResNet on digits -> 8 bits -> BSQ (alpha 0.1): avg bits < 8, accuracy ~ FP."""
+    from quadkeras.bsq.report import accuracy
+    from quadkeras.bsq.training import compile_sgd, load_splits, make_datasets
+    from quadkeras.models import build_model
+
+    config = {"family": "resnet", "input_shape": [16, 16, 1], "num_classes": 10, "stem_filters": 8,
+              "stages": [{"filters": 8, "blocks": 1, "stride": 1}, {"filters": 16, "blocks": 1, "stride": 2}]}
+    train, test = make_datasets(load_splits("digits"), 64)
+    fp = compile_sgd(build_model(config), 0.05, weight_decay=5e-4)
+    fp.fit(train, epochs=12, verbose=0)
+    fp_acc = accuracy(fp, test)
+    model = compile_sgd(to_bsq(fp, bits=8), 0.05)
+    set_bsq_decay(model, 0.1)
+    model.fit(train, epochs=6, verbose=0, callbacks=[BSQCallback(prun_int=2)])
+    report = bsq_report(model, test)
+    bits = list(scheme_of(model).values())
+    assert fp_acc > 85.0
+    assert report["average_bits"] < 8.0 and len(set(bits)) > 1, bits
+    assert report["accuracy"] >= fp_acc - 4.0, (report["accuracy"], fp_acc)

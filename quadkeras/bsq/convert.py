@@ -54,8 +54,8 @@ def _clone_layer(layer):
 def _copy_weights_by_name(src, dst):
     values = {w.name: w for w in src.weights}
     for w in dst.weights:
-        if w.name in values:
-            w.assign(values[w.name])
+        if w.name in values:  # through NumPy: never share (JAX-donated) buffers between models
+            w.assign(keras.ops.convert_to_numpy(values[w.name]))
 
 
 def _clone(model, clone_function):

@@ -42,8 +42,9 @@ def bsq_report(model, dataset=None):
 def accuracy(model, dataset):
     """Top-1 accuracy (%) of `model` over a dataset of (images, labels) batches."""
     correct = total = 0
-    for x, y in dataset:
-        pred = np.argmax(np.asarray(model.predict_on_batch(x)), axis=-1)
+    batches = dataset.as_numpy_iterator() if hasattr(dataset, "as_numpy_iterator") else dataset
+    for x, y in batches:
+        pred = np.argmax(np.asarray(model.predict_on_batch(np.asarray(x))), axis=-1)
         y = np.asarray(y).reshape(-1)
         correct += int(np.sum(pred == y))
         total += len(y)
