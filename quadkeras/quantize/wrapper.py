@@ -13,7 +13,7 @@ Example:
 
 >>> import numpy as np, keras
 >>> w = QuantizeWrapper(keras.layers.Dense(3), kernel_quantizer="lsq:4", input_quantizer="lsq:4")
->>> w(np.ones((2, 5), "float32")).shape
+>>> tuple(w(np.ones((2, 5), "float32")).shape)
 (2, 3)
 >>> w.quantization_bits()
 {'weight': 4, 'activation': 4}

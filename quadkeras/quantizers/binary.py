@@ -10,7 +10,7 @@ Example:
 >>> import numpy as np, keras
 >>> q = XNOR(granularity="per_tensor")
 >>> q.build(keras.layers.Layer(), (2, 2), "kernel", value=np.ones((2, 2), "float32"))
->>> np.asarray(q(np.array([[1., -3.], [0., 2.]], "float32"))).tolist()
+>>> keras.ops.convert_to_numpy(q(np.array([[1., -3.], [0., 2.]], "float32"))).tolist()
 [[1.5, -1.5], [1.5, 1.5]]
 """
 

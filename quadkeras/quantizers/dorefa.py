@@ -9,7 +9,7 @@ Example:
 >>> import numpy as np, keras
 >>> q = DoReFa(bits=2, role="activation")
 >>> q.build(keras.layers.Layer(), (None, 3), "input")
->>> [float(v) for v in np.asarray(q(np.array([[-1., 0.4, 2.]], "float32")))[0]]
+>>> [float(v) for v in keras.ops.convert_to_numpy(q(np.array([[-1., 0.4, 2.]], "float32")))[0]]
 [0.0, 0.3333333432674408, 1.0]
 """
 

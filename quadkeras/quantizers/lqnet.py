@@ -16,7 +16,7 @@ Example:
 >>> q = LQNet(bits=2)
 >>> layer = keras.layers.Layer()
 >>> q.build(layer, (8, 2), "kernel", value=np.random.randn(8, 2).astype("float32"))
->>> len(np.unique(np.asarray(q(np.random.randn(8, 2).astype("float32")))))  <= 4
+>>> len(np.unique(keras.ops.convert_to_numpy(q(np.random.randn(8, 2).astype("float32")))))  <= 4
 True
 """
 

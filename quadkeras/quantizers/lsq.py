@@ -13,7 +13,7 @@ Example:
 >>> q = LSQ(bits=2)
 >>> layer = keras.layers.Layer()
 >>> q.build(layer, (4, 2), "kernel", value=np.array([[1., -1.]] * 4, "float32"))
->>> float(q.step.numpy() if hasattr(q.step, "numpy") else q.step)  # 2*1/sqrt(1)
+>>> float(keras.ops.convert_to_numpy(q.step))  # 2*mean|v|/sqrt(Q_P) = 2*1/1
 2.0
 """
 

@@ -13,7 +13,7 @@ Example:
 >>> import numpy as np, keras
 >>> q = NonUniform(bits=2)
 >>> q.build(keras.layers.Layer(), (6, 2), "kernel", value=np.random.randn(6, 2).astype("float32"))
->>> len(np.unique(np.asarray(q(np.random.randn(6, 2).astype("float32"))))) <= 4
+>>> len(np.unique(keras.ops.convert_to_numpy(q(np.random.randn(6, 2).astype("float32"))))) <= 4
 True
 """
 

@@ -9,7 +9,7 @@ Example:
 >>> import numpy as np, keras
 >>> q = PACT(bits=2, alpha_init=3.0)
 >>> q.build(keras.layers.Layer(), (None, 3), "input")
->>> [float(v) for v in np.asarray(q(np.array([[-1., 1.2, 5.]], "float32")))[0]]
+>>> [float(v) for v in keras.ops.convert_to_numpy(q(np.array([[-1., 1.2, 5.]], "float32")))[0]]
 [0.0, 1.0, 3.0]
 """
 
