@@ -233,8 +233,13 @@ def test_callback_requantizes_and_trains_planes_in_range():
 
 
 @pytest.mark.slow
-def test_digits_run_gives_mixed_scheme_close_to_fp():
-    """FP tiny ResNet on digits -> 8 bits -> BSQ (alpha 0.1): avg bits < 8, accuracy ~ FP."""
+def test_digits_run_gives_mixed_scheme_close_to_fp(request):
+    """FP tiny ResNet on digits -> 8 bits -> BSQ (alpha 0.1): avg bits < 8, accuracy ~ FP.
+
+    Runs only when selected with `-m slow` (about a minute on JAX, several on torch/TF).
+    """
+    if "slow" not in (request.config.getoption("markexpr") or "") or "not slow" in request.config.getoption("markexpr"):
+        pytest.skip("slow digits run: select with -m slow")
     from quadkeras.bsq.report import accuracy
     from quadkeras.bsq.training import compile_sgd, load_splits, make_datasets
     from quadkeras.models import build_model
@@ -253,3 +258,30 @@ def test_digits_run_gives_mixed_scheme_close_to_fp():
     assert fp_acc > 85.0
     assert report["average_bits"] < 8.0 and len(set(bits)) > 1, bits
     assert report["accuracy"] >= fp_acc - 4.0, (report["accuracy"], fp_acc)
+
+
+@pytest.mark.jax
+def test_quad_dense_ours_wrapper_matches_inner_layer_with_quantized_kernel():
+    layer = BitQuantWrapper(QuadDense(3, neuron="ours"), bits=3)
+    x = np.random.RandomState(0).randn(4, 5).astype("float32")
+    y = ops.convert_to_numpy(layer(x, training=False))
+    kernel = layer.dequantized_kernel()
+    assert len(np.unique(np.abs(kernel / float(ops.convert_to_numpy(layer.scale))) * 7).round(4)) <= 8
+    expected = ops.convert_to_numpy(layer.layer.call_with_kernel(x, kernel, training=False))
+    np.testing.assert_allclose(y, expected, atol=1e-5)
+    assert layer.layer.kernel.trainable is False
+    names = sorted(v.path.split("/")[-1] for v in layer.trainable_variables)
+    assert names == ["bias", "branch_beta", "branch_gamma", "neg_planes", "pos_planes", "scale"]
+
+
+def test_bsq_model_saved_here_loads_under_another_backend(tmp_path):
+    from tests.backend_utils import run_backend
+
+    other = "tensorflow" if keras.backend.backend() != "tensorflow" else "torch"
+    bsq = to_bsq(_tiny_model(), scheme={"conv": 3, "dw": 4, "fc": 6})
+    path = os.path.join(tmp_path, "cross.keras")
+    bsq.save(path)
+    code = ("import keras, quadkeras.bsq as b; m = keras.models.load_model(%r); "
+            "print(sorted(b.scheme_of(m).items()))" % path)
+    out = run_backend(other, code)
+    assert "[('conv', 3), ('dw', 4), ('fc', 6)]" in out
