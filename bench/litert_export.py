@@ -28,6 +28,8 @@ flags.DEFINE_string("dataset", "cifar10", "Dataset (train split trains/calibrate
 flags.DEFINE_integer("train_steps", 300, "Float training steps (0: random weights).")
 flags.DEFINE_integer("qat_steps", 100, "int8_qat fine-tuning steps (0: skip the QAT export).")
 flags.DEFINE_integer("batch_size", 64, "Training batch size.")
+flags.DEFINE_integer("bn_batches", 0, "Forward passes in training mode (BN statistics only, no "
+                     "weight update) before export; lets random-weight QResNet14 give finite logits.")
 flags.DEFINE_integer("eval_limit", 1000, "Test images for parity.")
 flags.DEFINE_integer("latency_runs", 100, "Batch-1 invocations timed.")
 flags.DEFINE_string("out", "/tmp/litert_bench", "Output folder.")
@@ -36,17 +38,24 @@ flags.DEFINE_string("out", "/tmp/litert_bench", "Output folder.")
 def train(model, data, steps):
     if steps <= 0:
         return model
-    model.compile(keras.optimizers.SGD(0.05, momentum=0.9),
+    model.compile(keras.optimizers.Adam(1e-3, clipnorm=1.0),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     ds = make_dataset(data.x_train, data.y_train, FLAGS.batch_size, True, data.mean, data.std).repeat()
     model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=2)
     return model
 
 
+def calibrate_bn(model, data, batches):
+    ds = make_dataset(data.x_train, data.y_train, FLAGS.batch_size, True, data.mean, data.std)
+    for images, _ in ds.take(batches):
+        model(images, training=True)
+
+
 def bench_model(name, data):
     model = build_model(name, num_classes=data.num_classes, input_shape=data.x_train.shape[1:])
     start = time.time()
     train(model, data, FLAGS.train_steps)
+    calibrate_bn(model, data, FLAGS.bn_batches)
     train_s = time.time() - start
     kwargs = dict(representative_data=FLAGS.dataset, eval_data=FLAGS.dataset,
                   eval_limit=FLAGS.eval_limit, latency_runs=FLAGS.latency_runs)

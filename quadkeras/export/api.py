@@ -125,6 +125,10 @@ def _export_one(fmt, model, out_dir, sm_dir, x_rep, x_eval, y_eval, reference, s
     mode = fmt[len("litert_"):]
     if mode == "qat" and not convert.has_fake_quant(model):
         return {"skipped": QAT_HINT}
+    if reference is not None and not np.all(np.isfinite(reference)) and mode in ("int8", "qat"):
+        # the converter aborts the process on infinite quantization scales
+        return {"error": "the Keras model gives non-finite outputs on eval_data; fix the model "
+                         "(e.g. BN statistics, diverged training) before int8 export"}
     if mode == "int8" and x_rep is None:
         return {"skipped": "no representative_data (pass a dataset name or images) for PTQ int8"}
     try:
