@@ -7,6 +7,7 @@ is reported with the ratio quantized / float (target <= 1.3x).
 Usage:
     python bench/quant_step.py --backend=tensorflow --batch=64 --rounds=5 --steps=5
     python bench/quant_step.py --backend=torch --method=lsq --wbits=4 --abits=4
+    python bench/quant_step.py --backend=tensorflow --jit_compile=true   # XLA fuses the STE ops
 """
 
 import argparse
@@ -27,6 +28,8 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=5, help="train steps per timing round")
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--jit_compile", default="auto", choices=("auto", "true", "false"),
+                   help="Keras compile(jit_compile=...) for both models (XLA on TF/JAX)")
     return p.parse_args(argv)
 
 
@@ -51,8 +54,9 @@ def main(argv=None):
     x = np.random.default_rng(0).random((args.batch,) + shape).astype("float32")
     y = np.random.default_rng(1).integers(0, 10, args.batch)
     for model in models.values():
+        jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
         model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
-                      keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
         for _ in range(args.warmup):
             model.train_on_batch(x, y)
     times = {name: [] for name in models}
@@ -66,7 +70,7 @@ def main(argv=None):
     medians = {name: float(np.median(t)) * 1e3 for name, t in times.items()}
     fp, q = list(medians.values())
     print(f"backend={args.backend} model={args.model} batch={args.batch} image={args.image} "
-          f"rounds={args.rounds}x{args.steps} steps")
+          f"rounds={args.rounds}x{args.steps} steps jit_compile={args.jit_compile}")
     for name, ms in medians.items():
         print(f"  {name:>12}: {ms:8.1f} ms/step  ({args.batch / ms * 1e3:7.1f} img/s)")
     print(f"  ratio {list(medians)[1]} / fp32 = {q / fp:.2f}x")
