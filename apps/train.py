@@ -15,6 +15,8 @@ flags.DEFINE_string("model", "qresnet14", "Zoo name or path to a model config (.
 flags.DEFINE_enum("dataset", "cifar10", ["digits", "cifar10", "cifar100"], "Data set.")
 flags.DEFINE_string("data_dir", None, "CIFAR .tar.gz, image folder or pickle folder.")
 flags.DEFINE_string("cache_dir", None, "Decoded-data cache (default $QUADKERAS_CACHE or ~/.cache/quadkeras).")
+flags.DEFINE_integer("max_train", 0, "Use only the first N training examples (0 = all; smoke runs).")
+flags.DEFINE_integer("max_test", 0, "Use only the first N test examples (0 = all).")
 flags.DEFINE_integer("epochs", 200, "Training epochs.")
 flags.DEFINE_integer("batch_size", 256, "Training batch size.")
 flags.DEFINE_integer("eval_batch_size", 512, "Evaluation batch size.")
@@ -50,7 +52,7 @@ flags.DEFINE_string("checkpoint", None, "Model file for --evaluate_only.")
 flags.DEFINE_boolean("tensorboard", True, "Write TensorBoard scalars (needs the tensorboard package).")
 flags.DEFINE_integer("verbose", 1, "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
 
-CONFIG_FLAGS = ("model", "dataset", "data_dir", "cache_dir", "epochs", "batch_size",
+CONFIG_FLAGS = ("model", "dataset", "data_dir", "cache_dir", "max_train", "max_test", "epochs", "batch_size",
                 "eval_batch_size", "lr", "momentum", "nesterov", "schedule", "final_lr",
                 "milestones", "gamma", "warmup_epochs", "wd", "decay_small", "custom_decay_list",
                 "custom_decay", "label_smoothing", "augment", "mixup", "cutmix", "grad_clip",
