@@ -15,8 +15,8 @@ flags.DEFINE_string("model", "qresnet14", "Zoo name or path to a model config (.
 flags.DEFINE_enum("dataset", "cifar10", ["digits", "cifar10", "cifar100"], "Data set.")
 flags.DEFINE_string("data_dir", None, "CIFAR .tar.gz, image folder or pickle folder.")
 flags.DEFINE_string("cache_dir", None, "Decoded-data cache (default $QUADKERAS_CACHE or ~/.cache/quadkeras).")
-flags.DEFINE_integer("max_train", 0, "Use only the first N training examples (0 = all; smoke runs).")
-flags.DEFINE_integer("max_test", 0, "Use only the first N test examples (0 = all).")
+flags.DEFINE_integer("max_train", 0, "Use a seeded random subset of N training examples (0 = all; smoke runs).")
+flags.DEFINE_integer("max_test", 0, "Use a seeded random subset of N test examples (0 = all).")
 flags.DEFINE_integer("epochs", 200, "Training epochs.")
 flags.DEFINE_integer("batch_size", 256, "Training batch size.")
 flags.DEFINE_integer("eval_batch_size", 512, "Evaluation batch size.")
@@ -45,6 +45,8 @@ flags.DEFINE_integer("wbits", 4, "Weight bits when --quant is set.")
 flags.DEFINE_integer("abits", 4, "Activation bits when --quant is set.")
 flags.DEFINE_boolean("quant_first_last", False, "Also quantize the first and last layers.")
 flags.DEFINE_boolean("quant_shortcut", False, "Also quantize ResNet 1x1 shortcut convs.")
+flags.DEFINE_string("init_from", None, "Start from this .keras model's weights (e.g. QAT from a float "
+                    "checkpoint, quantized per --quant); --model is then ignored.")
 flags.DEFINE_string("work_dir", "runs/default", "Checkpoints, logs and summary.json go here.")
 flags.DEFINE_boolean("resume", False, "Continue the run in --work_dir exactly where it stopped.")
 flags.DEFINE_boolean("evaluate_only", False, "Only evaluate --checkpoint (default work_dir/best.keras).")
@@ -57,7 +59,7 @@ CONFIG_FLAGS = ("model", "dataset", "data_dir", "cache_dir", "max_train", "max_t
                 "milestones", "gamma", "warmup_epochs", "wd", "decay_small", "custom_decay_list",
                 "custom_decay", "label_smoothing", "augment", "mixup", "cutmix", "grad_clip",
                 "mixed_precision", "seed", "deterministic", "quant", "wbits", "abits",
-                "quant_first_last", "quant_shortcut", "work_dir", "resume", "evaluate_only",
+                "quant_first_last", "quant_shortcut", "init_from", "work_dir", "resume", "evaluate_only",
                 "checkpoint", "tensorboard", "verbose")
 
 

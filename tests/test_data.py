@@ -123,3 +123,26 @@ def test_make_dataset_order_augment_and_mixup():
     np.testing.assert_allclose(mixed[0][1].sum(1), 1.0, rtol=1e-5)
     with pytest.raises(ValueError, match="Invalid augment='rotate'"):
         make_dataset(x, y, 4, True, [0.5], [0.25], augment="rotate")
+
+
+@pytest.mark.jax
+def test_crop_is_per_image_and_a_padded_window():
+    """Every image gets its own crop offset (torchvision-style), taken from the zero-padded
+    image; a pass is reproducible from its seed alone (exact resume on every backend)."""
+    base = (np.arange(8 * 8).reshape(8, 8) * 3 % 251 + 1).astype("uint8")  # no zeros inside
+    x = np.repeat(base[None, :, :, None], 32, axis=0)
+    y = np.zeros(32, "int32")
+
+    def images(seed):
+        ds = make_dataset(x, y, 32, True, [0.0], [1 / 255.0], {"pad": 2}, seed=seed)
+        return np.concatenate([np.asarray(a) for a, _ in ds]).round().astype("int64")[..., 0]
+
+    out = images(5)
+    np.testing.assert_array_equal(out, images(5))
+    padded = np.pad(base, 2).astype("int64")
+    offsets = set()
+    for img in out:
+        found = [(i, j) for i in range(5) for j in range(5) if np.array_equal(padded[i:i + 8, j:j + 8], img)]
+        assert len(found) == 1, "each output must be exactly one window of the padded image"
+        offsets.add(found[0])
+    assert len(offsets) > 5, f"crop offsets should vary per image, got {offsets}"

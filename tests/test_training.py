@@ -117,8 +117,6 @@ def _weights(path):
 
 @pytest.mark.jax
 def test_resume_is_exact_and_mismatch_overwrites_nothing(tmp_path):
-    if keras.backend.backend() != "tensorflow":  # known-broken, see docs/training.md
-        pytest.xfail("torch/jax: Keras augmentation layers in tf.data are not reproducible across processes")
     straight = train(tiny_config(tmp_path / "a"))
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(tmp_path / "b"), callbacks=[_Crash(2)])
@@ -142,3 +140,31 @@ def test_resume_is_exact_and_mismatch_overwrites_nothing(tmp_path):
     for ra, rb in zip(rows_a[1:], rows_b[1:]):
         assert float(ra.split(",")[loss_col]) == pytest.approx(float(rb.split(",")[loss_col]), abs=1e-5)
     assert os.path.exists(tmp_path / "b" / "best.keras")
+
+
+def test_init_from_fine_tunes_a_saved_model_quantized(tmp_path):
+    from quadkeras.data import load_data
+    from quadkeras.quantize import QuantizeWrapper
+    from quadkeras.training.config import resolve_config
+    from quadkeras.training.trainer import initial_model
+
+    train(tiny_config(tmp_path / "float", epochs=1))
+    saved = tmp_path / "float" / "best.keras"
+    config = resolve_config(tiny_config(tmp_path / "qat", init_from=str(saved), quant="lsq",
+                                        wbits=8, abits=8, epochs=1))
+    data = load_data("digits")
+    model = initial_model(config, data)
+    float_model = keras.models.load_model(saved)
+    wrapped = [layer for layer in model.layers if isinstance(layer, QuantizeWrapper)]
+    assert wrapped, "quant='lsq' must wrap the block convs"
+    for layer in wrapped:  # the wrapped layers start from the saved float weights
+        np.testing.assert_array_equal(np.asarray(layer.layer.kernel),
+                                      np.asarray(float_model.get_layer(layer.name).kernel))
+    summary = train(config)
+    assert summary["epochs_run"] == 1 and summary["quant"] == "lsq"
+    with pytest.raises(ValueError, match="Invalid init_from=.*no such .keras file"):
+        train(tiny_config(tmp_path / "x", init_from=str(tmp_path / "missing.keras")))
+    other = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    other.save(tmp_path / "other.keras")
+    with pytest.raises(ValueError, match=r"model takes \(8, 8, 1\).*needs \(16, 16, 1\)"):
+        train(tiny_config(tmp_path / "y", init_from=str(tmp_path / "other.keras")))

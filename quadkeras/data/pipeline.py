@@ -1,8 +1,9 @@
 """`make_dataset`: tf.data input pipeline with Keras 3 augmentation layers (any backend).
 
-Images are scaled to [0, 1], augmented per batch (zero padding + `keras.layers.RandomCrop`,
-`keras.layers.RandomFlip`, optional `keras.layers.MixUp` / `keras.layers.CutMix`), then
-normalised with the per-channel `mean` / `std`. The order of examples in a training pass is
+Images are augmented per image (zero padding + random crop, random horizontal flip, drawn
+statelessly from `seed` and the image's position), scaled to [0, 1] and normalised with the
+per-channel `mean` / `std`, then optionally mixed per batch (`keras.layers.MixUp` /
+`keras.layers.CutMix`). The order of examples in a training pass is
 a fixed permutation drawn from `seed`, so pass `seed=base_seed + epoch` for a reproducible
 (and resumable) sequence of epochs. With MixUp/CutMix the labels become one-hot floats.
 Training passes drop the last partial batch by default (`drop_remainder=None` -> `training`):
@@ -52,22 +53,30 @@ def augment_options(augment):
 
 
 def _augmenter(opts, image_shape, seed):
-    """A batch function (images, labels) -> (images, labels) built from Keras layers."""
-    import keras
+    """A per-image function (image, index) -> image: pad + random crop, random h-flip.
+
+    Each image gets its own crop offset and flip, drawn by TF's stateless ops from
+    (seed, index of the image in the pass): the same pass on every backend and in every
+    process (exact resume), and per-image like torchvision's RandomCrop(32, padding=4).
+    (keras.layers.RandomCrop draws ONE offset per batch, and its seed generator is not
+    reproducible inside tf.data under torch/jax; MixUp/CutMix below stay Keras layers.)
+    """
     import tensorflow as tf
 
-    h, w = image_shape[0], image_shape[1]
+    h, w, c = image_shape
     pad = int(opts["pad"])
-    crop = keras.layers.RandomCrop(h, w, seed=seed) if pad else None
-    flip = keras.layers.RandomFlip("horizontal", seed=seed + 1) if opts["flip"] else None
+    flip = bool(opts["flip"])
+    if not pad and not flip:
+        return None
 
-    def apply(images, labels):
-        if crop is not None:
-            images = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
-            images = crop(images, training=True)
-        if flip is not None:
-            images = flip(images, training=True)
-        return images, labels
+    def apply(image, index):
+        key = tf.stack([tf.constant(seed, tf.int64), tf.cast(index, tf.int64)])
+        if pad:
+            image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+            image = tf.image.stateless_random_crop(image, (h, w, c), seed=key)
+        if flip:
+            image = tf.image.stateless_random_flip_left_right(image, seed=key + [0, 1 << 40])
+        return image
 
     return apply
 
@@ -112,8 +121,7 @@ def make_dataset(x, y, batch_size, training, mean, std, augment=None, seed=0, nu
     augmenter = _augmenter(opts, x.shape[1:], seed)
 
     def prepare(images, labels):
-        images, labels = augmenter(tf.cast(images, tf.float32) / 255.0, labels)
-        images = (images - mean_t) / std_t
+        images = (tf.cast(images, tf.float32) / 255.0 - mean_t) / std_t
         if mixer is not None:
             images, labels = mixer(images, tf.one_hot(labels, depth))
         return images, labels
@@ -121,5 +129,9 @@ def make_dataset(x, y, batch_size, training, mean, std, augment=None, seed=0, nu
     drop = training if drop_remainder is None else bool(drop_remainder)
     if drop and len(x) < batch_size:
         raise ValueError(f"Invalid batch_size={batch_size}: expected <= the {len(x)} training examples.")
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(int(batch_size), drop_remainder=drop)
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if augmenter is not None:  # per image, before batching; stateless, so parallel is safe
+        ds = ds.enumerate().map(lambda i, xy: (augmenter(xy[0], i), xy[1]),
+                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(int(batch_size), drop_remainder=drop)
     return ds.map(prepare).prefetch(tf.data.AUTOTUNE)

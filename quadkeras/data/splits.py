@@ -37,6 +37,22 @@ class DataSplits:
         return tuple(int(d) for d in self.x_train.shape[1:])
 
 
+def seeded_subset(x, y, limit, seed=0):
+    """(x, y) cut to `limit` examples drawn at random from `seed`, kept in split order.
+
+    CIFAR splits read from image folders are sorted by class, so "the first N" would be a few
+    classes only; a seeded draw keeps the class mix. `limit` of 0/None or >= len keeps all.
+
+    >>> x, y = np.zeros((10, 2, 2, 1), "uint8"), np.repeat(np.arange(5), 2)
+    >>> sorted(set(seeded_subset(x, y, 6)[1].tolist())) != [0, 1, 2]
+    True
+    """
+    if not limit or limit >= len(x):
+        return x, y
+    keep = np.sort(np.random.default_rng(seed).permutation(len(x))[:int(limit)])
+    return x[keep], y[keep]
+
+
 def channel_stats(x):
     """Per-channel mean and std of uint8 NHWC images scaled to [0, 1]."""
     scaled = np.asarray(x, "float64") / 255.0

@@ -32,13 +32,11 @@ def dataset_arrays(name, split="test", limit=None):
 
     With `limit`, a seeded random subset of that size (in split order).
     """
-    from quadkeras.data import load_data, make_dataset  # noqa: PLC0415
+    from quadkeras.data import load_data, make_dataset, seeded_subset  # noqa: PLC0415
 
     d = load_data(name)
     x, y = (d.x_test, d.y_test) if split == "test" else (d.x_train, d.y_train)
-    if limit is not None and limit < len(x):  # seeded subset: splits may be sorted by class
-        keep = np.sort(np.random.default_rng(0).permutation(len(x))[:limit])
-        x, y = x[keep], y[keep]
+    x, y = seeded_subset(x, y, limit)  # splits may be sorted by class
     ds = make_dataset(x, y, 256, training=False, mean=d.mean, std=d.std)
     images = np.concatenate([np.asarray(b) for b, _ in ds])
     return images.astype("float32"), np.asarray(y).reshape(-1)

@@ -115,14 +115,16 @@ def latency_ms(content, example, runs=50, warmup=5, num_threads=1):
 def parity_report(content, reference, x, labels=None, latency_runs=50, num_threads=1):
     """Compare LiteRT `content` with Keras outputs `reference` on inputs `x`.
 
-    Returns {"max_abs_diff", "top1_agreement", "accuracy" (LiteRT, if labels),
-    "keras_accuracy", "size_bytes", "latency_ms", "num_images", "census"}.
+    Returns {"max_abs_diff", "max_abs_logit" (Keras, the scale of the diff),
+    "top1_agreement", "accuracy" (LiteRT, if labels), "keras_accuracy", "size_bytes",
+    "latency_ms", "num_images", "census"}.
     """
     reference = np.asarray(reference, "float32")
     got = run_litert(content, x, num_threads=num_threads)
     report = {
         "num_images": int(len(x)),
         "max_abs_diff": float(np.max(np.abs(got - reference))),
+        "max_abs_logit": float(np.max(np.abs(reference))),
         "top1_agreement": float(np.mean(got.argmax(-1) == reference.argmax(-1))),
         "size_bytes": len(content),
         "latency_ms": latency_ms(content, np.asarray(x[0]), runs=latency_runs, num_threads=num_threads),

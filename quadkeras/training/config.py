@@ -28,6 +28,7 @@ DEFAULTS = {
     "label_smoothing": 0.0, "augment": "crop_flip", "mixup": 0.0, "cutmix": 0.0,
     "grad_clip": 0.5, "mixed_precision": "", "seed": 0, "deterministic": False,
     "quant": "", "wbits": 4, "abits": 4, "quant_first_last": False, "quant_shortcut": False,
+    "init_from": None,
     "work_dir": "runs/default", "resume": False, "evaluate_only": False, "checkpoint": None,
     "tensorboard": True, "verbose": 1,
 }

@@ -20,7 +20,7 @@ import time
 
 import keras
 
-from quadkeras.data import load_data, make_dataset
+from quadkeras.data import load_data, make_dataset, seeded_subset
 from quadkeras.training import checkpoint
 from quadkeras.training.callbacks import CheckpointSaver, LearningRateLogger, RunProgbar
 from quadkeras.training.config import resolve_config, resume_view
@@ -44,6 +44,37 @@ def model_config(config, data):
         model_cfg["quantize"] = scheme_from_flags(config["quant"], config["wbits"], config["abits"],
                                                   config["quant_first_last"], config["quant_shortcut"])
     return model_cfg
+
+
+def initial_model(config, data):
+    """The model a fresh run starts from: built from `model`, or `init_from`'s weights.
+
+    With `init_from` (a `.keras` file, e.g. a trained float model) the run fine-tunes that
+    model, quantized per `quant` / `wbits` / `abits` when set (QAT from a float checkpoint).
+    """
+    if not config["init_from"]:
+        from quadkeras.models import build_model
+
+        return build_model(model_config(config, data))
+    path = config["init_from"]
+    if not os.path.isfile(path):
+        raise ValueError(f"Invalid init_from={path!r}: no such .keras file.")
+    import quadkeras.quantize  # noqa: F401 (registers the wrappers a saved QAT model may hold)
+
+    model = keras.models.load_model(path, compile=False)
+    expected = (tuple(data.input_shape), int(data.num_classes))
+    found = (tuple(model.input_shape[1:]), int(model.output_shape[-1]))
+    if found != expected:
+        raise ValueError(f"Invalid init_from={path!r}: model takes {found[0]} with {found[1]} "
+                         f"classes, dataset={config['dataset']!r} needs {expected[0]} with "
+                         f"{expected[1]} classes.")
+    if config["quant"]:
+        from quadkeras.quantize import quantize_model, scheme_from_flags
+
+        model = quantize_model(model, scheme_from_flags(config["quant"], config["wbits"], config["abits"],
+                                                        config["quant_first_last"],
+                                                        config["quant_shortcut"]))
+    return model
 
 
 def _one_hot_needed(config):
@@ -164,12 +195,10 @@ def evaluate(config):
 
 
 def _load(config):
-    """`load_data` for the run, cut to the first `max_train` / `max_test` examples if set."""
+    """`load_data` for the run, cut to seeded subsets of `max_train` / `max_test` examples."""
     data = load_data(config["dataset"], config["data_dir"], config["cache_dir"])
-    if config["max_train"]:
-        data.x_train, data.y_train = data.x_train[:config["max_train"]], data.y_train[:config["max_train"]]
-    if config["max_test"]:
-        data.x_test, data.y_test = data.x_test[:config["max_test"]], data.y_test[:config["max_test"]]
+    data.x_train, data.y_train = seeded_subset(data.x_train, data.y_train, config["max_train"])
+    data.x_test, data.y_test = seeded_subset(data.x_test, data.y_test, config["max_test"])
     return data
 
 
@@ -194,9 +223,7 @@ def train(config=None, callbacks=None, **overrides):
         model = keras.models.load_model(os.path.join(work_dir, checkpoint.LAST))
         epochs_done = int(keras.ops.convert_to_numpy(model.optimizer.iterations)) // steps_per_epoch
     else:
-        from quadkeras.models import build_model
-
-        model = compile_model(build_model(model_config(config, data)), config, steps_per_epoch)
+        model = compile_model(initial_model(config, data), config, steps_per_epoch)
         epochs_done = 0
     history_csv = os.path.join(work_dir, "history.csv")
     _trim_history(history_csv, epochs_done)
