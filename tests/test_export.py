@@ -65,7 +65,7 @@ def test_float_dynamic_int8_parity(trained, tmp_path):
     assert fmts["litert_float"]["keras_accuracy"] > 0.5  # the model learned something
     assert fmts["litert_dynamic"]["top1_agreement"] >= 0.97
     int8 = fmts["litert_int8"]
-    assert int8["top1_agreement"] >= 0.95
+    assert int8["top1_agreement"] >= 0.97
     assert int8["census"]["all_weight_ops_int8"] and int8["census"]["weight_ops"] == 3
     assert fmts["litert_float"]["census"]["int8_ops"] == 0
     assert int8["size_bytes"] < fmts["litert_float"]["size_bytes"]
@@ -85,7 +85,7 @@ def test_qat_int8_every_conv_dense_int8(trained, tmp_path):
     qat = report["formats"]["litert_qat"]
     assert qat["census"]["all_weight_ops_int8"], qat["census"]
     assert qat["census"]["weight_ops"] == 3  # conv1, the quadratic conv and the logits
-    assert qat["top1_agreement"] >= 0.97
+    assert qat["top1_agreement"] >= 0.99  # 100 % measured: the branch fake-quant trains with it
     assert qat["keras_accuracy"] > 0.5
 
 
@@ -94,12 +94,21 @@ def test_qat_export_leaves_model_unchanged(trained, tmp_path):
     from quadkeras.data import load_data
     from quadkeras.export import dataset_arrays, export_model
 
-    qat = trained[1]
+    from quadkeras.export.quad_qat import quantized_quad_layers
+    from quadkeras.quantize import quantize_model
+
+    assert not quantized_quad_layers(trained[1])  # int8_qat trains the branch fake-quant itself
+    # without a "branch" quantizer, export calibrates one on the fly (hooks, then restored)
+    scheme = {"kernel": "fakequant:8", "input": "fakequant:8", "output": "fakequant:8",
+              "quantize_first_last": True}
+    qat = quantize_model(trained[0], scheme)
+    assert [layer.name for layer in quantized_quad_layers(qat)] == ["quad2"]
     x, _ = dataset_arrays("digits", limit=64)
     before = np.asarray(qat.predict(x, verbose=0))
-    export_model(qat, str(tmp_path), formats=("litert_qat",), representative_data="digits",
-                 latency_runs=1, verbose=False)
+    report = export_model(qat, str(tmp_path), formats=("litert_qat",), representative_data="digits",
+                          eval_data="digits", latency_runs=1, verbose=False)
     np.testing.assert_array_equal(before, np.asarray(qat.predict(x, verbose=0)))
+    assert report["formats"]["litert_qat"]["census"]["all_weight_ops_int8"], report["formats"]["litert_qat"]
     assert load_data("digits").num_classes == 10
 
 

@@ -6,7 +6,7 @@ import keras
 
 from quadkeras.layers import QuadConv2D, QuadDense, QuadDepthwiseConv2D
 from quadkeras.models import build_model
-from quadkeras.quantize import (QuantizeWrapper, quantize_model, quantized_layers,
+from quadkeras.quantize import (QuantizeWrapper, initialize_quantizers, quantize_model, quantized_layers,
                                 quantizer_variables, scheme_from_flags)
 from tests.backend_utils import run_backend
 
@@ -165,8 +165,31 @@ def test_wrapped_qresnet14_loss_drops():
     model.compile(keras.optimizers.Adam(3e-3), LOSS)
     x = np.random.default_rng(3).random((32, 8, 8, 3)).astype("float32")
     y = np.arange(32) % 4
+    initialize_quantizers(model, x)
+    steps = [v for v in model.trainable_variables if v.name.endswith("_step")]
+    before = [keras.ops.convert_to_numpy(v).copy() for v in steps]
     hist = model.fit(x, y, epochs=6, batch_size=32, verbose=0, shuffle=False)
     losses = hist.history["loss"]
     assert np.isfinite(losses).all() and losses[-1] < 0.8 * losses[0], losses
-    step = [v for v in model.trainable_variables if v.name.endswith(("_step", "_alpha"))]
-    assert not step or any(np.any(keras.ops.convert_to_numpy(v) != 1.0) for v in step)
+    assert len(steps) == 24  # weight + input step of the 12 quadratic block convs
+    moved = [not np.allclose(b, keras.ops.convert_to_numpy(v)) for b, v in zip(before, steps)]
+    assert sum(moved) >= len(steps) // 2, "LSQ steps should train with the model"
+
+
+@pytest.mark.jax
+def test_initialize_quantizers_sets_lsq_steps_from_data_and_keeps_bn_stats():
+    inp = keras.Input((4, 4, 2))
+    x = QuantizeWrapper(keras.layers.Conv2D(3, 3, name="conv"), "lsq:4", "lsq:4")(inp)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    model = keras.Model(inp, keras.layers.Dense(2, name="fc")(keras.layers.Flatten()(x)))
+    data = np.random.default_rng(0).normal(size=(16, 4, 4, 2)).astype("float32") * 3.0
+    wrapper = model.get_layer("conv")
+    assert wrapper.input_quantizer.awaiting_data_init
+    assert initialize_quantizers(model, data) == 1  # the kernel step was set at build time
+    assert not wrapper.input_quantizer.awaiting_data_init
+    (step,) = [float(keras.ops.convert_to_numpy(v)) for v in wrapper.weights if v.name == "input_step"]
+    # LSQ init: 2 * mean|x| / sqrt(Q_P), unsigned 4-bit activations: Q_P = 15
+    assert step == pytest.approx(2 * np.abs(data).mean() / np.sqrt(15), rel=1e-5)
+    bn = model.get_layer("bn")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(bn.moving_mean), np.zeros(3))
+    assert initialize_quantizers(model, data) == 0

@@ -241,6 +241,8 @@ def test_spec_grammar():
     ("lsq:4:colour=3", "argument .*'colour'"),
     ("pact:2:alpha_init=__import__('os')", "Invalid value"),
     ("lsq:4:granularity=rows", "granularity='rows'"),
+    ({"name": "lsq", "bitz": 4}, "argument of quantizer 'lsq'='bitz'.*'bits'"),
+    ({"class_name": "PACT", "config": {"bits": 4, "alpha": 3}}, "argument of quantizer 'pact'='alpha'"),
 ])
 def test_spec_errors_are_one_line(spec, match):
     with pytest.raises(ValueError, match=match) as info:

@@ -1,4 +1,9 @@
-"""QAT -> int8 for quadratic layers: a calibrated fake-quant on the fused branch outputs.
+"""QAT -> int8 for quadratic layers without a trained branch fake-quant: a calibrated one.
+
+Models made with `quantize_model(model, "int8_qat")` (or `--quant=fakequant`) train a
+`branch_quantizer` on the fused linear output, so the Keras QAT model already rounds where
+the int8 conv rounds and nothing below is needed. This module covers the rest (`t2_4`,
+models quantized with an explicit scheme without "branch"):
 
 A quadratic layer runs one fused linear op, (per-branch BN,) split and multiply/add. In a
 QAT model the wrapper fake-quantizes the layer's input, kernel and final output, but not the
@@ -23,13 +28,16 @@ from keras import ops
 
 
 def quantized_quad_layers(model):
-    """Quadratic layers (not `t1`) wrapped by a `QuantizeWrapper` with fake-quant quantizers."""
+    """Quadratic layers (not `t1`) wrapped by a `QuantizeWrapper` with fake-quant quantizers
+    and no trained `branch_quantizer` (those already carry the fake-quant in their graph)."""
     from quadkeras.quantize import QuantizeWrapper  # noqa: PLC0415
     from quadkeras.quantize.wrapper import QUAD_LAYERS  # noqa: PLC0415
 
     found = []
     for layer in model._flatten_layers(include_self=False):
         if not isinstance(layer, QuantizeWrapper) or not isinstance(layer.layer, QUAD_LAYERS):
+            continue
+        if layer.branch_quantizer is not None:
             continue
         quantizers = (layer.kernel_quantizer, layer.input_quantizer, layer.output_quantizer)
         if layer.layer.neuron != "t1" and any(getattr(q, "name", None) == "fakequant" for q in quantizers):
@@ -45,9 +53,9 @@ class _BranchHook:
         self.ranges, self.index, self.calibrating = [], 0, True
         self.orig_call, self.orig_split = layer.call_with_kernel, layer._split
 
-    def call_with_kernel(self, inputs, kernel, training=None):
+    def call_with_kernel(self, inputs, kernel, training=None, **kwargs):
         self.index = 0
-        return self.orig_call(inputs, kernel, training=training)
+        return self.orig_call(inputs, kernel, training=training, **kwargs)
 
     def split(self, z, count):
         i, self.index = self.index, self.index + 1

@@ -179,18 +179,32 @@ class QuadLayerBase(keras.layers.Layer):
     def call(self, inputs, training=None):
         return self.call_with_kernel(inputs, self.kernel, training=training)
 
-    def call_with_kernel(self, inputs, kernel, training=None):
-        """Run the layer with `kernel` in place of `self.kernel` (used by quantize wrappers)."""
+    def call_with_kernel(self, inputs, kernel, training=None, branch_quantizer=None):
+        """Run the layer with `kernel` in place of `self.kernel` (used by quantize wrappers).
+
+        `branch_quantizer` (optional, a quantizer of the fused output's shape): applied to the
+        fused linear output (after the per-branch BN of `ours`) before the branches are
+        combined, so int8 QAT sees the rounding the int8 conv/dense output gets at export.
+        Not with `t1` / `t2_4`; with it, `recompute` is not used in training.
+        """
         x = ops.cast(inputs, self.compute_dtype)
         kernel = ops.cast(kernel, self.compute_dtype)
         bias = ops.cast(self.bias, self.compute_dtype) if self.use_bias else None
+        post = None
+        if branch_quantizer is not None:
+            if self.neuron in ("t1", "t2_4"):
+                raise ValueError(f"Invalid branch_quantizer for neuron={self.neuron!r}: expected "
+                                 "one of 'ours', 't2', 't3', 't4' (one fused linear op).")
+            post = lambda z: branch_quantizer(z, training=training)  # noqa: E731
         if self.neuron == "t1":
             y = self._t1_forward(x, kernel, bias)
         elif self.neuron == "ours":
-            y = self._ours_forward(x, kernel, bias, bool(training))
+            y = self._ours_forward(x, kernel, bias, bool(training), post)
         else:
             forward = self._plain_forward
-            if self.recompute and training:
+            if post is not None:
+                forward = lambda *args: self._plain_forward(*args, post=post)  # noqa: E731
+            elif self.recompute and training:
                 forward = keras.remat(forward)
             y = forward(x, kernel, bias) if bias is not None else forward(x, kernel)
         if self.activation is not None:
@@ -214,25 +228,29 @@ class QuadLayerBase(keras.layers.Layer):
             return list(ops.split(z, count, axis=-1)) if count > 1 else [z]
         return [ops.take(z, idx, axis=-1) for idx in _branch_indices(self._groups, count, units)]
 
-    def _branch_outputs(self, x, kernel, bias=None):
+    def _branch_outputs(self, x, kernel, bias=None, post=None):
         if self.neuron == "t2_4":
             ab = self._split(self._fused(x, kernel, bias, 0, 2), 2)
             return ab + self._split(self._fused(ops.square(x), kernel, bias, 2, 1), 1)
         source = ops.square(x) if self.neuron == "t2" else x
-        return self._split(self._fused(source, kernel, bias, 0, self.num_branches), self.num_branches)
+        z = self._fused(source, kernel, bias, 0, self.num_branches)
+        return self._split(z if post is None else post(z), self.num_branches)
 
-    def _plain_forward(self, x, kernel, bias=None):
-        return combine_branches(self.neuron, self._branch_outputs(x, kernel, bias))
+    def _plain_forward(self, x, kernel, bias=None, post=None):
+        return combine_branches(self.neuron, self._branch_outputs(x, kernel, bias, post))
 
     # ------------------------------------------------------------- `ours` with BN
-    def _ours_forward(self, x, kernel, bias, training):
+    def _ours_forward(self, x, kernel, bias, training, post=None):
         gamma = ops.cast(self.branch_gamma, self.compute_dtype)
         beta = ops.cast(self.branch_beta, self.compute_dtype)
         if not training:
             mean = ops.cast(self.branch_moving_mean, self.compute_dtype)
             var = ops.cast(self.branch_moving_variance, self.compute_dtype)
-            return self._ours_normalised(x, kernel, bias, gamma, beta, mean, var)
-        forward = keras.remat(self._ours_train) if self.recompute else self._ours_train
+            return self._ours_normalised(x, kernel, bias, gamma, beta, mean, var, post)
+        if post is not None:
+            forward = lambda *args: self._ours_train(*args, post=post)  # noqa: E731
+        else:
+            forward = keras.remat(self._ours_train) if self.recompute else self._ours_train
         args = (x, kernel, gamma, beta) if bias is None else (x, kernel, gamma, beta, bias)
         y, mean, var = forward(*args)
         m = self.bn_momentum
@@ -242,22 +260,22 @@ class QuadLayerBase(keras.layers.Layer):
         self.branch_moving_variance.assign(self.branch_moving_variance * m + var * (1.0 - m))
         return y
 
-    def _ours_train(self, x, kernel, gamma, beta, bias=None):
+    def _ours_train(self, x, kernel, gamma, beta, bias=None, post=None):
         z = self._fused(x, kernel, bias, 0, 3)
         axes = list(range(len(z.shape) - 1))
         mean, var = ops.moments(ops.cast(z, "float32"), axes=axes)
         y = self._normalise_and_combine(
-            z, gamma, beta, ops.cast(mean, z.dtype), ops.cast(var, z.dtype)
+            z, gamma, beta, ops.cast(mean, z.dtype), ops.cast(var, z.dtype), post
         )
         return y, mean, var
 
-    def _ours_normalised(self, x, kernel, bias, gamma, beta, mean, var):
-        return self._normalise_and_combine(self._fused(x, kernel, bias, 0, 3), gamma, beta, mean, var)
+    def _ours_normalised(self, x, kernel, bias, gamma, beta, mean, var, post=None):
+        return self._normalise_and_combine(self._fused(x, kernel, bias, 0, 3), gamma, beta, mean, var, post)
 
-    def _normalise_and_combine(self, z, gamma, beta, mean, var):
+    def _normalise_and_combine(self, z, gamma, beta, mean, var, post=None):
         scale = gamma * ops.rsqrt(var + self.bn_epsilon)
         z = z * scale + (beta - mean * scale)
-        return combine_branches("ours", self._split(z, 3))
+        return combine_branches("ours", self._split(z if post is None else post(z), 3))
 
     def folded_kernel_and_bias(self):
         """Kernel and bias with the per-branch inference BN folded in (NumPy arrays).

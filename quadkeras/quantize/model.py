@@ -46,7 +46,7 @@ def quantize_model(model, scheme):
             return layer
         return QuantizeWrapper(layer, kernel_quantizer=plan["kernel"],
                                input_quantizer=plan["input"], output_quantizer=plan["output"],
-                               name=layer.name)
+                               branch_quantizer=plan["branch"], name=layer.name)
 
     quantized = keras.models.clone_model(model, clone_function=clone)
     config = getattr(model, "quadkeras_config", None)
@@ -58,3 +58,32 @@ def quantize_model(model, scheme):
 def quantized_layers(model):
     """The `QuantizeWrapper` layers of a model, in order."""
     return [layer for layer in model.layers if isinstance(layer, QuantizeWrapper)]
+
+
+def initialize_quantizers(model, x):
+    """Initialise data-dependent quantizer parameters from one batch `x`, eagerly.
+
+    Activation quantizers (LSQ step, PACT-free ranges, non-uniform levels, ...) take their
+    initial value from the first training batch. Under TensorFlow and torch `fit` does that
+    inside `call`; JAX's trainer keeps no assignment to a *trainable* variable made inside
+    `call`, so call this once before `fit` there (`quadkeras.training.train` does, on every
+    backend). Other state touched by the pass (BatchNorm moving statistics) is restored.
+    Returns how many quantizers were initialised (0 if none needed it).
+
+    >>> import numpy as np, keras
+    >>> inp = keras.Input((4,))
+    >>> m = keras.Model(inp, QuantizeWrapper(keras.layers.Dense(2), input_quantizer="lsq:4")(inp))
+    >>> initialize_quantizers(m, np.full((8, 4), 3.0, "float32"))
+    1
+    >>> m.layers[1].input_quantizer.awaiting_data_init
+    False
+    """
+    pending = [q for layer in quantized_layers(model) for q in layer.quantizers() if q.awaiting_data_init]
+    if not pending:
+        return 0
+    owned = {id(v) for q in pending for v in q.data_init_variables()}
+    keep = [(v, keras.ops.convert_to_numpy(v)) for v in model.variables if id(v) not in owned]
+    model(x, training=True)
+    for var, value in keep:
+        var.assign(value)
+    return len(pending)

@@ -6,6 +6,7 @@ A scheme is a plain dict (stored under a model config's `"quantize"` key):
       "kernel": "lsq:4",          # default kernel quantizer (None: keep float)
       "input": "lsq:4",           # default input (activation) quantizer
       "output": None,             # default output quantizer
+      "branch": None,             # quadratic layers: fused linear output (int8 QAT export)
       "quantize_first_last": False,   # False: first and last quantizable layers stay float
       "quantize_shortcut": False,     # False: "real shortcut" (shortcut convs stay float)
       "shortcut_pattern": "shortcut", # regex naming shortcut layers
@@ -38,9 +39,10 @@ from quadkeras.layers import QuadConv2D, QuadDense, QuadDepthwiseConv2D
 from quadkeras.quantizers import get
 from quadkeras.utils.validation import check_choice
 
-SCHEME_KEYS = ("kernel", "input", "output", "quantize_first_last", "quantize_shortcut",
-               "shortcut_pattern", "rules", "method")
-RULE_KEYS = ("name", "type", "kernel", "input", "output", "skip")
+SLOTS = ("kernel", "input", "output", "branch")
+SCHEME_KEYS = SLOTS + ("quantize_first_last", "quantize_shortcut", "shortcut_pattern", "rules", "method")
+RULE_KEYS = ("name", "type", "skip") + SLOTS
+BRANCH_NEURONS = ("ours", "t2", "t3", "t4")  # one fused linear op whose output can be quantized
 LAYER_TYPES = {
     "conv": (keras.layers.Conv2D, QuadConv2D),
     "depthwise": (keras.layers.DepthwiseConv2D, QuadDepthwiseConv2D),
@@ -61,9 +63,10 @@ METHODS = {
 FULL_PRECISION = (None, 0, 32)
 PRESETS = {
     "int8_qat": {"method": "fakequant", "kernel": "fakequant:8", "input": "fakequant:8",
-                 "output": "fakequant:8", "quantize_first_last": True, "quantize_shortcut": True},
+                 "output": "fakequant:8", "branch": "fakequant:8", "quantize_first_last": True,
+                 "quantize_shortcut": True},
 }
-DEFAULTS = {"kernel": None, "input": None, "output": None, "quantize_first_last": False,
+DEFAULTS = {"kernel": None, "input": None, "output": None, "branch": None, "quantize_first_last": False,
             "quantize_shortcut": False, "shortcut_pattern": "shortcut", "rules": []}
 
 
@@ -72,11 +75,12 @@ def scheme_from_flags(method, weight_bits, activation_bits, quantize_first_last=
     """Scheme dict for the training app's `--quant/--wbits/--abits/...` flags.
 
     `weight_bits` / `activation_bits` of None, 0 or 32 leave that part in float.
-    `fakequant` also puts an output fake-quant on every layer (the int8 export recipe).
+    `fakequant` also puts an output fake-quant on every layer and on the fused linear output
+    of quadratic layers (the int8 export recipe: the converter then emits int8 kernels).
     """
     method = check_choice("quant method", str(method).lower(), tuple(METHODS))
     kernel_name, act_name = METHODS[method]
-    scheme = {"method": method, "kernel": None, "input": None, "output": None,
+    scheme = {"method": method, "kernel": None, "input": None, "output": None, "branch": None,
               "quantize_first_last": bool(quantize_first_last),
               "quantize_shortcut": bool(quantize_shortcut)}
     if weight_bits not in FULL_PRECISION:
@@ -87,7 +91,7 @@ def scheme_from_flags(method, weight_bits, activation_bits, quantize_first_last=
                              "expected one of None, 0, 32 (weight-only method).")
         scheme["input"] = f"{act_name}:{int(activation_bits)}"
         if method == "fakequant":
-            scheme["output"] = scheme["input"]
+            scheme["output"] = scheme["branch"] = scheme["input"]
     for key in ("kernel", "input"):  # validate bit widths now, with a one-line error
         get(scheme[key])
     return scheme
@@ -131,15 +135,20 @@ def rule_matches(rule, layer):
 
 
 def plan_layer(scheme, layer, is_first_or_last):
-    """{"kernel", "input", "output"} quantizer specs for `layer`, or None to keep it float."""
-    settings = {k: scheme[k] for k in ("kernel", "input", "output")}
+    """{"kernel", "input", "output", "branch"} quantizer specs for `layer`, or None (float).
+
+    "branch" is kept only for quadratic layers with one fused linear op (`BRANCH_NEURONS`).
+    """
+    settings = {k: scheme[k] for k in SLOTS}
     skip = (is_first_or_last and not scheme["quantize_first_last"]) or (
         not scheme["quantize_shortcut"] and re.search(scheme["shortcut_pattern"], layer.name))
     for rule in scheme["rules"]:
         if rule_matches(rule, layer):
-            settings.update({k: rule[k] for k in ("kernel", "input", "output") if k in rule})
+            settings.update({k: rule[k] for k in SLOTS if k in rule})
             if "skip" in rule:
                 skip = bool(rule["skip"])
+    if not (isinstance(layer, LAYER_TYPES["quad"]) and layer.neuron in BRANCH_NEURONS):
+        settings["branch"] = None
     if skip or all(v is None for v in settings.values()):
         return None
     return settings

@@ -45,9 +45,13 @@ class QuantizeWrapper(keras.layers.Wrapper):
         kernel_quantizer, input_quantizer, output_quantizer: anything
             `quadkeras.quantizers.get` accepts, or None (no quantization there). Each is
             copied, so one spec object can be given to many wrappers.
+        branch_quantizer: quadratic layers (`ours`, `t2`, `t3`, `t4`) only: quantizer of
+            the fused linear output (after the per-branch BN), before the branches are
+            multiplied. int8 QAT needs it: at export that output is the int8 conv's output.
     """
 
-    def __init__(self, layer, kernel_quantizer=None, input_quantizer=None, output_quantizer=None, **kwargs):
+    def __init__(self, layer, kernel_quantizer=None, input_quantizer=None, output_quantizer=None,
+                 branch_quantizer=None, **kwargs):
         if not is_quantizable(layer):
             names = ", ".join(cls.__name__ for cls in SUPPORTED)
             raise ValueError(f"Invalid layer {type(layer).__name__} ('{layer.name}') for "
@@ -57,8 +61,12 @@ class QuantizeWrapper(keras.layers.Wrapper):
         self.kernel_quantizer = clone(deserialize(kernel_quantizer))
         self.input_quantizer = clone(deserialize(input_quantizer))
         self.output_quantizer = clone(deserialize(output_quantizer))
+        self.branch_quantizer = clone(deserialize(branch_quantizer))
+        if self.branch_quantizer is not None and not isinstance(layer, QUAD_LAYERS):
+            raise ValueError(f"Invalid branch_quantizer for {type(layer).__name__} ('{layer.name}'): "
+                             f"expected a quadratic layer ({', '.join(c.__name__ for c in QUAD_LAYERS)}).")
         for q, role in ((self.kernel_quantizer, "weight"), (self.input_quantizer, "activation"),
-                        (self.output_quantizer, "activation")):
+                        (self.output_quantizer, "activation"), (self.branch_quantizer, "activation")):
             if q is not None and q.role is None:
                 q.role = role
 
@@ -73,6 +81,10 @@ class QuantizeWrapper(keras.layers.Wrapper):
             self.kernel_quantizer.build(self, kernel.shape, "kernel", value=kernel)
         if self.output_quantizer is not None:
             self.output_quantizer.build(self, self.compute_output_shape(input_shape), "output")
+        if self.branch_quantizer is not None:
+            out = tuple(self.compute_output_shape(input_shape))
+            fused = out[:-1] + (self.layer.num_branches * self.layer.units_per_branch,)
+            self.branch_quantizer.build(self, fused, "branch")
         self.built = True
 
     def _is_depthwise(self):
@@ -104,7 +116,8 @@ class QuantizeWrapper(keras.layers.Wrapper):
     def _forward(self, x, kernel, training):
         layer = self.layer
         if isinstance(layer, QUAD_LAYERS):
-            return layer.call_with_kernel(x, kernel, training=training)
+            return layer.call_with_kernel(x, kernel, training=training,
+                                          branch_quantizer=self.branch_quantizer)
         x = ops.cast(x, layer.compute_dtype)
         kernel = ops.cast(kernel, layer.compute_dtype)
         if isinstance(layer, keras.layers.Dense):
@@ -126,6 +139,11 @@ class QuantizeWrapper(keras.layers.Wrapper):
         return self.layer.compute_output_shape(input_shape)
 
     # ----------------------------------------------------------------- metadata
+    def quantizers(self):
+        """The wrapper's quantizers (kernel, input, output), those that are set."""
+        return [q for q in (self.kernel_quantizer, self.input_quantizer, self.output_quantizer,
+                            self.branch_quantizer) if q is not None]
+
     def quantization_bits(self):
         """{"weight": kernel bits or None, "activation": input bits or None}."""
         bits = lambda q: None if q is None else q.bits  # noqa: E731
@@ -144,5 +162,6 @@ class QuantizeWrapper(keras.layers.Wrapper):
             "kernel_quantizer": serialize(self.kernel_quantizer),
             "input_quantizer": serialize(self.input_quantizer),
             "output_quantizer": serialize(self.output_quantizer),
+            "branch_quantizer": serialize(self.branch_quantizer),
         })
         return config

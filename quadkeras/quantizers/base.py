@@ -48,6 +48,7 @@ class Quantizer:
 
     name = None
     allowed_bits = tuple(range(2, 9))
+    weight_granularity = "per_tensor"  # the method's default for weights (activations: per tensor)
 
     def __init__(self, bits=8, signed=None, granularity=None, groups=None, normalize=None, role=None):
         self.bits = check_choice(f"bits (quantizer {self.name!r})", bits, self.allowed_bits)
@@ -70,7 +71,7 @@ class Quantizer:
         return self.role != "activation"
 
     def _default_granularity(self, shape):
-        return "per_tensor"
+        return self.weight_granularity if self.role == "weight" else "per_tensor"
 
     # -------------------------------------------------------------------- build
     def build(self, layer, shape, name, value=None):
@@ -161,6 +162,16 @@ class Quantizer:
             var.assign(ops.stop_gradient(value))
         return value
 
+    @property
+    def awaiting_data_init(self):
+        """True while data-dependent parameters wait for their first training batch."""
+        return self._flag is not None and float(ops.convert_to_numpy(self._flag)) == 0.0
+
+    def data_init_variables(self):
+        """The variables the first-batch initialisation assigns (the flag included)."""
+        found = [var for var, _ in self._data_inits.values()]
+        return found + ([self._flag] if self._flag is not None else [])
+
     def finish(self, training):
         """Mark data-dependent parameters initialised (call at the end of `quantize`)."""
         if training and self._flag is not None:
@@ -215,6 +226,17 @@ class Quantizer:
 
     def __repr__(self):
         return f"{type(self).__name__}(bits={self.bits}, role={self.role!r}, granularity={self.granularity!r})"
+
+
+def positive(x, floor=1e-8):
+    """`x` floored at a small positive value: a learnt step / clip value that training drives
+    to 0 or below must not turn the quantizer into inf/NaN (gradient unchanged above it)."""
+    return ops.maximum(x, floor)
+
+
+def sign(x):
+    """+1 / -1 with sign(0) = +1 (binary levels never take 0)."""
+    return ops.where(x >= 0, 1.0, -1.0)
 
 
 def abs_mean(x, axis=None):

@@ -16,12 +16,8 @@ Example:
 
 from keras import ops
 
-from quadkeras.quantizers.base import Quantizer, abs_mean, register
+from quadkeras.quantizers.base import Quantizer, abs_mean, register, sign
 from quadkeras.quantizers.ste import ste
-
-
-def _sign(x):
-    return ops.where(x >= 0, 1.0, -1.0)
 
 
 @register
@@ -30,18 +26,16 @@ class XNOR(Quantizer):
 
     name = "xnor"
     allowed_bits = (1,)
+    weight_granularity = "per_channel"
 
     def __init__(self, bits=1, **kwargs):
         super().__init__(bits=bits, **kwargs)
 
-    def _default_granularity(self, shape):
-        return "per_channel" if self.role == "weight" else "per_tensor"
-
     def quantize(self, x, training):
         if self.role == "activation":
             clipped = ops.clip(x, -1.0, 1.0)
-            return ste(clipped, _sign(x))
-        return ste(x, _sign(x) * self.expand(self.reduce(x, abs_mean)))
+            return ste(clipped, sign(x))
+        return ste(x, sign(x) * self.expand(self.reduce(x, abs_mean)))
 
 
 @register
@@ -50,13 +44,11 @@ class Ternary(Quantizer):
 
     name = "ternary"
     allowed_bits = (2,)
+    weight_granularity = "per_channel"
 
     def __init__(self, bits=2, threshold=0.7, **kwargs):
         super().__init__(bits=bits, **kwargs)
         self.threshold = float(threshold)
-
-    def _default_granularity(self, shape):
-        return "per_channel" if self.role == "weight" else "per_tensor"
 
     def quantize(self, x, training):
         a = ops.abs(x)
@@ -64,7 +56,7 @@ class Ternary(Quantizer):
         mask = ops.cast(a > delta, x.dtype)
         count = self.expand(self.reduce(mask, ops.sum))
         alpha = self.expand(self.reduce(a * mask, ops.sum)) / ops.maximum(count, 1.0)
-        return ste(x, _sign(x) * mask * alpha)
+        return ste(x, sign(x) * mask * alpha)
 
     def get_config(self):
         return {**super().get_config(), "threshold": self.threshold}

@@ -15,7 +15,7 @@ Example:
 
 from keras import ops
 
-from quadkeras.quantizers.base import Quantizer, abs_max, abs_mean, register
+from quadkeras.quantizers.base import Quantizer, abs_max, abs_mean, register, sign
 from quadkeras.quantizers.ste import round_ste, ste
 
 
@@ -36,7 +36,7 @@ class DoReFa(Quantizer):
             return quantize_k(ops.clip(x, 0.0, 1.0), self.bits)
         if self.bits == 1:
             scale = ops.stop_gradient(self.expand(self.reduce(x, abs_mean)))
-            return ste(x, ops.where(x >= 0, 1.0, -1.0) * scale)
+            return ste(x, sign(x) * scale)
         t = ops.tanh(x)
         t = t / (2.0 * ops.maximum(self.expand(self.reduce(t, abs_max)), 1e-12)) + 0.5
         return 2.0 * quantize_k(t, self.bits) - 1.0

@@ -25,7 +25,7 @@ Example:
 import keras
 from keras import ops
 
-from quadkeras.quantizers.base import Quantizer, register
+from quadkeras.quantizers.base import Quantizer, abs_max, register
 
 
 @register
@@ -51,7 +51,7 @@ class FakeQuant(Quantizer):
                                       data_init=self._range_max if weight else self._batch_max)
 
     def _range_max(self, x):
-        return ops.maximum(self.reduce_params(x, _abs_max), 1e-8)
+        return ops.maximum(self.reduce_params(x, abs_max), 1e-8)
 
     def _range_min(self, x):
         return -self._range_max(x)
@@ -95,7 +95,3 @@ class FakeQuant(Quantizer):
 
     def get_config(self):
         return {**super().get_config(), "ema_decay": self.ema_decay, "narrow_range": self.narrow_range}
-
-
-def _abs_max(x, axis=None):
-    return ops.max(ops.abs(x), axis=axis)

@@ -20,7 +20,7 @@ Example:
 import numpy as np
 from keras import ops
 
-from quadkeras.quantizers.base import Quantizer, abs_mean, register
+from quadkeras.quantizers.base import Quantizer, abs_mean, positive, register
 from quadkeras.quantizers.ste import grad_scale, round_ste
 
 
@@ -47,6 +47,6 @@ class LSQ(Quantizer):
     def quantize(self, x, training):
         qn, qp = self.q_range()
         g = float(1.0 / np.sqrt(self.elements_per_param() * qp))
-        s = self.expand(grad_scale(self.param(self.step, x, training), g))
+        s = self.expand(positive(grad_scale(self.param(self.step, x, training), g)))
         self.finish(training)
         return round_ste(ops.clip(x / s, -qn, qp)) * s

@@ -15,7 +15,7 @@ Example:
 
 from keras import initializers, ops
 
-from quadkeras.quantizers.base import Quantizer, register
+from quadkeras.quantizers.base import Quantizer, positive, register
 from quadkeras.quantizers.ste import ste
 
 
@@ -37,7 +37,7 @@ class PACT(Quantizer):
         self.alpha = self.add_param("alpha", initializer=initializers.Constant(self.alpha_init))
 
     def quantize(self, x, training):
-        alpha = self.expand(ops.convert_to_tensor(self.alpha))
+        alpha = self.expand(positive(ops.convert_to_tensor(self.alpha)))
         y = ops.minimum(ops.relu(x), alpha)
         n = float(2 ** self.bits - 1)
         a = ops.stop_gradient(alpha)

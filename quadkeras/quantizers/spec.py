@@ -123,12 +123,19 @@ def get(spec):
         if "class_name" in spec:
             name = spec["class_name"]
             cls = CLASS_NAMES.get(name) or quantizer_class(name)
-            return cls.from_config(dict(spec.get("config", {})))
+            return _from_config(cls, dict(spec.get("config", {})))
         if "name" in spec:
             config = {k: v for k, v in spec.items() if k != "name"}
-            return quantizer_class(spec["name"]).from_config(config)
+            return _from_config(quantizer_class(spec["name"]), config)
     raise ValueError(f"Invalid quantizer {spec!r}: expected a Quantizer, a string like 'lsq:4', "
                      "or a dict with 'class_name' or 'name'.")
+
+
+def _from_config(cls, config):
+    allowed = _arguments(cls)
+    for key in config:
+        check_choice(f"argument of quantizer {cls.name!r}", key, allowed)
+    return cls.from_config(config)
 
 
 def serialize(quantizer):
