@@ -6,6 +6,7 @@ Example:
 'backend='
 """
 
+import functools
 import os
 import sys
 
@@ -19,3 +20,27 @@ def backend_line():
     import keras
 
     return f"backend={keras.backend.backend()} keras={keras.__version__}"
+
+
+def one_line_errors(main):
+    """Wrap an absl `main` so bad input ends as `error: <one line>` (exit 1), no traceback.
+
+    Library functions raise ValueError / FileNotFoundError with a message that names the
+    argument and the allowed values; the apps show exactly that line.
+    """
+    @functools.wraps(main)
+    def wrapped(argv):
+        try:
+            return main(argv)
+        except (ValueError, FileNotFoundError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise SystemExit(f"error: {first}") from None
+
+    return wrapped
+
+
+def run(main, argv=None):
+    """`absl.app.run(main)` with `one_line_errors`."""
+    from absl import app
+
+    app.run(one_line_errors(main), argv=argv)

@@ -1,33 +1,44 @@
 """Auto-builder app: rank a trained model's layers by RI and emit a leaner model config.
 
-    python apps/auto_build.py --flagfile=configs/auto_qvgg13.cfg
-    python apps/auto_build.py --model=runs/qresnet14.keras --config=configs/models/qresnet14.yaml \
-        --dataset=digits --split=val --masking_ratio=0.5 --top_k=2 --action=first_order \
-        --csv=/tmp/ri.csv --output_config=/tmp/qresnet14_auto.yaml
+    python apps/train.py --flagfile=configs/qresnet14.cfg --val_fraction=0.1 --work_dir=runs/qresnet14
+    python apps/auto_build.py --flagfile=configs/auto_qresnet14.cfg
+    python apps/auto_build.py --model=runs/qresnet14 --split=val --masking_ratio=0.5 --top_k=2 \
+        --action=first_order --csv=/tmp/ri.csv --output_config=/tmp/qresnet14_auto.yaml
+
+A training work_dir (or a .keras file inside one) brings its model config, data set and
+held-out split (`val_fraction`, `seed`) from its state.json; flags given explicitly win.
 
 Prints the ranked table (baseline A0, per layer P_M, P_W, masked accuracy, δA, RI), writes
 it as CSV, and writes the new config (YAML) that `apps/train.py --model=<yaml>` accepts.
 """
 
-from absl import app, flags
+from absl import flags
 
-from quadkeras.autobuilder import auto_build, load_arrays, split_validation, write_config
+import _common
+
+from quadkeras.autobuilder import (auto_build, heldout, heldout_options, load_model_and_config,
+                                   model_path, training_config, write_config)
 from quadkeras.autobuilder.emit import ACTIONS, model_cost
 from quadkeras.autobuilder.scores import write_csv
-from quadkeras.autobuilder.source import load_model_and_config
 from quadkeras.summary import count_macs
 from quadkeras.utils.validation import check_choice
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", "qresnet14", "Zoo name, .yaml/.json config, or a .keras model.")
-flags.DEFINE_string("config", None, "Config the .keras model was built from (for --output_config).")
+flags.DEFINE_string("model", "qresnet14", "Zoo name, .yaml/.json config, a .keras model, or a "
+                    "training work_dir (its best.keras; config and split from its state.json).")
+flags.DEFINE_string("config", None, "Config the .keras model was built from (default: the "
+                    "training run's, else a sibling <name>.yaml).")
 flags.DEFINE_string("weights", None, ".weights.h5 to load into a model built from a config.")
-flags.DEFINE_string("dataset", "digits", "digits, cifar10 or cifar100.")
+flags.DEFINE_string("dataset", None, "digits, cifar10 or cifar100 (default: the training run's, "
+                    "else digits).")
 flags.DEFINE_string("data_dir", None, "Dataset directory (quadkeras.data.load_data).")
 flags.DEFINE_enum("split", "val", ["val", "test"],
-                  "Held-out split: 'val' = a seeded fraction of the training set, or 'test'.")
-flags.DEFINE_float("val_fraction", 0.1, "Fraction of the training set used by --split=val.")
-flags.DEFINE_integer("val_seed", 0, "Seed of the validation split.")
+                  "Held-out split: 'val' = the seeded fraction of the training set that the "
+                  "training run held out (apps/train.py --val_fraction), or 'test'.")
+flags.DEFINE_float("val_fraction", None, "Fraction of the training set used by --split=val "
+                   "(default: the training run's val_fraction, else 0.1).")
+flags.DEFINE_integer("val_seed", None, "Seed of the validation split (default: the training "
+                     "run's --seed, else 0).")
 flags.DEFINE_integer("max_examples", None, "Use at most this many held-out examples.")
 flags.DEFINE_float("masking_ratio", 0.5, "Fraction of each candidate's kernel zeroed per probe.")
 flags.DEFINE_integer("seed", 0, "Masking seed.")
@@ -44,32 +55,27 @@ flags.DEFINE_string("csv", None, "Write the ranked table to this CSV path.")
 flags.DEFINE_string("output_config", None, "Write the emitted model config (YAML) here.")
 
 
-def heldout(model, config):
-    shape = tuple(model.input_shape[1:])
-    normalize = not (config or {}).get("normalize")
-    arrays = load_arrays(FLAGS.dataset, shape, FLAGS.data_dir, normalize=normalize)
-    if FLAGS.split == "val":
-        _, _, x, y = split_validation(arrays["x_train"], arrays["y_train"], FLAGS.val_fraction,
-                                      FLAGS.val_seed)
-    else:
-        x, y = arrays["x_test"], arrays["y_test"]
-    if FLAGS.max_examples:
-        x, y = x[: FLAGS.max_examples], y[: FLAGS.max_examples]
-    return x, y
-
-
 def main(argv):
     del argv
     check_choice("action", FLAGS.action, ACTIONS)
+    run = training_config(FLAGS.model)
+    split = heldout_options(run, FLAGS.split, FLAGS.dataset, FLAGS.val_fraction, FLAGS.val_seed)
     model, config = load_model_and_config(FLAGS.model, FLAGS.config, FLAGS.weights)
-    if not FLAGS.weights and not FLAGS.model.endswith(".keras"):
+    if not FLAGS.weights and not model_path(FLAGS.model).endswith(".keras"):
         print("note: no --weights given; probing an untrained model")
-    x, y = heldout(model, config)
+    if run is not None:
+        print(f"training run {run['work_dir']}: dataset={split['dataset']} "
+              f"val_fraction={split['val_fraction']} seed={split['seed']} "
+              f"max_train={split['max_train']}")
+    x, y = heldout(input_shape=tuple(model.input_shape[1:]), data_dir=FLAGS.data_dir,
+                   normalize=not (config or {}).get("normalize"), **split)
+    if FLAGS.max_examples:
+        x, y = x[: FLAGS.max_examples], y[: FLAGS.max_examples]
     layer_index = [int(i) for i in FLAGS.layer_index] if FLAGS.layer_index else None
     result = auto_build(model, x, y, config, FLAGS.layers, FLAGS.layer_regex, layer_index,
                         FLAGS.masking_ratio, FLAGS.seed, FLAGS.epsilon, FLAGS.top_k,
                         FLAGS.param_budget, FLAGS.mac_budget, FLAGS.action, FLAGS.batch_size)
-    print(f"held-out: {FLAGS.dataset} {FLAGS.split} ({len(y)} examples), "
+    print(f"held-out: {split['dataset']} {FLAGS.split} ({len(y)} examples), "
           f"masking_ratio={FLAGS.masking_ratio}, seed={FLAGS.seed}")
     print(result.table())
     if FLAGS.csv:
@@ -86,10 +92,10 @@ def main(argv):
         write_config(result.config, FLAGS.output_config, [
             f"emitted by apps/auto_build.py from {FLAGS.model}: {FLAGS.action} "
             f"{', '.join(result.chosen)}",
-            f"A0={result.baseline:.4f} on {FLAGS.dataset}/{FLAGS.split}; "
+            f"A0={result.baseline:.4f} on {split['dataset']}/{FLAGS.split}; "
             f"params {params0:,} -> {params:,}; MACs {macs0:,} -> {macs:,}"])
         print(f"wrote {FLAGS.output_config}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _common.run(main)

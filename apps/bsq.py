@@ -13,7 +13,9 @@
 import os
 
 import keras
-from absl import app, flags
+from absl import flags
+
+import _common
 
 from quadkeras.bsq import (
     BSQCallback, bsq_layers, bsq_report, format_report, save_report, scheme_of, set_bsq_decay,
@@ -125,4 +127,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _common.run(main)

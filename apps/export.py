@@ -14,7 +14,9 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from absl import app, flags  # noqa: E402
+from absl import flags
+
+import _common  # noqa: E402
 
 from quadkeras.export import DEFAULT_FORMATS, export_model  # noqa: E402
 
@@ -45,4 +47,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _common.run(main)

@@ -73,17 +73,14 @@ def main(argv):
     run_dir = _fresh_work_dir(config["work_dir"])
     config.update(work_dir=os.path.join(run_dir, "float"), tensorboard=False)
     start = time.perf_counter()
-    try:
-        float_summary = train(config)
-        model_paths = {"float": os.path.join(config["work_dir"], "best.keras")}
-        if FLAGS.qat_epochs > 0:
-            qat = dict(config, work_dir=os.path.join(run_dir, "qat"), init_from=model_paths["float"],
-                       quant="fakequant", wbits=8, abits=8, quant_first_last=True,
-                       quant_shortcut=True, epochs=FLAGS.qat_epochs, lr=FLAGS.qat_lr)
-            qat_summary = train(qat)
-            model_paths["qat"] = os.path.join(qat["work_dir"], "last.keras")
-    except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
+    float_summary = train(config)
+    model_paths = {"float": os.path.join(config["work_dir"], "best.keras")}
+    if FLAGS.qat_epochs > 0:
+        qat = dict(config, work_dir=os.path.join(run_dir, "qat"), init_from=model_paths["float"],
+                   quant="fakequant", wbits=8, abits=8, quant_first_last=True,
+                   quant_shortcut=True, epochs=FLAGS.qat_epochs, lr=FLAGS.qat_lr)
+        qat_summary = train(qat)
+        model_paths["qat"] = os.path.join(qat["work_dir"], "last.keras")
     train_s = time.perf_counter() - start
     reports = {"float": _export(model_paths["float"], os.path.join(run_dir, "export"),
                                 ("litert_float", "litert_int8"))}
@@ -105,4 +102,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, argv=[sys.argv[0], f"--flagfile={DEFAULT_FLAGFILE}", *sys.argv[1:]])
+    _common.run(main, argv=[sys.argv[0], f"--flagfile={DEFAULT_FLAGFILE}", *sys.argv[1:]])

@@ -5,7 +5,9 @@
         --json=/tmp/qvgg7_summary.json
 """
 
-from absl import app, flags
+from absl import flags
+
+import _common
 
 from quadkeras.autobuilder.source import load_model_and_config
 from quadkeras.summary import print_summary
@@ -36,4 +38,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _common.run(main)

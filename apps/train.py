@@ -17,6 +17,9 @@ flags.DEFINE_string("data_dir", None, "CIFAR .tar.gz, image folder or pickle fol
 flags.DEFINE_string("cache_dir", None, "Decoded-data cache (default $QUADKERAS_CACHE or ~/.cache/quadkeras).")
 flags.DEFINE_integer("max_train", 0, "Use a seeded random subset of N training examples (0 = all; smoke runs).")
 flags.DEFINE_integer("max_test", 0, "Use a seeded random subset of N test examples (0 = all).")
+flags.DEFINE_float("val_fraction", 0.0, "Hold out this seeded fraction of the training split (seed = "
+                   "--seed) as validation data: best.keras and val_acc use it, the test split is "
+                   "evaluated once at the end; 0 = validate on the test split (seed recipe).")
 flags.DEFINE_integer("epochs", 200, "Training epochs.")
 flags.DEFINE_integer("batch_size", 256, "Training batch size.")
 flags.DEFINE_integer("eval_batch_size", 512, "Evaluation batch size.")
@@ -54,7 +57,8 @@ flags.DEFINE_string("checkpoint", None, "Model file for --evaluate_only.")
 flags.DEFINE_boolean("tensorboard", True, "Write TensorBoard scalars (needs the tensorboard package).")
 flags.DEFINE_integer("verbose", 1, "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
 
-CONFIG_FLAGS = ("model", "dataset", "data_dir", "cache_dir", "max_train", "max_test", "epochs", "batch_size",
+CONFIG_FLAGS = ("model", "dataset", "data_dir", "cache_dir", "max_train", "max_test", "val_fraction",
+                "epochs", "batch_size",
                 "eval_batch_size", "lr", "momentum", "nesterov", "schedule", "final_lr",
                 "milestones", "gamma", "warmup_epochs", "wd", "decay_small", "custom_decay_list",
                 "custom_decay", "label_smoothing", "augment", "mixup", "cutmix", "grad_clip",
@@ -70,13 +74,10 @@ def main(argv):
     from quadkeras.training import train
 
     config = {name: FLAGS[name].value for name in CONFIG_FLAGS}
-    try:
-        result = train(config)
-    except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
+    result = train(config)
     if FLAGS.evaluate_only:
         print(f"test_acc={result['test_acc']:.4f} ({result['checkpoint']})")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _common.run(main)
