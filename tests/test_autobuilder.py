@@ -1,7 +1,10 @@
-"""Auto-builder: shares, exact masking/restore, RI ordering, emitted configs, app."""
+"""Auto-builder: shares, exact masking/restore, RI ordering, emitted configs, training
+work_dirs (config + held-out split from state.json), app."""
 
 import csv
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,13 +13,14 @@ import pytest
 import keras
 from keras import ops
 
-from quadkeras.autobuilder import (accuracy, auto_build, emit_config, load_arrays,
-                                   mac_shares, mask_for, masked, model_cost, param_shares,
-                                   probe_layers, select_candidates, split_validation,
+from quadkeras.autobuilder import (accuracy, auto_build, emit_config, heldout, heldout_options,
+                                   load_arrays, load_model_and_config, mac_shares, mask_for,
+                                   masked, model_cost, param_shares, probe_layers,
+                                   select_candidates, split_validation, training_config,
                                    write_config, write_csv)
 from quadkeras.models import build_model, load_config
 from quadkeras.summary import count_macs
-from tests.test_autobuilder_fixtures import RESNET_TINY, VGG_TINY
+from tests.test_autobuilder_fixtures import RESNET_TINY, VGG_TINY, train_runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -229,3 +233,76 @@ def test_auto_build_app_writes_csv_and_trainable_config(tmp_path):
     assert build_model(emitted).count_params() < build_model(config_path).count_params()
     with open(out_csv) as f:
         assert len(list(csv.DictReader(f))) == 2
+
+
+def _app(*args):
+    cmd = [sys.executable, os.path.join(REPO, "apps", "auto_build.py"), *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": REPO})
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return train_runs(tmp_path_factory.mktemp("runs"))
+
+
+def test_work_dir_gives_model_config_and_the_runs_heldout_images(runs):
+    from quadkeras.training.config import resolve_config
+    from quadkeras.training.trainer import _load
+
+    run = training_config(str(runs["val"]))
+    assert (run["dataset"], run["val_fraction"], run["seed"], run["max_train"]) == ("digits", 0.25, 3, 256)
+    assert training_config(str(runs["val"] / "best.keras")) == run
+    model, config = load_model_and_config(str(runs["val"]))
+    assert config["family"] == "resnet" and config["input_shape"] == [16, 16, 1]
+    assert config["num_classes"] == 10 and config["stages"] == run["model"]["stages"]
+    options = heldout_options(run)
+    assert options == {"dataset": "digits", "val_fraction": 0.25, "seed": 3, "max_train": 256,
+                       "split": "val"}
+    x, y = heldout(**options, input_shape=model.input_shape[1:], normalize=False)
+    held_out = _load(resolve_config(run))  # what train() used as validation data
+    np.testing.assert_array_equal(y, held_out.y_val)
+    np.testing.assert_array_equal(np.round(x * 255).astype("uint8"), held_out.x_val)
+    x, y = heldout(**options, input_shape=model.input_shape[1:])
+    result = auto_build(model, x, y, config, top_k=1)
+    assert len(result.chosen) == 1 and build_model(result.config).count_params() < model.count_params()
+    # explicit values win; another dataset drops the run's split
+    assert heldout_options(run, seed=5)["seed"] == 5
+    assert heldout_options(run, split="test")["split"] == "test"
+    assert heldout_options(run, dataset="cifar10")["max_train"] == 0
+
+
+def test_val_split_refused_for_a_run_without_val_fraction(runs):
+    summary = json.loads((runs["noval"] / "summary.json").read_text())
+    assert summary["val_acc"] is None and summary["test_acc"] == summary["best_acc"]
+    run = training_config(str(runs["noval"] / "last.keras"))
+    with pytest.raises(ValueError, match=r"^Invalid split='val': the run in .* trained on the whole "
+                       r"training split .*--split=test or retrain with --val_fraction") as err:
+        heldout_options(run)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="whole training split"):
+        heldout_options(run, val_fraction=0.1)  # every training image was fitted on
+    assert heldout_options(run, split="test")["split"] == "test"
+    proc = _app(f"--model={runs['noval']}")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: Invalid split='val': the run in")
+
+
+def test_best_json_next_to_best_keras_is_not_a_model_config(runs, tmp_path):
+    for name in ("best.keras", "best.json"):  # a copy without state.json
+        shutil.copy(runs["val"] / name, tmp_path / name)
+    model, config = load_model_and_config(str(tmp_path / "best.keras"))
+    assert config is None and model.count_params() > 0  # ranking only, no KeyError: 'family'
+    assert training_config(str(tmp_path / "best.keras")) is None
+    write_config({**training_config(str(runs["val"]))["model"]}, str(tmp_path / "best.yaml"))
+    _, config = load_model_and_config(str(tmp_path / "best.keras"))
+    assert config["family"] == "resnet"
+
+
+def test_auto_build_app_on_a_training_work_dir(runs, tmp_path):
+    out_yaml = str(tmp_path / "auto.yaml")
+    proc = _app(f"--model={runs['val']}", "--top_k=1", f"--output_config={out_yaml}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "val_fraction=0.25 seed=3 max_train=256" in proc.stdout
+    assert "held-out: digits val (64 examples)" in proc.stdout
+    assert len(load_config(out_yaml)["overrides"]) == 1

@@ -168,3 +168,53 @@ def test_init_from_fine_tunes_a_saved_model_quantized(tmp_path):
     other.save(tmp_path / "other.keras")
     with pytest.raises(ValueError, match=r"model takes \(8, 8, 1\).*needs \(16, 16, 1\)"):
         train(tiny_config(tmp_path / "y", init_from=str(tmp_path / "other.keras")))
+
+
+@pytest.mark.jax
+@pytest.mark.parametrize("bad", [1.0, -0.1, True, "0.1"])
+def test_bad_val_fraction_is_a_one_line_error(bad):
+    from quadkeras.training.config import resolve_config, resume_view
+
+    with pytest.raises(ValueError, match=r"^Invalid val_fraction=.*expected a number in \[0, 1\)") as err:
+        resolve_config({"val_fraction": bad})
+    assert "\n" not in str(err.value)
+    # runs saved before val_fraction existed still resume: the default stays out of the view
+    assert "val_fraction" not in resume_view(resolve_config({}))
+    assert resume_view(resolve_config({"val_fraction": 0.1}))["val_fraction"] == 0.1
+
+
+def test_val_fraction_holds_out_a_seeded_split_for_validation(tmp_path):
+    from quadkeras.data import load_data, make_dataset, training_split
+    from quadkeras.training.config import resolve_config
+    from quadkeras.training.trainer import _load
+
+    cfg = tiny_config(tmp_path / "v", epochs=2, val_fraction=0.25, seed=3)
+    data = _load(resolve_config(cfg))
+    full = load_data("digits")
+    index = np.arange(len(full.x_train))
+    fit_idx, _, val_idx, _ = training_split(index, index, 256, 0.25, 3)
+    assert len(fit_idx) == 192 and len(val_idx) == 64 and not set(fit_idx) & set(val_idx)
+    np.testing.assert_array_equal(data.x_train, full.x_train[fit_idx])  # what fit() trains on
+    np.testing.assert_array_equal(data.x_val, full.x_train[val_idx])
+    np.testing.assert_array_equal(_load(resolve_config(cfg)).x_val, data.x_val)  # deterministic
+    assert not np.array_equal(_load(resolve_config(cfg, seed=4)).y_val, data.y_val)
+    assert _load(resolve_config(tiny_config(tmp_path / "n"))).x_val is None
+
+    summary = train(cfg)
+    model = keras.models.load_model(tmp_path / "v" / "last.keras")
+
+    def acc(x, y):
+        logits = model.predict(make_dataset(x, y, 64, False, data.mean, data.std), verbose=0)
+        return float((logits.argmax(-1) == y).mean())
+
+    assert summary["val_acc"] == pytest.approx(acc(data.x_val, data.y_val), abs=1e-6)
+    assert summary["test_acc"] == pytest.approx(acc(data.x_test, data.y_test), abs=1e-6)
+    rows = (tmp_path / "v" / "history.csv").read_text().splitlines()
+    col = rows[0].split(",").index("val_acc")
+    val_accs = [float(r.split(",")[col]) for r in rows[1:]]
+    assert summary["val_acc"] == pytest.approx(val_accs[-1], abs=1e-6)
+    assert summary["best_acc"] == pytest.approx(max(val_accs), abs=1e-6)  # best.keras on val
+    state = json.loads((tmp_path / "v" / "state.json").read_text())
+    assert state["config"]["val_fraction"] == 0.25
+    with pytest.raises(ValueError, match=r"differs in keys \['val_fraction'\]"):
+        train(tiny_config(tmp_path / "v", epochs=2, val_fraction=0.2, seed=3, resume=True))

@@ -1,50 +1,37 @@
 """Held-out data for the auto-builder, preprocessed to a model's input shape.
 
-Uses `quadkeras.data.load_data` when it is available; for `digits` it falls back to
-scikit-learn's `load_digits` (8x8 -> 16x16 uint8, stratified 80/20 split) so the
-auto-builder works on its own. Images are resized by an integer nearest-neighbour factor
-(digits 16x16 -> 32x32 for QVGG-7's five pools), grey is repeated to the model's channels,
-and pixels are normalised with the dataset's mean/std unless the model normalises itself.
+Data come from `quadkeras.data.load_data`. `--split=val` is `quadkeras.data.training_split`:
+the same seeded `val_fraction` of the (`max_train` cut of the) training split that
+`quadkeras.training.train` holds out, so for a training work_dir (`heldout_options` with its
+`training_config`) the probes see exactly the images the run never trained on. Images are
+resized by an integer nearest-neighbour factor (digits 16x16 -> 32x32 for QVGG-7's five
+pools), grey is repeated to the model's channels, and pixels are normalised with the
+dataset's mean/std unless the model normalises itself.
 
 Example:
 
 >>> arrays = load_arrays("digits", input_shape=(16, 16, 1))
 >>> arrays["x_train"].shape[1:], arrays["num_classes"]
 ((16, 16, 1), 10)
+>>> x, y = heldout(**heldout_options(split="val"), input_shape=(16, 16, 1))
+>>> x.shape, y.dtype.name
+((144, 16, 16, 1), 'int32')
 """
 
 import numpy as np
 
+from quadkeras.data import load_data, split_validation, training_split  # noqa: F401 (re-export)
 from quadkeras.utils.validation import check_choice
 
-
-def _sklearn_digits():
-    from sklearn.datasets import load_digits  # noqa: PLC0415 (fallback only)
-    from sklearn.model_selection import train_test_split  # noqa: PLC0415
-
-    digits = load_digits()
-    x = np.repeat(np.repeat(digits.images, 2, axis=1), 2, axis=2)
-    x = np.clip(np.round(x * 255.0 / 16.0), 0, 255).astype("uint8")[..., None]
-    y = digits.target.astype("int32")
-    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.2, random_state=0,
-                                                        stratify=y)
-    scaled = x_train.astype("float32") / 255.0
-    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test,
-            "num_classes": 10, "mean": [float(scaled.mean())], "std": [float(scaled.std())]}
+SPLITS = ("val", "test")
+# Held-out split of a model that comes without a training run (zoo name, config, bare .keras).
+HELDOUT_DEFAULTS = {"dataset": "digits", "val_fraction": 0.1, "seed": 0, "max_train": 0}
 
 
 def _raw(name, data_dir):
-    try:
-        from quadkeras.data import load_data  # noqa: PLC0415 (owned by the training engineer)
-    except ImportError:
-        load_data = None
-    if load_data is not None:
-        d = load_data(name, data_dir=data_dir)
-        return {"x_train": d.x_train, "y_train": d.y_train, "x_test": d.x_test,
-                "y_test": d.y_test, "num_classes": d.num_classes, "mean": list(d.mean),
-                "std": list(d.std)}
-    check_choice("dataset", name, ("digits",))
-    return _sklearn_digits()
+    d = load_data(name, data_dir=data_dir)
+    return {"x_train": d.x_train, "y_train": d.y_train, "x_test": d.x_test, "y_test": d.y_test,
+            "num_classes": d.num_classes, "mean": list(d.mean), "std": list(d.std)}
 
 
 def preprocess(x, input_shape, mean, std, normalize=True):
@@ -77,11 +64,48 @@ def load_arrays(name, input_shape, data_dir=None, normalize=True):
     return out
 
 
-def split_validation(x, y, fraction=0.1, seed=0):
-    """(x_train, y_train, x_val, y_val): a seeded random `fraction` held out for validation."""
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"Invalid val_fraction={fraction!r}: expected a float in (0, 1).")
-    order = np.random.default_rng(seed).permutation(len(x))
-    n_val = max(1, int(round(fraction * len(x))))
-    val, train = order[:n_val], order[n_val:]
-    return x[train], y[train], x[val], y[val]
+def heldout_options(run=None, split="val", dataset=None, val_fraction=None, seed=None):
+    """Keyword arguments for `heldout`: given values win, then the training run's config
+    (`run`, from `quadkeras.autobuilder.training_config`), then HELDOUT_DEFAULTS.
+
+    A run's `max_train` always applies (it defines the run's training split). `split='val'`
+    for a run trained with `val_fraction=0` is refused: every training image was fitted on.
+
+    >>> heldout_options(split="test", dataset="cifar10")["dataset"]
+    'cifar10'
+    >>> heldout_options({"dataset": "digits", "val_fraction": 0.0, "seed": 0, "max_train": 0,
+    ...                  "work_dir": "runs/a"})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: Invalid split='val': the run in 'runs/a' trained on the whole training split ...
+    """
+    check_choice("split", split, SPLITS)
+    if run is not None and dataset not in (None, run["dataset"]):
+        run = None  # another data set: the run's split says nothing about it
+    if run is not None and split == "val" and not run["val_fraction"]:
+        raise ValueError(f"Invalid split='val': the run in {run['work_dir']!r} trained on the "
+                         "whole training split (val_fraction=0); pass --split=test or retrain "
+                         "with --val_fraction=0.1.")
+    base = HELDOUT_DEFAULTS if run is None else {k: run[k] for k in HELDOUT_DEFAULTS}
+    given = {"dataset": dataset, "val_fraction": val_fraction, "seed": seed}
+    return {**base, **{k: v for k, v in given.items() if v is not None}, "split": split}
+
+
+def heldout(dataset, input_shape, split="val", val_fraction=0.1, seed=0, max_train=0,
+            data_dir=None, normalize=True):
+    """(x, y): the held-out images preprocessed for a model with `input_shape`, int32 labels.
+
+    `split='test'`: the test split. `split='val'`: `training_split(x_train, y_train,
+    max_train, val_fraction, seed)`'s held-out part (only those images are preprocessed).
+    """
+    check_choice("split", split, SPLITS)
+    raw = _raw(dataset, data_dir)
+    if split == "test":
+        x, y = raw["x_test"], raw["y_test"]
+    else:
+        if not val_fraction:
+            raise ValueError(f"Invalid val_fraction={val_fraction!r} for split='val': expected a "
+                             "float in (0, 1).")
+        _, _, x, y = training_split(raw["x_train"], raw["y_train"], max_train, val_fraction, seed)
+    return (preprocess(x, input_shape, raw["mean"], raw["std"], normalize),
+            np.asarray(y, "int32").reshape(-1))

@@ -1,45 +1,115 @@
-"""Load the model to analyse from a zoo name, a config file, or a saved `.keras` file.
+"""Load the model to analyse: a zoo name, a config file, a `.keras` file or a training work_dir.
+
+A training work_dir (`apps/train.py --work_dir=...`) or a `.keras` file inside one brings
+its training config along (`state.json`, key "config"): the model config is rebuilt from it
+exactly as training built the model, and `training_config` gives the data set and the
+`val_fraction` / `seed` of the run's held-out split (see `heldout_options`).
 
 Example:
 
 >>> model, config = load_model_and_config("qresnet14", num_classes=10, input_shape=(16, 16, 3))
 >>> model.input_shape, config["family"]
 ((None, 16, 16, 3), 'resnet')
+>>> training_config("qresnet14") is None  # only work_dirs / .keras files in one have a run
+True
 """
 
 import os
+import types
 
 import keras
+import yaml
 
 import quadkeras  # noqa: F401  (registers the serializable layers for load_model)
 from quadkeras.autobuilder.emit import plain_config
 from quadkeras.models import build_model, load_config
+from quadkeras.training import DEFAULTS, checkpoint, model_config
+
+
+def model_path(source):
+    """`source`, or for a training work_dir its `best.keras` (else `last.keras`).
+
+    >>> model_path("qvgg7")
+    'qvgg7'
+    """
+    if not (isinstance(source, str) and os.path.isdir(source)):
+        return source
+    for name in (checkpoint.BEST, checkpoint.LAST):
+        if os.path.exists(os.path.join(source, name)):
+            return os.path.join(source, name)
+    raise ValueError(f"Invalid model={source!r}: folder has no {checkpoint.BEST} or "
+                     f"{checkpoint.LAST}; expected a training work_dir, a .keras file, a zoo "
+                     "name or a .yaml/.json config.")
+
+
+def training_config(source):
+    """Training config of the run that wrote `source` (a work_dir or a `.keras` file next to a
+    `state.json`), with DEFAULTS for keys the run did not save and `work_dir` set; else None.
+
+    >>> training_config("configs/models/qvgg7.yaml") is None
+    True
+    """
+    path = model_path(source)
+    if not (isinstance(path, str) and path.endswith(".keras")):
+        return None
+    work_dir = os.path.dirname(os.path.abspath(path))
+    state = os.path.join(work_dir, checkpoint.STATE)
+    if not os.path.exists(state):
+        return None
+    return {**DEFAULTS, **checkpoint.read_json(state).get("config", {}), "work_dir": work_dir}
+
+
+def _is_model_config(path):
+    try:
+        config = load_config(path)
+    except (ValueError, yaml.YAMLError):
+        return False
+    return "family" in config
 
 
 def _sibling_config(path):
+    """`<name>.yaml/.yml/.json` next to a `.keras` file if it is a model config (has a
+    `family`), else None: a work_dir's `best.json` is the checkpoint metric, not a config."""
     stem = os.path.splitext(path)[0]
     for ext in (".yaml", ".yml", ".json"):
-        if os.path.exists(stem + ext):
+        if os.path.exists(stem + ext) and _is_model_config(stem + ext):
             return stem + ext
     return None
+
+
+def _run_model_config(run, model):
+    """The model config training built `model` from, or None (unknown with `init_from`)."""
+    if run is None or run["init_from"]:
+        return None
+    shape = types.SimpleNamespace(input_shape=model.input_shape[1:],
+                                  num_classes=model.output_shape[-1])
+    return model_config(run, shape)
 
 
 def load_model_and_config(source, config=None, weights=None, num_classes=None, input_shape=None):
     """(model, config dict or None).
 
     Args:
-        source: a `.keras` path, or a zoo name / `.yaml` / `.json` config path / dict.
-        config: for `.keras` files, the config it was built from (default: a sibling
-            `<name>.yaml`/`.json` if present, else None — ranking still works).
+        source: a `.keras` path, a training work_dir (its best.keras), or a zoo name /
+            `.yaml` / `.json` config path / dict.
+        config: for `.keras` files, the config it was built from (default: the training
+            run's model config from `state.json`, else a sibling `<name>.yaml`/`.json`
+            model config, else None — ranking still works).
         weights: a `.weights.h5` file to load into a model built from a config.
         num_classes, input_shape: replace the config's values (config sources only).
     """
+    source = model_path(source)
     if isinstance(source, str) and source.endswith(".keras"):
         if not os.path.exists(source):
             raise ValueError(f"Invalid model path {source!r}: file not found.")
         model = keras.models.load_model(source)
-        config = config if config is not None else _sibling_config(source)
-        return model, (load_config(config) if config is not None else None)
+        if config is not None:
+            return model, load_config(config)
+        from_run = _run_model_config(training_config(source), model)
+        if from_run is not None:
+            return model, plain_config(from_run)
+        sibling = _sibling_config(source)
+        return model, (load_config(sibling) if sibling is not None else None)
     model = build_model(source, num_classes=num_classes, input_shape=input_shape)
     if weights:
         model.load_weights(weights)

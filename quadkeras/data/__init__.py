@@ -12,8 +12,9 @@ Example:
 from quadkeras.data.cache import cache_dir
 from quadkeras.data.loaders import DATASETS, load_data, shared_tarball_candidates
 from quadkeras.data.pipeline import AUGMENT_PRESETS, augment_options, make_dataset
-from quadkeras.data.splits import KNOWN_STATS, DataSplits, channel_stats, make_splits, seeded_subset
+from quadkeras.data.splits import (KNOWN_STATS, DataSplits, channel_stats, make_splits,
+                                   seeded_subset, split_validation, training_split)
 
 __all__ = ["AUGMENT_PRESETS", "DATASETS", "DataSplits", "KNOWN_STATS", "augment_options",
            "cache_dir", "channel_stats", "load_data", "make_dataset", "make_splits",
-           "seeded_subset", "shared_tarball_candidates"]
+           "seeded_subset", "shared_tarball_candidates", "split_validation", "training_split"]

@@ -1,4 +1,4 @@
-"""`DataSplits`: the arrays and statistics every loader returns.
+"""`DataSplits`: the arrays and statistics every loader returns; seeded subsets and splits.
 
 Example:
 
@@ -51,6 +51,45 @@ def seeded_subset(x, y, limit, seed=0):
         return x, y
     keep = np.sort(np.random.default_rng(seed).permutation(len(x))[:int(limit)])
     return x[keep], y[keep]
+
+
+def split_validation(x, y, fraction=0.1, seed=0):
+    """(x_train, y_train, x_val, y_val): a seeded random `fraction` held out for validation.
+
+    The one split used by `quadkeras.training.train` (`val_fraction`, `seed`) and by the
+    auto-builder's `--split=val`, so both see exactly the same held-out examples.
+
+    >>> x, y = np.zeros((10, 2, 2, 1), "uint8"), np.arange(10)
+    >>> xt, yt, xv, yv = split_validation(x, y, 0.2, seed=1)
+    >>> len(yt), len(yv), sorted(set(yt) | set(yv)) == list(range(10))
+    (8, 2, True)
+    """
+    if isinstance(fraction, bool) or not 0.0 < float(fraction) < 1.0:
+        raise ValueError(f"Invalid val_fraction={fraction!r}: expected a float in (0, 1).")
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_val = max(1, int(round(float(fraction) * len(x))))
+    val, train = order[:n_val], order[n_val:]
+    return x[train], y[train], x[val], y[val]
+
+
+def training_split(x, y, max_train=0, val_fraction=0.0, seed=0):
+    """(x_fit, y_fit, x_val, y_val) of a training run's training split.
+
+    First the `max_train` subset (`seeded_subset`, seed 0), then `split_validation` with the
+    run's `val_fraction` and `seed`; `x_val`/`y_val` are None when `val_fraction` is 0 (the
+    run fits on the whole split). `quadkeras.training.train` and the auto-builder call this,
+    so the auto-builder probes exactly the images a run held out.
+
+    >>> x, y = np.zeros((10, 2, 2, 1), "uint8"), np.arange(10)
+    >>> [None if a is None else len(a) for a in training_split(x, y, max_train=5)]
+    [5, 5, None, None]
+    >>> [len(a) for a in training_split(x, y, val_fraction=0.3, seed=2)]
+    [7, 7, 3, 3]
+    """
+    x, y = seeded_subset(x, y, max_train)
+    if not val_fraction:
+        return x, y, None, None
+    return split_validation(x, y, val_fraction, seed)
 
 
 def channel_stats(x):

@@ -3,13 +3,15 @@
 Example:
 
 >>> cfg = resolve_config({"dataset": "digits", "epochs": 3})
->>> cfg["lr"], cfg["schedule"], cfg["grad_clip"], cfg["batch_size"]
-(0.1, 'cosine', 0.5, 256)
+>>> cfg["lr"], cfg["schedule"], cfg["grad_clip"], cfg["batch_size"], cfg["val_fraction"]
+(0.1, 'cosine', 0.5, 256, 0.0)
 >>> resolve_config({"lr_schedule": "cosine"})  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
 ValueError: Invalid training config key='lr_schedule': expected one of 'model', ...
 """
+
+import numbers
 
 from quadkeras.data.loaders import DATASETS
 from quadkeras.data.pipeline import AUGMENT_PRESETS
@@ -17,10 +19,12 @@ from quadkeras.training.schedules import SCHEDULES
 from quadkeras.utils.validation import check_choice, check_positive_int
 
 # Seed recipe (SPEC section 3): SGD 0.1, momentum 0.9, coupled L2 5e-4, cosine to 1e-4 over
-# 200 epochs, batch 256, pad-4 crop + flip, global grad-norm clip 0.5.
+# 200 epochs, batch 256, pad-4 crop + flip, global grad-norm clip 0.5. val_fraction 0 keeps its
+# "best test accuracy" checkpoint; > 0 holds out that seeded fraction of the training split
+# (seed = `seed`) as validation data for best.keras / val_acc instead.
 DEFAULTS = {
     "model": "qresnet14", "dataset": "cifar10", "data_dir": None, "cache_dir": None,
-    "max_train": 0, "max_test": 0,
+    "max_train": 0, "max_test": 0, "val_fraction": 0.0,
     "epochs": 200, "batch_size": 256, "eval_batch_size": 512,
     "lr": 0.1, "momentum": 0.9, "nesterov": False,
     "schedule": "cosine", "final_lr": 1e-4, "milestones": [], "gamma": 0.1, "warmup_epochs": 0,
@@ -35,6 +39,9 @@ DEFAULTS = {
 # Keys that may change between a run and its resume (they do not affect the result).
 RUNTIME_KEYS = ("data_dir", "cache_dir", "work_dir", "resume", "evaluate_only", "checkpoint",
                 "tensorboard", "verbose", "eval_batch_size")
+# Keys added after runs were saved: left out of the resume view while at their default, so
+# a work_dir written before the key existed still resumes.
+ADDED_KEYS = ("val_fraction",)
 MIXED_PRECISION = ("", "float16", "bfloat16")
 
 
@@ -53,12 +60,22 @@ def resolve_config(config=None, **overrides):
     for key in ("lr", "wd", "grad_clip", "label_smoothing", "mixup", "cutmix", "warmup_epochs"):
         if float(merged[key]) < 0:
             raise ValueError(f"Invalid {key}={merged[key]!r}: expected a number >= 0.")
+    merged["val_fraction"] = _check_val_fraction(merged["val_fraction"])
     if merged["custom_decay_list"] and merged["custom_decay"] is None:
         raise ValueError("Invalid custom_decay=None: set custom_decay when custom_decay_list is given.")
     merged["milestones"] = [int(m) for m in (merged["milestones"] or [])]
     return merged
 
 
+def _check_val_fraction(value):
+    """`val_fraction` as a float in [0, 1) (0 = fit on the whole training split)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise ValueError(f"Invalid val_fraction={value!r}: expected a number in [0, 1) "
+                         "(0 = no validation split, best.keras picked on the test split).")
+    return float(value)
+
+
 def resume_view(config):
     """The part of a config that must match for `--resume`."""
-    return {k: v for k, v in config.items() if k not in RUNTIME_KEYS}
+    return {k: v for k, v in config.items()
+            if k not in RUNTIME_KEYS and not (k in ADDED_KEYS and v == DEFAULTS[k])}

@@ -22,14 +22,23 @@ def model_facts(model):
             "macs": int(count_macs(model))}
 
 
+def _acc(value):
+    return None if value is None else float(value)
+
+
 def run_summary(model, config, test_acc, best_acc, wall_time_s, train_time_s, train_images,
-                epochs_run):
-    """Dict written to summary.json: accuracies, params, MACs, timing, img/s, backend, epochs."""
+                epochs_run, val_acc=None):
+    """Dict written to summary.json: accuracies, params, MACs, timing, img/s, backend, epochs.
+
+    `test_acc`: the final model on the test split; `val_acc`: on the held-out validation
+    split (None when the run has no `val_fraction`); `best_acc`: best.keras' metric (the
+    validation accuracy, or the test accuracy without a validation split).
+    """
     return {
         "model": config["model"] if isinstance(config["model"], str) else "config",
         "dataset": config["dataset"], "backend": keras.backend.backend(),
-        "test_acc": None if test_acc is None else float(test_acc),
-        "best_acc": None if best_acc is None else float(best_acc),
+        "test_acc": _acc(test_acc), "val_acc": _acc(val_acc), "best_acc": _acc(best_acc),
+        "val_fraction": float(config.get("val_fraction", 0.0)),
         **model_facts(model),
         "wall_time_s": round(float(wall_time_s), 3),
         "train_time_s": round(float(train_time_s), 3),

@@ -15,12 +15,13 @@ Example:
 True
 """
 
+import dataclasses
 import os
 import time
 
 import keras
 
-from quadkeras.data import load_data, make_dataset, seeded_subset
+from quadkeras.data import load_data, make_dataset, seeded_subset, training_split
 from quadkeras.training import checkpoint
 from quadkeras.training.callbacks import CheckpointSaver, LearningRateLogger, RunProgbar
 from quadkeras.training.config import resolve_config, resume_view
@@ -126,6 +127,18 @@ def keras_augment(config):
     return {**AUGMENT_PRESETS[config["augment"]], "mixup": config["mixup"], "cutmix": config["cutmix"]}
 
 
+def _initialize_quantizers(model, train_ds):
+    """First-batch quantizer initialisation outside `fit` (JAX's trainer would drop it)."""
+    if _has_quantizers(model):
+        from quadkeras.quantize import initialize_quantizers
+
+        initialize_quantizers(model, next(iter(train_ds))[0])
+
+
+def _has_quantizers(model):
+    return any(type(layer).__name__ == "QuantizeWrapper" for layer in model.layers)
+
+
 def _prepare_work_dir(config):
     work_dir = os.path.abspath(config["work_dir"])
     state = os.path.join(work_dir, checkpoint.STATE)
@@ -195,9 +208,15 @@ def evaluate(config):
 
 
 def _load(config):
-    """`load_data` for the run, cut to seeded subsets of `max_train` / `max_test` examples."""
+    """`load_data` for the run, cut to seeded subsets of `max_train` / `max_test` examples.
+
+    With `val_fraction` > 0, `data.x_val` / `data.y_val` hold that seeded fraction of the
+    training split (`quadkeras.data.training_split`, seed = `seed`) and `x_train` the rest;
+    otherwise they are None.
+    """
     data = load_data(config["dataset"], config["data_dir"], config["cache_dir"])
-    data.x_train, data.y_train = seeded_subset(data.x_train, data.y_train, config["max_train"])
+    data.x_train, data.y_train, data.x_val, data.y_val = training_split(
+        data.x_train, data.y_train, config["max_train"], config["val_fraction"], config["seed"])
     data.x_test, data.y_test = seeded_subset(data.x_test, data.y_test, config["max_test"])
     return data
 
@@ -233,22 +252,26 @@ def train(config=None, callbacks=None, **overrides):
                                                      write_graph=False, profile_batch=0))
     callbacks += [CheckpointSaver(work_dir, resume_view(config)), *extra_callbacks,
                   RunProgbar(config["epochs"])]
-    train_time, test_acc = 0.0, None
+    train_time, last_val = 0.0, None
+    has_val = data.x_val is not None  # else the test split is the validation data (seed recipe)
+    fit_data = dataclasses.replace(data, x_test=data.x_val, y_test=data.y_val) if has_val else data
     for epoch in range(epochs_done, config["epochs"]):
-        train_ds, test_ds = datasets(config, data, epoch)
+        train_ds, val_ds = datasets(config, fit_data, epoch)
+        if epoch == 0:
+            _initialize_quantizers(model, train_ds)
         t0 = time.perf_counter()
-        hist = model.fit(train_ds, validation_data=test_ds, initial_epoch=epoch, epochs=epoch + 1,
+        hist = model.fit(train_ds, validation_data=val_ds, initial_epoch=epoch, epochs=epoch + 1,
                          callbacks=callbacks, verbose=config["verbose"], shuffle=False)
         train_time += time.perf_counter() - t0
-        test_acc = hist.history["val_acc"][-1]
-    if test_acc is None:
-        _, test_ds = datasets(config, data, 0)
-        test_acc = model.evaluate(test_ds, verbose=0)[1]
+        last_val = hist.history["val_acc"][-1]
+    if last_val is None:
+        last_val = model.evaluate(datasets(config, fit_data, 0)[1], verbose=0)[1]
+    test_acc = model.evaluate(datasets(config, data, 0)[1], verbose=0)[1] if has_val else last_val
     epochs_run = config["epochs"] - epochs_done
     summary = run_summary(model, config, test_acc, checkpoint.best_metric(work_dir),
                           time.perf_counter() - start, train_time,
                           epochs_run * steps_per_epoch * config["batch_size"],
-                          epochs_run)
+                          epochs_run, val_acc=last_val if has_val else None)
     checkpoint.write_json(os.path.join(work_dir, "summary.json"), summary)
     if config["verbose"]:
         print(f"quadkeras.train: test_acc={summary['test_acc']:.4f} best_acc={summary['best_acc']} "
