@@ -153,6 +153,20 @@ def test_non_finite_model_is_not_converted_to_int8(tmp_path):
 
 
 @needs_tf
+def test_images_with_non_finite_logits_are_left_out_and_counted(tmp_path):
+    from quadkeras.export import dataset_arrays, export_model
+
+    x, y = dataset_arrays("digits", limit=60)
+    x[[3, 10, 40]] = np.inf  # the Keras logits of these three are not finite
+    model = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    report = export_model(model, str(tmp_path), formats=("litert_int8",), eval_data=(x, y),
+                          representative_data=x, verbose=False)
+    assert report["non_finite_images_excluded"] == {"eval": 3, "calibration": 3}
+    assert report["num_eval_images"] == 57
+    assert report["formats"]["litert_int8"]["census"]["all_weight_ops_int8"]
+
+
+@needs_tf
 def test_unregistered_custom_object(tmp_path):
     from quadkeras.export import export_model
 

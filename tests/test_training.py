@@ -218,3 +218,13 @@ def test_val_fraction_holds_out_a_seeded_split_for_validation(tmp_path):
     assert state["config"]["val_fraction"] == 0.25
     with pytest.raises(ValueError, match=r"differs in keys \['val_fraction'\]"):
         train(tiny_config(tmp_path / "v", epochs=2, val_fraction=0.2, seed=3, resume=True))
+
+
+def test_import_quadkeras_is_enough_to_load_a_run_checkpoint(tmp_path):
+    """last.keras holds the CoupledDecaySGD + LR schedule: `import quadkeras` registers them."""
+    from tests.backend_utils import run_backend
+
+    train(tiny_config(tmp_path / "run", epochs=1))
+    code = ("import keras, quadkeras; m = keras.models.load_model(%r); "
+            "print(type(m.optimizer).__name__, int(m.optimizer.iterations))" % str(tmp_path / "run" / "last.keras"))
+    assert "CoupledDecaySGD 8" in run_backend(keras.backend.backend(), code)

@@ -94,6 +94,15 @@ def export_model(model_or_path, out_dir, formats=DEFAULT_FORMATS, representative
     x_eval, y_eval = _as_arrays(eval_data, "test", eval_limit)
     x_rep, _ = _as_arrays(representative_data, "train", calibration_samples)
     reference = None if x_eval is None else np.asarray(model.predict(x_eval, batch_size=256, verbose=0))
+    excluded = {}
+    if reference is not None:
+        x_eval, y_eval, reference, excluded["eval"] = _finite_only(x_eval, y_eval, reference)
+    if x_rep is not None:
+        rep_out = np.asarray(model.predict(x_rep, batch_size=256, verbose=0))
+        x_rep, _, _, excluded["calibration"] = _finite_only(x_rep, None, rep_out)
+    if any(excluded.values()) and verbose:
+        print(f"warning: {excluded} images left out: the Keras model's logits are not finite on "
+              "them (e.g. an undertrained quadratic net; see docs/quadratic_layers.md)", flush=True)
 
     os.makedirs(out_dir, exist_ok=True)
     sm_dir = os.path.join(out_dir, "saved_model")
@@ -107,7 +116,8 @@ def export_model(model_or_path, out_dir, formats=DEFAULT_FORMATS, representative
         if verbose:
             print(parity.format_report(fmt, results[fmt]), flush=True)
     report = {"model": str(source), "out_dir": os.fspath(out_dir),
-              "num_eval_images": 0 if x_eval is None else int(len(x_eval)), "formats": results}
+              "num_eval_images": 0 if x_eval is None else int(len(x_eval)),
+              "non_finite_images_excluded": excluded, "formats": results}
     with open(os.path.join(out_dir, "parity_report.json"), "w") as f:
         json.dump(report, f, indent=2)
     return report
@@ -123,10 +133,12 @@ def _export_one(fmt, model, out_dir, sm_dir, x_rep, x_eval, y_eval, reference, s
     mode = fmt[len("litert_"):]
     if mode == "qat" and not convert.has_fake_quant(model):
         return {"skipped": QAT_HINT}
-    if reference is not None and not np.all(np.isfinite(reference)) and mode in ("int8", "qat"):
+    if reference is not None and not len(reference) and mode in ("int8", "qat"):
         # the converter aborts the process on infinite quantization scales
-        return {"error": "the Keras model gives non-finite outputs on eval_data; fix the model "
-                         "(e.g. BN statistics, diverged training) before int8 export"}
+        return {"error": "the Keras model gives non-finite outputs on every eval image; fix the "
+                         "model (e.g. BN statistics, diverged training) before int8 export"}
+    if mode == "int8" and x_rep is not None and not len(x_rep):
+        return {"error": "the Keras model gives non-finite outputs on every calibration image"}
     if mode == "int8" and x_rep is None:
         return {"skipped": "no representative_data (pass a dataset name or images) for PTQ int8"}
     try:
@@ -143,6 +155,19 @@ def _export_one(fmt, model, out_dir, sm_dir, x_rep, x_eval, y_eval, reference, s
     result = parity.parity_report(content, reference, x_eval, y_eval, latency_runs=runs,
                                   num_threads=threads)
     return {"path": path, **result}
+
+
+def _finite_only(x, y, outputs):
+    """(x, y, outputs, how many dropped): only the rows whose model outputs are all finite.
+
+    Calibrating int8 on an image with inf activations makes the converter abort, and parity
+    against NaN logits means nothing; the report says how many were left out.
+    """
+    keep = np.all(np.isfinite(outputs.reshape(len(outputs), -1)), axis=1)
+    dropped = int((~keep).sum())
+    if not dropped:
+        return x, y, outputs, 0
+    return x[keep], None if y is None else y[keep], outputs[keep], dropped
 
 
 def _dir_size(path):
