@@ -90,6 +90,26 @@ def test_qat_int8_every_conv_dense_int8(trained, tmp_path):
 
 
 @needs_tf
+def test_qat_fold_bn_preset_folds_the_batchnorm_into_the_int8_conv(trained, tmp_path):
+    from quadkeras.export import export_model
+    from quadkeras.quantize import quantize_model
+
+    float_weights = [w.copy() for w in trained[0].get_weights()]
+    folded = fit(quantize_model(trained[0], "int8_qat_fold_bn"), epochs=2)
+    path = str(tmp_path / "fold.keras")
+    folded.save(path)  # QuantizeOutput round-trips through .keras
+    trained[0].set_weights(float_weights)
+    fold = export_model(path, str(tmp_path / "fold"), formats=("litert_qat",), eval_data="digits",
+                        latency_runs=1, verbose=False)["formats"]["litert_qat"]
+    plain = export_model(trained[2], str(tmp_path / "plain"), formats=("litert_qat",),
+                         eval_data="digits", latency_runs=1, verbose=False)["formats"]["litert_qat"]
+    assert fold["census"]["all_weight_ops_int8"] and fold["top1_agreement"] >= 0.97
+    float_mul = lambda r: r["census"]["ops"].get("MUL[float32]", 0)  # noqa: E731
+    assert float_mul(fold) == float_mul(plain) - 1  # bn1's multiply is folded away
+    assert fold["census"]["total_ops"] < plain["census"]["total_ops"]
+
+
+@needs_tf
 def test_qat_export_leaves_model_unchanged(trained, tmp_path):
     from quadkeras.data import load_data
     from quadkeras.export import dataset_arrays, export_model

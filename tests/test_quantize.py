@@ -6,7 +6,7 @@ import keras
 
 from quadkeras.layers import QuadConv2D, QuadDense, QuadDepthwiseConv2D
 from quadkeras.models import build_model
-from quadkeras.quantize import (QuantizeWrapper, initialize_quantizers, quantize_model, quantized_layers,
+from quadkeras.quantize import (QuantizeOutput, QuantizeWrapper, initialize_quantizers, quantize_model, quantized_layers,
                                 quantizer_variables, scheme_from_flags)
 from tests.backend_utils import run_backend
 
@@ -140,6 +140,14 @@ def test_int8_qat_preset_lowers_to_tf_fakequant_ops():
     assert len(quantized_layers(q)) == 22
     for layer in quantized_layers(q):
         assert layer.output_quantizer is not None and layer.input_quantizer is not None
+    folded = quantize_model(_resnet(), "int8_qat_fold_bn")
+    wrappers = [layer for layer in quantized_layers(folded) if isinstance(layer, QuantizeWrapper)]
+    after_bn = [layer for layer in quantized_layers(folded) if isinstance(layer, QuantizeOutput)]
+    assert len(wrappers) == 22 and len(after_bn) == 21  # every conv is followed by a BN
+    assert all(isinstance(layer.layer, keras.layers.BatchNormalization) for layer in after_bn)
+    for layer in wrappers:  # the output fake-quant moved past the BN, except on the logits
+        assert layer.input_quantizer is not None
+        assert (layer.output_quantizer is not None) == (layer.name == "logits"), layer.name
     if keras.backend.backend() != "tensorflow":
         pytest.skip("TF FakeQuant ops exist on the TensorFlow backend only")
     import tensorflow as tf

@@ -25,14 +25,14 @@ LITERT_MODES = ("float", "dynamic", "int8", "qat")
 
 
 def fake_quant_quantizers(model):
-    """The quantizers of every `QuantizeWrapper` in `model` (kernel, input, output)."""
-    from quadkeras.quantize import QuantizeWrapper  # noqa: PLC0415
+    """Every quantizer in `model` (`QuantizeWrapper`: kernel, input, output, branch;
+    `QuantizeOutput`: output)."""
+    from quadkeras.quantize import QuantizeOutput, QuantizeWrapper  # noqa: PLC0415
 
     found = []
     for layer in model._flatten_layers(include_self=False):
-        if isinstance(layer, QuantizeWrapper):
-            found += [q for q in (layer.kernel_quantizer, layer.input_quantizer,
-                                  layer.output_quantizer) if q is not None]
+        if isinstance(layer, (QuantizeWrapper, QuantizeOutput)):
+            found += layer.quantizers()
     return found
 
 

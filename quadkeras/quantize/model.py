@@ -19,8 +19,9 @@ Example:
 
 import keras
 
+from quadkeras.quantize.output import QuantizeOutput
 from quadkeras.quantize.scheme import plan_layer, resolve_scheme
-from quadkeras.quantize.wrapper import QuantizeWrapper, is_quantizable
+from quadkeras.quantize.wrapper import QUAD_LAYERS, QuantizeWrapper, is_quantizable
 
 
 def quantize_model(model, scheme):
@@ -39,8 +40,11 @@ def quantize_model(model, scheme):
         plan = plan_layer(scheme, layer, id(layer) in ends)
         if plan is not None:
             plans[id(layer)] = plan
+    after_bn = _outputs_after_bn(plans, candidates) if scheme["output_after_bn"] else {}
 
     def clone(layer):
+        if id(layer) in after_bn:
+            return QuantizeOutput(layer, output_quantizer=after_bn[id(layer)], name=layer.name)
         plan = plans.get(id(layer))
         if plan is None:
             return layer
@@ -55,9 +59,25 @@ def quantize_model(model, scheme):
     return quantized
 
 
+def _outputs_after_bn(plans, candidates):
+    """{id(BN): output spec}: move a conv/dense output quantizer past the BN that alone
+    consumes its output (plans are edited in place). Quadratic layers keep theirs: their
+    product sits between the linear op and the BN, so the BN cannot fold into the conv."""
+    moved = {}
+    for layer in candidates:
+        plan = plans.get(id(layer))
+        if plan is None or plan["output"] is None or isinstance(layer, QUAD_LAYERS):
+            continue
+        consumers = [node.operation for node in layer._outbound_nodes]
+        if len(consumers) == 1 and isinstance(consumers[0], keras.layers.BatchNormalization):
+            moved[id(consumers[0])] = plan["output"]
+            plan["output"] = None
+    return moved
+
+
 def quantized_layers(model):
-    """The `QuantizeWrapper` layers of a model, in order."""
-    return [layer for layer in model.layers if isinstance(layer, QuantizeWrapper)]
+    """The layers of a model that hold quantizers (`QuantizeWrapper`, `QuantizeOutput`), in order."""
+    return [layer for layer in model.layers if isinstance(layer, (QuantizeWrapper, QuantizeOutput))]
 
 
 def initialize_quantizers(model, x):

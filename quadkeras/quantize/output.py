@@ -1,0 +1,62 @@
+"""`QuantizeOutput`: fake-quantize the output of any layer (e.g. the BatchNormalization after a conv).
+
+int8 QAT wants the fake-quant *after* the BatchNormalization that follows a conv/dense: the
+converter then folds the (inference) BN into the int8 conv and uses this range for its output,
+so no float BN MUL/ADD is left between QUANTIZE/DEQUANTIZE pairs. With a symmetric per-channel
+kernel quantizer the fold commutes with the kernel quantization, so the Keras QAT model and the
+int8 file round in the same places. `quantize_model` inserts it for schemes with
+`"output_after_bn": True` (the `int8_qat` preset and `--quant=fakequant`).
+
+Example:
+
+>>> import numpy as np, keras
+>>> bn = QuantizeOutput(keras.layers.BatchNormalization(), output_quantizer="fakequant:8")
+>>> tuple(bn(np.ones((2, 4, 4, 3), "float32")).shape)
+(2, 4, 4, 3)
+>>> [q.name for q in bn.quantizers()]
+['fakequant']
+"""
+
+import keras
+
+from quadkeras.quantizers import clone, deserialize, serialize
+
+
+@keras.saving.register_keras_serializable(package="quadkeras")
+class QuantizeOutput(keras.layers.Wrapper):
+    """Run `layer`, then `output_quantizer` on its output (training and inference).
+
+    Args:
+        layer: any single-output Keras layer.
+        output_quantizer: anything `quadkeras.quantizers.get` accepts (required).
+    """
+
+    def __init__(self, layer, output_quantizer, **kwargs):
+        kwargs.setdefault("name", layer.name)
+        super().__init__(layer, **kwargs)
+        self.output_quantizer = clone(deserialize(output_quantizer))
+        if self.output_quantizer is None:
+            raise ValueError("Invalid output_quantizer=None for QuantizeOutput: expected a quantizer "
+                             "spec such as 'fakequant:8'.")
+        if self.output_quantizer.role is None:
+            self.output_quantizer.role = "activation"
+
+    def build(self, input_shape):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        self.output_quantizer.build(self, self.compute_output_shape(input_shape), "output")
+        self.built = True
+
+    def call(self, inputs, training=None, mask=None):
+        kwargs = {"mask": mask} if mask is not None else {}
+        return self.output_quantizer(self.layer(inputs, training=training, **kwargs), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def quantizers(self):
+        """[the output quantizer] (same interface as `QuantizeWrapper.quantizers`)."""
+        return [self.output_quantizer]
+
+    def get_config(self):
+        return {**super().get_config(), "output_quantizer": serialize(self.output_quantizer)}
