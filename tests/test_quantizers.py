@@ -10,6 +10,10 @@ from quadkeras.quantizers.lqnet import encodings
 from tests import test_quantize_helpers as qu
 from tests.backend_utils import layer_grads
 
+# Every quantizer check (values, STE gradients, level counts, hypothesis finiteness) runs on
+# every backend, JAX included (about a minute there).
+pytestmark = pytest.mark.jax
+
 RNG = np.random.default_rng(0)
 
 
@@ -18,7 +22,6 @@ def _x(*shape, scale=1.0):
 
 
 # ------------------------------------------------------------------ forward values
-@pytest.mark.jax
 @pytest.mark.parametrize("bits,signed", [(2, True), (4, True), (3, False), (8, False)])
 def test_lsq_values_and_init(bits, signed):
     x = _x(16, 6) if signed else np.abs(_x(16, 6))
@@ -48,7 +51,6 @@ def test_pact_values():
     np.testing.assert_allclose(out, qu.pact(x.astype("float64"), 2.5, 3), atol=1e-6)
 
 
-@pytest.mark.jax
 def test_xnor_and_ternary_values():
     w = _x(10, 4)
     out, _ = qu.probe("xnor", w)
@@ -119,7 +121,6 @@ def test_groups_and_var_mean():
 
 
 # --------------------------------------------------------------- STE gradients
-@pytest.mark.jax
 @pytest.mark.parametrize("role", ["weight", "activation"])
 def test_lsq_gradients(role):
     x = _x(8, 5, scale=1.5)
@@ -221,7 +222,6 @@ def test_finite_on_degenerate_inputs(spec, role, kind, c):
 
 
 # --------------------------------------------------------- specs and serialization
-@pytest.mark.jax
 def test_spec_grammar():
     q = quantizers.get("lsq:4:per_channel:unsigned:var_mean")
     assert (type(q), q.bits, q.granularity, q.signed, q.normalize) == (quantizers.LSQ, 4, "per_channel", False, "var_mean")
@@ -232,7 +232,6 @@ def test_spec_grammar():
     assert quantizers.get({"class_name": "LQNet", "config": {"bits": 3}}).bits == 3
 
 
-@pytest.mark.jax
 @pytest.mark.parametrize("spec,match", [
     ("nope:4", "quantizer='nope'.*'lsq'"),
     ("lsq:9", "bits .*'lsq'.*expected one of 2, 3"),
@@ -250,7 +249,6 @@ def test_spec_errors_are_one_line(spec, match):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.jax
 def test_serialization_round_trip():
     for spec in SPECS:
         q = quantizers.get(spec)
