@@ -31,6 +31,8 @@ class DataSplits:
     mean: tuple
     std: tuple
     name: str
+    x_val: np.ndarray = None  # a held-out part of the training split (training's val_fraction)
+    y_val: np.ndarray = None
 
     @property
     def input_shape(self):
