@@ -12,6 +12,10 @@ def conv2d(x, w, stride=(1, 1), padding="valid", dilation=(1, 1), groups=1):
     n, h, wd, c = x.shape
     kh, kw, cg, cout = w.shape
     eff_h, eff_w = (kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1
+    if not isinstance(padding, str):  # explicit ((top, bottom), (left, right)), as torch pads
+        x = np.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+        n, h, wd, c = x.shape
+        padding = "valid"
     if padding == "same":
         out_h, out_w = -(-h // stride[0]), -(-wd // stride[1])
         pad_h = max((out_h - 1) * stride[0] + eff_h - h, 0)

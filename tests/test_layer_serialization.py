@@ -17,6 +17,8 @@ LAYERS = [
     lambda: QuadConv2D(2, 1, neuron="t1", t1_linear=False),
     lambda: QuadDepthwiseConv2D(3, depth_multiplier=2, padding="same", neuron="t4"),
     lambda: QuadDense(3, neuron="t3", bias_initializer="ones"),
+    lambda: QuadConv2D(4, 3, strides=2, padding=((1, 1), (0, 2)), neuron="ours"),
+    lambda: QuadDepthwiseConv2D(3, strides=2, padding=1, neuron="ours"),
 ]
 
 
@@ -32,7 +34,7 @@ def test_get_config_round_trip(make):
 def _tiny_model():
     inputs = keras.Input((8, 8, 4))
     x = QuadConv2D(4, 3, padding="same", neuron="ours", name="q_ours")(inputs)
-    x = QuadConv2D(4, 3, groups=2, padding="same", neuron="t2_4", name="q_grouped")(x)
+    x = QuadConv2D(4, 3, groups=2, strides=2, padding=1, neuron="t2_4", name="q_grouped")(x)
     x = QuadDepthwiseConv2D(3, padding="same", neuron="t4", name="q_dw")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     outputs = QuadDense(3, neuron="ours", name="q_dense")(x)

@@ -3,6 +3,7 @@
 import glob
 import os
 
+import keras
 import numpy as np
 import pytest
 
@@ -87,6 +88,8 @@ def test_input_shape_and_classes_override():
     ({"conv": {"type": "quad", "neuron": "t9"}}, "neuron"),
     ({"conv": {"type": "cubic"}}, "type"),
     ({"num_classes": 0}, "num_classes"),
+    ({"padding": "torch"}, "padding.*'pytorch', 'same'"),
+    ({"init": "glorot"}, "init.*'pytorch', 'keras'"),
 ])
 def test_bad_configs_give_one_line_errors(bad, match):
     config = {**load_config("qresnet14"), **bad}
@@ -99,3 +102,39 @@ def test_unknown_model_name_lists_the_zoo():
     with pytest.raises(ValueError, match="qresnet14") as err:
         build_model("resnet999")
     assert "\n" not in str(err.value)
+
+
+def test_zoo_pads_stride2_convs_like_pytorch_unless_same_is_asked():
+    model = build_model("resnet20")
+    stride2 = model.get_layer("stage2_block1_conv1")
+    assert stride2.padding == "valid" and model.get_layer("stage2_block1_conv1_pad").padding == ((1, 1), (1, 1))
+    assert model.get_layer("stage1_block1_conv1").padding == "same"  # stride 1: identical to padding=1
+    assert model.get_layer("stage2_block1_shortcut").padding == "valid"  # 1x1 stride 2, padding 0
+    quad = build_model("qresnet14").get_layer("stage3_block1_conv1")
+    assert quad.padding == ((1, 1), (1, 1))
+    keras_style = build_model("qresnet14", padding="same")
+    assert keras_style.get_layer("stage3_block1_conv1").padding == "same"
+    assert _trainable(keras_style) == EXPECTED["qresnet14"][0]
+    x = np.random.default_rng(0).random((2, 32, 32, 3), "float32")
+    assert tuple(model(x).shape) == (2, 10)
+
+
+def _np(v):
+    return np.asarray(keras.ops.convert_to_numpy(v))
+
+
+def test_default_init_follows_the_pytorch_reference():
+    resnet = build_model("qresnet14")
+    stem = _np(resnet.get_layer("stem_conv").kernel)  # PyTorch default: U(+-1/sqrt(fan_in))
+    assert np.abs(stem).max() <= 1 / np.sqrt(27) and np.abs(stem).max() > 0.9 / np.sqrt(27)
+    quad = _np(resnet.get_layer("stage2_block2_conv1").kernel)
+    assert np.abs(quad).max() <= 1 / np.sqrt(9 * 32)
+    head = resnet.get_layer("logits")
+    assert 0 < np.abs(_np(head.bias)).max() <= 1 / 8.0 and np.abs(_np(head.kernel)).max() <= 1 / 8.0
+    vgg = build_model({"family": "vgg", "cfg": [64, "M"], "input_shape": [8, 8, 3], "num_classes": 1000,
+                       "conv": {"type": "quad"}})
+    conv = _np(vgg.get_layer("conv1").kernel)  # QuadraLib VGG: kaiming_normal, untruncated
+    assert abs(conv.std() / np.sqrt(2 / 27) - 1) < 0.1 and np.abs(conv).max() > 2 * np.sqrt(2 / 27)
+    assert abs(_np(vgg.get_layer("logits").kernel).std() - 0.01) < 0.001
+    legacy = _np(build_model("qresnet14", init="keras").get_layer("stem_conv").kernel)
+    assert legacy.std() > 2 * stem.std()  # he_normal

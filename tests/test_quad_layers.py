@@ -14,7 +14,9 @@ RNG = np.random.default_rng(0)
 def _patches(x, kernel_size, strides, padding):
     """(kh, kw, c)-ordered input patches, by explicit slicing (independent of the layer)."""
     kh, kw = kernel_size
-    if padding == "same":
+    if not isinstance(padding, str):
+        x = np.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+    elif padding == "same":
         probe = ref.conv2d(x[..., :1], np.zeros((kh, kw, 1, 1)), strides, "same")
         out_h, out_w = probe.shape[1:3]
         pad_h = max((out_h - 1) * strides[0] + kh - x.shape[1], 0)
@@ -65,6 +67,9 @@ CONV_CASES = [
     _case(jax=True, neuron="ours", groups=2, padding="same"),
     _case(neuron="t2_4", groups=2, padding="valid", use_bias=True),
     _case(neuron="t4", dilation_rate=2, padding="valid", use_bias=False),
+    _case(jax=True, neuron="ours", strides=2, padding=1),  # PyTorch's stride-2 padding=1
+    _case(neuron="t1", strides=2, padding=((1, 2), (0, 1))),
+    _case(neuron="t2_4", groups=2, padding=(2, 1), use_bias=True),
 ]
 
 
@@ -120,9 +125,10 @@ def test_quad_dense_matches_reference(neuron):
     _make_and_check(layer, x, training=neuron == "ours")
 
 
-@pytest.mark.parametrize("neuron", ["ours", "t2_4", "t3"])
-def test_quad_depthwise_matches_reference(neuron):
-    layer = QuadDepthwiseConv2D(3, depth_multiplier=2, padding="same", neuron=neuron)
+@pytest.mark.parametrize("neuron, padding, strides", [("ours", "same", 1), ("t2_4", "same", 1),
+                                                      ("t3", "same", 1), ("ours", 1, 2)])
+def test_quad_depthwise_matches_reference(neuron, padding, strides):
+    layer = QuadDepthwiseConv2D(3, strides=strides, depth_multiplier=2, padding=padding, neuron=neuron)
     x = RNG.uniform(-1, 1, (2, 6, 6, 3)).astype("float32")
     _make_and_check(layer, x, training=False)
 

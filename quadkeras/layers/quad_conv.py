@@ -7,6 +7,8 @@ from quadkeras.layers.conv_utils import (
     conv_output_shape,
     normalize_padding,
     normalize_tuple,
+    pad_and_mode,
+    padding_config,
     patch_identity_kernel,
 )
 from quadkeras.layers.quad_base import QuadLayerBase
@@ -23,7 +25,10 @@ class QuadConv2D(QuadLayerBase):
     Args:
         filters: output channels.
         kernel_size, strides, dilation_rate: int or pair of ints.
-        padding: `"valid"` or `"same"`.
+        padding: `"valid"`, `"same"`, or explicit zero padding like `torch.nn.Conv2d`'s: an
+            int `p`, a pair `(ph, pw)` or `((top, bottom), (left, right))`. PyTorch's
+            `padding=1` on a stride-2 3x3 conv is `padding=1` here, not `"same"` (which pads
+            only bottom/right for stride 2 and so samples a grid shifted by one pixel).
         groups: channel groups, as in `keras.layers.Conv2D` (`groups=in_channels` and
             `filters=in_channels` is a depthwise quadratic conv).
         **kwargs: `neuron`, `use_bias`, `recompute`, ... of `QuadLayerBase`.
@@ -34,6 +39,8 @@ class QuadConv2D(QuadLayerBase):
     >>> layer = QuadConv2D(8, 3, padding="same", neuron="ours")
     >>> layer(np.zeros((2, 16, 16, 3), "float32")).shape
     (2, 16, 16, 8)
+    >>> QuadConv2D(8, 3, strides=2, padding=1)(np.zeros((2, 16, 16, 3), "float32")).shape
+    (2, 8, 8, 8)
     """
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", dilation_rate=1,
@@ -73,7 +80,8 @@ class QuadConv2D(QuadLayerBase):
         return self.kernel_size + (input_shape[-1] // self.groups, branches * self.filters)
 
     def _linear(self, x, kernel):
-        return ops.conv(x, kernel, strides=self.strides, padding=self.padding,
+        x, mode = pad_and_mode(x, self.padding)
+        return ops.conv(x, kernel, strides=self.strides, padding=mode,
                         dilation_rate=self.dilation_rate, data_format="channels_last")
 
     def _patch_size(self, input_shape):
@@ -93,7 +101,7 @@ class QuadConv2D(QuadLayerBase):
             "filters": self.filters,
             "kernel_size": self.kernel_size,
             "strides": self.strides,
-            "padding": self.padding,
+            "padding": padding_config(self.padding),
             "dilation_rate": self.dilation_rate,
             "groups": self.groups,
         })

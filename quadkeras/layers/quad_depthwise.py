@@ -3,7 +3,13 @@
 import keras
 from keras import ops
 
-from quadkeras.layers.conv_utils import conv_output_shape, normalize_padding, normalize_tuple
+from quadkeras.layers.conv_utils import (
+    conv_output_shape,
+    normalize_padding,
+    normalize_tuple,
+    pad_and_mode,
+    padding_config,
+)
 from quadkeras.layers.quad_base import QuadLayerBase
 from quadkeras.utils.validation import check_input_rank, check_positive_int
 
@@ -13,7 +19,9 @@ class QuadDepthwiseConv2D(QuadLayerBase):
     """Depthwise 2-D convolution whose neurons are quadratic.
 
     One `ops.depthwise_conv` with a fused kernel `(kh, kw, channels, branches * multiplier)`
-    computes every branch. The bilinear `t1` is not offered here.
+    computes every branch. The bilinear `t1` is not offered here. `padding` is `"valid"`,
+    `"same"` or explicit (int, pair, or `((top, bottom), (left, right))`, as in
+    `QuadConv2D`).
 
     Example:
 
@@ -58,7 +66,8 @@ class QuadDepthwiseConv2D(QuadLayerBase):
         return self.kernel_size + (input_shape[-1], branches * self.depth_multiplier)
 
     def _linear(self, x, kernel):
-        return ops.depthwise_conv(x, kernel, strides=self.strides, padding=self.padding,
+        x, mode = pad_and_mode(x, self.padding)
+        return ops.depthwise_conv(x, kernel, strides=self.strides, padding=mode,
                                   dilation_rate=self.dilation_rate, data_format="channels_last")
 
     def compute_output_shape(self, input_shape):
@@ -71,7 +80,7 @@ class QuadDepthwiseConv2D(QuadLayerBase):
         config.update({
             "kernel_size": self.kernel_size,
             "strides": self.strides,
-            "padding": self.padding,
+            "padding": padding_config(self.padding),
             "depth_multiplier": self.depth_multiplier,
             "dilation_rate": self.dilation_rate,
         })

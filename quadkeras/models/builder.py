@@ -13,6 +13,7 @@ import os
 
 import yaml
 
+from quadkeras.models.blocks import conv_style
 from quadkeras.models.resnet import build_resnet, resnet_layer_names
 from quadkeras.models.vgg import build_vgg, vgg_layer_names
 from quadkeras.models.zoo import zoo_config
@@ -53,6 +54,7 @@ def validate_config(config):
         if key not in config:
             raise ValueError(f"Invalid model config: missing key {key!r} for family={family!r}.")
     check_positive_int("num_classes", config["num_classes"])
+    conv_style(config)
     shape = config["input_shape"]
     if len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
         raise ValueError(f"Invalid input_shape={shape!r}: expected [height, width, channels].")

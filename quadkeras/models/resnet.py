@@ -13,6 +13,8 @@ Config keys:
     conv: {type: quad, neuron: ours, use_bias: false}    # default for block convs
     stem: {type: conv}                                   # spec of the stem conv
     shortcut: {type: conv}                               # spec of 1x1 projection convs
+    padding: pytorch      # (default) PyTorch's padding=1 also at stride 2; `same`: Keras'
+    init: pytorch         # (default) PyTorch's default init; `keras`: he_normal / glorot
     overrides: {stage1_block1_conv1: {type: conv}, stage2_block2: {type: remove}}
 
 Layer names: `stem_conv`, `stage{s}_block{b}_conv{1,2}`, `stage{s}_block{b}_shortcut`.
@@ -28,8 +30,8 @@ True
 
 import keras
 
-from quadkeras.models.blocks import batch_norm, check_conv_spec, conv_bn_relu, layer_spec
-from quadkeras.models.blocks import make_conv, model_inputs
+from quadkeras.models.blocks import apply_conv, batch_norm, check_conv_spec, conv_bn_relu
+from quadkeras.models.blocks import dense_head, layer_spec, model_inputs
 
 
 def resnet_layer_names(config):
@@ -53,14 +55,16 @@ def _basic_block(x, config, in_filters, filters, stride, prefix):
             )
         return x
     shortcut = x
-    y = conv_bn_relu(x, layer_spec(config, f"{prefix}_conv1"), filters, stride, f"{prefix}_conv1", use_bias)
-    y = make_conv(layer_spec(config, f"{prefix}_conv2"), filters, 3, 1, f"{prefix}_conv2", use_bias)(y)
+    y = conv_bn_relu(x, config, layer_spec(config, f"{prefix}_conv1"), filters, stride,
+                     f"{prefix}_conv1", use_bias)
+    y = apply_conv(y, config, layer_spec(config, f"{prefix}_conv2"), filters, 3, 1, f"{prefix}_conv2",
+                   use_bias)
     y = batch_norm(f"{prefix}_conv2_bn")(y)
     if changes_shape:
         spec = check_conv_spec(config.get("shortcut", {"type": "conv"}), f"{prefix}_shortcut")
         spec = check_conv_spec({**spec, **config.get("overrides", {}).get(f"{prefix}_shortcut", {})},
                                f"{prefix}_shortcut")
-        shortcut = make_conv(spec, filters, 1, stride, f"{prefix}_shortcut", False)(x)
+        shortcut = apply_conv(x, config, spec, filters, 1, stride, f"{prefix}_shortcut", False)
         shortcut = batch_norm(f"{prefix}_shortcut_bn")(shortcut)
     y = keras.layers.Add(name=f"{prefix}_add")([y, shortcut])
     return keras.layers.ReLU(name=f"{prefix}_out")(y)
@@ -73,7 +77,7 @@ def build_resnet(config):
         {**config.get("stem", {"type": "conv"}), **config.get("overrides", {}).get("stem_conv", {})},
         "stem_conv",
     )
-    x = conv_bn_relu(x, stem_spec, stem_filters, 1, "stem_conv", False)
+    x = conv_bn_relu(x, config, stem_spec, stem_filters, 1, "stem_conv", False)
     in_filters = stem_filters
     for s, stage in enumerate(config["stages"], start=1):
         for b in range(1, stage["blocks"] + 1):
@@ -81,5 +85,5 @@ def build_resnet(config):
             x = _basic_block(x, config, in_filters, stage["filters"], stride, f"stage{s}_block{b}")
             in_filters = stage["filters"]
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = keras.layers.Dense(config["num_classes"], name="logits")(x)
+    outputs = dense_head(x, config)
     return keras.Model(inputs, outputs, name=config.get("name", "resnet"))

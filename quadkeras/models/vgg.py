@@ -7,6 +7,8 @@ Config keys (see `quadkeras.models.zoo` for complete examples):
     cfg: [64, 64, M, 128, ...]   # ints, "M", or {"filters": 64, "type": "quad", ...}
     conv: {type: quad, neuron: ours, use_bias: true}   # default for every conv entry
     overrides: {conv3: {type: conv}, conv5: {type: remove}}
+    init: pytorch   # (default) QuadraLib's init: conv kaiming_normal, linear N(0, 0.01)
+    padding: pytorch  # every conv is 3x3 stride 1, so `same` is the same function here
 
 Convs are named `conv1`, `conv2`, ... in cfg order (removed ones keep their number).
 
@@ -20,7 +22,7 @@ Example:
 
 import keras
 
-from quadkeras.models.blocks import check_conv_spec, conv_bn_relu, layer_spec, model_inputs
+from quadkeras.models.blocks import check_conv_spec, conv_bn_relu, dense_head, layer_spec, model_inputs
 
 
 def vgg_layer_names(config):
@@ -52,7 +54,7 @@ def build_vgg(config):
             filters = int(entry)
         if spec["type"] == "remove":
             continue
-        x = conv_bn_relu(x, spec, filters, 1, name, use_bias)
+        x = conv_bn_relu(x, config, spec, filters, 1, name, use_bias)
     x = keras.layers.Flatten(name="flatten")(x)
-    outputs = keras.layers.Dense(config["num_classes"], name="logits")(x)
+    outputs = dense_head(x, config)
     return keras.Model(inputs, outputs, name=config.get("name", "vgg"))
