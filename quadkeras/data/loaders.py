@@ -63,9 +63,13 @@ def _read_local(kind, path, name):
     return x_train, y_train, x_test, y_test
 
 
+DECODER_VERSION = "d2"  # bump when decoding changes (d2: accurate JPEG IDCT, as PIL)
+
+
 def _cached_local(kind, path, name, cache_folder):
     key_path = path if os.path.isfile(path) else os.path.join(path, ".")
-    cache_file = os.path.join(cache_folder, f"{name}-{kind}-{cache.source_key(key_path)}.npz")
+    cache_file = os.path.join(cache_folder,
+                              f"{name}-{kind}-{DECODER_VERSION}-{cache.source_key(key_path)}.npz")
     if os.path.exists(cache_file):
         arrays = cache.load_arrays(cache_file)
         return arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"]

@@ -54,12 +54,23 @@ def read_pickle_folder(folder, name):
 
 
 def decode_images(blobs):
-    """Decode a list of encoded images (JPEG/PNG/...) to one uint8 NHWC array with tf.data."""
+    """Decode a list of encoded images (JPEG/PNG/...) to one uint8 NHWC array with tf.data.
+
+    JPEGs are decoded with libjpeg's accurate integer IDCT, as PIL (and so torchvision)
+    does: bit-identical pixels to a PyTorch pipeline. TF's default fast IDCT changes 65 % of
+    the pixel values of the shared CIFAR-10 copy by up to 5 levels, enough to move QuadraLib's
+    QResNet14 from 81.85 % to 81.92 %.
+    """
     import tensorflow as tf
 
+    def decode(blob):
+        return tf.cond(
+            tf.io.is_jpeg(blob),
+            lambda: tf.io.decode_jpeg(blob, channels=3, dct_method="INTEGER_ACCURATE"),
+            lambda: tf.io.decode_image(blob, channels=3, expand_animations=False))
+
     ds = tf.data.Dataset.from_tensor_slices(tf.constant(blobs, dtype=tf.string))
-    ds = ds.map(lambda b: tf.io.decode_image(b, channels=3, expand_animations=False),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return np.concatenate(list(ds.batch(1024).as_numpy_iterator()), 0)
 
 
