@@ -24,6 +24,7 @@ True
 
 import os
 import tempfile
+import zipfile
 
 import numpy as np
 
@@ -47,6 +48,11 @@ def read_state_dict(path):
     torch = _require_torch(f"checkpoint {path!r}")
     if not os.path.isfile(path):
         raise ValueError(f"Invalid checkpoint {path!r}: no such file.")
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if not zipfile.is_zipfile(path) and head[:1] != b"\x80":
+        raise ValueError(f"Invalid checkpoint {path!r}: not a PyTorch file (neither torch.save's "
+                         "zip archive nor a pickle).")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 (torch raises many types for a bad file)
