@@ -266,3 +266,15 @@ def test_convert_app_both_directions_and_bad_input(tmp_path):
     bad = _convert(f"--from_torch={pth}", "--model=resnet20", f"--out={tmp_path / 'x.keras'}")
     assert bad.returncode != 0 and not (tmp_path / "x.keras").exists()
     assert bad.stderr.strip().splitlines()[-1].startswith("error: Invalid checkpoint")
+
+
+def test_library_torch_nets_compute_the_independent_forward():
+    from quadkeras.interop.torch_nets import build_torch_model
+
+    x = RNG.standard_normal((2, 8, 8, 3)).astype("float32")
+    for config, state, forward in ((RESNET, resnet_state(), torch_resnet_forward), (VGG, vgg_state(), torch_vgg_forward)):
+        net = build_torch_model({**config, "input_shape": [8, 8, 3]}).eval()
+        net.load_state_dict(state, strict=True)
+        with torch.no_grad():
+            got = net(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+        np.testing.assert_allclose(got, _torch_logits(forward, state, x), rtol=1e-5, atol=1e-5)
