@@ -49,6 +49,9 @@ class Quantizer:
     name = None
     allowed_bits = tuple(range(2, 9))
     weight_granularity = "per_tensor"  # the method's default for weights (activations: per tensor)
+    # Post-training calibration (`quadkeras.quantize.calibration`): when set, inference calls
+    # hand the input to `observer(quantizer, x)` and pass it through unquantized.
+    observer = None
 
     def __init__(self, bits=8, signed=None, granularity=None, groups=None, normalize=None, role=None):
         self.bits = check_choice(f"bits (quantizer {self.name!r})", bits, self.allowed_bits)
@@ -129,6 +132,9 @@ class Quantizer:
         if not self.built:
             raise ValueError(f"Quantizer {self.name!r} used before build(): call build(layer, shape, name) first.")
         x = self._prepare(ops.convert_to_tensor(x))
+        if self.observer is not None and not training:
+            self.observer(self, x)
+            return x
         return self.quantize(x, bool(training))
 
     def quantize(self, x, training):
