@@ -1,9 +1,12 @@
-"""Quantizer fidelity against the reference methods (SPEC §4): LSQ's runtime gradient scale."""
+"""Quantizer fidelity against the reference methods (SPEC §4): LSQ's runtime gradient scale,
+LQ-Net as in the LQ-Nets code."""
 
 import numpy as np
 import pytest
 import keras
 
+from quadkeras import quantizers
+from quadkeras.quantizers.lqnet import encodings
 from tests import test_quantize_helpers as qu
 from tests.backend_utils import layer_grads
 
@@ -43,3 +46,50 @@ def test_lsq_gradient_scale_uses_runtime_shape_for_unknown_dims():
             return tape.gradient(loss, layer.q.step.value)
 
         np.testing.assert_allclose(step_grad(tf.constant(x)).numpy(), expected, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------- LQ-Net
+@pytest.mark.parametrize("role", ["weight", "activation"])
+def test_lqnet_4_bits_stays_solvable_with_unused_levels(role):
+    x = _x(3, 3, 2, 4) if role == "weight" else np.maximum(_x(4, 6), 0.0)
+    layer = qu.Probe("lqnet:4", role=role, value=x if role == "weight" else None)
+    layer.build(x.shape)
+    for _ in range(3):  # 18 (or 24) values for 16 levels: most codes unused
+        out = keras.ops.convert_to_numpy(layer(x, training=True))
+        assert np.isfinite(out).all()
+    assert np.isfinite(qu.var(layer, "q_basis")).all()
+
+
+def test_lqnet_reference_init_granularity_and_gradients():
+    w = _x(3, 3, 2, 4, scale=0.5)
+    layer = qu.Probe("lqnet:3", value=w)
+    layer.build(w.shape)
+    ref = 2.0 ** np.arange(3) * 0.6745 * np.sqrt(2 / 18) / 4  # one basis per output channel
+    np.testing.assert_allclose(qu.var(layer, "q_basis"), np.tile(ref, (4, 1)), rtol=1e-6)
+    up = _x(*w.shape)
+    _, dw, _ = layer_grads(layer, w, up)
+    np.testing.assert_allclose(dw, up, atol=1e-6)  # straight through, also beyond the levels
+    a = _x(6, 5, scale=3.0)
+    act = qu.Probe("lqnet:3", role="activation")
+    act.build((None, 5))
+    ref = 2.0 ** np.arange(3) * 0.6745 * 2 / 7  # one basis per tensor
+    np.testing.assert_allclose(qu.var(act, "q_basis"), ref, rtol=1e-6)
+    up = _x(6, 5)
+    _, da, _ = layer_grads(act, a, up)
+    np.testing.assert_allclose(da, up * (a <= ref.sum()), atol=1e-6)  # clipped above the top only
+
+
+def test_lqnet_qem_is_ridge_least_squares():
+    w = _x(3, 3, 1, 2)
+    q = quantizers.LQNet(bits=4, momentum=0.0)
+    out, layer = qu.probe(q, w, training=False)
+    basis = qu.var(layer, "q_basis")
+    layer(w, training=True)
+    new = qu.var(layer, "q_basis")
+    codes = encodings(4, True)
+    for c in range(2):
+        col = w[..., c].reshape(-1).astype("float64")
+        _, idx = qu.nearest(col, codes @ basis[c])
+        b = codes[idx]
+        solved = np.linalg.solve(b.T @ b / len(col) + 1e-4 * np.eye(4), b.T @ col / len(col))
+        np.testing.assert_allclose(new[c], solved, rtol=2e-3, atol=1e-4)

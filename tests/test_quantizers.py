@@ -198,7 +198,7 @@ def test_at_most_2_to_b_levels(name, bits):
 
 # ----------------------------------------------------------------- robustness
 SPECS = ["lsq:2", "lsq:4:per_channel", "dorefa:1", "dorefa:3", "pact:2", "lqnet:2", "xnor",
-         "ternary", "nonuniform:2", "fakequant:8", "lsq:4:var_mean", "lqnet:2:g2"]
+         "ternary", "nonuniform:2", "fakequant:8", "lsq:4:var_mean", "lqnet:2:g2", "lqnet:4"]
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
