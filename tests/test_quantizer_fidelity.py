@@ -1,5 +1,5 @@
 """Quantizer fidelity against the reference methods (SPEC §4): LSQ's runtime gradient scale,
-LQ-Net as in the LQ-Nets code."""
+LQ-Net as in the LQ-Nets code, per-layer TWN."""
 
 import numpy as np
 import pytest
@@ -93,3 +93,13 @@ def test_lqnet_qem_is_ridge_least_squares():
         b = codes[idx]
         solved = np.linalg.solve(b.T @ b / len(col) + 1e-4 * np.eye(4), b.T @ col / len(col))
         np.testing.assert_allclose(new[c], solved, rtol=2e-3, atol=1e-4)
+
+
+# ------------------------------------------------------------------------- TWN
+def test_ternary_defaults_to_per_layer():
+    w = _x(10, 4) * np.array([0.1, 1.0, 3.0, 10.0], "float32")
+    out, layer = qu.probe("ternary", w)
+    assert layer.q.granularity == "per_tensor"
+    np.testing.assert_allclose(out, qu.ternary_weight(w.astype("float64"), axis=None), rtol=1e-5)
+    out, _ = qu.probe("ternary:per_channel", w)
+    np.testing.assert_allclose(out, qu.ternary_weight(w.astype("float64"), axis=0), rtol=1e-5)
