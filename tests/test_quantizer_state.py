@@ -1,5 +1,5 @@
 """Quantizer state: mixed precision keeps every assignment made in `call` (torch included),
-and non-finite batches never become state."""
+non-finite batches never become state, and `QuantizeWrapper` computes in its own dtype policy."""
 
 import numpy as np
 import pytest
@@ -70,3 +70,16 @@ def test_nonfinite_batch_never_becomes_state(spec, role):
         for k, a in after.items():
             assert np.isfinite(a).all() and np.array_equal(before[k], a), (spec, role, k)
 
+
+def test_wrapper_computes_in_its_own_dtype_policy():
+    x = np.random.default_rng(2).random((2, 5)).astype("float32")
+    w = QuantizeWrapper(keras.layers.Dense(3, dtype="float32"), "lsq:4", "fakequant:8", dtype="mixed_bfloat16")
+    y = w(x, training=True)
+    assert keras.backend.standardize_dtype(y.dtype) == "bfloat16"
+    assert all(v.dtype == "float32" for v in w.weights)
+    inner = QuadDense(3, dtype="mixed_float16")  # default policy: the wrapped layer's
+    w = QuantizeWrapper(inner, "lsq:4", "lsq:4")
+    assert w.dtype_policy.name == "mixed_float16"
+    assert keras.backend.standardize_dtype(w(x).dtype) == "float16"
+    back = QuantizeWrapper.from_config(w.get_config())
+    assert back.dtype_policy.name == "mixed_float16"
