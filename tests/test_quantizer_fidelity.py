@@ -1,11 +1,12 @@
 """Quantizer fidelity against the reference methods (SPEC §4): LSQ's runtime gradient scale,
-LQ-Net as in the LQ-Nets code, per-layer TWN."""
+LQ-Net as in the LQ-Nets code, per-layer TWN, and model-quantization's LSQ variant (`lsq_mq`)."""
 
 import numpy as np
 import pytest
 import keras
 
 from quadkeras import quantizers
+from quadkeras.quantize import QuantizeWrapper, scheme_from_flags
 from quadkeras.quantizers.lqnet import encodings
 from tests import test_quantize_helpers as qu
 from tests.backend_utils import layer_grads
@@ -103,3 +104,66 @@ def test_ternary_defaults_to_per_layer():
     np.testing.assert_allclose(out, qu.ternary_weight(w.astype("float64"), axis=None), rtol=1e-5)
     out, _ = qu.probe("ternary:per_channel", w)
     np.testing.assert_allclose(out, qu.ternary_weight(w.astype("float64"), axis=0), rtol=1e-5)
+
+
+# ---------------------------------------------------------- model-quantization LSQ
+def lsq_mq(x, c, bits, signed):
+    """NumPy reference: (output, d out/dx, d out/dc) elementwise."""
+    n = 2 ** bits - 1
+    lo = -1.0 if signed else 0.0
+    y = np.clip(x / c, lo, 1.0)
+    level = 2 * np.round((y + 1) * n / 2) / n - 1 if signed else np.round(y * n) / n
+    inside = (x / c > lo) & (x / c < 1.0)
+    return level * c, inside.astype("float64"), level - inside * x / c
+
+
+@pytest.mark.parametrize("bits,signed", [(2, True), (3, True), (2, False), (4, False)])
+def test_lsq_mq_levels_and_ste_gradients(bits, signed):
+    x = _x(12, 5, scale=1.2) + (0.0 if signed else 0.3)
+    spec = f"lsq_mq:{bits}:{'signed' if signed else 'unsigned'}:boundary=0.8"
+    layer = qu.Probe(spec, role="weight" if signed else "activation", value=x if signed else None)
+    layer.build(x.shape)
+    assert float(qu.var(layer, "q_clip")) == pytest.approx(0.8)
+    up = _x(12, 5)
+    out, dx, grads = layer_grads(layer, x, up)
+    ref, inside, dc = lsq_mq(x.astype("float64"), 0.8, bits, signed)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+    assert len(np.unique(out)) <= 2 ** bits and (not signed or 0.0 not in out)
+    np.testing.assert_allclose(dx, up * inside, atol=1e-6)
+    np.testing.assert_allclose(_grad(grads, "q_clip"), (up * dc).sum(), rtol=1e-4, atol=1e-5)
+
+
+def test_lsq_mq_two_bit_levels_max_init_and_detached_var_mean():
+    q = quantizers.get("lsq_mq:2")
+    assert type(q) is quantizers.LSQModelQuantization and q.bits == 2
+    out, _ = qu.probe(q, np.array([[-5.0, -0.5, 0.2, 0.9]], "float32"))
+    np.testing.assert_allclose(out, [[-1.0, -1 / 3, 1 / 3, 1.0]], rtol=1e-6)
+    x = np.abs(_x(8, 3)) * 4.0
+    _, layer = qu.probe("lsq_mq:3:clip_init=max", x, role="activation")
+    np.testing.assert_allclose(qu.var(layer, "q_clip"), np.abs(x).max(), rtol=1e-6)
+    w = _x(6, 4) * 3.0 + 1.0  # var-mean per tensor (one quantization group), detached statistics
+    layer = qu.Probe("lsq_mq:2:var_mean", value=w)
+    layer.build(w.shape)
+    up = _x(6, 4)
+    out, dw, _ = layer_grads(layer, w, up)
+    z = (w - w.mean()) / w.std()
+    ref, inside, _ = lsq_mq(z.astype("float64"), 1.0, 2, True)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dw, up * inside / w.std(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="clip_init='mean'.*'boundary', 'max'"):
+        quantizers.get("lsq_mq:2:clip_init=mean")
+
+
+def test_lsq_mq_scheme_and_keras_round_trip(tmp_path):
+    scheme = scheme_from_flags("lsq_mq", 2, 2)
+    assert (scheme["kernel"], scheme["input"]) == ("lsq_mq:2", "lsq_mq:2")
+    inp = keras.Input((5,))
+    model = keras.Model(inp, QuantizeWrapper(keras.layers.Dense(3), "lsq_mq:2:var_mean", "lsq_mq:2")(inp))
+    x = np.abs(_x(8, 5))
+    model.compile("sgd", "mse")
+    model.fit(x, _x(8, 3), epochs=1, batch_size=4, verbose=0)
+    path = str(tmp_path / "mq.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+    assert loaded.layers[1].kernel_quantizer.get_config() == model.layers[1].kernel_quantizer.get_config()

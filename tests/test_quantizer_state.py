@@ -44,7 +44,7 @@ def test_mixed_precision_fit_moves_state(policy):
     assert keras.backend.standardize_dtype(model.predict(xs, verbose=0).dtype) == policy.split("_")[1]
 
 
-SPECS = ["lsq:4", "fakequant:8", "lqnet:2", "nonuniform:2"]
+SPECS = ["lsq:4", "fakequant:8", "lqnet:2", "nonuniform:2", "lsq_mq:2:clip_init=max"]
 
 
 @pytest.mark.parametrize("spec", SPECS)
