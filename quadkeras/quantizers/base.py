@@ -176,11 +176,12 @@ class Quantizer:
             lambda: ops.stop_gradient(ops.cast(init_fn(x), var.dtype)) + 0.0 * var,  # grad 0, not None
             lambda: ops.convert_to_tensor(var),
         )
+        if not training:  # nothing is assigned: the inference graph stays a plain cond
+            return candidate
         ok = ops.all(ops.isfinite(candidate))
         self._init_ok = ok if self._init_ok is None else ops.logical_and(self._init_ok, ok)
         value = ops.where(ok, candidate, ops.convert_to_tensor(var))
-        if training:
-            var.assign(ops.stop_gradient(value))
+        var.assign(ops.stop_gradient(value))
         return value
 
     @property
