@@ -67,10 +67,11 @@ def xnor_weight(w):
     return np.where(w >= 0, 1.0, -1.0) * np.abs(w).mean(axis=0)
 
 
-def ternary_weight(w):
-    delta = 0.7 * np.abs(w).mean(axis=0)
+def ternary_weight(w, axis=None):
+    """TWN: per layer (axis=None, the default) or per output channel (axis=0)."""
+    delta = 0.7 * np.abs(w).mean(axis=axis)
     mask = np.abs(w) > delta
-    alpha = (np.abs(w) * mask).sum(axis=0) / np.maximum(mask.sum(axis=0), 1)
+    alpha = (np.abs(w) * mask).sum(axis=axis) / np.maximum(mask.sum(axis=axis), 1)
     return np.sign(w) * mask * alpha
 
 

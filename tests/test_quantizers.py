@@ -182,7 +182,7 @@ def test_nonuniform_level_gradients():
 # ---------------------------------------------------------------- level counts
 LEVEL_CASES = [("lsq", b) for b in (2, 3, 4, 8)] + [("dorefa", b) for b in (1, 2, 4)] + \
     [("lqnet", b) for b in (1, 2, 3)] + [("nonuniform", b) for b in (1, 2, 3)] + \
-    [("fakequant", b) for b in (2, 4)] + [("xnor", 1), ("ternary", 2)]
+    [("fakequant", b) for b in (2, 4)] + [("xnor", 1), ("ternary", 2)] + [("lsq_mq", b) for b in (2, 4)]
 
 
 @pytest.mark.parametrize("name,bits", LEVEL_CASES)
@@ -198,7 +198,8 @@ def test_at_most_2_to_b_levels(name, bits):
 
 # ----------------------------------------------------------------- robustness
 SPECS = ["lsq:2", "lsq:4:per_channel", "dorefa:1", "dorefa:3", "pact:2", "lqnet:2", "xnor",
-         "ternary", "nonuniform:2", "fakequant:8", "lsq:4:var_mean", "lqnet:2:g2"]
+         "ternary", "nonuniform:2", "fakequant:8", "lsq:4:var_mean", "lqnet:2:g2", "lqnet:4",
+         "lsq_mq:2", "lsq_mq:3:var_mean:clip_init=max"]
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -132,10 +132,12 @@ class QuadLayerBase(keras.layers.Layer):
             self.branch_gamma = self.add_weight(name="branch_gamma", shape=(fused,), initializer="ones")
             self.branch_beta = self.add_weight(name="branch_beta", shape=(fused,), initializer="zeros")
             self.branch_moving_mean = self.add_weight(
-                name="branch_moving_mean", shape=(fused,), initializer="zeros", trainable=False
+                name="branch_moving_mean", shape=(fused,), initializer="zeros", trainable=False,
+                autocast=False,
             )
             self.branch_moving_variance = self.add_weight(
-                name="branch_moving_variance", shape=(fused,), initializer="ones", trainable=False
+                name="branch_moving_variance", shape=(fused,), initializer="ones", trainable=False,
+                autocast=False,
             )
 
     def _add_bias(self, size):

@@ -1,7 +1,7 @@
 """Find learnable quantizer parameters so training code can give them their own decay.
 
-Variable names end in `_step` (LSQ), `_alpha` (PACT), `_basis` (LQ-Net) or `_levels`
-(non-uniform), e.g. `kernel_step`, `input_alpha`. The usual treatment (model-quantization's
+Variable names end in `_step` (LSQ), `_alpha` (PACT), `_basis` (LQ-Net), `_levels`
+(non-uniform) or `_clip` (`lsq_mq`), e.g. `kernel_step`, `input_alpha`. The usual treatment (model-quantization's
 `--decay_small` / `--custom_decay_list`): no weight decay on `step`/`basis`/`levels`, a
 custom L2 decay on PACT's `alpha`.
 
@@ -15,11 +15,11 @@ Example:
 {'step': ['kernel_step'], 'alpha': ['input_alpha']}
 """
 
-QUANTIZER_PARAM_KEYS = ("step", "alpha", "basis", "levels")
+QUANTIZER_PARAM_KEYS = ("step", "alpha", "basis", "levels", "clip")
 
 
 def quantizer_kind(variable):
-    """'step' / 'alpha' / 'basis' / 'levels' for a quantizer variable, else None."""
+    """'step' / 'alpha' / 'basis' / 'levels' / 'clip' for a quantizer variable, else None."""
     name = variable.name
     for key in QUANTIZER_PARAM_KEYS:
         if name.endswith("_" + key):

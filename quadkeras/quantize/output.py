@@ -1,11 +1,12 @@
 """`QuantizeOutput`: fake-quantize the output of any layer (e.g. the BatchNormalization after a conv).
 
-int8 QAT wants the fake-quant *after* the BatchNormalization that follows a conv/dense: the
-converter then folds the (inference) BN into the int8 conv and uses this range for its output,
-so no float BN MUL/ADD is left between QUANTIZE/DEQUANTIZE pairs. With a symmetric per-channel
-kernel quantizer the fold commutes with the kernel quantization, so the Keras QAT model and the
-int8 file round in the same places. `quantize_model` inserts it for schemes with
-`"output_after_bn": True` (the `int8_qat` preset and `--quant=fakequant`).
+Putting the fake-quant *after* the BatchNormalization that follows a conv/dense lets the
+converter fold the (inference) BN into the int8 conv and use this range for its output, so no
+float BN MUL/ADD is left between QUANTIZE/DEQUANTIZE pairs. With a symmetric per-channel
+kernel quantizer the fold commutes with the kernel quantization. `quantize_model` inserts it
+only for schemes with `"output_after_bn": True`: the opt-in preset `int8_qat_fold_bn`. The
+default `int8_qat` preset and `--quant=fakequant` keep the output fake-quant on the conv/dense
+itself, before the BN (the fold measured lower Keras-vs-LiteRT agreement, docs/benchmarks.md).
 
 Example:
 

@@ -57,6 +57,7 @@ LAYER_TYPES = {
 METHODS = {
     "fakequant": ("fakequant", "fakequant"),
     "lsq": ("lsq", "lsq"),
+    "lsq_mq": ("lsq_mq", "lsq_mq"),  # model-quantization's LSQ variant (the seed table's LSQ rows)
     "dorefa": ("dorefa", "dorefa"),
     "pact": ("dorefa", "pact"),
     "lqnet": ("lqnet", "lqnet"),

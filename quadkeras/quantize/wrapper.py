@@ -9,6 +9,12 @@ kernel quantizer as `(kh, kw, 1, C·M)`, so "per channel" means per output chann
 quadratic layers the kernel quantizer sees the fused kernel (per-channel = per fused output
 channel); `t1`'s `linear_kernel` stays float.
 
+Mixed precision follows Keras' layer contract with the *wrapper's* dtype policy (default: the
+wrapped layer's policy): inputs are cast to the wrapper's `compute_dtype`, the keras conv/dense
+math and the output are in that dtype, and every variable (quantizer parameters included)
+stays in `variable_dtype`. Quadratic layers run their own `call_with_kernel` (in their own
+compute dtype, the wrapper's by default); the result is cast to the wrapper's.
+
 Example:
 
 >>> import numpy as np, keras
@@ -57,6 +63,7 @@ class QuantizeWrapper(keras.layers.Wrapper):
             raise ValueError(f"Invalid layer {type(layer).__name__} ('{layer.name}') for "
                              f"QuantizeWrapper: expected one of {names}.")
         kwargs.setdefault("name", layer.name)
+        kwargs.setdefault("dtype", layer.dtype_policy)
         super().__init__(layer, **kwargs)
         self.kernel_quantizer = clone(deserialize(kernel_quantizer))
         self.input_quantizer = clone(deserialize(input_quantizer))
@@ -108,7 +115,7 @@ class QuantizeWrapper(keras.layers.Wrapper):
         kernel = ops.convert_to_tensor(self.layer.kernel)
         if self.kernel_quantizer is not None:
             kernel = self._kernel_unview(self.kernel_quantizer(self._kernel_view(kernel), training=training))
-        y = self._forward(x, kernel, training)
+        y = ops.cast(self._forward(x, kernel, training), self.compute_dtype)
         if self.output_quantizer is not None:
             y = self.output_quantizer(y, training=training)
         return y
@@ -118,8 +125,8 @@ class QuantizeWrapper(keras.layers.Wrapper):
         if isinstance(layer, QUAD_LAYERS):
             return layer.call_with_kernel(x, kernel, training=training,
                                           branch_quantizer=self.branch_quantizer)
-        x = ops.cast(x, layer.compute_dtype)
-        kernel = ops.cast(kernel, layer.compute_dtype)
+        x = ops.cast(x, self.compute_dtype)
+        kernel = ops.cast(kernel, self.compute_dtype)
         if isinstance(layer, keras.layers.Dense):
             y = ops.matmul(x, kernel)
         elif isinstance(layer, keras.layers.DepthwiseConv2D):
@@ -129,7 +136,7 @@ class QuantizeWrapper(keras.layers.Wrapper):
             y = ops.conv(x, kernel, strides=layer.strides, padding=layer.padding,
                          dilation_rate=layer.dilation_rate, data_format=layer.data_format)
         if layer.use_bias:
-            bias = ops.cast(layer.bias, layer.compute_dtype)
+            bias = ops.cast(layer.bias, self.compute_dtype)
             if getattr(layer, "data_format", "channels_last") == "channels_first":
                 bias = ops.reshape(bias, (1, -1) + (1,) * (len(y.shape) - 2))
             y = y + bias

@@ -7,8 +7,11 @@ saved with the model and seen by the optimizer), then `quantizer(x, training=...
 
 Shared here, once: bit-width checks, signed/unsigned, per-tensor / per-channel / grouped
 statistics and parameters (channels are the last axis), optional var-mean weight
-normalisation, and first-training-batch initialisation of data-dependent parameters.
-Methods override only `_build` (their variables) and `quantize` (their math).
+normalisation, first-training-batch initialisation of data-dependent parameters, and the
+state contract: every quantizer variable is created with `autocast=False` (kept in float32
+and really assigned under a `mixed_*` policy, also on torch), updates computed from
+non-finite statistics are skipped (the old value is kept), and the output has the input's
+dtype. Methods override only `_build` (their variables) and `quantize` (their math).
 
 Example:
 
@@ -30,6 +33,7 @@ from quadkeras.utils.validation import check_choice, check_positive_int
 GRANULARITIES = ("per_tensor", "per_channel", "groups")
 ROLES = ("weight", "activation")
 NORMALIZATIONS = (None, "var_mean")
+HALF = ("float16", "bfloat16")
 
 
 class Quantizer:
@@ -49,6 +53,8 @@ class Quantizer:
     name = None
     allowed_bits = tuple(range(2, 9))
     weight_granularity = "per_tensor"  # the method's default for weights (activations: per tensor)
+    var_mean_axes = "channel"  # var-mean statistics per "channel" or per quantization "group"
+    var_mean_detached = False  # True: no gradient through the var-mean statistics
     # Post-training calibration (`quadkeras.quantize.calibration`): when set, inference calls
     # hand the input to `observer(quantizer, x)` and pass it through unquantized.
     observer = None
@@ -108,7 +114,7 @@ class Quantizer:
                     var.assign(ops.cast(fn(x), var.dtype))
             else:
                 self._flag = layer.add_weight(name=f"{name}_initialized", shape=(),
-                                              initializer="zeros", trainable=False)
+                                              initializer="zeros", trainable=False, autocast=False)
         self.built = True
 
     def _build(self, layer, shape, name):
@@ -118,11 +124,12 @@ class Quantizer:
         """Add a variable of shape `param_shape + extra_shape` named `<prefix>_<name>`.
 
         `data_init(x)` (optional) computes its initial value from data: from the `value`
-        given to `build`, else from the first training batch.
+        given to `build`, else from the first training batch. `autocast=False`: the
+        variable stays float32 under mixed precision, so assignments in `call` stick.
         """
         var = self._layer.add_weight(name=f"{self._prefix}_{name}",
                                      shape=self.param_shape + tuple(extra_shape),
-                                     initializer=initializer, trainable=trainable)
+                                     initializer=initializer, trainable=trainable, autocast=False)
         if data_init is not None:
             self._data_inits[id(var)] = (var, data_init)
         return var
@@ -131,11 +138,15 @@ class Quantizer:
     def __call__(self, x, training=None):
         if not self.built:
             raise ValueError(f"Quantizer {self.name!r} used before build(): call build(layer, shape, name) first.")
-        x = self._prepare(ops.convert_to_tensor(x))
+        x = ops.convert_to_tensor(x)
         if self.observer is not None and not training:
-            self.observer(self, x)
+            self.observer(self, self._prepare(x))
             return x
-        return self.quantize(x, bool(training))
+        dtype = keras.backend.standardize_dtype(x.dtype)
+        self._init_ok = None
+        # the math runs in float32 (the parameters' dtype) also under mixed precision
+        y = self.quantize(self._prepare(ops.cast(x, "float32") if dtype in HALF else x), bool(training))
+        return ops.cast(y, dtype)
 
     def quantize(self, x, training):
         """Subclasses: the fake-quantized tensor (float, same shape as x)."""
@@ -143,10 +154,15 @@ class Quantizer:
 
     def _prepare(self, x):
         if self.normalize == "var_mean":
-            axes = tuple(range(len(x.shape) - 1))
-            mean = ops.mean(x, axis=axes, keepdims=True)
-            std = ops.sqrt(ops.var(x, axis=axes, keepdims=True) + 1e-12)
-            x = (x - mean) / std
+            if self.var_mean_axes == "channel":
+                axes = tuple(range(len(x.shape) - 1))
+                mean = ops.mean(x, axis=axes, keepdims=True)
+                var = ops.var(x, axis=axes, keepdims=True)
+            else:  # per quantization group (one statistic per tensor / channel / group)
+                mean, var = self.reduce(x, ops.mean), self.reduce(x, ops.var)
+            if self.var_mean_detached:
+                mean, var = ops.stop_gradient(mean), ops.stop_gradient(var)
+            x = (x - mean) / ops.sqrt(var + 1e-12)
         return x
 
     def param(self, var, x, training):
@@ -155,17 +171,23 @@ class Quantizer:
         On that batch the variable (and the `initialized` flag) are assigned. Backends whose
         trainers drop assignments to trainable variables inside `call` (JAX) keep the
         variable's initializer value instead; initialise from a value at build time there.
+        A non-finite statistic (a NaN/inf in the batch) is not used: the variable keeps its
+        value and the flag stays 0, so the next finite batch initialises it.
         """
         if self._flag is None or id(var) not in self._data_inits:
             return ops.convert_to_tensor(var)
         init_fn = self._data_inits[id(var)][1]
-        value = ops.cond(  # only the first batch pays for the data statistic
+        candidate = ops.cond(  # only the first batch pays for the data statistic
             ops.equal(self._flag, 0.0),
             lambda: ops.stop_gradient(ops.cast(init_fn(x), var.dtype)) + 0.0 * var,  # grad 0, not None
             lambda: ops.convert_to_tensor(var),
         )
-        if training:
-            var.assign(ops.stop_gradient(value))
+        if not training:  # nothing is assigned: the inference graph stays a plain cond
+            return candidate
+        ok = ops.all(ops.isfinite(candidate))
+        self._init_ok = ok if self._init_ok is None else ops.logical_and(self._init_ok, ok)
+        value = ops.where(ok, candidate, ops.convert_to_tensor(var))
+        var.assign(ops.stop_gradient(value))
         return value
 
     @property
@@ -181,7 +203,8 @@ class Quantizer:
     def finish(self, training):
         """Mark data-dependent parameters initialised (call at the end of `quantize`)."""
         if training and self._flag is not None:
-            self._flag.assign(1.0)
+            done = 1.0 if self._init_ok is None else ops.where(self._init_ok, 1.0, ops.convert_to_tensor(self._flag))
+            self._flag.assign(done)
 
     # ----------------------------------------------------- granularity helpers
     def reduce_params(self, x, fn):
@@ -213,13 +236,22 @@ class Quantizer:
         grouped = ops.reshape(x, (-1, g, self.channels // g))
         return ops.reshape(ops.transpose(grouped, (0, 2, 1)), (-1, g))
 
-    def elements_per_param(self):
-        """How many elements share one parameter (N of LSQ's gradient scale)."""
-        dims = [d for d in self.shape if d is not None]
-        if self.role == "activation":
-            dims = [d for d in self.shape[1:] if d is not None]
-        total = int(np.prod(dims)) if dims else 1
-        return max(1, total // max(1, int(np.prod(self.param_shape))))
+    def elements_per_param(self, x=None):
+        """How many elements share one parameter (N of LSQ's gradient scale): weights per
+        tensor / channel / group, or features per sample for activations. Dimensions unknown
+        at build (None) are taken from `x`'s runtime shape (a float tensor then)."""
+        shape = tuple(self.shape if x is None else x.shape)
+        dims = list(shape[1:] if self.role == "activation" else shape)
+        params = max(1, int(np.prod(self.param_shape)))
+        if None not in dims:
+            return max(1, int(np.prod(dims)) // params) if dims else 1
+        if x is None:
+            raise ValueError(f"Invalid shape {self.shape} for elements_per_param: expected known "
+                             "dimensions, or pass the runtime tensor x.")
+        total = ops.convert_to_tensor(1.0)
+        for d in ops.shape(x)[len(shape) - len(dims):]:
+            total = total * ops.cast(d, "float32")
+        return ops.maximum(total / float(params), 1.0)
 
     # ------------------------------------------------------------ serialization
     def get_config(self):
@@ -232,6 +264,11 @@ class Quantizer:
 
     def __repr__(self):
         return f"{type(self).__name__}(bits={self.bits}, role={self.role!r}, granularity={self.granularity!r})"
+
+
+def keep_finite(new, old):
+    """`new` where it is finite, else `old` (a NaN/inf statistic must not become state)."""
+    return ops.where(ops.isfinite(new), new, ops.convert_to_tensor(old))
 
 
 def positive(x, floor=1e-8):

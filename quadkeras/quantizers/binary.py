@@ -3,7 +3,8 @@
 XNOR / binary: weights sign(W)·α with α = mean|W| (per output channel by default), STE
 identity gradient; activations sign(x) with the gradient clipped to |x| ≤ 1. sign(0) = +1.
 Ternary (TWN, Li et al. 2016): Δ = 0.7·mean|W|, α = mean{|W| : |W| > Δ}, w ∈ {−α, 0, α}
-(per output channel by default), STE identity gradient.
+(per layer, i.e. per tensor, by default as in the paper; `per_channel` optional), STE
+identity gradient.
 
 Example:
 
@@ -44,7 +45,7 @@ class Ternary(Quantizer):
 
     name = "ternary"
     allowed_bits = (2,)
-    weight_granularity = "per_channel"
+    weight_granularity = "per_tensor"  # TWN: one Δ and α per layer
 
     def __init__(self, bits=2, threshold=0.7, **kwargs):
         super().__init__(bits=bits, **kwargs)

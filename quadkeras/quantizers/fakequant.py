@@ -11,6 +11,8 @@ variables:
 - activations: asymmetric, exponential moving average of the observed batch min/max
   (`ema_decay`), initialised from the first training batch; range always includes 0.
 
+A batch whose statistics are not finite (a NaN/inf anywhere) leaves min/max unchanged.
+
 Example:
 
 >>> import numpy as np, keras
@@ -25,7 +27,7 @@ Example:
 import keras
 from keras import ops
 
-from quadkeras.quantizers.base import Quantizer, abs_max, register
+from quadkeras.quantizers.base import Quantizer, abs_max, keep_finite, register
 
 
 @register
@@ -77,7 +79,7 @@ class FakeQuant(Quantizer):
     def _weight_range(self, x, training):
         if not training:
             return ops.convert_to_tensor(self.min_var), ops.convert_to_tensor(self.max_var)
-        hi = ops.stop_gradient(self._range_max(x))
+        hi = ops.stop_gradient(keep_finite(self._range_max(x), self.max_var))
         self.min_var.assign(-hi)
         self.max_var.assign(hi)
         return -hi, hi
@@ -87,8 +89,8 @@ class FakeQuant(Quantizer):
         if not training:
             return lo, hi
         d = self.ema_decay
-        lo = ops.stop_gradient(lo * d + self._batch_min(x) * (1.0 - d))
-        hi = ops.stop_gradient(hi * d + self._batch_max(x) * (1.0 - d))
+        lo = ops.stop_gradient(keep_finite(lo * d + self._batch_min(x) * (1.0 - d), lo))
+        hi = ops.stop_gradient(keep_finite(hi * d + self._batch_max(x) * (1.0 - d), hi))
         self.min_var.assign(lo)
         self.max_var.assign(hi)
         return lo, hi

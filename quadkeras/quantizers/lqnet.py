@@ -2,13 +2,19 @@
 
 Levels are {vᵀe : e ∈ E^K} for a basis v ∈ R^K (K = bits, variable `<prefix>_basis`), with
 E = {−1, +1} for signed tensors (weights) and {0, 1} for unsigned ones (activations after
-ReLU). Forward: every element goes to its nearest level (STE gradient, clipped to the level
-range). Basis update (paper's "quantization error minimisation", `basis_update="qem"`, the
-default): in each training step, with B the encodings of the current assignment,
-v* = (BᵀB)⁻¹Bᵀx solved per parameter (tensor / output channel / group) and
-v ← m·v + (1−m)·v* (`momentum`, default 0.9); the basis is then a non-trainable variable.
-`basis_update="gradient"` instead makes the basis trainable (∂q/∂v = e of the chosen level).
-Init: v_i ∝ 2^i with the largest level at 2·mean|x|·√(2^K−1) (LSQ's init range).
+ReLU). As in the LQ-Nets code: weights have one basis per output channel (default
+`per_channel`), activations one per tensor; every element goes to its nearest level, with a
+straight-through gradient that is never zeroed for weights and zeroed above the top level
+only for activations.
+
+Basis update ("quantization error minimisation", `basis_update="qem"`, the default): in each
+training step, with B (M×K) the encodings of the current assignment of the M elements of one
+parameter group, v* solves the ridge normal equations (BᵀB/M + λI) v = Bᵀx/M (`ridge`
+λ = 1e-4, so it stays solvable when levels go unused, e.g. 4 bits on a small layer), then
+v ← m·v + (1−m)·v* (`momentum`, 0.9). Bits no element uses and non-finite solutions keep
+their value. `basis_update="gradient"` instead makes the basis trainable (∂q/∂v = e).
+Init (LQ-Nets): v_j = 2^j·0.6745·√(2/fan_in)/2^(K−1) for weights (fan_in = kernel size ×
+input channels), v_j = 2^j·0.6745·2/(2^K−1) for activations.
 
 Example:
 
@@ -43,57 +49,67 @@ def range_init(quantizer, x, levels):
     return ops.maximum(2.0 * quantizer.reduce_params(x, abs_mean) * float(np.sqrt(levels - 1)), 1e-6)
 
 
+def initial_basis(bits, role, shape):
+    """LQ-Nets' initial basis (K,) for a weight of `shape` (fan_in = all but the last axis)
+    or for activations."""
+    powers = 2.0 ** np.arange(bits)
+    if role == "weight":
+        fan_in = int(np.prod([d for d in shape[:-1] if d is not None])) or 1
+        return (powers * 0.6745 * np.sqrt(2.0 / fan_in) / 2 ** (bits - 1)).astype("float32")
+    return (powers * 0.6745 * 2.0 / (2 ** bits - 1)).astype("float32")
+
+
 @register
 class LQNet(Quantizer):
     """Nearest level of a learned K-bit basis; basis by QEM (default) or by gradient."""
 
     name = "lqnet"
     allowed_bits = (1, 2, 3, 4)
+    weight_granularity = "per_channel"
 
-    def __init__(self, bits=2, basis_update="qem", momentum=0.9, **kwargs):
+    def __init__(self, bits=2, basis_update="qem", momentum=0.9, ridge=1e-4, **kwargs):
         super().__init__(bits=bits, **kwargs)
         self.basis_update = check_choice("basis_update", basis_update, BASIS_UPDATES)
         self.momentum = float(momentum)
+        self.ridge = float(ridge)
 
     def _build(self, layer, shape, name):
         self.codes = encodings(self.bits, self.signed)
-        powers = 2.0 ** np.arange(self.bits, dtype="float32")
-        self.basis = self.add_param("basis", initializer="ones", extra_shape=(self.bits,),
-                                    trainable=self.basis_update == "gradient",
-                                    data_init=lambda x: self._init_basis(x, powers))
-
-    def _init_basis(self, x, powers):
-        top = range_init(self, x, 2 ** self.bits)
-        unit = top / float(powers.sum())
-        return ops.expand_dims(unit, -1) * ops.convert_to_tensor(powers)
+        start = initial_basis(self.bits, self.role, shape)
+        self.basis = self.add_param("basis", extra_shape=(self.bits,),
+                                    initializer=lambda shape, dtype=None: ops.ones(shape, dtype)
+                                    * ops.convert_to_tensor(start, dtype),
+                                    trainable=self.basis_update == "gradient")
 
     def levels(self, basis):
         """(param_shape..., 2^K) levels of a basis."""
         return ops.matmul(basis, ops.convert_to_tensor(self.codes.T))
 
     def quantize(self, x, training):
-        basis = self.param(self.basis, x, training)
-        q, index = nearest_level(x, self.expand(self.levels(basis)))
+        basis = ops.convert_to_tensor(self.basis)
+        clip = None if self.role == "weight" else "above"
+        q, index = nearest_level(x, self.expand(self.levels(basis)), clip=clip)
         if training and self.basis_update == "qem":
             self._qem(x, index, basis)
-        self.finish(training)
         return q
 
     def _qem(self, x, index, basis):
-        """v ← m·v + (1−m)·argmin_v ‖Bv − x‖² per parameter; unused bits keep their value."""
-        x = ops.stop_gradient(x)
+        """v ← m·v + (1−m)·argmin_v ‖Bv − x‖²/M + λ‖v‖² per parameter group."""
+        k = self.bits
+        cols = self.per_param(ops.stop_gradient(ops.cast(x, "float32")))
         codes = ops.take(ops.convert_to_tensor(self.codes), ops.reshape(self.per_param(index), (-1,)), axis=0)
-        cols = self.per_param(x)
-        codes = ops.reshape(codes, (-1, cols.shape[-1], self.bits))
-        gram = ops.einsum("mpk,mpj->pkj", codes, codes)
-        rhs = ops.einsum("mpk,mp->pk", codes, cols)
-        eye = ops.eye(self.bits, dtype=gram.dtype)
-        solved = ops.squeeze(ops.solve(gram + 1e-6 * eye, ops.expand_dims(rhs, -1)), -1)
-        used = ops.diagonal(gram, axis1=-2, axis2=-1) > 0.5
-        current = ops.reshape(basis, (-1, self.bits))
-        target = ops.where(used, solved, current)
+        codes = ops.reshape(codes, (-1, cols.shape[-1], k))
+        count = ops.cast(ops.shape(cols)[0], "float32")
+        gram = ops.einsum("mpk,mpj->pkj", codes, codes) / count
+        rhs = ops.einsum("mpk,mp->pk", codes, cols) / count
+        solved = ops.squeeze(ops.solve(gram + self.ridge * ops.eye(k, dtype=gram.dtype),
+                                       ops.expand_dims(rhs, -1)), -1)
+        used = ops.diagonal(gram, axis1=-2, axis2=-1) > 0.0
+        current = ops.reshape(basis, (-1, k))
+        target = ops.where(ops.logical_and(used, ops.isfinite(solved)), solved, current)
         new = self.momentum * current + (1.0 - self.momentum) * target
         self.basis.assign(ops.reshape(new, self.basis.shape))
 
     def get_config(self):
-        return {**super().get_config(), "basis_update": self.basis_update, "momentum": self.momentum}
+        return {**super().get_config(), "basis_update": self.basis_update, "momentum": self.momentum,
+                "ridge": self.ridge}

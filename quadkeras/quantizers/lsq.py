@@ -3,7 +3,7 @@
 v̂ = s·round(clip(v/s, −Q_N, Q_P)); signed Q_N = 2^(b−1), Q_P = 2^(b−1)−1; unsigned Q_N = 0,
 Q_P = 2^b−1. The step `s` (variable `<prefix>_step`) is trained; its gradient is scaled by
 g = 1/√(N·Q_P) (N = elements per step: weights per tensor/channel/group, or features per
-sample for activations). Init s = 2·mean|v|/√Q_P from the kernel at build, or from the first
+sample for activations, from the runtime shape when the static one has None dimensions). Init s = 2·mean|v|/√Q_P from the kernel at build, or from the first
 training batch for activations. Gradients (STE): ∂v̂/∂v = 1 inside the clip range, 0 outside;
 ∂v̂/∂s = −v/s + round(v/s) inside, −Q_N or Q_P at the clip.
 
@@ -46,7 +46,8 @@ class LSQ(Quantizer):
 
     def quantize(self, x, training):
         qn, qp = self.q_range()
-        g = float(1.0 / np.sqrt(self.elements_per_param() * qp))
+        n = self.elements_per_param(x)
+        g = float(1.0 / np.sqrt(n * qp)) if isinstance(n, int) else 1.0 / ops.sqrt(n * float(qp))
         s = self.expand(positive(grad_scale(self.param(self.step, x, training), g)))
         self.finish(training)
         return round_ste(ops.clip(x / s, -qn, qp)) * s

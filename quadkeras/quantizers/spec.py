@@ -9,8 +9,8 @@ String grammar: ``name[:bits][:option]...`` where each option is one of
 - ``key=value`` for a method argument (int, float, true/false or a bare word),
   e.g. ``pact:4:alpha_init=6`` or ``lqnet:2:basis_update=gradient``.
 
-Names (aliases in parentheses): fakequant (uniform), lsq, dorefa, pact, lqnet, xnor (binary),
-ternary (twn), nonuniform.
+Names (aliases in parentheses): fakequant (uniform), lsq, lsq_mq (model-quantization's LSQ
+variant), dorefa, pact, lqnet, xnor (binary), ternary (twn), nonuniform.
 
 Example:
 
@@ -32,11 +32,13 @@ from quadkeras.quantizers.dorefa import DoReFa
 from quadkeras.quantizers.fakequant import FakeQuant
 from quadkeras.quantizers.lqnet import LQNet
 from quadkeras.quantizers.lsq import LSQ
+from quadkeras.quantizers.lsq_mq import LSQModelQuantization
 from quadkeras.quantizers.nonuniform import NonUniform
 from quadkeras.quantizers.pact import PACT
 from quadkeras.utils.validation import check_choice
 
-QUANTIZERS = {cls.name: cls for cls in (FakeQuant, LSQ, DoReFa, PACT, LQNet, XNOR, Ternary, NonUniform)}
+QUANTIZERS = {cls.name: cls for cls in (FakeQuant, LSQ, LSQModelQuantization, DoReFa, PACT, LQNet, XNOR, Ternary,
+                                        NonUniform)}
 ALIASES = {"uniform": "fakequant", "binary": "xnor", "twn": "ternary"}
 CLASS_NAMES = {cls.__name__: cls for cls in QUANTIZERS.values()}
 FLAGS = {

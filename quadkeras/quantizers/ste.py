@@ -6,8 +6,9 @@ a chosen differentiable surrogate:
 - `ste(x, q)`: value `q`, gradient of `x` (identity).
 - `round_ste(x)`: value `round(x)`, gradient 1.
 - `grad_scale(x, g)`: value `x`, gradient scaled by `g` (LSQ's step-size gradient scale).
-- `nearest_level(x, levels)`: value = nearest entry of `levels` (last axis), gradient 1
-  to the picked level and (clipped) identity to `x`.
+- `nearest_level(x, levels, clip=...)`: value = nearest entry of `levels` (last axis),
+  gradient 1 to the picked level and identity to `x`, zeroed outside the level range
+  (`clip="both"`), above the top level only (`"above"`) or nowhere (`None`).
 
 Example:
 
@@ -36,16 +37,19 @@ def grad_scale(x, g):
     return ops.stop_gradient(x - scaled) + scaled
 
 
-def nearest_level(x, levels):
+def nearest_level(x, levels, clip="both"):
     """Snap `x` to the nearest of `levels` (`levels` broadcasts against `x[..., None]`).
 
     Returns `(q, index)`: `q` has gradient 1 w.r.t. the chosen level and a straight-through
-    gradient w.r.t. `x` inside [min level, max level] (0 outside); `index` is the level index.
+    gradient w.r.t. `x`, zero outside [min level, max level] (`clip="both"`), above the max
+    level only (`clip="above"`) or nowhere (`clip=None`); `index` is the level index.
     """
     count = levels.shape[-1]
     index = ops.argmin(ops.abs(ops.expand_dims(x, -1) - levels), axis=-1)
-    picked = ops.sum(ops.one_hot(index, count, dtype=x.dtype) * levels, axis=-1)
-    low = ops.stop_gradient(ops.min(levels, axis=-1))
-    high = ops.stop_gradient(ops.max(levels, axis=-1))
-    clipped = ops.clip(x, low, high) if low.shape == () else ops.minimum(ops.maximum(x, low), high)
-    return picked + (clipped - ops.stop_gradient(clipped)), index
+    picked = ops.sum(ops.one_hot(index, count, dtype=levels.dtype) * levels, axis=-1)
+    through = x
+    if clip is not None:
+        through = ops.minimum(through, ops.stop_gradient(ops.max(levels, axis=-1)))
+    if clip == "both":
+        through = ops.maximum(through, ops.stop_gradient(ops.min(levels, axis=-1)))
+    return picked + ops.cast(through - ops.stop_gradient(through), picked.dtype), index
