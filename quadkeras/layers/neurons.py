@@ -36,21 +36,23 @@ def num_branches(neuron):
     return _NUM_BRANCHES[check_neuron(neuron)]
 
 
-def combine_branches(neuron, branches):
-    """Combine the (already normalised) branch outputs into the neuron's output."""
-    if neuron == "ours":
+def combine_branches(neuron, branches, product=None):
+    """Combine the (already normalised) branch outputs into the neuron's output.
+
+    `product` (optional) is applied to the branch product (`a * b`, or the square of `t3`)
+    before the linear term is added: quantize wrappers put a fake-quant there.
+    """
+    product = product or (lambda p: p)
+    if neuron in ("ours", "t2_4"):
         a, b, c = branches
-        return a * b + c
+        return product(a * b) + c
     if neuron == "t2":
         return branches[0]
     if neuron == "t3":
-        return ops.square(branches[0])
+        return product(ops.square(branches[0]))
     if neuron == "t4":
         a, b = branches
-        return a * b
-    if neuron == "t2_4":
-        a, b, c = branches
-        return a * b + c
+        return product(a * b)
     raise ValueError(f"Invalid neuron={neuron!r}: no linear branches to combine.")
 
 

@@ -181,13 +181,17 @@ class QuadLayerBase(keras.layers.Layer):
     def call(self, inputs, training=None):
         return self.call_with_kernel(inputs, self.kernel, training=training)
 
-    def call_with_kernel(self, inputs, kernel, training=None, branch_quantizer=None):
+    def call_with_kernel(self, inputs, kernel, training=None, branch_quantizer=None,
+                         product_quantizer=None):
         """Run the layer with `kernel` in place of `self.kernel` (used by quantize wrappers).
 
         `branch_quantizer` (optional, a quantizer of the fused output's shape): applied to the
         fused linear output (after the per-branch BN of `ours`) before the branches are
         combined, so int8 QAT sees the rounding the int8 conv/dense output gets at export.
         Not with `t1` / `t2_4`; with it, `recompute` is not used in training.
+        `product_quantizer` (optional, of the output's shape): applied to the branch product
+        (`a * b` of `ours` / `t4` / `t2_4`, the square of `t3`) before the linear term is
+        added, so at export the MUL and the ADD both run in int8.
         """
         x = ops.cast(inputs, self.compute_dtype)
         kernel = ops.cast(kernel, self.compute_dtype)
@@ -198,14 +202,20 @@ class QuadLayerBase(keras.layers.Layer):
                 raise ValueError(f"Invalid branch_quantizer for neuron={self.neuron!r}: expected "
                                  "one of 'ours', 't2', 't3', 't4' (one fused linear op).")
             post = lambda z: branch_quantizer(z, training=training)  # noqa: E731
+        product = None
+        if product_quantizer is not None:
+            if self.neuron in ("t1", "t2"):
+                raise ValueError(f"Invalid product_quantizer for neuron={self.neuron!r}: expected "
+                                 "one of 'ours', 't3', 't4', 't2_4' (a branch product).")
+            product = lambda p: product_quantizer(p, training=training)  # noqa: E731
         if self.neuron == "t1":
             y = self._t1_forward(x, kernel, bias)
         elif self.neuron == "ours":
-            y = self._ours_forward(x, kernel, bias, bool(training), post)
+            y = self._ours_forward(x, kernel, bias, bool(training), post, product)
         else:
             forward = self._plain_forward
-            if post is not None:
-                forward = lambda *args: self._plain_forward(*args, post=post)  # noqa: E731
+            if post is not None or product is not None:
+                forward = lambda *args: self._plain_forward(*args, post=post, product=product)  # noqa: E731
             elif self.recompute and training:
                 forward = keras.remat(forward)
             y = forward(x, kernel, bias) if bias is not None else forward(x, kernel)
@@ -238,19 +248,19 @@ class QuadLayerBase(keras.layers.Layer):
         z = self._fused(source, kernel, bias, 0, self.num_branches)
         return self._split(z if post is None else post(z), self.num_branches)
 
-    def _plain_forward(self, x, kernel, bias=None, post=None):
-        return combine_branches(self.neuron, self._branch_outputs(x, kernel, bias, post))
+    def _plain_forward(self, x, kernel, bias=None, post=None, product=None):
+        return combine_branches(self.neuron, self._branch_outputs(x, kernel, bias, post), product)
 
     # ------------------------------------------------------------- `ours` with BN
-    def _ours_forward(self, x, kernel, bias, training, post=None):
+    def _ours_forward(self, x, kernel, bias, training, post=None, product=None):
         gamma = ops.cast(self.branch_gamma, self.compute_dtype)
         beta = ops.cast(self.branch_beta, self.compute_dtype)
         if not training:
             mean = ops.cast(self.branch_moving_mean, self.compute_dtype)
             var = ops.cast(self.branch_moving_variance, self.compute_dtype)
-            return self._ours_normalised(x, kernel, bias, gamma, beta, mean, var, post)
-        if post is not None:
-            forward = lambda *args: self._ours_train(*args, post=post)  # noqa: E731
+            return self._ours_normalised(x, kernel, bias, gamma, beta, mean, var, post, product)
+        if post is not None or product is not None:
+            forward = lambda *args: self._ours_train(*args, post=post, product=product)  # noqa: E731
         else:
             forward = keras.remat(self._ours_train) if self.recompute else self._ours_train
         args = (x, kernel, gamma, beta) if bias is None else (x, kernel, gamma, beta, bias)
@@ -262,22 +272,23 @@ class QuadLayerBase(keras.layers.Layer):
         self.branch_moving_variance.assign(self.branch_moving_variance * m + var * (1.0 - m))
         return y
 
-    def _ours_train(self, x, kernel, gamma, beta, bias=None, post=None):
+    def _ours_train(self, x, kernel, gamma, beta, bias=None, post=None, product=None):
         z = self._fused(x, kernel, bias, 0, 3)
         axes = list(range(len(z.shape) - 1))
         mean, var = ops.moments(ops.cast(z, "float32"), axes=axes)
         y = self._normalise_and_combine(
-            z, gamma, beta, ops.cast(mean, z.dtype), ops.cast(var, z.dtype), post
+            z, gamma, beta, ops.cast(mean, z.dtype), ops.cast(var, z.dtype), post, product
         )
         return y, mean, var
 
-    def _ours_normalised(self, x, kernel, bias, gamma, beta, mean, var, post=None):
-        return self._normalise_and_combine(self._fused(x, kernel, bias, 0, 3), gamma, beta, mean, var, post)
+    def _ours_normalised(self, x, kernel, bias, gamma, beta, mean, var, post=None, product=None):
+        return self._normalise_and_combine(self._fused(x, kernel, bias, 0, 3), gamma, beta, mean, var,
+                                           post, product)
 
-    def _normalise_and_combine(self, z, gamma, beta, mean, var, post=None):
+    def _normalise_and_combine(self, z, gamma, beta, mean, var, post=None, product=None):
         scale = gamma * ops.rsqrt(var + self.bn_epsilon)
         z = z * scale + (beta - mean * scale)
-        return combine_branches("ours", self._split(z if post is None else post(z), 3))
+        return combine_branches("ours", self._split(z if post is None else post(z), 3), product)
 
     def folded_kernel_and_bias(self):
         """Kernel and bias with the per-branch inference BN folded in (NumPy arrays).

@@ -50,7 +50,8 @@ def quantize_model(model, scheme):
             return layer
         return QuantizeWrapper(layer, kernel_quantizer=plan["kernel"],
                                input_quantizer=plan["input"], output_quantizer=plan["output"],
-                               branch_quantizer=plan["branch"], name=layer.name)
+                               branch_quantizer=plan["branch"], product_quantizer=plan["product"],
+                               name=layer.name)
 
     quantized = keras.models.clone_model(model, clone_function=clone)
     config = getattr(model, "quadkeras_config", None)

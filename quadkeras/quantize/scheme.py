@@ -7,6 +7,7 @@ A scheme is a plain dict (stored under a model config's `"quantize"` key):
       "input": "lsq:4",           # default input (activation) quantizer
       "output": None,             # default output quantizer
       "branch": None,             # quadratic layers: fused linear output (int8 QAT export)
+      "product": None,            # quadratic layers: branch product (int8 MUL/ADD at export)
       "quantize_first_last": False,   # False: first and last quantizable layers stay float
       "quantize_shortcut": False,     # False: "real shortcut" (shortcut convs stay float)
       "output_after_bn": False,       # True: a conv/dense output quantizer goes after the BN
@@ -22,8 +23,8 @@ A rule matches by `name` (regex, `re.search`) and/or `type` (`conv`, `depthwise`
 `quad`, or a class name); it may set `kernel`, `input`, `output` and `skip` (True keeps the
 layer float, False forces quantization even for first/last/shortcut layers).
 Presets (strings): `"int8_qat"` (TFLite-compatible fake-quant on the input, kernel and output
-of every conv/dense/quad layer and on quadratic layers' fused output, first/last/shortcut
-included) and `"int8_qat_fold_bn"` (the same with `output_after_bn`).
+of every conv/dense/quad layer and on quadratic layers' fused output and branch product,
+first/last/shortcut included: every conv/dense, MUL and ADD of the export runs in int8) and `"int8_qat_fold_bn"` (the same with `output_after_bn`).
 
 Example:
 
@@ -42,11 +43,12 @@ from quadkeras.layers import QuadConv2D, QuadDense, QuadDepthwiseConv2D
 from quadkeras.quantizers import get
 from quadkeras.utils.validation import check_choice
 
-SLOTS = ("kernel", "input", "output", "branch")
+SLOTS = ("kernel", "input", "output", "branch", "product")
 SCHEME_KEYS = SLOTS + ("quantize_first_last", "quantize_shortcut", "shortcut_pattern", "rules", "method",
                        "output_after_bn")
 RULE_KEYS = ("name", "type", "skip") + SLOTS
 BRANCH_NEURONS = ("ours", "t2", "t3", "t4")  # one fused linear op whose output can be quantized
+PRODUCT_NEURONS = ("ours", "t3", "t4", "t2_4")  # a branch product that can be quantized
 LAYER_TYPES = {
     "conv": (keras.layers.Conv2D, QuadConv2D),
     "depthwise": (keras.layers.DepthwiseConv2D, QuadDepthwiseConv2D),
@@ -68,13 +70,15 @@ METHODS = {
 FULL_PRECISION = (None, 0, 32)
 PRESETS = {
     "int8_qat": {"method": "fakequant", "kernel": "fakequant:8", "input": "fakequant:8",
-                 "output": "fakequant:8", "branch": "fakequant:8", "quantize_first_last": True,
+                 "output": "fakequant:8", "branch": "fakequant:8", "product": "fakequant:8",
+                 "quantize_first_last": True,
                  "quantize_shortcut": True},
 }
 # int8_qat with each conv/dense output fake-quant after its BN: the converter folds the BN
 # (smaller, faster file) at a measured cost in Keras-vs-LiteRT agreement (docs/export.md).
 PRESETS["int8_qat_fold_bn"] = {**PRESETS["int8_qat"], "output_after_bn": True}
-DEFAULTS = {"kernel": None, "input": None, "output": None, "branch": None, "output_after_bn": False,
+DEFAULTS = {"kernel": None, "input": None, "output": None, "branch": None, "product": None,
+            "output_after_bn": False,
             "quantize_first_last": False,
             "quantize_shortcut": False, "shortcut_pattern": "shortcut", "rules": []}
 
@@ -90,6 +94,7 @@ def scheme_from_flags(method, weight_bits, activation_bits, quantize_first_last=
     method = check_choice("quant method", str(method).lower(), tuple(METHODS))
     kernel_name, act_name = METHODS[method]
     scheme = {"method": method, "kernel": None, "input": None, "output": None, "branch": None,
+              "product": None,
               "quantize_first_last": bool(quantize_first_last),
               "quantize_shortcut": bool(quantize_shortcut)}
     if weight_bits not in FULL_PRECISION:
@@ -100,7 +105,7 @@ def scheme_from_flags(method, weight_bits, activation_bits, quantize_first_last=
                              "expected one of None, 0, 32 (weight-only method).")
         scheme["input"] = f"{act_name}:{int(activation_bits)}"
         if method == "fakequant":
-            scheme["output"] = scheme["branch"] = scheme["input"]
+            scheme["output"] = scheme["branch"] = scheme["product"] = scheme["input"]
     for key in ("kernel", "input"):  # validate bit widths now, with a one-line error
         get(scheme[key])
     return scheme
@@ -158,6 +163,8 @@ def plan_layer(scheme, layer, is_first_or_last):
                 skip = bool(rule["skip"])
     if not (isinstance(layer, LAYER_TYPES["quad"]) and layer.neuron in BRANCH_NEURONS):
         settings["branch"] = None
+    if not (isinstance(layer, LAYER_TYPES["quad"]) and layer.neuron in PRODUCT_NEURONS):
+        settings["product"] = None
     if skip or all(v is None for v in settings.values()):
         return None
     return settings

@@ -54,10 +54,13 @@ class QuantizeWrapper(keras.layers.Wrapper):
         branch_quantizer: quadratic layers (`ours`, `t2`, `t3`, `t4`) only: quantizer of
             the fused linear output (after the per-branch BN), before the branches are
             multiplied. int8 QAT needs it: at export that output is the int8 conv's output.
+        product_quantizer: quadratic layers with a branch product (`ours`, `t3`, `t4`,
+            `t2_4`) only: quantizer of the product before the linear branch is added, so
+            the exported MUL and ADD run in int8 too.
     """
 
     def __init__(self, layer, kernel_quantizer=None, input_quantizer=None, output_quantizer=None,
-                 branch_quantizer=None, **kwargs):
+                 branch_quantizer=None, product_quantizer=None, **kwargs):
         if not is_quantizable(layer):
             names = ", ".join(cls.__name__ for cls in SUPPORTED)
             raise ValueError(f"Invalid layer {type(layer).__name__} ('{layer.name}') for "
@@ -69,11 +72,16 @@ class QuantizeWrapper(keras.layers.Wrapper):
         self.input_quantizer = clone(deserialize(input_quantizer))
         self.output_quantizer = clone(deserialize(output_quantizer))
         self.branch_quantizer = clone(deserialize(branch_quantizer))
+        self.product_quantizer = clone(deserialize(product_quantizer))
+        if self.product_quantizer is not None and not isinstance(layer, QUAD_LAYERS):
+            raise ValueError(f"Invalid product_quantizer for {type(layer).__name__} ('{layer.name}'): "
+                             f"expected a quadratic layer ({', '.join(c.__name__ for c in QUAD_LAYERS)}).")
         if self.branch_quantizer is not None and not isinstance(layer, QUAD_LAYERS):
             raise ValueError(f"Invalid branch_quantizer for {type(layer).__name__} ('{layer.name}'): "
                              f"expected a quadratic layer ({', '.join(c.__name__ for c in QUAD_LAYERS)}).")
         for q, role in ((self.kernel_quantizer, "weight"), (self.input_quantizer, "activation"),
-                        (self.output_quantizer, "activation"), (self.branch_quantizer, "activation")):
+                        (self.output_quantizer, "activation"), (self.branch_quantizer, "activation"),
+                        (self.product_quantizer, "activation")):
             if q is not None and q.role is None:
                 q.role = role
 
@@ -92,6 +100,8 @@ class QuantizeWrapper(keras.layers.Wrapper):
             out = tuple(self.compute_output_shape(input_shape))
             fused = out[:-1] + (self.layer.num_branches * self.layer.units_per_branch,)
             self.branch_quantizer.build(self, fused, "branch")
+        if self.product_quantizer is not None:
+            self.product_quantizer.build(self, self.compute_output_shape(input_shape), "product")
         self.built = True
 
     def _is_depthwise(self):
@@ -124,7 +134,8 @@ class QuantizeWrapper(keras.layers.Wrapper):
         layer = self.layer
         if isinstance(layer, QUAD_LAYERS):
             return layer.call_with_kernel(x, kernel, training=training,
-                                          branch_quantizer=self.branch_quantizer)
+                                          branch_quantizer=self.branch_quantizer,
+                                          product_quantizer=self.product_quantizer)
         x = ops.cast(x, self.compute_dtype)
         kernel = ops.cast(kernel, self.compute_dtype)
         if isinstance(layer, keras.layers.Dense):
@@ -147,9 +158,9 @@ class QuantizeWrapper(keras.layers.Wrapper):
 
     # ----------------------------------------------------------------- metadata
     def quantizers(self):
-        """The wrapper's quantizers (kernel, input, output), those that are set."""
+        """The wrapper's quantizers (kernel, input, output, branch, product), those that are set."""
         return [q for q in (self.kernel_quantizer, self.input_quantizer, self.output_quantizer,
-                            self.branch_quantizer) if q is not None]
+                            self.branch_quantizer, self.product_quantizer) if q is not None]
 
     def quantization_bits(self):
         """{"weight": kernel bits or None, "activation": input bits or None}."""
@@ -170,5 +181,6 @@ class QuantizeWrapper(keras.layers.Wrapper):
             "input_quantizer": serialize(self.input_quantizer),
             "output_quantizer": serialize(self.output_quantizer),
             "branch_quantizer": serialize(self.branch_quantizer),
+            "product_quantizer": serialize(self.product_quantizer),
         })
         return config
