@@ -10,6 +10,10 @@ files a killed run left, then:
 * resume: compares the config with `state.json` (one-line error naming the keys, nothing
   written); a run killed before its first `last.keras` (state epoch 0) starts over.
 
+A fresh run that fails before its first checkpoint (bad model file, oversized batch, NaN in
+epoch 1, ...) removes what it wrote, down to the folders it created: a bad input leaves
+nothing behind.
+
 Example:
 
 >>> import tempfile
@@ -22,6 +26,7 @@ Example:
 """
 
 import os
+import shutil
 
 from quadkeras.training import checkpoint
 from quadkeras.training.config import resume_view
@@ -35,17 +40,40 @@ _FIRST_EPOCH_FILES = (checkpoint.BEST, checkpoint.BEST_META, "history.csv")
 class OpenRun:
     """A claimed work_dir: `work_dir`, `resumed`, and the lock released by `close()`."""
 
-    def __init__(self, work_dir, lock, resumed):
+    def __init__(self, work_dir, lock, resumed, created=None):
         self.work_dir, self.lock, self.resumed = work_dir, lock, resumed
+        self.created = created  # the top-most folder this run created, or None
 
-    def close(self):
-        self.lock.release()
+    def close(self, failed=False):
+        try:
+            if failed and not self.resumed and not os.path.exists(
+                    os.path.join(self.work_dir, checkpoint.LAST)):
+                self._remove_unstarted_run()
+        finally:
+            self.lock.release()
+
+    def _remove_unstarted_run(self):
+        for name in (checkpoint.STATE, *_FIRST_EPOCH_FILES):
+            path = os.path.join(self.work_dir, name)
+            if os.path.exists(path):
+                os.remove(path)
+        shutil.rmtree(os.path.join(self.work_dir, "tensorboard"), ignore_errors=True)
+        if self.created is None:
+            return
+        if os.listdir(self.work_dir) == [os.path.basename(self.lock.path)]:
+            os.remove(self.lock.path)
+        folder = self.work_dir
+        while os.path.isdir(folder) and not os.listdir(folder):
+            os.rmdir(folder)
+            if folder == self.created:
+                break
+            folder = os.path.dirname(folder)
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *exc):
+        self.close(failed=exc_type is not None)
 
 
 def _state_file(work_dir):
@@ -92,6 +120,7 @@ def open_run(config):
     if config["resume"] and not os.path.isdir(work_dir):
         raise ValueError(f"Invalid resume=True: work_dir={work_dir!r} does not exist; train without "
                          "--resume first.")
+    created = _first_missing(work_dir)
     lock = RunLock(work_dir).acquire()
     try:
         if config["resume"]:
@@ -103,9 +132,17 @@ def open_run(config):
         if not resumed:
             write_marker(work_dir, config)
     except BaseException:
-        lock.release()
+        OpenRun(work_dir, lock, True).close()
         raise
-    return OpenRun(work_dir, lock, resumed)
+    return OpenRun(work_dir, lock, resumed, created)
+
+
+def _first_missing(folder):
+    """The top-most ancestor of `folder` (or itself) that does not exist yet, else None."""
+    missing = None
+    while not os.path.exists(folder):
+        missing, folder = folder, os.path.dirname(folder)
+    return missing
 
 
 def trim_history(path, epochs_done):

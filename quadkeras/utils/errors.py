@@ -45,7 +45,7 @@ def os_error_line(err):
         return None
     hint = ENVIRONMENT_ERRNOS[err.errno]
     where = f" {err.filename!r}" if err.filename else ""
-    verb = "read" if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR) else "write"
+    verb = "use" if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR) else "write"
     return f"cannot {verb}{where}: {err.strerror or _first_line(err)} (nothing was overwritten; {hint})."
 
 

@@ -39,8 +39,8 @@ import zlib
 TEMP_PREFIX = ".tmp-"
 # What parsers raise on a truncated / corrupt / wrong-format file.
 CORRUPT_FILE_ERRORS = (ValueError, KeyError, IndexError, EOFError, UnicodeDecodeError,
-                       zipfile.BadZipFile, tarfile.TarError, zlib.error, pickle.UnpicklingError,
-                       TypeError)
+                       zipfile.BadZipFile, tarfile.TarError, zlib.error, pickle.UnpicklingError)
+CUSTOM_OBJECT_HINTS = ("Could not locate", "Unknown", "custom_objects")
 
 
 def corrupt_file_error(path, flag, what, err):
@@ -108,7 +108,22 @@ def load_keras_model(path, flag="model", **kwargs):
         if not zipfile.is_zipfile(path):
             raise ValueError(f"Invalid {flag}={path!r}: corrupt or truncated .keras file "
                              "(not a zip archive).")
-        return keras.models.load_model(path, **kwargs)
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()  # CRC of every member: catches damaged contents
+        if broken is not None:
+            raise ValueError(f"Invalid {flag}={path!r}: corrupt .keras file (member {broken!r} "
+                             "fails its CRC check).")
+        try:
+            return keras.models.load_model(path, **kwargs)
+        except TypeError as err:  # an intact archive Keras cannot rebuild
+            text = " ".join(str(err).split())
+            if any(hint in text for hint in CUSTOM_OBJECT_HINTS):
+                raise ValueError(
+                    f"Invalid {flag}={path!r}: it uses a custom object Keras cannot find "
+                    f"({text[:200]}). Import the module that defines it (decorated with "
+                    "@keras.saving.register_keras_serializable) or pass custom_objects={...}."
+                ) from err
+            raise
 
 
 def current_umask():
@@ -179,11 +194,14 @@ def clean_temp_files(folder):
 
 
 @contextlib.contextmanager
-def atomic_dir(out_dir):
-    """Build a folder in a temp folder beside `out_dir` and move it into place on success.
+def atomic_dir(out_dir, last=()):
+    """Build output files in a temp folder beside `out_dir`, move them into place on success.
 
-    Yields the temp folder. On an error the temp folder is removed and an existing `out_dir`
-    is left as it was; on success an existing `out_dir` is replaced as a whole.
+    Yields the temp folder. On an error it is removed and `out_dir` is left exactly as it
+    was (no half-written output). On success a new `out_dir` appears in one rename; into an
+    existing `out_dir` each built entry replaces its namesake in one rename (other files
+    there are kept), the names in `last` (e.g. a report that says the rest is complete)
+    after all others.
 
     >>> d = tempfile.mkdtemp()
     >>> with atomic_dir(os.path.join(d, "out")) as tmp:
@@ -198,13 +216,23 @@ def atomic_dir(out_dir):
     os.chmod(tmp, 0o777 & ~current_umask())
     try:
         yield tmp
-        old = None
-        if os.path.exists(out_dir):
-            old = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}old-", dir=parent)
-            os.replace(out_dir, os.path.join(old, "previous"))
-        os.replace(tmp, out_dir)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
+        if not os.path.exists(out_dir):
+            os.replace(tmp, out_dir)
+            return
+        names = sorted(os.listdir(tmp), key=lambda n: (n in last, n))
+        for name in names:
+            _replace_entry(os.path.join(tmp, name), os.path.join(out_dir, name), parent)
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replace_entry(src, dst, scratch):
+    """`os.replace(src, dst)`; an existing folder `dst` is first moved aside and removed."""
+    if os.path.isdir(dst) and not os.path.islink(dst):
+        old = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}old-", dir=scratch)
+        os.replace(dst, os.path.join(old, "previous"))
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)

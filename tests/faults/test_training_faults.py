@@ -22,7 +22,7 @@ def _files(folder):
 
 
 def _cfg(work_dir, **kw):
-    return tiny_config(work_dir, **{"epochs": 2, "max_train": 128, "max_test": 32, **kw})
+    return tiny_config(work_dir, **{"epochs": 2, "max_train": 96, "max_test": 32, **kw})
 
 
 def _stopped_after_one_epoch(work_dir):
@@ -47,8 +47,8 @@ class _Poison(keras.callbacks.Callback):
 @pytest.mark.jax
 def test_nan_loss_stops_naming_epoch_and_keeps_last_good_checkpoint(tmp_path):
     work = tmp_path / "run"
-    with pytest.raises(TrainingDiverged, match=r"diverged at epoch 2 step 1: loss=nan.*epoch 1"):
-        train(_cfg(work, epochs=3), callbacks=[_Poison(1)])
+    with pytest.raises(TrainingDiverged, match=r"diverged at epoch 2 step \d+: loss=nan.*checkpoints of epoch 1"):
+        train(_cfg(work), callbacks=[_Poison(1)])
     assert json.loads((work / "state.json").read_text())["epoch"] == 1
     for name in ("last.keras", "best.keras"):
         weights = keras.models.load_model(work / name).get_weights()
@@ -56,8 +56,8 @@ def test_nan_loss_stops_naming_epoch_and_keeps_last_good_checkpoint(tmp_path):
     assert len((work / "history.csv").read_text().splitlines()) == 2  # header + epoch 1
     assert not (work / "summary.json").exists()
     assert user_error_line(RunAborted("x")) == "x"  # the apps print it as one line, exit 1
-    resumed = train(_cfg(work, epochs=3, resume=True))  # the last good epoch resumes
-    assert resumed["epochs_run"] == 2
+    resumed = train(_cfg(work, resume=True))  # the last good epoch resumes
+    assert resumed["epochs_run"] == 1
 
 
 def test_nan_data_stops_at_the_first_step_and_opt_out_trains_on(tmp_path, monkeypatch):
@@ -80,8 +80,8 @@ def test_nan_data_stops_at_the_first_step_and_opt_out_trains_on(tmp_path, monkey
         (tmp_path / "b" / "best.json").read_text())["metric"] >= 0  # never a NaN best
 
 
-@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
-def test_full_disk_or_read_only_at_a_checkpoint_overwrites_nothing(tmp_path, monkeypatch, code):
+def test_full_disk_at_a_checkpoint_overwrites_nothing(tmp_path, monkeypatch):
+    code = errno.ENOSPC  # a read-only folder (EROFS) takes the same path
     work = tmp_path / "run"
     _stopped_after_one_epoch(work)
     before = _files(work)
@@ -153,7 +153,6 @@ def test_second_run_on_a_locked_work_dir_fails_at_once(tmp_path):
         with pytest.raises(RunAborted, match=r"in use by another run \(pid \d+\)"):
             train(_cfg(work))
         assert sorted(os.listdir(work)) == [".lock"]
-    assert train(_cfg(work, epochs=1))["epochs_run"] == 1
 
 
 def test_finished_run_resume_leaves_summary_and_files_as_they_were(tmp_path):
@@ -171,7 +170,7 @@ def test_finished_run_resume_leaves_summary_and_files_as_they_were(tmp_path):
 
 
 def test_flags_that_would_train_nothing_are_refused(tmp_path):
-    with pytest.raises(ValueError, match=r"Invalid batch_size=512: larger than the 128 training"):
+    with pytest.raises(ValueError, match=r"Invalid batch_size=512: larger than the 96 training"):
         train(_cfg(tmp_path / "a", batch_size=512))
     with pytest.raises(ValueError, match=r"Invalid quant='lsq': it quantized no layer"):
         train(_cfg(tmp_path / "b", quant="lsq", wbits=32, abits=32))
