@@ -45,7 +45,8 @@ def os_error_line(err):
         return None
     hint = ENVIRONMENT_ERRNOS[err.errno]
     where = f" {err.filename!r}" if err.filename else ""
-    verb = "use" if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR) else "write"
+    verb = ("write" if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else
+            "access" if err.errno in (errno.EACCES, errno.EPERM) else "use")
     return f"cannot {verb}{where}: {err.strerror or _first_line(err)} (nothing was overwritten; {hint})."
 
 
