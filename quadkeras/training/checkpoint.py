@@ -10,7 +10,7 @@ Example:
 
 >>> import tempfile
 >>> d = tempfile.mkdtemp()
->>> write_json(os.path.join(d, "state.json"), {"config": {"lr": 0.1}})
+>>> _ = write_json(os.path.join(d, "state.json"), {"config": {"lr": 0.1}})
 >>> check_resumable(d, {"lr": 0.2})  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
