@@ -8,6 +8,12 @@
     python apps/bsq.py --flagfile=configs/resnet20_bsq_finetune.cfg
     # accuracy, % of 1s per bit per layer, precision per layer, avg bits, compression (+JSON, PNG)
     python apps/bsq.py --mode=evaluate --model=runs/bsq/model_bin.keras --checkpoint=runs/bsq
+
+Every .keras is written atomically (temp + rename). The search saves `search_last.keras`
+after every epoch (the model after that epoch's re-quantization step) and finetune
+`finetune_last.keras`, so a kill loses at most one epoch of a 350-epoch run (there is no
+`--resume` yet: restart from that file with --model). A mode that would overwrite its input
+(`--checkpoint` = the input's folder) is refused before anything runs.
 """
 
 import os
@@ -22,6 +28,8 @@ from quadkeras.bsq import (
     to_bsq, to_float, to_representation)
 from quadkeras.bsq.training import compile_sgd, load_splits, make_datasets, step_schedule
 from quadkeras.models import build_model
+from quadkeras.training.callbacks import AtomicModelSaver
+from quadkeras.utils.safe_io import load_keras_model, save_model_atomic
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("mode", "train", ["convert", "train", "finetune", "evaluate"], "What to do.")
@@ -52,10 +60,31 @@ def _data():
     return splits, train, test
 
 
-def _load(path):
-    if not path.endswith(".keras") or not os.path.exists(path):
-        raise ValueError(f"Invalid --model={path!r}: expected an existing .keras file for this mode.")
-    return keras.models.load_model(path)
+# The files each mode writes into --checkpoint (its inputs must not be among them).
+OUTPUTS = {"convert": ("model_fp.keras", "model_bin.keras", "convert_report.json", "convert_bits.png"),
+           "train": ("search_last.keras", "model_bin.keras", "train_report.json", "train_bits.png"),
+           "finetune": ("finetune_last.keras", "best_finetune.keras", "best_bin.keras",
+                        "best_float.keras", "finetune_report.json", "finetune_bits.png"),
+           "evaluate": ("evaluate_report.json", "evaluate_bits.png")}
+
+
+def _load(path, flag="--model"):
+    if not path.endswith(".keras"):
+        raise ValueError(f"Invalid {flag}={path!r}: expected a .keras file for --mode={FLAGS.mode}.")
+    return load_keras_model(path, flag)
+
+
+def check_flags():
+    """One-line errors before any work: negative --decay, an output that is an input."""
+    if FLAGS.decay < 0:
+        raise ValueError(f"Invalid --decay={FLAGS.decay}: expected a number >= 0 (BSQ's alpha).")
+    outputs = {os.path.realpath(os.path.join(FLAGS.checkpoint, name)): name
+               for name in OUTPUTS[FLAGS.mode]}
+    for flag, path in (("--model", FLAGS.model), ("--dict", FLAGS.dict)):
+        if path and os.path.realpath(path) in outputs:
+            raise ValueError(f"Invalid --checkpoint={FLAGS.checkpoint!r}: --mode={FLAGS.mode} would "
+                             f"overwrite the input {flag}={path!r} ({outputs[os.path.realpath(path)]}); "
+                             "choose another --checkpoint.")
 
 
 def _out(name):
@@ -85,10 +114,10 @@ def convert(splits, train, test):
         fp = build_model(FLAGS.model, num_classes=splits.num_classes, input_shape=splits.x_train.shape[1:])
         if FLAGS.fp_epochs:
             _fit(fp, train, test, epochs=FLAGS.fp_epochs, lr=FLAGS.fp_lr)
-            fp.save(_out("model_fp.keras"))
-    scheme = _load(FLAGS.dict) if FLAGS.dict else None
+            save_model_atomic(fp, _out("model_fp.keras"))
+    scheme = _load(FLAGS.dict, "--dict") if FLAGS.dict else None
     model = to_bsq(fp, bits=FLAGS.nbits, scheme=scheme)
-    model.save(_out("model_bin.keras"))
+    save_model_atomic(model, _out("model_bin.keras"))
     _report(model, test, "convert")
 
 
@@ -98,8 +127,9 @@ def train_bsq(splits, train, test):
         model = to_bsq(model, bits=FLAGS.nbits)
     total = set_bsq_decay(model, FLAGS.decay)
     print(f"BSQ training: alpha={FLAGS.decay}, {total} quantized weights, prun_int={FLAGS.prun_int}")
-    _fit(model, train, test, callbacks=[BSQCallback(FLAGS.prun_int, verbose=1)])
-    model.save(_out("model_bin.keras"))
+    _fit(model, train, test, callbacks=[BSQCallback(FLAGS.prun_int, verbose=1),
+                                        AtomicModelSaver(_out("search_last.keras"))])
+    save_model_atomic(model, _out("model_bin.keras"))
     _report(model, test, "train")
 
 
@@ -107,11 +137,11 @@ def finetune(splits, train, test):
     model = to_representation(_load(FLAGS.model), "float")  # scheme fixed
     print(f"Finetuning with the fixed scheme {scheme_of(model)}")
     best = _out("best_finetune.keras")
-    keep = keras.callbacks.ModelCheckpoint(best, monitor="val_accuracy", save_best_only=True)
-    _fit(model, train, test, callbacks=[keep])
+    keep = [AtomicModelSaver(best, monitor="val_accuracy"), AtomicModelSaver(_out("finetune_last.keras"))]
+    _fit(model, train, test, callbacks=keep)
     model = to_representation(_load(best), "bits")
-    model.save(_out("best_bin.keras"))
-    to_float(model).save(_out("best_float.keras"))
+    save_model_atomic(model, _out("best_bin.keras"))
+    save_model_atomic(to_float(model), _out("best_float.keras"))
     _report(model, test, "finetune")
 
 
@@ -121,6 +151,7 @@ def evaluate(splits, train, test):
 
 def main(argv):
     del argv
+    check_flags()
     keras.utils.set_random_seed(FLAGS.seed)
     modes = {"convert": convert, "train": train_bsq, "finetune": finetune, "evaluate": evaluate}
     modes[FLAGS.mode](*_data())

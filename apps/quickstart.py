@@ -48,7 +48,14 @@ def _export(model_path, out_dir, formats):
     print(f"quickstart: exporting {model_path} through a KERAS_BACKEND=tensorflow subprocess", flush=True)
     cmd = [sys.executable, os.path.join(_common.REPO, "apps", "export.py"), f"--model={model_path}",
            f"--out_dir={out_dir}", f"--formats={','.join(formats)}", "--dataset=digits", "--eval_limit=360"]
-    subprocess.run(cmd, check=True, env={**os.environ, "KERAS_BACKEND": "tensorflow"})
+    proc = subprocess.run(cmd, env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+                          stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        from quadkeras.utils.errors import RunAborted
+
+        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+        raise RunAborted(f"export of {model_path!r} failed in the TensorFlow subprocess "
+                         f"(rc={proc.returncode}): {last}")
     with open(os.path.join(out_dir, "parity_report.json")) as f:
         return json.load(f)
 

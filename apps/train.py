@@ -55,6 +55,8 @@ flags.DEFINE_boolean("resume", False, "Continue the run in --work_dir exactly wh
 flags.DEFINE_boolean("evaluate_only", False, "Only evaluate --checkpoint (default work_dir/best.keras).")
 flags.DEFINE_string("checkpoint", None, "Model file for --evaluate_only.")
 flags.DEFINE_boolean("tensorboard", True, "Write TensorBoard scalars (needs the tensorboard package).")
+flags.DEFINE_boolean("stop_on_nan", True, "Stop with an error (exit 1) at the first NaN/inf loss, keeping "
+                     "the last good checkpoints; --nostop_on_nan trains on regardless.")
 flags.DEFINE_integer("verbose", 1, "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
 
 CONFIG_FLAGS = ("model", "dataset", "data_dir", "cache_dir", "max_train", "max_test", "val_fraction",
@@ -64,7 +66,7 @@ CONFIG_FLAGS = ("model", "dataset", "data_dir", "cache_dir", "max_train", "max_t
                 "custom_decay", "label_smoothing", "augment", "mixup", "cutmix", "grad_clip",
                 "mixed_precision", "seed", "deterministic", "quant", "wbits", "abits",
                 "quant_first_last", "quant_shortcut", "init_from", "work_dir", "resume", "evaluate_only",
-                "checkpoint", "tensorboard", "verbose")
+                "checkpoint", "tensorboard", "verbose", "stop_on_nan")
 
 
 def main(argv):

@@ -162,14 +162,15 @@ def test_bad_inputs(tmp_path):
 
 
 @needs_tf
-def test_non_finite_model_is_not_converted_to_int8(tmp_path):
+def test_non_finite_model_is_refused_before_anything_is_written(tmp_path):
     from quadkeras.export import export_model
 
     model = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
     model.set_weights([np.full((256, 3), np.inf, "float32"), np.zeros(3, "float32")])
-    report = export_model(model, str(tmp_path), formats=("litert_int8",), eval_data="digits",
-                          verbose=False)
-    assert "non-finite" in report["formats"]["litert_int8"]["error"]
+    with pytest.raises(ValueError, match=r"weight '.*kernel' holds 768 NaN/inf values"):
+        export_model(model, str(tmp_path / "out"), formats=("litert_int8",), eval_data="digits",
+                     verbose=False)
+    assert os.listdir(tmp_path) == []
 
 
 @needs_tf

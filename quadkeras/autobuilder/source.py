@@ -17,13 +17,21 @@ True
 import os
 import types
 
-import keras
 import yaml
 
 import quadkeras  # noqa: F401  (registers the serializable layers for load_model)
 from quadkeras.autobuilder.emit import plain_config
 from quadkeras.models import build_model, load_config
 from quadkeras.training import DEFAULTS, checkpoint, model_config
+from quadkeras.utils.safe_io import load_keras_model, reading
+
+
+def _load_config(source, flag="model"):
+    """`load_config` with a one-line error naming a missing / malformed config file."""
+    if isinstance(source, str) and source.endswith((".yaml", ".yml", ".json")):
+        with reading(source, flag, "model config file"):
+            return load_config(source)
+    return load_config(source)
 
 
 def model_path(source):
@@ -102,15 +110,16 @@ def load_model_and_config(source, config=None, weights=None, num_classes=None, i
     if isinstance(source, str) and source.endswith(".keras"):
         if not os.path.exists(source):
             raise ValueError(f"Invalid model path {source!r}: file not found.")
-        model = keras.models.load_model(source)
+        model = load_keras_model(source, "model")
         if config is not None:
-            return model, load_config(config)
+            return model, _load_config(config, "config")
         from_run = _run_model_config(training_config(source), model)
         if from_run is not None:
             return model, plain_config(from_run)
         sibling = _sibling_config(source)
         return model, (load_config(sibling) if sibling is not None else None)
-    model = build_model(source, num_classes=num_classes, input_shape=input_shape)
+    model = build_model(_load_config(source), num_classes=num_classes, input_shape=input_shape)
     if weights:
-        model.load_weights(weights)
+        with reading(weights, "weights", ".weights.h5 file"):
+            model.load_weights(weights)
     return model, plain_config(model.quadkeras_config)

@@ -25,10 +25,25 @@ def cache_dir(path=None):
 
 
 def source_key(path):
-    """Short hash of a source path with its size and modification time (cache invalidation)."""
-    stat = os.stat(path)
-    text = f"{os.path.abspath(path)}|{stat.st_size}|{int(stat.st_mtime)}"
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
+    """Short hash identifying a source's content (cache invalidation).
+
+    A file: its path, size and mtime (ns). A folder: the sorted listing of every file below
+    it with size and mtime, so deleting, adding or editing an image in `train/<class>/` gives
+    a new key (a folder's own mtime does not change when a file deep inside it does).
+    """
+    path = os.path.abspath(path)
+    digest = hashlib.sha1(path.encode())
+    if os.path.isdir(path):
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            digest.update(f"D|{os.path.relpath(root, path)}".encode())
+            for name in sorted(files):
+                stat = os.stat(os.path.join(root, name))
+                digest.update(f"|{name}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    else:
+        stat = os.stat(path)
+        digest.update(f"|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:12]
 
 
 def save_arrays(path, **arrays):

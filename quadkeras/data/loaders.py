@@ -17,6 +17,10 @@ Example:
 """
 
 import os
+import pickle
+import tarfile
+import zipfile
+import zlib
 
 from quadkeras.data import cache, readers
 from quadkeras.data.digits import load_digits_splits
@@ -67,15 +71,36 @@ DECODER_VERSION = "d2"  # bump when decoding changes (d2: accurate JPEG IDCT, as
 
 
 def _cached_local(kind, path, name, cache_folder):
-    key_path = path if os.path.isfile(path) else os.path.join(path, ".")
+    """Decoded arrays of a local source, from the `.npz` cache when it is current.
+
+    A corrupt cache file is decoded again; a cache that cannot be written (full disk,
+    read-only folder) only costs the decode next time.
+    """
     cache_file = os.path.join(cache_folder,
-                              f"{name}-{kind}-{DECODER_VERSION}-{cache.source_key(key_path)}.npz")
+                              f"{name}-{kind}-{DECODER_VERSION}-{cache.source_key(path)}.npz")
     if os.path.exists(cache_file):
-        arrays = cache.load_arrays(cache_file)
-        return arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"]
+        try:
+            arrays = cache.load_arrays(cache_file)
+            return arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            print(f"quadkeras.data: cache {cache_file} unreadable; decoding {path} again", flush=True)
     x_train, y_train, x_test, y_test = _read_local(kind, path, name)
-    cache.save_arrays(cache_file, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    try:
+        cache.save_arrays(cache_file, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    except OSError as err:
+        print(f"quadkeras.data: cache not written ({err.strerror}: {cache_file})", flush=True)
     return x_train, y_train, x_test, y_test
+
+
+def _read_checked(kind, path, name, cache_folder, flag):
+    """`_cached_local` with any read / decode failure as one line naming `flag` and the file."""
+    try:
+        return _cached_local(kind, path, name, cache_folder)
+    except (OSError, ValueError, KeyError, EOFError, tarfile.TarError, zlib.error,
+            pickle.UnpicklingError) as err:
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ValueError(f"Invalid {flag}={path!r} for dataset {name!r}: could not read {kind} "
+                         f"data ({type(err).__name__}: {detail}).") from None
 
 
 def _keras_download(name):
@@ -108,16 +133,12 @@ def load_data(name, data_dir=None, cache_dir=None):
             raise ValueError(
                 f"Invalid data_dir={data_dir!r} for dataset {name!r}: expected a .tar.gz, an image "
                 f"folder with train/<class>/ and test/<class>/, or a {PICKLE_DIRS[name]} pickle folder.")
-        try:
-            arrays = _cached_local(*found, name, cache_folder)
-        except (OSError, FileNotFoundError, ValueError, KeyError, EOFError) as err:
-            raise ValueError(f"Invalid data_dir={data_dir!r} for dataset {name!r}: could not read "
-                             f"{found[0]} data ({type(err).__name__}: {err}).") from None
+        arrays = _read_checked(*found, name, cache_folder, "data_dir")
     else:
         looked = shared_tarball_candidates() if name == "cifar10" else []
         existing = [p for p in looked if os.path.isfile(p)]
         if existing:
-            arrays = _cached_local("tarball", existing[0], name, cache_folder)
+            arrays = _read_checked("tarball", existing[0], name, cache_folder, "shared tarball")
         else:
             try:
                 arrays = _keras_download(name)

@@ -19,6 +19,7 @@ import numpy as np
 
 from quadkeras.export import convert, loading, parity
 from quadkeras.export.quad_qat import quantized_quad_layers
+from quadkeras.utils.safe_io import atomic_dir
 from quadkeras.utils.validation import check_choice
 
 FORMATS = ("saved_model", "litert_float", "litert_dynamic", "litert_int8", "litert_qat", "onnx")
@@ -82,11 +83,15 @@ def export_model(model_or_path, out_dir, formats=DEFAULT_FORMATS, representative
     """
     loading.require_tensorflow()
     formats = tuple(formats)
+    if not formats:
+        raise ValueError(f"Invalid formats={list(formats)}: expected at least one of "
+                         f"{', '.join(FORMATS)} (nothing exported).")
     for fmt in formats:
         check_choice("format", fmt, FORMATS)
     if "onnx" in formats:
         convert.require_onnx()
     model, source = _load(model_or_path, custom_objects)
+    loading.check_finite_weights(model, source)
     if isinstance(model_or_path, (str, os.PathLike)) and eval_data is None:
         eval_data = loading.work_dir_dataset(os.fspath(model_or_path))
     if representative_data is None and isinstance(eval_data, str):
@@ -104,22 +109,26 @@ def export_model(model_or_path, out_dir, formats=DEFAULT_FORMATS, representative
         print(f"warning: {excluded} images left out: the Keras model's logits are not finite on "
               "them (e.g. an undertrained quadratic net; see docs/quadratic_layers.md)", flush=True)
 
-    os.makedirs(out_dir, exist_ok=True)
-    sm_dir = os.path.join(out_dir, "saved_model")
-    needs_sm = any(f.startswith("litert") or f == "saved_model" for f in formats)
-    if needs_sm:
-        convert.write_saved_model(model, sm_dir)
-    results = {}
-    for fmt in formats:
-        results[fmt] = _export_one(fmt, model, out_dir, sm_dir, x_rep, x_eval, y_eval, reference,
-                                   calibration_samples, latency_runs, num_threads)
-        if verbose:
-            print(parity.format_report(fmt, results[fmt]), flush=True)
-    report = {"model": str(source), "out_dir": os.fspath(out_dir),
-              "num_eval_images": 0 if x_eval is None else int(len(x_eval)),
-              "non_finite_images_excluded": excluded, "formats": results}
-    with open(os.path.join(out_dir, "parity_report.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    final_dir = os.path.abspath(os.fspath(out_dir))
+    with atomic_dir(final_dir, last=("parity_report.json",)) as build_dir:  # all or nothing
+        sm_dir = os.path.join(build_dir, "saved_model")
+        needs_sm = any(f.startswith("litert") or f == "saved_model" for f in formats)
+        if needs_sm:
+            convert.write_saved_model(model, sm_dir)
+        results = {}
+        for fmt in formats:
+            result = _export_one(fmt, model, build_dir, sm_dir, x_rep, x_eval, y_eval, reference,
+                                 calibration_samples, latency_runs, num_threads)
+            if "path" in result:
+                result["path"] = os.path.join(final_dir, os.path.relpath(result["path"], build_dir))
+            results[fmt] = result
+            if verbose:
+                print(parity.format_report(fmt, results[fmt]), flush=True)
+        report = {"model": str(source), "out_dir": os.fspath(out_dir),
+                  "num_eval_images": 0 if x_eval is None else int(len(x_eval)),
+                  "non_finite_images_excluded": excluded, "formats": results}
+        with open(os.path.join(build_dir, "parity_report.json"), "w") as f:
+            json.dump(report, f, indent=2)
     return report
 
 

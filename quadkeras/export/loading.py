@@ -57,9 +57,11 @@ def load_model(path, custom_objects=None):
     """Load a `.keras` file (or work_dir) with quadkeras' layers registered; clear errors."""
     import quadkeras.quantize  # noqa: F401,PLC0415  (registers QuantizeWrapper and quantizers)
 
+    from quadkeras.utils.safe_io import load_keras_model  # noqa: PLC0415
+
     path = resolve_model_path(path)
     try:
-        return keras.models.load_model(path, custom_objects=custom_objects, compile=False)
+        return load_keras_model(path, "model", custom_objects=custom_objects, compile=False)
     except (TypeError, ValueError) as err:
         text = str(err).replace("\n", " ")
         if "Could not locate" in text or "Unknown" in text or "custom_objects" in text:
@@ -70,13 +72,34 @@ def load_model(path, custom_objects=None):
         raise
 
 
+def check_finite_weights(model, source="model"):
+    """Raise a one-line ValueError naming the first weight holding NaN/inf (nothing exported).
+
+    >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> _ = m.layers[0].bias.assign([float("nan")])
+    >>> check_finite_weights(m, "m.keras")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: Invalid model 'm.keras': weight '.../bias' holds 1 NaN/inf values; ...
+    """
+    import numpy as np  # noqa: PLC0415
+
+    for variable in model.weights:
+        bad = int(np.size(variable) - np.isfinite(keras.ops.convert_to_numpy(variable)).sum())
+        if bad:
+            raise ValueError(f"Invalid model {str(source)!r}: weight {variable.path!r} holds {bad} "
+                             "NaN/inf values; a diverged model cannot be exported (use an earlier "
+                             "checkpoint, e.g. best.keras; nothing was written).")
+
+
 def work_dir_dataset(path):
     """The dataset name recorded in a work_dir's `state.json` config, or None."""
     state = os.path.join(path if os.path.isdir(path) else os.path.dirname(path), "state.json")
     if not os.path.isfile(state):
         return None
-    with open(state) as f:
-        config = json.load(f).get("config", {})
+    from quadkeras.utils.safe_io import read_json  # noqa: PLC0415
+
+    config = read_json(state, "work_dir file").get("config", {})
     return config.get("dataset") or config.get("data")
 
 

@@ -1,5 +1,6 @@
 """Training: `train(config)`, coupled-L2 SGD with per-variable decay rules, epoch LR schedules
-with exact resume, atomic checkpoints, callbacks and the run summary.
+with exact resume, atomic checkpoints, a locked work_dir, a NaN/inf stop (`TrainingDiverged`),
+callbacks and the run summary (what survives which fault: docs/training.md).
 
 Example:
 
@@ -9,6 +10,7 @@ Example:
 """
 
 from quadkeras.training.checkpoint import check_resumable, config_hash, save_best_if_better
+from quadkeras.training.callbacks import TrainingDiverged
 from quadkeras.training.checkpoint import save_model_atomic
 from quadkeras.training.config import DEFAULTS, resolve_config, resume_view
 from quadkeras.training.decay import decay_coefficients
@@ -19,4 +21,4 @@ from quadkeras.training.trainer import compile_model, evaluate, model_config, tr
 __all__ = ["CoupledDecaySGD", "DEFAULTS", "EpochCosine", "EpochMultiStep", "check_resumable",
            "compile_model", "config_hash", "decay_coefficients", "evaluate", "make_schedule",
            "model_config", "resolve_config", "resume_view", "save_best_if_better",
-           "save_model_atomic", "train"]
+           "save_model_atomic", "train", "TrainingDiverged"]

@@ -6,11 +6,14 @@ Example:
 >>> cbs = [LearningRateLogger(), keras.callbacks.CSVLogger("/tmp/h.csv")]  # lr lands in the CSV
 """
 
+import math
 import os
 
 import keras
 
 from quadkeras.training import checkpoint
+from quadkeras.utils.errors import RunAborted
+from quadkeras.utils.safe_io import save_model_atomic
 
 
 class LearningRateLogger(keras.callbacks.Callback):
@@ -41,8 +44,73 @@ class CheckpointSaver(keras.callbacks.Callback):
         checkpoint.save_model_atomic(self.model, os.path.join(self.work_dir, checkpoint.LAST))
         checkpoint.write_json(os.path.join(self.work_dir, checkpoint.STATE), {
             "epoch": epoch + 1, "best_metric": checkpoint.best_metric(self.work_dir),
+            "best_epoch": _best_epoch(self.work_dir),
             "monitor": self.monitor, "config": self.config,
             "config_hash": checkpoint.config_hash(self.config)})
+
+
+def _best_epoch(work_dir):
+    meta = os.path.join(work_dir, checkpoint.BEST_META)
+    return checkpoint.read_json(meta).get("epoch") if os.path.exists(meta) else None
+
+
+class TrainingDiverged(RunAborted):
+    """The loss (or a metric) became NaN/inf; the checkpoints of the last good epoch remain."""
+
+
+class NonFiniteGuard(keras.callbacks.Callback):
+    """Stop at the first non-finite training loss (per step) or epoch metric.
+
+    Put it before `CheckpointSaver`: the epoch that diverged is never checkpointed, so
+    `last.keras` / `best.keras` stay those of the last good epoch. Raises `TrainingDiverged`
+    naming the epoch (1-based) and step and what survived.
+    """
+
+    def __init__(self, work_dir=None):
+        super().__init__()
+        self.work_dir = work_dir
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def _check(self, logs, where):
+        bad = {k: v for k, v in (logs or {}).items()
+               if isinstance(v, (int, float)) and not math.isfinite(v)}
+        if not bad:
+            return
+        kept = (f"the checkpoints of epoch {self._epoch} in {self.work_dir!r} were kept"
+                if self._epoch and self.work_dir else "no checkpoint was written")
+        raise TrainingDiverged(
+            f"training diverged at epoch {self._epoch + 1}{where}: "
+            f"{', '.join(f'{k}={v}' for k, v in sorted(bad.items()))}; {kept}. Lower --lr, check "
+            "the data / init model for NaN/inf, or pass --nostop_on_nan to train on regardless.")
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check({k: v for k, v in (logs or {}).items() if k == "loss"}, f" step {batch + 1}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check(logs, " (end-of-epoch metrics)")
+
+
+class AtomicModelSaver(keras.callbacks.Callback):
+    """Save the model atomically (temp + rename) after every epoch, or only when `monitor`
+    is finite and strictly higher than before (`monitor` given): a kill never leaves a
+    partial file, and a worse epoch never replaces the saved one."""
+
+    def __init__(self, path, monitor=None):
+        super().__init__()
+        self.path = path
+        self.monitor = monitor
+        self.best = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.monitor is not None:
+            value = (logs or {}).get(self.monitor)
+            if value is None or not math.isfinite(value) or (self.best is not None and value <= self.best):
+                return
+            self.best = float(value)
+        save_model_atomic(self.model, self.path)
 
 
 class RunProgbar(keras.callbacks.ProgbarLogger):

@@ -10,7 +10,7 @@ Example:
 
 >>> import tempfile
 >>> d = tempfile.mkdtemp()
->>> write_json(os.path.join(d, "state.json"), {"config": {"lr": 0.1}})
+>>> _ = write_json(os.path.join(d, "state.json"), {"config": {"lr": 0.1}})
 >>> check_resumable(d, {"lr": 0.2})  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
@@ -19,10 +19,15 @@ ValueError: Cannot resume from ... config differs in keys ['lr'] (lr: saved 0.1 
 
 import hashlib
 import json
+import math
 import os
-import tempfile
+
+from quadkeras.utils import safe_io
+from quadkeras.utils.safe_io import save_model_atomic, write_json  # noqa: F401 (re-exported)
 
 LAST, BEST, STATE, BEST_META = "last.keras", "best.keras", "state.json", "best.json"
+# Files that make a folder a run: a fresh run refuses a work_dir holding any of them.
+RUN_FILES = (STATE, LAST, BEST, BEST_META, "history.csv", "summary.json")
 
 
 def config_hash(config):
@@ -30,38 +35,9 @@ def config_hash(config):
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _temp_path(folder, suffix):
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
-    os.close(fd)
-    return tmp
-
-
-def write_json(path, data):
-    """Atomically write `data` as JSON to `path`."""
-    tmp = _temp_path(os.path.dirname(os.path.abspath(path)), ".json")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True, default=str)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def save_model_atomic(model, path):
-    """`model.save` to a temp `.keras` next to `path`, then `os.replace` onto `path`."""
-    tmp = _temp_path(os.path.dirname(os.path.abspath(path)), ".keras")
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+def read_json(path, flag="work_dir file"):
+    """JSON of a work_dir file; corrupt or truncated -> one-line ValueError naming it."""
+    return safe_io.read_json(path, flag)
 
 
 def best_metric(work_dir):
@@ -69,23 +45,49 @@ def best_metric(work_dir):
     meta = os.path.join(work_dir, BEST_META)
     if not os.path.exists(meta) or not os.path.exists(os.path.join(work_dir, BEST)):
         return None
-    return read_json(meta)["metric"]
+    metric = read_json(meta).get("metric")
+    return None if metric is None else float(metric)
 
 
 def save_best_if_better(model, work_dir, metric, epoch):
-    """Write `best.keras` only if `metric` is strictly better (higher); returns True if written."""
+    """Write `best.keras` only if `metric` is finite and strictly better (higher); returns
+    True if written. The complete file is written first (temp + rename), then `best.json`."""
     current = best_metric(work_dir)
-    if current is not None and not metric > current:
+    if not math.isfinite(metric) or (current is not None and not metric > current):
         return False
-    tmp = _temp_path(work_dir, ".keras")
-    try:
-        model.save(tmp)  # complete file first; the old best stays in place until it exists
-        os.replace(tmp, os.path.join(work_dir, BEST))
-        write_json(os.path.join(work_dir, BEST_META), {"metric": float(metric), "epoch": int(epoch)})
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    save_model_atomic(model, os.path.join(work_dir, BEST))
+    record_best(work_dir, metric, int(epoch))
     return True
+
+
+def _stamp(path):
+    stat = os.stat(path)
+    return [int(stat.st_size), int(stat.st_mtime_ns)]
+
+
+def best_is_consistent(work_dir):
+    """False if `best.keras` is not the file `best.json` describes (size + mtime stamp).
+
+    A kill between renaming a new `best.keras` into place and writing its `best.json` leaves
+    a metric that belongs to the previous best; the trainer then re-measures it on resume.
+    """
+    best, meta = os.path.join(work_dir, BEST), os.path.join(work_dir, BEST_META)
+    if not os.path.exists(best):
+        return True
+    if not os.path.exists(meta):
+        return False
+    return read_json(meta).get("stamp") in (None, _stamp(best))
+
+
+def record_best(work_dir, metric, epoch):
+    """Write `best.json` for the `best.keras` now in place (metric, epoch, file stamp)."""
+    write_json(os.path.join(work_dir, BEST_META), {"metric": float(metric), "epoch": epoch,
+                                                   "stamp": _stamp(os.path.join(work_dir, BEST))})
+
+
+def existing_run_files(work_dir):
+    """The `RUN_FILES` present in `work_dir` (a fresh run must find none)."""
+    return [name for name in RUN_FILES if os.path.exists(os.path.join(work_dir, name))]
 
 
 def config_differences(saved, current):
@@ -97,7 +99,11 @@ def config_differences(saved, current):
 
 def check_resumable(work_dir, config):
     """Raise a one-line ValueError naming the differing keys if `state.json` has another config."""
-    saved = read_json(os.path.join(work_dir, STATE))["config"]
+    state = read_json(os.path.join(work_dir, STATE), "work_dir file")
+    if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
+        raise ValueError(f"Invalid work_dir file={os.path.join(work_dir, STATE)!r}: no 'config' "
+                         "mapping; not a state.json written by quadkeras.training.")
+    saved = state["config"]
     diff = config_differences(saved, config)
     if diff:
         shown = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {config.get(k)!r}" for k in diff[:5])

@@ -34,11 +34,11 @@ DEFAULTS = {
     "quant": "", "wbits": 4, "abits": 4, "quant_first_last": False, "quant_shortcut": False,
     "init_from": None,
     "work_dir": "runs/default", "resume": False, "evaluate_only": False, "checkpoint": None,
-    "tensorboard": True, "verbose": 1,
+    "tensorboard": True, "verbose": 1, "stop_on_nan": True,
 }
 # Keys that may change between a run and its resume (they do not affect the result).
 RUNTIME_KEYS = ("data_dir", "cache_dir", "work_dir", "resume", "evaluate_only", "checkpoint",
-                "tensorboard", "verbose", "eval_batch_size")
+                "tensorboard", "verbose", "eval_batch_size", "stop_on_nan")
 # Keys added after runs were saved: left out of the resume view while at their default, so
 # a work_dir written before the key existed still resumes.
 ADDED_KEYS = ("val_fraction",)

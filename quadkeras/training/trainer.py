@@ -23,18 +23,27 @@ import keras
 
 from quadkeras.data import load_data, make_dataset, seeded_subset, training_split
 from quadkeras.training import checkpoint
-from quadkeras.training.callbacks import CheckpointSaver, LearningRateLogger, RunProgbar
+from quadkeras.training.callbacks import (CheckpointSaver, LearningRateLogger, NonFiniteGuard,
+                                          RunProgbar)
 from quadkeras.training.config import resolve_config, resume_view
 from quadkeras.training.optimizer import CoupledDecaySGD
 from quadkeras.training.run_summary import run_summary
 from quadkeras.training.schedules import make_schedule
+from quadkeras.training.work_dir import open_run, trim_history
+from quadkeras.utils.errors import os_error_line
+from quadkeras.utils.safe_io import load_keras_model, reading
 
 
 def model_config(config, data):
     """Model config dict for the run: zoo/YAML model + dataset shape + optional quant scheme."""
     from quadkeras.models import load_config
 
-    model_cfg = load_config(config["model"])
+    source = config["model"]
+    if isinstance(source, str) and source.endswith((".yaml", ".yml", ".json")):
+        with reading(source, "model", "model config file"):
+            model_cfg = load_config(source)
+    else:
+        model_cfg = load_config(source)
     model_cfg["input_shape"] = list(data.input_shape)
     model_cfg["num_classes"] = int(data.num_classes)
     if config["quant"]:
@@ -56,13 +65,9 @@ def initial_model(config, data):
     if not config["init_from"]:
         from quadkeras.models import build_model
 
-        return build_model(model_config(config, data))
+        return _check_quantized(build_model(model_config(config, data)), config)
     path = config["init_from"]
-    if not os.path.isfile(path):
-        raise ValueError(f"Invalid init_from={path!r}: no such .keras file.")
-    import quadkeras.quantize  # noqa: F401 (registers the wrappers a saved QAT model may hold)
-
-    model = keras.models.load_model(path, compile=False)
+    model = load_keras_model(path, "init_from", compile=False)
     expected = (tuple(data.input_shape), int(data.num_classes))
     found = (tuple(model.input_shape[1:]), int(model.output_shape[-1]))
     if found != expected:
@@ -75,6 +80,17 @@ def initial_model(config, data):
         model = quantize_model(model, scheme_from_flags(config["quant"], config["wbits"], config["abits"],
                                                         config["quant_first_last"],
                                                         config["quant_shortcut"]))
+    return _check_quantized(model, config)
+
+
+def _check_quantized(model, config):
+    """With `quant` set, refuse a model in which the scheme quantized no layer."""
+    if config["quant"] and not _has_quantizers(model):
+        raise ValueError(
+            f"Invalid quant={config['quant']!r}: it quantized no layer of this model "
+            f"(wbits={config['wbits']}, abits={config['abits']}, quant_first_last="
+            f"{config['quant_first_last']}, quant_shortcut={config['quant_shortcut']}); pass "
+            "--quant_first_last / --quant_shortcut, bits < 32, or train without --quant.")
     return model
 
 
@@ -136,33 +152,7 @@ def _initialize_quantizers(model, train_ds):
 
 
 def _has_quantizers(model):
-    return any(type(layer).__name__ == "QuantizeWrapper" for layer in model.layers)
-
-
-def _prepare_work_dir(config):
-    work_dir = os.path.abspath(config["work_dir"])
-    state = os.path.join(work_dir, checkpoint.STATE)
-    if config["resume"]:
-        if not os.path.exists(state) or not os.path.exists(os.path.join(work_dir, checkpoint.LAST)):
-            raise ValueError(f"Invalid resume=True: no {checkpoint.STATE} + {checkpoint.LAST} in "
-                             f"work_dir={work_dir!r}; train without --resume first.")
-        checkpoint.check_resumable(work_dir, resume_view(config))
-    elif os.path.exists(state):
-        raise ValueError(f"Invalid work_dir={work_dir!r}: it already holds a run ({checkpoint.STATE}); "
-                         f"pass --resume to continue it or choose another --work_dir.")
-    os.makedirs(work_dir, exist_ok=True)
-    return work_dir
-
-
-def _trim_history(path, epochs_done):
-    """Keep the CSV header and the rows of epochs < epochs_done (a killed run may add one)."""
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        lines = f.read().splitlines()
-    kept = lines[:1] + [ln for ln in lines[1:] if ln and int(ln.split(",")[0]) < epochs_done]
-    with open(path, "w") as f:
-        f.write("\n".join(kept) + ("\n" if kept else ""))
+    return any(type(layer).__name__ in ("QuantizeWrapper", "QuantizeOutput") for layer in model.layers)
 
 
 def _set_precision_and_seed(config):
@@ -195,7 +185,7 @@ def evaluate(config):
     if not found:
         raise ValueError(f"Invalid checkpoint: none of {candidates} exists; train first or pass --checkpoint.")
     data = _load(config)
-    model = keras.models.load_model(found[0])
+    model = load_keras_model(found[0], "checkpoint")
     test_ds = make_dataset(data.x_test, data.y_test, config["eval_batch_size"], False, data.mean,
                            data.std)
     logits = model.predict(test_ds, verbose=0)
@@ -203,7 +193,12 @@ def evaluate(config):
     result = {"checkpoint": found[0], "test_acc": acc,
               "backend": keras.backend.backend(), "dataset": config["dataset"]}
     if os.path.isdir(work_dir):
-        checkpoint.write_json(os.path.join(work_dir, "eval.json"), result)
+        try:
+            checkpoint.write_json(os.path.join(work_dir, "eval.json"), result)
+        except OSError as err:  # a read-only finished run can still be evaluated
+            if os_error_line(err) is None:
+                raise
+            print(f"quadkeras.evaluate: eval.json not written ({os_error_line(err)})", flush=True)
     return result
 
 
@@ -221,32 +216,70 @@ def _load(config):
     return data
 
 
+def _steps_per_epoch(config, data):
+    steps = len(data.x_train) // config["batch_size"]  # training drops the partial batch
+    if steps == 0:
+        raise ValueError(f"Invalid batch_size={config['batch_size']}: larger than the "
+                         f"{len(data.x_train)} training examples (after max_train / val_fraction); "
+                         "expected at most that many.")
+    return steps
+
+
+def _finished_summary(work_dir, config, epochs_done):
+    """The saved summary of a run that already did all its epochs (resume is then a no-op)."""
+    path = os.path.join(work_dir, "summary.json")
+    if epochs_done < config["epochs"] or not os.path.exists(path):
+        return None
+    if config["verbose"]:
+        print(f"quadkeras.train: {work_dir} already finished {epochs_done} epochs; summary.json "
+              "left as it was", flush=True)
+    return checkpoint.read_json(path)
+
+
+def _remeasure_best(work_dir, val_ds, epochs_done):
+    """Re-measure `best.keras` when a kill left it without its own `best.json`."""
+    if checkpoint.best_is_consistent(work_dir):
+        return
+    best = load_keras_model(os.path.join(work_dir, checkpoint.BEST), "work_dir best")
+    metric = best.evaluate(val_ds, verbose=0)[1]
+    checkpoint.record_best(work_dir, metric, epochs_done)
+
+
 def train(config=None, callbacks=None, **overrides):
     """Train (or resume) a model; returns the summary dict also written to summary.json.
 
     `callbacks`: extra Keras callbacks, run after the checkpoint of each epoch is written.
+    The work_dir is locked for the whole run (a second run on it fails at once).
     """
-    extra_callbacks = list(callbacks or [])
     config = resolve_config(config, **overrides)
     if config["evaluate_only"]:
         return evaluate(config)
+    with open_run(config) as run:
+        return _train(config, run, list(callbacks or []))
+
+
+def _train(config, run, extra_callbacks):
     start = time.perf_counter()
-    work_dir = _prepare_work_dir(config)
+    work_dir = run.work_dir
     if config["verbose"]:
         print(f"quadkeras.train: backend={keras.backend.backend()} model={config['model']} "
               f"dataset={config['dataset']} work_dir={work_dir}", flush=True)
     _set_precision_and_seed(config)
     data = _load(config)
-    steps_per_epoch = len(data.x_train) // config["batch_size"]  # training drops the partial batch
-    if config["resume"]:
-        model = keras.models.load_model(os.path.join(work_dir, checkpoint.LAST))
+    steps_per_epoch = _steps_per_epoch(config, data)
+    if run.resumed:
+        model = load_keras_model(os.path.join(work_dir, checkpoint.LAST), "work_dir last")
         epochs_done = int(keras.ops.convert_to_numpy(model.optimizer.iterations)) // steps_per_epoch
+        finished = _finished_summary(work_dir, config, epochs_done)
+        if finished is not None:
+            return finished
     else:
         model = compile_model(initial_model(config, data), config, steps_per_epoch)
         epochs_done = 0
     history_csv = os.path.join(work_dir, "history.csv")
-    _trim_history(history_csv, epochs_done)
-    callbacks = [LearningRateLogger(), keras.callbacks.CSVLogger(history_csv, append=True)]
+    trim_history(history_csv, epochs_done)
+    callbacks = [NonFiniteGuard(work_dir)] if config["stop_on_nan"] else []
+    callbacks += [LearningRateLogger(), keras.callbacks.CSVLogger(history_csv, append=True)]
     if config["tensorboard"] and _tensorboard_available(config["verbose"]):
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(work_dir, "tensorboard"),
                                                      write_graph=False, profile_batch=0))
@@ -255,6 +288,8 @@ def train(config=None, callbacks=None, **overrides):
     train_time, last_val = 0.0, None
     has_val = data.x_val is not None  # else the test split is the validation data (seed recipe)
     fit_data = dataclasses.replace(data, x_test=data.x_val, y_test=data.y_val) if has_val else data
+    if run.resumed:
+        _remeasure_best(work_dir, datasets(config, fit_data, 0)[1], epochs_done)
     for epoch in range(epochs_done, config["epochs"]):
         train_ds, val_ds = datasets(config, fit_data, epoch)
         if epoch == 0:

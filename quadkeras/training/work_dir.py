@@ -1,0 +1,170 @@
+"""A training run's folder: claim it (lock, fresh-or-resume checks, run marker), trim history.
+
+`open_run(config)` is called by `train()` before anything else is written. It takes the
+folder's `RunLock` (a second run on the same work_dir fails at once), removes the `.tmp-*`
+files a killed run left, then:
+
+* fresh run: refuses a folder holding any run file (`state.json`, `best.keras`, ...), even one
+  without `state.json`, and writes `state.json` (epoch 0, config) FIRST, so no checkpoint can
+  ever exist in a folder without the marker of the run it belongs to;
+* resume: compares the config with `state.json` (one-line error naming the keys, nothing
+  written); a run killed before its first `last.keras` (state epoch 0) starts over.
+
+A fresh run that fails before its first checkpoint (bad model file, oversized batch, NaN in
+epoch 1, ...) removes what it wrote, down to the folders it created: a bad input leaves
+nothing behind.
+
+Example:
+
+>>> import tempfile
+>>> from quadkeras.training.config import resolve_config
+>>> cfg = resolve_config({"dataset": "digits", "work_dir": tempfile.mkdtemp()})
+>>> run = open_run(cfg)
+>>> sorted(os.listdir(run.work_dir)), run.resumed
+(['.lock', 'state.json'], False)
+>>> run.close()
+"""
+
+import os
+import shutil
+
+from quadkeras.training import checkpoint
+from quadkeras.training.config import resume_view
+from quadkeras.training.lock import RunLock
+from quadkeras.utils.safe_io import clean_temp_files
+
+# Files a run that never finished its first epoch may leave besides state.json.
+_FIRST_EPOCH_FILES = (checkpoint.BEST, checkpoint.BEST_META, "history.csv")
+
+
+class OpenRun:
+    """A claimed work_dir: `work_dir`, `resumed`, and the lock released by `close()`."""
+
+    def __init__(self, work_dir, lock, resumed, created=None):
+        self.work_dir, self.lock, self.resumed = work_dir, lock, resumed
+        self.created = created  # the top-most folder this run created, or None
+
+    def close(self, failed=False):
+        try:
+            if failed and not self.resumed and not os.path.exists(
+                    os.path.join(self.work_dir, checkpoint.LAST)):
+                self._remove_unstarted_run()
+        finally:
+            self.lock.release()
+
+    def _remove_unstarted_run(self):
+        for name in (checkpoint.STATE, *_FIRST_EPOCH_FILES):
+            path = os.path.join(self.work_dir, name)
+            if os.path.exists(path):
+                os.remove(path)
+        shutil.rmtree(os.path.join(self.work_dir, "tensorboard"), ignore_errors=True)
+        if self.created is None:
+            return
+        if os.listdir(self.work_dir) == [os.path.basename(self.lock.path)]:
+            os.remove(self.lock.path)
+        folder = self.work_dir
+        while os.path.isdir(folder) and not os.listdir(folder):
+            os.rmdir(folder)
+            if folder == self.created:
+                break
+            folder = os.path.dirname(folder)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        self.close(failed=exc_type is not None)
+
+
+def _state_file(work_dir):
+    return os.path.join(work_dir, checkpoint.STATE)
+
+
+def write_marker(work_dir, config):
+    """`state.json` of a run that has completed no epoch yet (the run marker)."""
+    view = resume_view(config)
+    checkpoint.write_json(_state_file(work_dir), {
+        "epoch": 0, "best_metric": None, "monitor": "val_acc", "config": view,
+        "config_hash": checkpoint.config_hash(view)})
+
+
+def _check_fresh(work_dir):
+    found = checkpoint.existing_run_files(work_dir)
+    if found:
+        hint = ("pass --resume to continue it" if checkpoint.STATE in found else
+                "it holds files of another run without its state.json")
+        raise ValueError(f"Invalid work_dir={work_dir!r}: it already holds a run ({', '.join(found)}); "
+                         f"{hint} or choose another --work_dir (nothing was overwritten).")
+
+
+def _check_resume(work_dir, config):
+    if not os.path.exists(_state_file(work_dir)):
+        raise ValueError(f"Invalid resume=True: no {checkpoint.STATE} in work_dir={work_dir!r}; "
+                         "train without --resume first.")
+    state = checkpoint.check_resumable(work_dir, resume_view(config))
+    if os.path.exists(os.path.join(work_dir, checkpoint.LAST)):
+        return True
+    if state.get("epoch"):
+        raise ValueError(f"Invalid resume=True: {checkpoint.STATE} in work_dir={work_dir!r} records "
+                         f"{state['epoch']} epochs but {checkpoint.LAST} is missing; restore it or "
+                         "start a new --work_dir.")
+    for name in _FIRST_EPOCH_FILES:  # killed during epoch 1: start that run over
+        if os.path.exists(os.path.join(work_dir, name)):
+            os.remove(os.path.join(work_dir, name))
+    return False
+
+
+def open_run(config):
+    """Claim `config['work_dir']` for training (see module doc); returns an `OpenRun`."""
+    work_dir = os.path.abspath(config["work_dir"])
+    if config["resume"] and not os.path.isdir(work_dir):
+        raise ValueError(f"Invalid resume=True: work_dir={work_dir!r} does not exist; train without "
+                         "--resume first.")
+    created = _first_missing(work_dir)
+    lock = RunLock(work_dir).acquire()
+    try:
+        if config["resume"]:
+            resumed = _check_resume(work_dir, config)
+        else:
+            _check_fresh(work_dir)
+            resumed = False
+        clean_temp_files(work_dir)
+        if not resumed:
+            write_marker(work_dir, config)
+    except BaseException:
+        OpenRun(work_dir, lock, True).close()
+        raise
+    return OpenRun(work_dir, lock, resumed, created)
+
+
+def _first_missing(folder):
+    """The top-most ancestor of `folder` (or itself) that does not exist yet, else None."""
+    missing = None
+    while not os.path.exists(folder):
+        missing, folder = folder, os.path.dirname(folder)
+    return missing
+
+
+def trim_history(path, epochs_done):
+    """Keep the CSV header and the rows of epochs < epochs_done (a killed run may add one).
+
+    The file keeps the line ending it was written with (Keras' CSVLogger writes `\\r\\n`), so
+    a resumed run appends rows with the same ending.
+    """
+    if not os.path.exists(path):
+        return
+    with open(path, newline="") as f:
+        text = f.read()
+    ending = "\r\n" if "\r\n" in text else "\n"
+    lines = text.splitlines()
+    kept = lines[:1] + [ln for ln in lines[1:] if ln and _epoch_of(ln) is not None
+                        and _epoch_of(ln) < epochs_done]
+    with open(path, "w", newline="") as f:
+        f.write(ending.join(kept) + (ending if kept else ""))
+
+
+def _epoch_of(line):
+    try:
+        return int(line.split(",")[0])
+    except ValueError:
+        return None  # a row cut by a kill mid-write

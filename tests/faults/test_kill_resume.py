@@ -1,0 +1,99 @@
+"""kill -9 of a real training process mid-epoch and mid-checkpoint-write, a second run on
+the locked work_dir, then resume: the weights equal an uninterrupted run's.
+
+(tests/test_training.py covers an in-process interrupt at an epoch boundary on every
+backend; these start real processes (about a minute), so they are `slow`: they run in the
+JAX process of `make test` (`-m "jax or slow"`), or anywhere with `-m slow`.)
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from quadkeras.training import train
+from quadkeras.utils.errors import RunAborted
+from tests.test_training import tiny_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _only_when_selected(request):  # module scope: runs before the `straight` fixture
+    expr = request.config.getoption("markexpr") or ""
+    if "slow" not in expr or "not slow" in expr:
+        pytest.skip("real-process kill tests: select with -m slow (make test's JAX process does)")
+
+
+def kill_config(work_dir, **kw):
+    return tiny_config(work_dir, **{"epochs": 3, "max_train": 96, "max_test": 32, **kw})
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    work = tmp_path_factory.mktemp("straight")
+    train(kill_config(str(work)))
+    return [np.asarray(w) for w in keras.models.load_model(work / "last.keras").weights]
+
+
+def _killed(mode, work, timeout=240):
+    """Start kill_target.py, wait until it stops at `mode`, return the live process."""
+    marker = work.parent / f"{mode}.reached"
+    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend(), TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "faults", "kill_target.py"),
+                             mode, str(work), str(marker)], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"kill target exited early: {proc.stderr.read()[-2000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("kill target never reached its stop point")
+        time.sleep(0.2)
+    return proc
+
+
+def _kill9(proc):
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def _assert_resumes_to(work, straight):
+    resumed = train(kill_config(str(work), resume=True))
+    assert resumed["epochs_run"] == 2  # epoch 1 was checkpointed, epoch 2 is redone
+    for a, b in zip(straight, keras.models.load_model(work / "last.keras").weights):
+        np.testing.assert_allclose(a, np.asarray(b), atol=1e-5)
+    assert not [n for n in os.listdir(work) if n.startswith(".tmp-")]
+    raw = (work / "history.csv").read_bytes()
+    assert len(raw.splitlines()) == 4 and raw.count(b"\r\n") in (0, 4)  # one line ending
+    keras.models.load_model(work / "best.keras")
+
+
+def test_kill_mid_epoch_second_run_refused_then_resume_is_exact(tmp_path, straight):
+    work = tmp_path / "run"
+    proc = _killed("mid_epoch", work)
+    try:
+        before = {p.name: p.read_bytes() for p in work.iterdir() if p.is_file()}
+        with pytest.raises(RunAborted, match=rf"in use by another run \(pid {proc.pid}\)"):
+            train(kill_config(str(work), resume=True))
+        with pytest.raises(RunAborted, match="in use by another run"):
+            train(kill_config(str(work)))
+        assert {p.name: p.read_bytes() for p in work.iterdir() if p.is_file()} == before
+    finally:
+        _kill9(proc)
+    _assert_resumes_to(work, straight)
+
+
+def test_kill_mid_checkpoint_write_then_resume_is_exact(tmp_path, straight):
+    work = tmp_path / "run"
+    _kill9(_killed("mid_write", work))
+    assert [n for n in os.listdir(work) if n.startswith(".tmp-")]  # the half-written orphan
+    _assert_resumes_to(work, straight)
