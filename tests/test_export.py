@@ -87,6 +87,8 @@ def test_qat_int8_every_conv_dense_int8(trained, tmp_path):
     assert qat["census"]["weight_ops"] == 3  # conv1, the quadratic conv and the logits
     assert qat["top1_agreement"] >= 0.99  # 100 % measured: the branch fake-quant trains with it
     assert qat["keras_accuracy"] > 0.5
+    ops = qat["census"]["ops"]  # the quadratic product and add run in int8 (product fake-quant)
+    assert ops.get("MUL[int8]", 0) >= 1 and ops.get("ADD[int8]", 0) >= 1, ops
 
 
 @needs_tf
