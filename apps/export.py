@@ -31,6 +31,9 @@ flags.DEFINE_integer("eval_limit", 1000, "Test images compared against the Keras
 flags.DEFINE_integer("calibration_samples", 200, "Train images for int8 calibration.")
 flags.DEFINE_integer("latency_runs", 50, "Batch-1 LiteRT invocations timed (median reported).")
 flags.DEFINE_integer("num_threads", 1, "LiteRT interpreter threads.")
+flags.DEFINE_enum("calibration", "converter", ["converter", "minmax", "percentile", "mse"],
+                  "PTQ int8 ranges: the LiteRT converter's own min/max, or quadkeras' calibration of "
+                  "an int8_qat fake-quant graph (quadratic branch output and product included).")
 
 
 def main(argv):
@@ -40,7 +43,8 @@ def main(argv):
     report = export_model(FLAGS.model, out_dir, formats=FLAGS.formats,
                           representative_data=FLAGS.dataset, eval_data=FLAGS.dataset,
                           eval_limit=FLAGS.eval_limit, calibration_samples=FLAGS.calibration_samples,
-                          latency_runs=FLAGS.latency_runs, num_threads=FLAGS.num_threads)
+                          latency_runs=FLAGS.latency_runs, num_threads=FLAGS.num_threads,
+                          calibration=FLAGS.calibration)
     print(f"report: {os.path.join(out_dir, 'parity_report.json')}")
     failed = [name for name, r in report["formats"].items() if "error" in r]
     return 1 if failed else 0

@@ -224,3 +224,16 @@ def test_torch_saved_model_exports_via_tensorflow(tmp_path):
     assert report["formats"]["litert_float"]["max_abs_diff"] <= 1e-4
     assert report["num_eval_images"] == 360
     assert os.path.isfile(os.path.join(out, "model_float.tflite"))
+
+
+@needs_tf
+def test_ptq_with_quadkeras_calibration_runs_the_quadratic_product_in_int8(trained, tmp_path):
+    from quadkeras.export import export_model
+
+    report = export_model(trained[0], str(tmp_path), formats=("litert_int8",), eval_data="digits",
+                          latency_runs=3, verbose=False, calibration="mse")
+    int8 = report["formats"]["litert_int8"]
+    assert int8["census"]["all_weight_ops_int8"], int8
+    assert int8["census"]["ops"].get("MUL[int8]", 0) >= 1 and int8["top1_agreement"] >= 0.97
+    with pytest.raises(ValueError, match="calibration='kl'"):
+        export_model(trained[0], str(tmp_path / "x"), formats=("litert_int8",), calibration="kl")

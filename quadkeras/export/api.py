@@ -22,6 +22,7 @@ from quadkeras.export.quad_qat import quantized_quad_layers
 from quadkeras.utils.safe_io import atomic_dir
 from quadkeras.utils.validation import check_choice
 
+CALIBRATIONS = ("converter", "minmax", "percentile", "mse")
 FORMATS = ("saved_model", "litert_float", "litert_dynamic", "litert_int8", "litert_qat", "onnx")
 DEFAULT_FORMATS = ("saved_model", "litert_float", "litert_dynamic", "litert_int8", "litert_qat")
 QAT_HINT = ("model has no fakequant quantizers; fine-tune it with quantize_model(model, 'int8_qat') "
@@ -63,7 +64,7 @@ def _load(model_or_path, custom_objects):
 
 def export_model(model_or_path, out_dir, formats=DEFAULT_FORMATS, representative_data=None,
                  eval_data=None, custom_objects=None, eval_limit=1000, calibration_samples=200,
-                 latency_runs=50, num_threads=1, verbose=True):
+                 latency_runs=50, num_threads=1, verbose=True, calibration="converter"):
     """Export a model and return (and write `out_dir/parity_report.json`) the parity report.
 
     Args:
@@ -75,6 +76,10 @@ def export_model(model_or_path, out_dir, formats=DEFAULT_FORMATS, representative
         eval_data: parity inputs: a dataset name (its test split), images, or (images, labels).
         eval_limit / calibration_samples: how many images to compare / calibrate on.
         latency_runs, num_threads: LiteRT latency measurement (batch 1, median).
+        calibration: how `litert_int8` (PTQ) sets activation ranges: `converter` (the LiteRT
+            converter's own min/max calibration), or `minmax` / `percentile` / `mse`: the model
+            is wrapped with `int8_qat` fake-quant (incl. quadratic layers' branch output and
+            product) and `quadkeras.quantize.calibration.calibrate` sets the ranges.
 
     Returns:
         {"model", "out_dir", "num_eval_images", "formats": {format: report}}; a LiteRT report
@@ -88,6 +93,7 @@ def export_model(model_or_path, out_dir, formats=DEFAULT_FORMATS, representative
                          f"{', '.join(FORMATS)} (nothing exported).")
     for fmt in formats:
         check_choice("format", fmt, FORMATS)
+    check_choice("calibration", calibration, CALIBRATIONS)
     if "onnx" in formats:
         convert.require_onnx()
     model, source = _load(model_or_path, custom_objects)
@@ -118,7 +124,7 @@ def export_model(model_or_path, out_dir, formats=DEFAULT_FORMATS, representative
         results = {}
         for fmt in formats:
             result = _export_one(fmt, model, build_dir, sm_dir, x_rep, x_eval, y_eval, reference,
-                                 calibration_samples, latency_runs, num_threads)
+                                 calibration_samples, latency_runs, num_threads, calibration)
             if "path" in result:
                 result["path"] = os.path.join(final_dir, os.path.relpath(result["path"], build_dir))
             results[fmt] = result
@@ -132,7 +138,8 @@ def export_model(model_or_path, out_dir, formats=DEFAULT_FORMATS, representative
     return report
 
 
-def _export_one(fmt, model, out_dir, sm_dir, x_rep, x_eval, y_eval, reference, samples, runs, threads):
+def _export_one(fmt, model, out_dir, sm_dir, x_rep, x_eval, y_eval, reference, samples, runs, threads,
+                calibration="converter"):
     if fmt == "saved_model":
         return {"path": sm_dir, "size_bytes": _dir_size(sm_dir)}
     if fmt == "onnx":
@@ -152,18 +159,34 @@ def _export_one(fmt, model, out_dir, sm_dir, x_rep, x_eval, y_eval, reference, s
         return {"skipped": "no representative_data (pass a dataset name or images) for PTQ int8"}
     try:
         source = sm_dir
-        if mode == "qat" and quantized_quad_layers(model):
+        if mode == "int8" and calibration != "converter":
+            source, mode = _calibrated_ptq(model, out_dir, x_rep[:samples], calibration), "qat"
+        elif mode == "qat" and quantized_quad_layers(model):
             source = os.path.join(out_dir, "saved_model_qat")
             convert.write_saved_model(model, source, calibration_images=x_rep)
         content = convert.to_litert(source, mode, x_rep, samples)
     except Exception as err:  # converter errors are long MLIR dumps: keep the first line
         return {"error": f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300]}"}
-    path = convert.write_bytes(os.path.join(out_dir, f"model_{mode}.tflite"), content)
+    path = convert.write_bytes(os.path.join(out_dir, f"model_{fmt[len('litert_'):]}.tflite"), content)
     if reference is None:
         return {"path": path, "size_bytes": len(content), "census": parity.op_census(content)}
     result = parity.parity_report(content, reference, x_eval, y_eval, latency_runs=runs,
                                   num_threads=threads)
     return {"path": path, **result}
+
+
+def _calibrated_ptq(model, out_dir, images, method):
+    """SavedModel of `model` wrapped with `int8_qat` fake-quant, ranges calibrated on `images`."""
+    from quadkeras.quantize import quantize_model  # noqa: PLC0415
+    from quadkeras.quantize.calibration import calibrate  # noqa: PLC0415
+
+    if convert.has_fake_quant(model):
+        raise ValueError("the model already has fake-quant quantizers: export it with litert_qat")
+    qmodel = quantize_model(model, "int8_qat")
+    calibrate(qmodel, images, method=method)
+    path = os.path.join(out_dir, "saved_model_ptq")
+    convert.write_saved_model(qmodel, path)
+    return path
 
 
 def _finite_only(x, y, outputs):
