@@ -41,9 +41,9 @@ def _check_output(path, suffix, flag):
 
 def _from_torch():
     import os
-    import tempfile
 
     from quadkeras.interop import import_torch_checkpoint, read_state_dict
+    from quadkeras.utils.safe_io import save_model_atomic
     from quadkeras.interop.verify import torch_logit_difference
 
     _check_output(FLAGS.out, ".keras", "out")
@@ -54,16 +54,8 @@ def _from_torch():
     if FLAGS.verify:
         diff = torch_logit_difference(model, read_state_dict(FLAGS.from_torch))
         print(f"verify: max |logit(keras) - logit(torch)| = {diff:.3g} on random inputs")
-    folder = os.path.dirname(os.path.abspath(FLAGS.out))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".keras", dir=folder)
-    os.close(fd)
-    try:
-        model.save(tmp)
-        os.replace(tmp, FLAGS.out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
+    save_model_atomic(model, FLAGS.out)
     print(f"wrote {FLAGS.out}")
 
 

@@ -23,13 +23,13 @@ True
 """
 
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
 from quadkeras.interop.torch_layout import COUNTER, model_family, torch_entries
 from quadkeras.models import build_model, load_config
+from quadkeras.utils.safe_io import write_atomic
 
 MAX_LISTED = 5
 
@@ -143,17 +143,6 @@ def export_torch_checkpoint(model, path, wrap=False, acc=None, epoch=None):
     model_family(model)
     state = {k: torch.from_numpy(np.array(v)) for k, v in state_dict_of(model).items()}
     obj = {"net": state, "acc": acc, "epoch": epoch} if wrap else state
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # a normal file's mode, not mkstemp's 0600
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_atomic(path, lambda tmp: torch.save(obj, tmp))
     return path
