@@ -17,7 +17,7 @@ Example:
 
 import keras
 
-from quadkeras.layers import QuadConv2D
+from quadkeras.layers import BatchNormalization, QuadConv2D
 from quadkeras.layers.conv_utils import torch_equivalent_padding
 from quadkeras.layers.neurons import check_neuron
 from quadkeras.utils.validation import check_choice
@@ -116,7 +116,7 @@ def dense_head(x, config):
 
 
 def batch_norm(name):
-    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
+    return BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
 
 
 def conv_bn_relu(x, config, spec, filters, strides, name, use_bias):
