@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import keras
 
-from quadkeras.layers import BatchNormalization, QuadConv2D, QuadDense, QuadDepthwiseConv2D
+from quadkeras.layers import BatchNormalization, Conv2D, QuadConv2D, QuadDense, QuadDepthwiseConv2D
 from tests import reference as ref
 from tests.backend_utils import layer_grads
 
@@ -244,3 +244,23 @@ def test_ours_moving_statistics_follow_batch_statistics():
                                0.2 * z.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(layer.branch_moving_variance),
                                0.8 + 0.2 * z.var(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.jax
+@pytest.mark.parametrize("strides, padding", [(1, "same"), (2, "valid"), (2, "same")])
+def test_shim_conv2d_matches_keras(strides, padding):
+    """quadkeras' Conv2D (zero-copy torch path) == keras.layers.Conv2D, values and gradients."""
+    x = RNG.uniform(-1, 1, (2, 7, 7, 3)).astype("float32")
+    ours = Conv2D(4, 3, strides=strides, padding=padding)
+    theirs = keras.layers.Conv2D(4, 3, strides=strides, padding=padding)
+    ours.build(x.shape)
+    theirs.build(x.shape)
+    for a, b in zip(ours.weights, theirs.weights):
+        b.assign(RNG.uniform(-1, 1, b.shape).astype("float32"))
+        a.assign(b)
+    upstream = RNG.standard_normal(keras.ops.convert_to_numpy(theirs(x)).shape).astype("float32")
+    (out_a, gx_a, gv_a), (out_b, gx_b, gv_b) = (layer_grads(layer, x, upstream) for layer in (ours, theirs))
+    np.testing.assert_allclose(out_a, out_b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gx_a, gx_b, rtol=1e-5, atol=1e-5)
+    for a, b in zip(sorted(gv_a.items()), sorted(gv_b.items())):
+        np.testing.assert_allclose(a[1], b[1], rtol=1e-5, atol=1e-5)

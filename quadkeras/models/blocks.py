@@ -17,7 +17,7 @@ Example:
 
 import keras
 
-from quadkeras.layers import BatchNormalization, QuadConv2D
+from quadkeras.layers import BatchNormalization, Conv2D, QuadConv2D
 from quadkeras.layers.conv_utils import torch_equivalent_padding
 from quadkeras.layers.neurons import check_neuron
 from quadkeras.utils.validation import check_choice
@@ -104,8 +104,8 @@ def apply_conv(x, config, spec, filters, kernel_size, strides, name, use_bias):
     if not isinstance(padding, str):
         x = keras.layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
         padding = "valid"
-    return keras.layers.Conv2D(filters, kernel_size, strides=strides, padding=padding, use_bias=bias,
-                               kernel_initializer=kernel_init, bias_initializer=bias_init, name=name)(x)
+    return Conv2D(filters, kernel_size, strides=strides, padding=padding, use_bias=bias,
+                  kernel_initializer=kernel_init, bias_initializer=bias_init, name=name)(x)
 
 
 def dense_head(x, config):
