@@ -140,8 +140,8 @@ def main(argv=None):
               f"ratio {tr['keras'] / tr['torch']:.2f}x", flush=True)
         if "infer" in r:
             inf = r["infer"]
-            print(f"  {'':10s} infer img/s: keras predict {inf['keras']:7.1f}  pytorch eval {inf['torch']:7.1f}  "
-                  f"ratio {inf['keras'] / inf['torch']:.2f}x", flush=True)
+            print(f"  {'':10s} infer img/s: keras predict {inf['keras']:7.1f}  "
+                  f"pytorch eval {inf['torch']:7.1f}  ratio {inf['keras'] / inf['torch']:.2f}x", flush=True)
     return results
 
 

@@ -206,8 +206,9 @@ def test_t1_warns_when_huge():
 
 
 @pytest.mark.jax
+@pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("shape", [(4, 5, 5, 6), (9, 6)])
-def test_fused_batch_norm_matches_keras(shape):
+def test_fused_batch_norm_matches_keras(shape, training):
     """quadkeras' BatchNormalization (native fused kernel on torch / TF) == Keras' layer."""
     x = RNG.uniform(-1, 2, shape).astype("float32")
     upstream = RNG.standard_normal(shape).astype("float32")
@@ -219,7 +220,7 @@ def test_fused_batch_norm_matches_keras(shape):
         layer.build(shape)
         for var, value in zip((layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance), init):
             var.assign(value)
-        out, gx, gv = layer_grads(layer, x, upstream, training=True)
+        out, gx, gv = layer_grads(layer, x, upstream, training=training)
         moving = [keras.ops.convert_to_numpy(v) for v in layer.non_trainable_weights]
         results.append((out, gx, sorted(gv.items()), moving))
     (out_a, gx_a, gv_a, mv_a), (out_b, gx_b, gv_b, mv_b) = results

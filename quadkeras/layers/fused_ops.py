@@ -10,6 +10,8 @@ function (same biased batch variance, same epsilon) with fewer kernels and copie
   (one fused backward kernel instead of a chain of element-wise ops); tensorflow: the
   `FusedBatchNormV3` op (its Bessel-corrected variance is scaled back to the biased one);
   jax / other dtypes: `keras.ops.moments` + an affine, which XLA fuses anyway.
+- `batch_norm_infer(z, mean, variance, gamma, beta, epsilon)`: the inference affine; torch:
+  one `F.batch_norm` kernel, elsewhere `ops.batch_normalization`.
 - `conv2d(x, kernel, strides, padding, dilation_rate)`: NHWC convolution with explicit
   `((top, bottom), (left, right))` padding. torch: `F.conv2d` with native padding on the
   channels-last view of the NHWC input (keras' `ops.conv` makes two full copies of the
@@ -87,6 +89,20 @@ def _batch_norm_train_tf(z, gamma, beta, epsilon):
     n = tf.cast(tf.shape(z4)[1], tf.float32)
     var = tf.stop_gradient(var) * ((n - 1.0) / n)  # the op returns the unbiased variance
     return tf.reshape(y, shape), tf.stop_gradient(mean), var
+
+
+def batch_norm_infer(z, mean, variance, gamma, beta, epsilon):
+    """Inference BatchNorm over the last axis with given statistics:
+    `(z - mean) * gamma / sqrt(variance + epsilon) + beta`. torch: one `F.batch_norm` kernel
+    on the channels-last view; elsewhere `ops.batch_normalization` (what Keras' layer uses)."""
+    z = ops.convert_to_tensor(z)
+    if _backend() == "torch" and len(z.shape) >= 2 and _is_float32(z):
+        from torch.nn import functional as F
+
+        stats = (ops.convert_to_tensor(t) for t in (mean, variance, gamma, beta))
+        y = F.batch_norm(z.movedim(-1, 1), *stats, False, 0.0, epsilon)
+        return y.movedim(1, -1)
+    return ops.batch_normalization(z, mean, variance, axis=-1, offset=beta, scale=gamma, epsilon=epsilon)
 
 
 # ------------------------------------------------------------------------ convolution

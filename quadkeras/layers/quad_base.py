@@ -16,7 +16,7 @@ import numpy as np
 import keras
 from keras import activations, constraints, initializers, ops, regularizers
 
-from quadkeras.layers.fused_ops import batch_norm_train
+from quadkeras.layers.fused_ops import batch_norm_infer, batch_norm_train
 from quadkeras.layers.neurons import check_neuron, combine_branches, num_branches
 
 T1_PARAM_WARNING = 1_000_000
@@ -270,8 +270,7 @@ class QuadLayerBase(keras.layers.Layer):
         return self._normalise_and_combine(self._fused(x, kernel, bias, 0, 3), gamma, beta, mean, var, post)
 
     def _normalise_and_combine(self, z, gamma, beta, mean, var, post=None):
-        scale = gamma * ops.rsqrt(var + self.bn_epsilon)
-        return self._combine_ours(z * scale + (beta - mean * scale), post)
+        return self._combine_ours(batch_norm_infer(z, mean, var, gamma, beta, self.bn_epsilon), post)
 
     def _combine_ours(self, z, post=None):
         return combine_branches("ours", self._split(z if post is None else post(z), 3))
