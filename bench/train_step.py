@@ -1,8 +1,9 @@
 """Train-step and inference img/s: quadkeras zoo models vs plain PyTorch, side by side.
 
 For each model (default qresnet14, resnet20, resnet32) the quadkeras model (current Keras
-backend) and the plain PyTorch network in QuadraLib's layout (`quadkeras.interop.torch_nets`,
-three `nn.Conv2d` + `nn.BatchNorm2d` per quadratic layer) are built in ONE process and
+backend, this process) and the plain PyTorch network in QuadraLib's layout
+(`quadkeras.interop.torch_nets`, three `nn.Conv2d` + `nn.BatchNorm2d` per quadratic layer; a
+child process driven over a pipe, so TF's spinning thread pools cannot starve it) are
 trained on the same random CIFAR-shaped batch with the seed recipe's optimizer: SGD lr 0.1,
 momentum 0.9, coupled weight decay 5e-4 (`CoupledDecaySGD` / `torch.optim.SGD`), global
 grad-norm clip 0.5. After warm-up, timing rounds alternate between the two (machine load hits
@@ -15,6 +16,7 @@ Usage:
     KERAS_BACKEND=torch python bench/train_step.py
     KERAS_BACKEND=tensorflow python bench/train_step.py --models=qresnet14 --steps=8
     KERAS_BACKEND=torch python bench/train_step.py --no-infer --rounds=3
+    KERAS_BACKEND=tensorflow python bench/train_step.py --threads=1   # loaded machine
 """
 
 import argparse
@@ -34,6 +36,9 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=2, help="train steps per round and side")
     p.add_argument("--infer_batches", type=int, default=4, help="predict batches per round")
     p.add_argument("--no-infer", dest="infer", action="store_false")
+    p.add_argument("--threads", type=int, default=0,
+                   help="intra-op threads of torch (both sides) and tensorflow (0: their defaults); "
+                        "on a loaded machine OpenMP barriers with >1 thread stall for whole slices")
     p.add_argument("--jit_compile", default="auto", choices=("auto", "true", "false"))
     return p.parse_args(argv)
 
@@ -75,13 +80,42 @@ def torch_side(name, batch):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 0.5)
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     def predict(x):
         net.eval()
         with torch.inference_mode():
             return [net(chunk) for chunk in torch.split(x, batch)]
     return train, predict
+
+
+def torch_worker(conn, name, batch, infer_batches, threads):
+    """Child process: the PyTorch reference, timed on request ("train" / "infer" -> seconds).
+
+    Own process so that neither side's thread pools (TF's spin-waiting ones) starve the
+    other; the parent is blocked on the pipe while the child computes."""
+    import numpy as np
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    x, y = _data(batch)
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    yt = torch.from_numpy(y).long()
+    xit = torch.cat([xt] * infer_batches)
+    train, predict = torch_side(name, batch)
+    while True:
+        cmd, repeat = conn.recv()
+        if cmd == "stop":
+            return
+        conn.send(_time(train, xt, yt, repeat=repeat) if cmd == "train" else _time(predict, xit))
+
+
+def _data(batch):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return rng.random((batch, 32, 32, 3)).astype("float32"), rng.integers(0, 10, batch)
 
 
 def _time(fn, *args, repeat=1):
@@ -92,35 +126,41 @@ def _time(fn, *args, repeat=1):
 
 
 def bench_model(name, args):
-    import numpy as np
-    import torch
+    import multiprocessing
 
-    rng = np.random.default_rng(0)
-    x = rng.random((args.batch, 32, 32, 3)).astype("float32")
-    y = rng.integers(0, 10, args.batch)
-    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-    yt = torch.from_numpy(y).long()
+    import numpy as np
+
+    x, y = _data(args.batch)
+    conn, child_conn = multiprocessing.Pipe()
+    child = multiprocessing.get_context("spawn").Process(
+        target=torch_worker, args=(child_conn, name, args.batch, args.infer_batches, args.threads), daemon=True)
+    child.start()
+
+    def torch_time(cmd, repeat=1):
+        conn.send((cmd, repeat))
+        return conn.recv()
+
     k_train, k_pred = keras_side(name, args.batch, args.jit_compile)
-    t_train, t_pred = torch_side(name, args.batch)
     for _ in range(args.warmup):
         k_train(x, y)
-        t_train(xt, yt)
+        torch_time("train")
     times = {"keras": [], "torch": []}
     for _ in range(args.rounds):
         times["keras"].append(_time(k_train, x, y, repeat=args.steps))
-        times["torch"].append(_time(t_train, xt, yt, repeat=args.steps))
+        times["torch"].append(torch_time("train", args.steps))
     result = {"train": {k: args.batch / float(np.median(v)) for k, v in times.items()}}
     if args.infer:
         n = args.batch * args.infer_batches
         xi = np.concatenate([x] * args.infer_batches)
-        xit = torch.from_numpy(np.ascontiguousarray(xi.transpose(0, 3, 1, 2)))
         k_pred(xi[: args.batch])
-        t_pred(xit)
+        torch_time("infer")
         inf = {"keras": [], "torch": []}
         for _ in range(args.rounds):
             inf["keras"].append(_time(k_pred, xi))
-            inf["torch"].append(_time(t_pred, xit))
+            inf["torch"].append(torch_time("infer"))
         result["infer"] = {k: n / float(np.median(v)) for k, v in inf.items()}
+    conn.send(("stop", 0))
+    child.join()
     return result
 
 
@@ -129,7 +169,14 @@ def main(argv=None):
     import keras
     import torch
 
-    print(f"backend={keras.backend.backend()} batch={args.batch} torch_threads={torch.get_num_threads()} "
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    print(f"backend={keras.backend.backend()} batch={args.batch} threads={args.threads or 'default'} "
           f"rounds={args.rounds}x{args.steps} steps (warm-up {args.warmup}) jit_compile={args.jit_compile}")
     results = {}
     for name in args.models.split(","):
