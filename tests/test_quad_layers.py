@@ -247,10 +247,11 @@ def test_ours_moving_statistics_follow_batch_statistics():
                                0.8 + 0.2 * z.var(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.jax
 @pytest.mark.parametrize("strides, padding", [(1, "same"), (2, "valid"), (2, "same")])
 def test_shim_conv2d_matches_keras(strides, padding):
     """quadkeras' Conv2D (zero-copy torch path) == keras.layers.Conv2D, values and gradients."""
+    if keras.backend.backend() == "jax":
+        pytest.skip("ops.conv unchanged on jax; layer_grads' stateless_call passes `training`")
     x = RNG.uniform(-1, 1, (2, 7, 7, 3)).astype("float32")
     ours = Conv2D(4, 3, strides=strides, padding=padding)
     theirs = keras.layers.Conv2D(4, 3, strides=strides, padding=padding)
