@@ -133,7 +133,8 @@ def bench_model(name, args):
     x, y = _data(args.batch)
     conn, child_conn = multiprocessing.Pipe()
     child = multiprocessing.get_context("spawn").Process(
-        target=torch_worker, args=(child_conn, name, args.batch, args.infer_batches, args.threads), daemon=True)
+        target=torch_worker, args=(child_conn, name, args.batch, args.infer_batches, args.threads),
+        daemon=True)
     child.start()
 
     def torch_time(cmd, repeat=1):

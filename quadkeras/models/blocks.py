@@ -2,7 +2,7 @@
 
 A *conv spec* is a plain dict saying what kind of convolution to build:
 
-    {"type": "conv"}                                     # keras.layers.Conv2D
+    {"type": "conv"}                                     # quadkeras Conv2D (= keras.layers.Conv2D)
     {"type": "quad", "neuron": "ours", "use_bias": False} # quadkeras QuadConv2D
     {"type": "remove"}                                   # drop the layer (where allowed)
 
