@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import keras
 
-from quadkeras.layers import QuadConv2D, QuadDense, QuadDepthwiseConv2D
+from quadkeras.layers import BatchNormalization, Conv2D, QuadConv2D, QuadDense, QuadDepthwiseConv2D
 from tests import reference as ref
 from tests.backend_utils import layer_grads
 
@@ -203,3 +203,66 @@ def test_output_shape_and_compute_output_shape_agree():
 def test_t1_warns_when_huge():
     with pytest.warns(UserWarning, match="bilinear parameters"):
         QuadConv2D(64, 3, neuron="t1").build((None, 8, 8, 64))
+
+
+@pytest.mark.jax
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(4, 5, 5, 6), (9, 6)])
+def test_fused_batch_norm_matches_keras(shape, training):
+    """quadkeras' BatchNormalization (native fused kernel on torch / TF) == Keras' layer."""
+    x = RNG.uniform(-1, 2, shape).astype("float32")
+    upstream = RNG.standard_normal(shape).astype("float32")
+    layers = [BatchNormalization(momentum=0.9, epsilon=1e-5),
+              keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)]
+    init = [RNG.uniform(0.5, 1.5, shape[-1]).astype("float32") for _ in range(4)]
+    results = []
+    for layer in layers:
+        layer.build(shape)
+        for var, value in zip((layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance), init):
+            var.assign(value)
+        out, gx, gv = layer_grads(layer, x, upstream, training=training)
+        moving = [keras.ops.convert_to_numpy(v) for v in layer.non_trainable_weights]
+        results.append((out, gx, sorted(gv.items()), moving))
+    (out_a, gx_a, gv_a, mv_a), (out_b, gx_b, gv_b, mv_b) = results
+    np.testing.assert_allclose(out_a, out_b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gx_a, gx_b, rtol=1e-4, atol=1e-5)
+    for (_, a), (_, b) in zip(gv_a, gv_b):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    if keras.backend.backend() != "jax":  # stateless_call in layer_grads leaves jax variables alone
+        for a, b in zip(mv_a, mv_b):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.jax
+def test_ours_moving_statistics_follow_batch_statistics():
+    """Training `ours` moves the per-branch statistics towards the biased batch moments."""
+    layer = QuadConv2D(3, 3, padding=1, strides=2, neuron="ours", use_bias=False, bn_momentum=0.8)
+    x = RNG.uniform(-1, 1, (3, 7, 7, 2)).astype("float32")
+    layer(x, training=True)
+    z = ref.conv2d(x.astype("float64"), np.asarray(keras.ops.convert_to_numpy(layer.kernel), "float64"),
+                   layer.strides, layer.padding)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer.branch_moving_mean),
+                               0.2 * z.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer.branch_moving_variance),
+                               0.8 + 0.2 * z.var(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("strides, padding", [(1, "same"), (2, "valid"), (2, "same")])
+def test_shim_conv2d_matches_keras(strides, padding):
+    """quadkeras' Conv2D (zero-copy torch path) == keras.layers.Conv2D, values and gradients."""
+    if keras.backend.backend() == "jax":
+        pytest.skip("ops.conv unchanged on jax; layer_grads' stateless_call passes `training`")
+    x = RNG.uniform(-1, 1, (2, 7, 7, 3)).astype("float32")
+    ours = Conv2D(4, 3, strides=strides, padding=padding)
+    theirs = keras.layers.Conv2D(4, 3, strides=strides, padding=padding)
+    ours.build(x.shape)
+    theirs.build(x.shape)
+    for a, b in zip(ours.weights, theirs.weights):
+        b.assign(RNG.uniform(-1, 1, b.shape).astype("float32"))
+        a.assign(b)
+    upstream = RNG.standard_normal(keras.ops.convert_to_numpy(theirs(x)).shape).astype("float32")
+    (out_a, gx_a, gv_a), (out_b, gx_b, gv_b) = (layer_grads(layer, x, upstream) for layer in (ours, theirs))
+    np.testing.assert_allclose(out_a, out_b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gx_a, gx_b, rtol=1e-5, atol=1e-5)
+    for a, b in zip(sorted(gv_a.items()), sorted(gv_b.items())):
+        np.testing.assert_allclose(a[1], b[1], rtol=1e-5, atol=1e-5)

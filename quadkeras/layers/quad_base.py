@@ -16,6 +16,7 @@ import numpy as np
 import keras
 from keras import activations, constraints, initializers, ops, regularizers
 
+from quadkeras.layers.fused_ops import batch_norm_infer, batch_norm_train
 from quadkeras.layers.neurons import check_neuron, combine_branches, num_branches
 
 T1_PARAM_WARNING = 1_000_000
@@ -274,20 +275,18 @@ class QuadLayerBase(keras.layers.Layer):
 
     def _ours_train(self, x, kernel, gamma, beta, bias=None, post=None, product=None):
         z = self._fused(x, kernel, bias, 0, 3)
-        axes = list(range(len(z.shape) - 1))
-        mean, var = ops.moments(ops.cast(z, "float32"), axes=axes)
-        y = self._normalise_and_combine(
-            z, gamma, beta, ops.cast(mean, z.dtype), ops.cast(var, z.dtype), post, product
-        )
-        return y, mean, var
+        z, mean, var = batch_norm_train(z, gamma, beta, self.bn_epsilon)
+        return self._combine_ours(z, post, product), mean, var
 
     def _ours_normalised(self, x, kernel, bias, gamma, beta, mean, var, post=None, product=None):
         return self._normalise_and_combine(self._fused(x, kernel, bias, 0, 3), gamma, beta, mean, var,
                                            post, product)
 
     def _normalise_and_combine(self, z, gamma, beta, mean, var, post=None, product=None):
-        scale = gamma * ops.rsqrt(var + self.bn_epsilon)
-        z = z * scale + (beta - mean * scale)
+        return self._combine_ours(batch_norm_infer(z, mean, var, gamma, beta, self.bn_epsilon), post,
+                                  product)
+
+    def _combine_ours(self, z, post=None, product=None):
         return combine_branches("ours", self._split(z if post is None else post(z), 3), product)
 
     def folded_kernel_and_bias(self):

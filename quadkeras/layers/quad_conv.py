@@ -7,10 +7,10 @@ from quadkeras.layers.conv_utils import (
     conv_output_shape,
     normalize_padding,
     normalize_tuple,
-    pad_and_mode,
     padding_config,
     patch_identity_kernel,
 )
+from quadkeras.layers.fused_ops import conv2d
 from quadkeras.layers.quad_base import QuadLayerBase
 from quadkeras.utils.validation import check_input_rank, check_positive_int
 
@@ -80,9 +80,7 @@ class QuadConv2D(QuadLayerBase):
         return self.kernel_size + (input_shape[-1] // self.groups, branches * self.filters)
 
     def _linear(self, x, kernel):
-        x, mode = pad_and_mode(x, self.padding)
-        return ops.conv(x, kernel, strides=self.strides, padding=mode,
-                        dilation_rate=self.dilation_rate, data_format="channels_last")
+        return conv2d(x, kernel, self.strides, self.padding, self.dilation_rate)
 
     def _patch_size(self, input_shape):
         self._patch_kernel = patch_identity_kernel(self.kernel_size, input_shape[-1])

@@ -2,7 +2,7 @@
 
 A *conv spec* is a plain dict saying what kind of convolution to build:
 
-    {"type": "conv"}                                     # keras.layers.Conv2D
+    {"type": "conv"}                                     # quadkeras Conv2D (= keras.layers.Conv2D)
     {"type": "quad", "neuron": "ours", "use_bias": False} # quadkeras QuadConv2D
     {"type": "remove"}                                   # drop the layer (where allowed)
 
@@ -17,7 +17,7 @@ Example:
 
 import keras
 
-from quadkeras.layers import QuadConv2D
+from quadkeras.layers import BatchNormalization, Conv2D, QuadConv2D
 from quadkeras.layers.conv_utils import torch_equivalent_padding
 from quadkeras.layers.neurons import check_neuron
 from quadkeras.utils.validation import check_choice
@@ -104,8 +104,8 @@ def apply_conv(x, config, spec, filters, kernel_size, strides, name, use_bias):
     if not isinstance(padding, str):
         x = keras.layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
         padding = "valid"
-    return keras.layers.Conv2D(filters, kernel_size, strides=strides, padding=padding, use_bias=bias,
-                               kernel_initializer=kernel_init, bias_initializer=bias_init, name=name)(x)
+    return Conv2D(filters, kernel_size, strides=strides, padding=padding, use_bias=bias,
+                  kernel_initializer=kernel_init, bias_initializer=bias_init, name=name)(x)
 
 
 def dense_head(x, config):
@@ -116,7 +116,7 @@ def dense_head(x, config):
 
 
 def batch_norm(name):
-    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
+    return BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
 
 
 def conv_bn_relu(x, config, spec, filters, strides, name, use_bias):

@@ -144,8 +144,7 @@ class QuantizeWrapper(keras.layers.Wrapper):
             y = ops.depthwise_conv(x, kernel, strides=layer.strides, padding=layer.padding,
                                    dilation_rate=layer.dilation_rate, data_format=layer.data_format)
         else:
-            y = ops.conv(x, kernel, strides=layer.strides, padding=layer.padding,
-                         dilation_rate=layer.dilation_rate, data_format=layer.data_format)
+            y = layer.convolution_op(x, kernel)  # the layer's own conv (quadkeras Conv2D: the shim's)
         if layer.use_bias:
             bias = ops.cast(layer.bias, self.compute_dtype)
             if getattr(layer, "data_format", "channels_last") == "channels_first":

@@ -1,0 +1,197 @@
+"""Train-step and inference img/s: quadkeras zoo models vs plain PyTorch, side by side.
+
+For each model (default qresnet14, resnet20, resnet32) the quadkeras model (current Keras
+backend, this process) and the plain PyTorch network in QuadraLib's layout
+(`quadkeras.interop.torch_nets`, three `nn.Conv2d` + `nn.BatchNorm2d` per quadratic layer; a
+child process driven over a pipe, so TF's spinning thread pools cannot starve it) are
+trained on the same random CIFAR-shaped batch with the seed recipe's optimizer: SGD lr 0.1,
+momentum 0.9, coupled weight decay 5e-4 (`CoupledDecaySGD` / `torch.optim.SGD`), global
+grad-norm clip 0.5. After warm-up, timing rounds alternate between the two (machine load hits
+both alike); each prints its median step img/s and the ratio quadkeras / PyTorch.
+
+Inference: Keras `model.predict` (batches of `--batch`) vs PyTorch `eval()` under
+`torch.inference_mode()`, same images, interleaved the same way.
+
+Usage:
+    KERAS_BACKEND=torch python bench/train_step.py
+    KERAS_BACKEND=tensorflow python bench/train_step.py --models=qresnet14 --steps=8
+    KERAS_BACKEND=torch python bench/train_step.py --no-infer --rounds=3
+    KERAS_BACKEND=tensorflow python bench/train_step.py --threads=1   # loaded machine
+"""
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="qresnet14,resnet20,resnet32")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds")
+    p.add_argument("--steps", type=int, default=2, help="train steps per round and side")
+    p.add_argument("--infer_batches", type=int, default=4, help="predict batches per round")
+    p.add_argument("--no-infer", dest="infer", action="store_false")
+    p.add_argument("--threads", type=int, default=0,
+                   help="intra-op threads of torch (both sides) and tensorflow (0: their defaults); "
+                        "on a loaded machine OpenMP barriers with >1 thread stall for whole slices")
+    p.add_argument("--jit_compile", default="auto", choices=("auto", "true", "false"))
+    return p.parse_args(argv)
+
+
+def keras_side(name, batch, jit_compile):
+    """(train step fn, predict fn) of the quadkeras zoo model, compiled like the trainer."""
+    import keras
+
+    from quadkeras.models import build_model
+    from quadkeras.training.optimizer import CoupledDecaySGD
+
+    model = build_model(name, num_classes=10, input_shape=(32, 32, 3))
+    opt = CoupledDecaySGD(learning_rate=0.1, momentum=0.9, l2=5e-4, global_clipnorm=0.5)
+    jit = {"auto": "auto", "true": True, "false": False}[jit_compile]
+    model.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
+
+    def train(x, y):
+        return float(model.train_on_batch(x, y))
+
+    def predict(x):
+        return model.predict(x, batch_size=batch, verbose=0)
+    return train, predict
+
+
+def torch_side(name, batch):
+    """(train step fn, predict fn) of the plain PyTorch network (NCHW input)."""
+    import torch
+
+    from quadkeras.interop.torch_nets import build_torch_model
+
+    net = build_torch_model(name)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def train(x, y):
+        net.train()
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(net(x), y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 0.5)
+        opt.step()
+        return float(loss.detach())
+
+    def predict(x):
+        net.eval()
+        with torch.inference_mode():
+            return [net(chunk) for chunk in torch.split(x, batch)]
+    return train, predict
+
+
+def torch_worker(conn, name, batch, infer_batches, threads):
+    """Child process: the PyTorch reference, timed on request ("train" / "infer" -> seconds).
+
+    Own process so that neither side's thread pools (TF's spin-waiting ones) starve the
+    other; the parent is blocked on the pipe while the child computes."""
+    import numpy as np
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    x, y = _data(batch)
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    yt = torch.from_numpy(y).long()
+    xit = torch.cat([xt] * infer_batches)
+    train, predict = torch_side(name, batch)
+    while True:
+        cmd, repeat = conn.recv()
+        if cmd == "stop":
+            return
+        conn.send(_time(train, xt, yt, repeat=repeat) if cmd == "train" else _time(predict, xit))
+
+
+def _data(batch):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return rng.random((batch, 32, 32, 3)).astype("float32"), rng.integers(0, 10, batch)
+
+
+def _time(fn, *args, repeat=1):
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn(*args)
+    return (time.perf_counter() - start) / repeat
+
+
+def bench_model(name, args):
+    import multiprocessing
+
+    import numpy as np
+
+    x, y = _data(args.batch)
+    conn, child_conn = multiprocessing.Pipe()
+    child = multiprocessing.get_context("spawn").Process(
+        target=torch_worker, args=(child_conn, name, args.batch, args.infer_batches, args.threads),
+        daemon=True)
+    child.start()
+
+    def torch_time(cmd, repeat=1):
+        conn.send((cmd, repeat))
+        return conn.recv()
+
+    k_train, k_pred = keras_side(name, args.batch, args.jit_compile)
+    for _ in range(args.warmup):
+        k_train(x, y)
+        torch_time("train")
+    times = {"keras": [], "torch": []}
+    for _ in range(args.rounds):
+        times["keras"].append(_time(k_train, x, y, repeat=args.steps))
+        times["torch"].append(torch_time("train", args.steps))
+    result = {"train": {k: args.batch / float(np.median(v)) for k, v in times.items()}}
+    if args.infer:
+        n = args.batch * args.infer_batches
+        xi = np.concatenate([x] * args.infer_batches)
+        k_pred(xi[: args.batch])
+        torch_time("infer")
+        inf = {"keras": [], "torch": []}
+        for _ in range(args.rounds):
+            inf["keras"].append(_time(k_pred, xi))
+            inf["torch"].append(torch_time("infer"))
+        result["infer"] = {k: n / float(np.median(v)) for k, v in inf.items()}
+    conn.send(("stop", 0))
+    child.join()
+    return result
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import keras
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    print(f"backend={keras.backend.backend()} batch={args.batch} threads={args.threads or 'default'} "
+          f"rounds={args.rounds}x{args.steps} steps (warm-up {args.warmup}) jit_compile={args.jit_compile}")
+    results = {}
+    for name in args.models.split(","):
+        r = bench_model(name, args)
+        results[name] = r
+        tr = r["train"]
+        print(f"  {name:10s} train img/s: quadkeras {tr['keras']:7.1f}  pytorch {tr['torch']:7.1f}  "
+              f"ratio {tr['keras'] / tr['torch']:.2f}x", flush=True)
+        if "infer" in r:
+            inf = r["infer"]
+            print(f"  {'':10s} infer img/s: keras predict {inf['keras']:7.1f}  "
+                  f"pytorch eval {inf['torch']:7.1f}  ratio {inf['keras'] / inf['torch']:.2f}x", flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()

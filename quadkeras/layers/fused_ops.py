@@ -1,0 +1,146 @@
+"""Backend shim: the few ops of the quadratic layers that have a faster native kernel.
+
+This is the ONLY module of `quadkeras.layers` with backend branches. Every function has a
+`keras.ops` fallback that is the reference numerics; the native paths compute the same
+function (same biased batch variance, same epsilon) with fewer kernels and copies:
+
+- `batch_norm_train(z, gamma, beta, epsilon)`: training BatchNorm over every axis but the
+  last, returning `(normalised, batch_mean, batch_variance)` so the caller can update its
+  moving statistics. torch: one `torch.native_batch_norm` call on a zero-copy NCHW view
+  (one fused backward kernel instead of a chain of element-wise ops); tensorflow: the
+  `FusedBatchNormV3` op (its Bessel-corrected variance is scaled back to the biased one);
+  jax / other dtypes: `keras.ops.moments` + an affine, which XLA fuses anyway.
+- `batch_norm_infer(z, mean, variance, gamma, beta, epsilon)`: the inference affine; torch:
+  one `F.batch_norm` kernel, elsewhere `ops.batch_normalization`.
+- `conv2d(x, kernel, strides, padding, dilation_rate)`: NHWC convolution with explicit
+  `((top, bottom), (left, right))` padding. torch: `F.conv2d` with native padding on the
+  channels-last view of the NHWC input (keras' `ops.conv` makes two full copies of the
+  input, and the explicit `ops.pad` a third); elsewhere `ops.pad` + `ops.conv`.
+
+Example:
+
+>>> import numpy as np
+>>> z = np.random.default_rng(0).standard_normal((8, 4, 4, 6)).astype("float32")
+>>> y, mean, var = batch_norm_train(z, np.ones(6, "float32"), np.zeros(6, "float32"), 1e-5)
+>>> bool(np.allclose(np.asarray(mean), z.mean(axis=(0, 1, 2)), atol=1e-5))
+True
+>>> bool(np.allclose(np.asarray(var), z.var(axis=(0, 1, 2)), rtol=1e-4))
+True
+>>> tuple(conv2d(z, np.zeros((3, 3, 6, 2), "float32"), (1, 1), ((1, 1), (1, 1)), (1, 1)).shape)
+(8, 4, 4, 2)
+"""
+
+import keras
+from keras import ops
+
+
+def _backend():
+    return keras.backend.backend()
+
+
+def _is_float32(*tensors):
+    return all(keras.backend.standardize_dtype(t.dtype) == "float32" for t in tensors)
+
+
+# ------------------------------------------------------------------------- BatchNorm
+def batch_norm_train(z, gamma, beta, epsilon):
+    """Batch-statistics BatchNorm over all axes but the last: (y, mean, variance).
+
+    `mean` / `variance` are float32 (biased variance, as Keras' BatchNormalization uses);
+    `y = (z - mean) * gamma / sqrt(variance + epsilon) + beta` in `z`'s dtype.
+    """
+    z, gamma, beta = (ops.convert_to_tensor(t) for t in (z, gamma, beta))
+    backend = _backend()
+    if _is_float32(z, gamma, beta) and len(z.shape) >= 2:
+        if backend == "torch":
+            return _batch_norm_train_torch(z, gamma, beta, epsilon)
+        if backend == "tensorflow":
+            return _batch_norm_train_tf(z, gamma, beta, epsilon)
+    return _batch_norm_train_generic(z, gamma, beta, epsilon)
+
+
+def _batch_norm_train_generic(z, gamma, beta, epsilon):
+    axes = list(range(len(z.shape) - 1))
+    mean, var = ops.moments(ops.cast(z, "float32"), axes=axes)
+    m, v = ops.cast(mean, z.dtype), ops.cast(var, z.dtype)
+    scale = gamma * ops.rsqrt(v + epsilon)
+    return z * scale + (beta - m * scale), mean, var
+
+
+def _batch_norm_train_torch(z, gamma, beta, epsilon):
+    import torch
+
+    zc = torch.movedim(z, -1, 1)  # channels-last memory seen as NC...: no copy
+    y, mean, invstd = torch.native_batch_norm(zc, gamma, beta, None, None, True, 0.0, epsilon)
+    with torch.no_grad():  # the moving statistics take no gradient (the caller stops it too)
+        var = torch.clamp_min(invstd.square().reciprocal() - epsilon, 0.0)
+    return torch.movedim(y, 1, -1), mean.detach(), var
+
+
+def _batch_norm_train_tf(z, gamma, beta, epsilon):
+    import tensorflow as tf
+
+    shape = tf.shape(z)
+    z4 = tf.reshape(z, [1, -1, 1, shape[-1]])  # FusedBatchNorm wants 4-D NHWC; same reduction
+    empty = tf.constant([], tf.float32)
+    y, mean, var = tf.raw_ops.FusedBatchNormV3(
+        x=z4, scale=gamma, offset=beta, mean=empty, variance=empty, epsilon=epsilon,
+        exponential_avg_factor=1.0, data_format="NHWC", is_training=True)[:3]
+    n = tf.cast(tf.shape(z4)[1], tf.float32)
+    var = tf.stop_gradient(var) * ((n - 1.0) / n)  # the op returns the unbiased variance
+    return tf.reshape(y, shape), tf.stop_gradient(mean), var
+
+
+def batch_norm_infer(z, mean, variance, gamma, beta, epsilon):
+    """Inference BatchNorm over the last axis with given statistics:
+    `(z - mean) * gamma / sqrt(variance + epsilon) + beta`. torch: one `F.batch_norm` kernel
+    on the channels-last view; elsewhere `ops.batch_normalization` (what Keras' layer uses)."""
+    z = ops.convert_to_tensor(z)
+    if _backend() == "torch" and len(z.shape) >= 2 and _is_float32(z):
+        from torch.nn import functional as F
+
+        stats = (ops.convert_to_tensor(t) for t in (mean, variance, gamma, beta))
+        y = F.batch_norm(z.movedim(-1, 1), *stats, False, 0.0, epsilon)
+        return y.movedim(1, -1)
+    return ops.batch_normalization(z, mean, variance, axis=-1, offset=beta, scale=gamma, epsilon=epsilon)
+
+
+# ------------------------------------------------------------------------ convolution
+def conv2d(x, kernel, strides, padding, dilation_rate):
+    """NHWC conv, HWIO kernel (groups = in_channels / kernel in-channels); `padding` is
+    `"valid"`, `"same"` or `((top, bottom), (left, right))`."""
+    if _backend() == "torch" and len(x.shape) == 4:
+        pads = _explicit_padding(padding, kernel.shape[:2], strides, dilation_rate)
+        if pads is not None:
+            return _conv2d_torch(x, kernel, strides, pads, dilation_rate)
+    if not isinstance(padding, str):
+        (top, bottom), (left, right) = padding
+        x, padding = ops.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]]), "valid"
+    return ops.conv(x, kernel, strides=strides, padding=padding, dilation_rate=dilation_rate,
+                    data_format="channels_last")
+
+
+def _explicit_padding(padding, kernel_size, strides, dilation_rate):
+    """((top, bottom), (left, right)) for `padding`, or None where "same" is asymmetric."""
+    if padding == "valid":
+        return ((0, 0), (0, 0))
+    if padding == "same":
+        if tuple(strides) != (1, 1) or any(int(k) % 2 == 0 for k in kernel_size):
+            return None
+        return tuple(((int(k) - 1) // 2 * d,) * 2 for k, d in zip(kernel_size, dilation_rate))
+    return padding
+
+
+def _conv2d_torch(x, kernel, strides, pads, dilation_rate):
+    import torch
+    from torch.nn import functional as F
+
+    xc = ops.convert_to_tensor(x).permute(0, 3, 1, 2)  # NHWC memory == channels-last NCHW
+    w = ops.convert_to_tensor(kernel).permute(3, 2, 0, 1).contiguous(memory_format=torch.channels_last)
+    (top, bottom), (left, right) = pads
+    if top != bottom or left != right:
+        xc = F.pad(xc, (left, right, top, bottom))
+        top = left = 0
+    groups = xc.shape[1] // w.shape[1]
+    y = F.conv2d(xc, w, None, tuple(strides), (top, left), tuple(dilation_rate), groups)
+    return y.permute(0, 2, 3, 1)
