@@ -23,6 +23,8 @@ from quadkeras.utils.validation import check_choice
 
 NEURONS = ("ours", "t1", "t2", "t3", "t4", "t2_4")
 
+BRANCH_NEURONS = ("ours", "t2", "t3", "t4")  # one fused linear op whose output can be quantized
+PRODUCT_NEURONS = ("ours", "t3", "t4", "t2_4")  # a branch product that can be quantized
 _NUM_BRANCHES = {"ours": 3, "t1": 0, "t2": 1, "t3": 1, "t4": 2, "t2_4": 3}
 
 

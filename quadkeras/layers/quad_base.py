@@ -17,7 +17,13 @@ import keras
 from keras import activations, constraints, initializers, ops, regularizers
 
 from quadkeras.layers.fused_ops import batch_norm_infer, batch_norm_train
-from quadkeras.layers.neurons import check_neuron, combine_branches, num_branches
+from quadkeras.layers.neurons import (
+    BRANCH_NEURONS,
+    PRODUCT_NEURONS,
+    check_neuron,
+    combine_branches,
+    num_branches,
+)
 
 T1_PARAM_WARNING = 1_000_000
 
@@ -197,18 +203,10 @@ class QuadLayerBase(keras.layers.Layer):
         x = ops.cast(inputs, self.compute_dtype)
         kernel = ops.cast(kernel, self.compute_dtype)
         bias = ops.cast(self.bias, self.compute_dtype) if self.use_bias else None
-        post = None
-        if branch_quantizer is not None:
-            if self.neuron in ("t1", "t2_4"):
-                raise ValueError(f"Invalid branch_quantizer for neuron={self.neuron!r}: expected "
-                                 "one of 'ours', 't2', 't3', 't4' (one fused linear op).")
-            post = lambda z: branch_quantizer(z, training=training)  # noqa: E731
-        product = None
-        if product_quantizer is not None:
-            if self.neuron in ("t1", "t2"):
-                raise ValueError(f"Invalid product_quantizer for neuron={self.neuron!r}: expected "
-                                 "one of 'ours', 't3', 't4', 't2_4' (a branch product).")
-            product = lambda p: product_quantizer(p, training=training)  # noqa: E731
+        post = self._quantizer_hook(branch_quantizer, "branch_quantizer", BRANCH_NEURONS,
+                                    "one fused linear op", training)
+        product = self._quantizer_hook(product_quantizer, "product_quantizer", PRODUCT_NEURONS,
+                                       "a branch product", training)
         if self.neuron == "t1":
             y = self._t1_forward(x, kernel, bias)
         elif self.neuron == "ours":
@@ -223,6 +221,16 @@ class QuadLayerBase(keras.layers.Layer):
         if self.activation is not None:
             y = self.activation(y)
         return y
+
+    def _quantizer_hook(self, quantizer, arg, neurons, what, training):
+        """`z -> quantizer(z)` for `call_with_kernel`, or None; one-line error if this neuron
+        has no such tensor."""
+        if quantizer is None:
+            return None
+        if self.neuron not in neurons:
+            raise ValueError(f"Invalid {arg} for neuron={self.neuron!r}: expected one of "
+                             f"{', '.join(repr(n) for n in neurons)} ({what}).")
+        return lambda z: quantizer(z, training=training)
 
     def _fused(self, x, kernel, bias, start, count):
         """Linear op for branches [start, start+count) of the fused kernel, bias added."""

@@ -40,6 +40,7 @@ import re
 import keras
 
 from quadkeras.layers import QuadConv2D, QuadDense, QuadDepthwiseConv2D
+from quadkeras.layers.neurons import BRANCH_NEURONS, PRODUCT_NEURONS
 from quadkeras.quantizers import get
 from quadkeras.utils.validation import check_choice
 
@@ -47,8 +48,6 @@ SLOTS = ("kernel", "input", "output", "branch", "product")
 SCHEME_KEYS = SLOTS + ("quantize_first_last", "quantize_shortcut", "shortcut_pattern", "rules", "method",
                        "output_after_bn")
 RULE_KEYS = ("name", "type", "skip") + SLOTS
-BRANCH_NEURONS = ("ours", "t2", "t3", "t4")  # one fused linear op whose output can be quantized
-PRODUCT_NEURONS = ("ours", "t3", "t4", "t2_4")  # a branch product that can be quantized
 LAYER_TYPES = {
     "conv": (keras.layers.Conv2D, QuadConv2D),
     "depthwise": (keras.layers.DepthwiseConv2D, QuadDepthwiseConv2D),
