@@ -59,7 +59,11 @@ class TrainingDiverged(RunAborted):
 
 
 class NonFiniteGuard(keras.callbacks.Callback):
-    """Stop at the first non-finite training loss (per step) or epoch metric.
+    """Stop at the first non-finite training loss (per step) or training epoch metric.
+
+    A non-finite validation metric only warns: it comes from the model in inference mode
+    (e.g. an early quadratic network whose BN statistics have not settled overflows on some
+    images), the weights are finite, and such a value never becomes the best checkpoint.
 
     Put it before `CheckpointSaver`: the epoch that diverged is never checkpointed, so
     `last.keras` / `best.keras` stay those of the last good epoch. Raises `TrainingDiverged`
@@ -90,7 +94,14 @@ class NonFiniteGuard(keras.callbacks.Callback):
         self._check({k: v for k, v in (logs or {}).items() if k == "loss"}, f" step {batch + 1}")
 
     def on_epoch_end(self, epoch, logs=None):
-        self._check(logs, " (end-of-epoch metrics)")
+        logs = logs or {}
+        self._check({k: v for k, v in logs.items() if not k.startswith("val_")}, " (end-of-epoch metrics)")
+        bad_val = sorted(k for k, v in logs.items() if k.startswith("val_") and isinstance(v, (int, float))
+                         and not math.isfinite(v))
+        if bad_val:  # evaluation overflow (e.g. an early quadratic net in inference mode), not
+            # diverged weights: training goes on; a non-finite metric never becomes the best
+            print(f"warning: epoch {epoch + 1}: non-finite {', '.join(bad_val)} on the validation "
+                  "data (inference-mode overflow on some images); training continues", flush=True)
 
 
 class AtomicModelSaver(keras.callbacks.Callback):

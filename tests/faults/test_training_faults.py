@@ -209,3 +209,14 @@ def test_atomic_model_saver_every_epoch_and_only_on_improvement(tmp_path):
         assert float(keras.models.load_model(tmp_path / "last.keras").layers[0].bias[0]) == epoch
     assert saved == [0.0, 0.0, 0.0, 3.0]  # a worse or NaN epoch never replaces the best
     assert sorted(os.listdir(tmp_path)) == ["best.keras", "last.keras"]
+
+
+def test_nonfinite_validation_metric_warns_but_a_nonfinite_training_metric_stops(capsys):
+    from quadkeras.training.callbacks import NonFiniteGuard, TrainingDiverged
+
+    guard = NonFiniteGuard()
+    guard.on_epoch_begin(2)
+    guard.on_epoch_end(2, {"loss": 1.2, "acc": 0.3, "val_loss": float("nan"), "val_acc": 0.25})
+    assert "non-finite val_loss" in capsys.readouterr().out
+    with pytest.raises(TrainingDiverged, match="epoch 3"):
+        guard.on_epoch_end(2, {"loss": float("inf"), "val_loss": 1.0})
