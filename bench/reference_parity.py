@@ -13,7 +13,9 @@ CIFAR-10 subset. Prints test accuracy and train img/s per epoch, then the mean o
         --batch_size=128 --seeds=0,1 --backends=torch,tensorflow
 
 Train img/s counts the optimisation steps only (data augmentation included, evaluation and
-checkpoint writing excluded); epoch 1 includes tracing/compilation.
+checkpoint writing excluded); epoch 1 includes tracing/compilation. For quadkeras it also
+reports the share of test images with non-finite logits in inference mode (an early quadratic
+net can overflow there) and the accuracy on the others.
 """
 
 import argparse
@@ -31,6 +33,8 @@ sys.path.insert(0, REPO)
 
 KERAS_RUN = r"""
 import json, sys, time, keras
+import numpy as np
+from quadkeras.data import load_data, seeded_subset
 from quadkeras.training import train
 
 class EpochLog(keras.callbacks.Callback):
@@ -43,10 +47,17 @@ class EpochLog(keras.callbacks.Callback):
         if self.train_s is None:
             self.train_s = time.perf_counter() - self.t0
     def on_epoch_end(self, epoch, logs=None):
-        self.rows.append({"epoch": epoch + 1, "test_acc": float(logs["val_acc"]), "train_s": self.train_s})
+        logits = self.model.predict(images, batch_size=500, verbose=0)
+        finite = np.isfinite(logits).all(1)
+        self.rows.append({"epoch": epoch + 1, "test_acc": float(logs["val_acc"]), "train_s": self.train_s,
+                          "nonfinite": float(1 - finite.mean()),
+                          "acc_on_finite": float((logits[finite].argmax(1) == labels[finite]).mean())})
 
-log = EpochLog()
 config = json.loads(sys.argv[1])
+data = load_data("cifar10", config["data_dir"])
+x, labels = seeded_subset(data.x_test, data.y_test, config["max_test"])
+images = ((x / 255.0 - np.asarray(data.mean)) / np.asarray(data.std)).astype("float32")
+log = EpochLog()
 train(config, callbacks=[log])
 print("RESULT " + json.dumps(log.rows), flush=True)
 """
@@ -155,7 +166,8 @@ def quadkeras_run(args, seed, backend):
     rows = json.loads(lines[-1][len("RESULT "):])
     for row in rows:
         print(f"  quadkeras-{backend} seed={seed} epoch {row['epoch']}: acc={row['test_acc']:.4f} "
-              f"img/s={args.max_train / row['train_s']:.1f}", flush=True)
+              f"img/s={args.max_train / row['train_s']:.1f} non-finite logits {row['nonfinite']:.1%} "
+              f"(acc on the finite ones {row['acc_on_finite']:.4f})", flush=True)
     return rows
 
 
