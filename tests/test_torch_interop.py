@@ -102,9 +102,10 @@ def _t_conv(s, p, x, stride=1):
     return F.conv2d(x, w, s.get(f"{p}.bias"), stride, (w.shape[-1] - 1) // 2)
 
 
-def torch_resnet_forward(s, x):
+def torch_resnet_forward(s, x, blocks=(("layer1.0", 1), ("layer1.1", 1), ("layer2.0", 2))):
+    """QuadraLib's ResNet forward over `blocks` [(prefix, stride)], global average pool, linear."""
     out = F.relu(_t_bn(s, "bn1", _t_conv(s, "conv1", x)))
-    for name, stride in (("layer1.0", 1), ("layer1.1", 1), ("layer2.0", 2)):
+    for name, stride in blocks:
         y = F.relu(_t_bn(s, f"{name}.bn1", _t_conv(s, f"{name}.conv1", out, stride)))
         y = _t_bn(s, f"{name}.bn2", _t_conv(s, f"{name}.conv2", y))
         short = out
@@ -225,18 +226,12 @@ def test_quadralib_checkpoint_matches_pytorch_on_real_images():
     assert (got.argmax(1) == data.y_test[idx]).mean() > 0.75  # 81.85 % on all 10,000
 
 
+QRESNET14_BLOCKS = tuple((f"layer{layer}.{b}", stride if b == 0 else 1)
+                         for layer, stride in ((1, 1), (2, 2), (3, 2)) for b in range(2))
+
+
 def _qresnet14_forward(s, x):
-    out = F.relu(_t_bn(s, "bn1", _t_conv(s, "conv1", x)))
-    for layer, stride in ((1, 1), (2, 2), (3, 2)):
-        for b in range(2):
-            name, st = f"layer{layer}.{b}", stride if b == 0 else 1
-            y = F.relu(_t_bn(s, f"{name}.bn1", _t_conv(s, f"{name}.conv1", out, st)))
-            y = _t_bn(s, f"{name}.bn2", _t_conv(s, f"{name}.conv2", y))
-            short = out
-            if f"{name}.shortcut.0.weight" in s:
-                short = _t_bn(s, f"{name}.shortcut.1", F.conv2d(out, s[f"{name}.shortcut.0.weight"], None, st))
-            out = F.relu(y + short)
-    return F.linear(F.avg_pool2d(out, 8).flatten(1), s["linear.weight"], s["linear.bias"])
+    return torch_resnet_forward(s, x, QRESNET14_BLOCKS)
 
 
 def _convert(*args):
