@@ -26,6 +26,9 @@ flags.DEFINE_integer("eval_batch_size", 512, "Evaluation batch size.")
 flags.DEFINE_float("lr", 0.1, "Base learning rate.")
 flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
 flags.DEFINE_boolean("nesterov", False, "Nesterov momentum.")
+flags.DEFINE_enum("momentum_form", "torch", ["torch", "keras"], "Where the LR enters the momentum "
+                  "buffer: torch.optim.SGD's form (b = m b + g; w -= lr b, the seed recipe) or "
+                  "Keras' (v = m v - lr g; w += v); they differ after each LR change.")
 flags.DEFINE_enum("schedule", "cosine", ["cosine", "multistep", "constant"], "LR schedule (per epoch).")
 flags.DEFINE_float("final_lr", 1e-4, "Cosine: LR reached at the last epoch.")
 flags.DEFINE_list("milestones", [], "Multistep: epochs where the LR is multiplied by gamma.")
@@ -61,7 +64,7 @@ flags.DEFINE_integer("verbose", 1, "Keras verbosity: 0 silent, 1 progress bar, 2
 
 CONFIG_FLAGS = ("model", "dataset", "data_dir", "cache_dir", "max_train", "max_test", "val_fraction",
                 "epochs", "batch_size",
-                "eval_batch_size", "lr", "momentum", "nesterov", "schedule", "final_lr",
+                "eval_batch_size", "lr", "momentum", "nesterov", "momentum_form", "schedule", "final_lr",
                 "milestones", "gamma", "warmup_epochs", "wd", "decay_small", "custom_decay_list",
                 "custom_decay", "label_smoothing", "augment", "mixup", "cutmix", "grad_clip",
                 "mixed_precision", "seed", "deterministic", "quant", "wbits", "abits",

@@ -82,6 +82,42 @@ def test_coupled_decay_matches_torch_style_reference():
     assert restored.l2 == 0.05 and restored.decay_small
 
 
+class _StepLR(keras.optimizers.schedules.LearningRateSchedule):
+    """0.1 for two steps, then 0.01: an LR drop, where the momentum forms part."""
+
+    def __call__(self, step):
+        return keras.ops.where(step < 2, 0.1, 0.01)
+
+
+@pytest.mark.jax
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_momentum_forms_match_their_references_across_an_lr_drop(nesterov):
+    rng = np.random.default_rng(1)
+    w0 = rng.normal(size=(4,)).astype("float32")
+    grads = rng.normal(size=(5, 4)).astype("float32")
+    finals = {}
+    for form in ("torch", "keras"):
+        w = keras.Variable(w0)
+        opt = CoupledDecaySGD(_StepLR(), momentum=0.9, nesterov=nesterov, momentum_form=form)
+        ref, buf = w0.astype("float64"), np.zeros(4)
+        for step, g in enumerate(grads):
+            opt.apply([keras.ops.convert_to_tensor(g)], [w])
+            lr = 0.1 if step < 2 else 0.01
+            if form == "torch":  # torch.optim.SGD
+                buf = 0.9 * buf + g
+                ref = ref - lr * (g + 0.9 * buf if nesterov else buf)
+            else:  # keras.optimizers.SGD
+                buf = 0.9 * buf - lr * g
+                ref = ref + (0.9 * buf - lr * g if nesterov else buf)
+        np.testing.assert_allclose(np.asarray(w), ref, rtol=1e-5, atol=1e-6)
+        finals[form] = np.asarray(w)
+        config = CoupledDecaySGD(0.1, momentum=0.9, momentum_form=form).get_config()
+        assert CoupledDecaySGD.from_config(config).momentum_form == form
+    assert np.abs(finals["torch"] - finals["keras"]).max() > 1e-3  # the forms really differ
+    with pytest.raises(ValueError, match="momentum_form='adam'.*'keras', 'torch'"):
+        CoupledDecaySGD(0.1, momentum=0.9, momentum_form="adam")
+
+
 def test_best_checkpoint_only_replaced_by_better(tmp_path):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     assert save_best_if_better(model, str(tmp_path), 0.5, 1)

@@ -6,6 +6,15 @@ momentum), which changes the effective regularisation with momentum 0.9. To repr
 seeds we add `coef * w` to each (already clipped) gradient, exactly where `torch.optim.SGD`
 does after `clip_grad_norm_`. Coefficients per variable come from `quadkeras.training.decay`.
 
+`momentum_form` picks where the learning rate enters the momentum buffer:
+- `"keras"` (Keras' SGD): `v = m * v - lr * g; w += v` — the buffer holds past steps, each
+  scaled by the LR of its own step;
+- `"torch"` (`torch.optim.SGD`): `b = m * b + g; w -= lr * b` — the buffer holds gradients and
+  today's LR scales all of them, so an LR drop takes effect at once.
+The two are the same update while the LR is constant and differ after every LR change (the
+seed recipe's cosine schedule changes it every epoch). Nesterov follows the same two forms
+(`torch`: `w -= lr * (g + m * b)`).
+
 Example:
 
 >>> import keras, numpy as np
@@ -16,19 +25,26 @@ Example:
 [0.949999988079071, 0.949999988079071]
 """
 
+MOMENTUM_FORMS = ("keras", "torch")
+
 import keras
 from keras import ops
 
 from quadkeras.training.decay import decay_coefficients
+from quadkeras.utils.validation import check_choice
 
 
 @keras.saving.register_keras_serializable(package="quadkeras")
 class CoupledDecaySGD(keras.optimizers.SGD):
-    """SGD (+momentum) whose gradients get `coef * variable` added after clipping."""
+    """SGD (+momentum) whose gradients get `coef * variable` added after clipping.
+
+    `momentum_form="torch"` applies the momentum as `torch.optim.SGD` does (see the module
+    docstring); the default `"keras"` keeps Keras' form (and loads older saved optimizers).
+    """
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, l2=0.0,
                  decay_small=False, custom_decay_list=None, custom_decay=None,
-                 name="coupled_decay_sgd", **kwargs):
+                 momentum_form="keras", name="coupled_decay_sgd", **kwargs):
         kwargs.pop("weight_decay", None)
         super().__init__(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov,
                          name=name, **kwargs)
@@ -38,6 +54,7 @@ class CoupledDecaySGD(keras.optimizers.SGD):
         self.custom_decay = custom_decay
         decay_coefficients([], self.l2, self.decay_small, self.custom_decay_list, self.custom_decay)
         self._decay_coefs = []
+        self.momentum_form = check_choice("momentum_form", momentum_form, MOMENTUM_FORMS)
 
     def build(self, variables):
         if self.built:
@@ -51,11 +68,45 @@ class CoupledDecaySGD(keras.optimizers.SGD):
         for grad, var in zip(grads, trainable_variables):
             coef = self._decay_coefs[self._get_variable_index(var)]
             decayed.append(grad if coef == 0.0 else grad + ops.cast(var, grad.dtype) * coef)
+        if self._torch_form() and keras.backend.backend() == "torch":
+            # Keras' torch SGD runs its own fused loop that never calls `update_step`.
+            _torch_form_foreach(self, decayed, trainable_variables, learning_rate)
+            return
         super()._backend_update_step(decayed, trainable_variables, learning_rate)
+
+    def _torch_form(self):
+        return self.momentum_form == "torch" and self.momentum != 0
+
+    def update_step(self, gradient, variable, learning_rate):
+        if not self._torch_form():
+            return super().update_step(gradient, variable, learning_rate)
+        lr = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        momentum = ops.cast(self.momentum, variable.dtype)
+        buf = self.momentums[self._get_variable_index(variable)]
+        self.assign(buf, buf * momentum + gradient)
+        step = gradient + buf * momentum if self.nesterov else buf
+        self.assign_sub(variable, step * lr)
 
     def get_config(self):
         config = super().get_config()
         config.update({"l2": self.l2, "decay_small": self.decay_small,
                        "custom_decay_list": self.custom_decay_list,
-                       "custom_decay": self.custom_decay})
+                       "custom_decay": self.custom_decay, "momentum_form": self.momentum_form})
         return config
+
+
+def _torch_form_foreach(optimizer, grads, variables, learning_rate):
+    """The torch-form step with `torch._foreach` kernels (what `torch.optim.SGD` runs)."""
+    import torch
+
+    params = [v.value for v in variables]
+    bufs = [optimizer.momentums[optimizer._get_variable_index(v)].value for v in variables]
+    with torch.no_grad():
+        torch._foreach_mul_(bufs, optimizer.momentum)
+        torch._foreach_add_(bufs, grads)
+        if optimizer.nesterov:
+            torch._foreach_add_(params, grads, alpha=-learning_rate)
+            torch._foreach_add_(params, bufs, alpha=-learning_rate * optimizer.momentum)
+        else:
+            torch._foreach_add_(params, bufs, alpha=-learning_rate)

@@ -105,6 +105,7 @@ def compile_model(model, config, steps_per_epoch):
                              config["warmup_epochs"])
     optimizer = CoupledDecaySGD(
         learning_rate=schedule, momentum=config["momentum"], nesterov=config["nesterov"],
+        momentum_form=config["momentum_form"],
         l2=config["wd"], decay_small=config["decay_small"],
         custom_decay_list=config["custom_decay_list"] or None, custom_decay=config["custom_decay"],
         global_clipnorm=config["grad_clip"] or None)
