@@ -21,7 +21,7 @@ import numpy as np
 from keras import ops
 
 from quadkeras.quantizers.base import Quantizer, abs_mean, positive, register
-from quadkeras.quantizers.ste import grad_scale, round_ste
+from quadkeras.quantizers.ste import grad_scale, scaled_round
 
 
 @register
@@ -50,4 +50,4 @@ class LSQ(Quantizer):
         g = float(1.0 / np.sqrt(n * qp)) if isinstance(n, int) else 1.0 / ops.sqrt(n * float(qp))
         s = self.expand(positive(grad_scale(self.param(self.step, x, training), g)))
         self.finish(training)
-        return round_ste(ops.clip(x / s, -qn, qp)) * s
+        return scaled_round(x, s, -float(qn), float(qp))
