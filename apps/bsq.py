@@ -29,7 +29,7 @@ from quadkeras.bsq import (
 from quadkeras.bsq.training import compile_sgd, load_splits, make_datasets, step_schedule
 from quadkeras.models import build_model
 from quadkeras.training.callbacks import AtomicModelSaver
-from quadkeras.utils.safe_io import load_keras_model, save_model_atomic
+from quadkeras.models.model_config import load_model, save_model
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("mode", "train", ["convert", "train", "finetune", "evaluate"], "What to do.")
@@ -71,7 +71,7 @@ OUTPUTS = {"convert": ("model_fp.keras", "model_bin.keras", "convert_report.json
 def _load(path, flag="--model"):
     if not path.endswith(".keras"):
         raise ValueError(f"Invalid {flag}={path!r}: expected a .keras file for --mode={FLAGS.mode}.")
-    return load_keras_model(path, flag)
+    return load_model(path, flag)
 
 
 def check_flags():
@@ -114,10 +114,10 @@ def convert(splits, train, test):
         fp = build_model(FLAGS.model, num_classes=splits.num_classes, input_shape=splits.x_train.shape[1:])
         if FLAGS.fp_epochs:
             _fit(fp, train, test, epochs=FLAGS.fp_epochs, lr=FLAGS.fp_lr)
-            save_model_atomic(fp, _out("model_fp.keras"))
+            save_model(fp, _out("model_fp.keras"))
     scheme = _load(FLAGS.dict, "--dict") if FLAGS.dict else None
     model = to_bsq(fp, bits=FLAGS.nbits, scheme=scheme)
-    save_model_atomic(model, _out("model_bin.keras"))
+    save_model(model, _out("model_bin.keras"))
     _report(model, test, "convert")
 
 
@@ -129,7 +129,7 @@ def train_bsq(splits, train, test):
     print(f"BSQ training: alpha={FLAGS.decay}, {total} quantized weights, prun_int={FLAGS.prun_int}")
     _fit(model, train, test, callbacks=[BSQCallback(FLAGS.prun_int, verbose=1),
                                         AtomicModelSaver(_out("search_last.keras"))])
-    save_model_atomic(model, _out("model_bin.keras"))
+    save_model(model, _out("model_bin.keras"))
     _report(model, test, "train")
 
 
@@ -140,8 +140,8 @@ def finetune(splits, train, test):
     keep = [AtomicModelSaver(best, monitor="val_accuracy"), AtomicModelSaver(_out("finetune_last.keras"))]
     _fit(model, train, test, callbacks=keep)
     model = to_representation(_load(best), "bits")
-    save_model_atomic(model, _out("best_bin.keras"))
-    save_model_atomic(to_float(model), _out("best_float.keras"))
+    save_model(model, _out("best_bin.keras"))
+    save_model(to_float(model), _out("best_float.keras"))
     _report(model, test, "finetune")
 
 

@@ -25,6 +25,7 @@ import keras
 
 from quadkeras.bsq.wrapper import BitQuantWrapper
 from quadkeras.layers.quad_base import QuadLayerBase
+from quadkeras.models.model_config import carry
 
 WRAPPABLE = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense, QuadLayerBase)
 
@@ -59,10 +60,7 @@ def _copy_weights_by_name(src, dst):
 
 
 def _clone(model, clone_function):
-    new = keras.models.clone_model(model, clone_function=clone_function)
-    if hasattr(model, "quadkeras_config"):
-        new.quadkeras_config = model.quadkeras_config
-    return new
+    return carry(model, keras.models.clone_model(model, clone_function=clone_function))
 
 
 def to_bsq(model, bits=8, scheme=None, layers=None):

@@ -19,6 +19,7 @@ Example:
 
 import keras
 
+from quadkeras.models.model_config import attach, config_of
 from quadkeras.quantize.output import QuantizeOutput
 from quadkeras.quantize.scheme import plan_layer, resolve_scheme
 from quadkeras.quantize.wrapper import QUAD_LAYERS, QuantizeWrapper, is_quantizable
@@ -32,7 +33,7 @@ def quantize_model(model, scheme):
         scheme: a preset name (`"int8_qat"`), or a scheme dict (see
             `quadkeras.quantize.scheme`), e.g. the output of `scheme_from_flags`.
     """
-    scheme = resolve_scheme(scheme)
+    given, scheme = scheme, resolve_scheme(scheme)
     candidates = [layer for layer in model.layers if is_quantizable(layer)]
     ends = {id(candidates[0]), id(candidates[-1])} if candidates else set()
     plans = {}
@@ -54,10 +55,10 @@ def quantize_model(model, scheme):
                                name=layer.name)
 
     quantized = keras.models.clone_model(model, clone_function=clone)
-    config = getattr(model, "quadkeras_config", None)
-    if config is not None:
-        quantized.quadkeras_config = config
-    return quantized
+    config = config_of(model)
+    if config is not None and isinstance(given, (str, dict)):  # the config that rebuilds it
+        config = {**config, "quantize": given}
+    return attach(quantized, config)
 
 
 def _outputs_after_bn(plans, candidates):
