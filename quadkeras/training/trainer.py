@@ -53,11 +53,12 @@ def model_config(config, input_shape, num_classes):
 
 
 def quant_scheme(config):
-    """The quantization scheme of a run's `quant` / `wbits` / `abits` / `quant_*` keys."""
-    from quadkeras.quantize import scheme_from_flags
+    """The quantization scheme of a run's `quant` (a method or a preset) / `wbits` / `abits` /
+    `quant_*` keys."""
+    from quadkeras.quantize.model import quant_scheme as scheme
 
-    return scheme_from_flags(config["quant"], config["wbits"], config["abits"],
-                             config["quant_first_last"], config["quant_shortcut"])
+    return scheme(config["quant"], config["wbits"], config["abits"], config["quant_first_last"],
+                  config["quant_shortcut"])
 
 
 def initial_model(config, data):
