@@ -17,9 +17,10 @@ from absl import flags
 import _common
 
 from quadkeras.autobuilder import (auto_build, heldout, heldout_options, load_model_and_config,
-                                   model_path, training_config, write_config)
+                                   training_config, write_config)
 from quadkeras.autobuilder.emit import ACTIONS, model_cost
 from quadkeras.autobuilder.scores import write_csv
+from quadkeras.autobuilder.source import model_path
 from quadkeras.models.model_config import normalizes_input
 from quadkeras.summary import count_macs
 from quadkeras.utils.validation import check_choice
