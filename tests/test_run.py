@@ -30,6 +30,18 @@ def test_model_config_is_saved_inside_the_keras_file_and_carried_by_quantize(tmp
 
 
 @pytest.mark.jax
+def test_quant_takes_a_preset_or_a_method():
+    from quadkeras.training.config import resolve_config
+    from quadkeras.training.trainer import model_config
+
+    preset = model_config(resolve_config(quant="int8_qat"), (16, 16, 1), 10)["quantize"]
+    method = model_config(resolve_config(quant="lsq", wbits=2), (16, 16, 1), 10)["quantize"]
+    assert preset == "int8_qat" and method["kernel"] == "lsq:2" and method["input"] == "lsq:4"
+    with pytest.raises(ValueError, match="Invalid quant method='int9'"):
+        model_config(resolve_config(quant="int9"), (16, 16, 1), 10)
+
+
+@pytest.mark.jax
 def test_find_model_file_prefers_best_then_last(tmp_path):
     with pytest.raises(ValueError, match=r"Invalid model=.*work_dir has none of best.keras"):
         find_model_file(str(tmp_path))
