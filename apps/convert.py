@@ -43,8 +43,8 @@ def _from_torch():
     import os
 
     from quadkeras.interop import import_torch_checkpoint, read_state_dict
-    from quadkeras.utils.safe_io import save_model_atomic
     from quadkeras.interop.verify import torch_logit_difference
+    from quadkeras.models.model_config import save_model
 
     _check_output(FLAGS.out, ".keras", "out")
     overrides = {"input_shape": [int(v) for v in FLAGS.input_shape]} if FLAGS.input_shape else {}
@@ -55,7 +55,7 @@ def _from_torch():
         diff = torch_logit_difference(model, read_state_dict(FLAGS.from_torch))
         print(f"verify: max |logit(keras) - logit(torch)| = {diff:.3g} on random inputs")
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-    save_model_atomic(model, FLAGS.out)
+    save_model(model, FLAGS.out)
     print(f"wrote {FLAGS.out}")
 
 

@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402
 
 import _common  # noqa: E402
-import train as train_app  # noqa: E402  (defines the training flags)
+import train  # noqa: E402,F401  (defines the training flags)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("qat_epochs", 3, "int8 QAT fine-tuning epochs after float training (0 = skip).")
@@ -74,9 +74,9 @@ def main(argv):
         raise app.UsageError(f"Unknown arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # TF's SavedModel writer logs at INFO through absl
     print(f"quadkeras apps/quickstart.py: {_common.backend_line()}", flush=True)
-    from quadkeras.training import train
+    from quadkeras.training import DEFAULTS, train
 
-    config = {name: FLAGS[name].value for name in train_app.CONFIG_FLAGS}
+    config = {name: FLAGS[name].value for name in DEFAULTS}
     run_dir = _fresh_work_dir(config["work_dir"])
     config.update(work_dir=os.path.join(run_dir, "float"), tensorboard=False)
     start = time.perf_counter()

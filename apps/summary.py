@@ -1,24 +1,26 @@
 """Per-layer model summary: type, neuron, output shape, params, MACs, bits, memory, BOPs.
 
     python apps/summary.py --model=qresnet14
-    python apps/summary.py --model=qvgg7 --quantize=lsq --weight_bits=4 --activation_bits=4 \
+    python apps/summary.py --model=qvgg7 --quant=lsq --wbits=4 --abits=4 \
         --json=/tmp/qvgg7_summary.json
+
+(`--quantize` / `--weight_bits` / `--activation_bits`: deprecated spellings of the quantizer
+flags.)
 """
 
 from absl import flags
 
 import _common
+from flag_table import define, define_aliases
 
 from quadkeras.autobuilder.source import load_model_and_config
 from quadkeras.summary import print_summary
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", "qresnet14", "Zoo name, .yaml/.json config, or a .keras model.")
+define(["model", "quant", "wbits", "abits"], wbits=8, abits=8)
+define_aliases("quantize", "weight_bits", "activation_bits")
 flags.DEFINE_integer("num_classes", None, "Replace the config's number of classes.")
 flags.DEFINE_list("input_shape", None, "Replace the config's input shape, e.g. 16,16,1.")
-flags.DEFINE_string("quantize", None, "Quantization method for scheme_from_flags (e.g. lsq).")
-flags.DEFINE_integer("weight_bits", 8, "Weight bits with --quantize.")
-flags.DEFINE_integer("activation_bits", 8, "Activation bits with --quantize.")
 flags.DEFINE_string("json", None, "Also write the summary as JSON to this path.")
 
 
@@ -26,11 +28,10 @@ def main(argv):
     del argv
     shape = tuple(int(d) for d in FLAGS.input_shape) if FLAGS.input_shape else None
     model, _ = load_model_and_config(FLAGS.model, num_classes=FLAGS.num_classes, input_shape=shape)
-    if FLAGS.quantize:
-        from quadkeras.quantize import quantize_model, scheme_from_flags  # noqa: PLC0415
+    if FLAGS.quant:
+        from quadkeras.quantize.model import quant_scheme, quantize_model  # noqa: PLC0415
 
-        model = quantize_model(model, scheme_from_flags(FLAGS.quantize, FLAGS.weight_bits,
-                                                        FLAGS.activation_bits))
+        model = quantize_model(model, quant_scheme(FLAGS.quant, FLAGS.wbits, FLAGS.abits))
     summary = print_summary(model)
     if FLAGS.json:
         summary.to_json(FLAGS.json)

@@ -1,4 +1,4 @@
-"""Independent NumPy (float64) references of the quadratic neurons of SPEC §1.
+"""Independent NumPy (float64) references of the quadratic neurons (QuadraLib paper, Xu et al. 2022).
 
 Written from the formulas, not from the layer code: the only shared knowledge is the
 documented fused-kernel layout (last axis = groups x branches x units/groups).

@@ -13,11 +13,12 @@ import pytest
 import keras
 from keras import ops
 
-from quadkeras.autobuilder import (accuracy, auto_build, emit_config, heldout, heldout_options,
-                                   load_arrays, load_model_and_config, mac_shares, mask_for,
-                                   masked, model_cost, param_shares, probe_layers,
-                                   select_candidates, split_validation, training_config,
-                                   write_config, write_csv)
+from quadkeras.autobuilder import (auto_build, emit_config, heldout, heldout_options,
+                                   load_model_and_config, model_cost, probe_layers,
+                                   select_candidates, training_config, write_config, write_csv)
+from quadkeras.autobuilder.data import load_arrays, split_validation
+from quadkeras.autobuilder.masking import mask_for, masked
+from quadkeras.autobuilder.scores import accuracy, mac_shares, param_shares
 from quadkeras.models import build_model, load_config
 from quadkeras.summary import count_macs
 from tests.test_autobuilder_fixtures import RESNET_TINY, VGG_TINY, train_runs
@@ -292,8 +293,11 @@ def test_best_json_next_to_best_keras_is_not_a_model_config(runs, tmp_path):
     for name in ("best.keras", "best.json"):  # a copy without state.json
         shutil.copy(runs["val"] / name, tmp_path / name)
     model, config = load_model_and_config(str(tmp_path / "best.keras"))
-    assert config is None and model.count_params() > 0  # ranking only, no KeyError: 'family'
+    assert config == training_config(str(runs["val"]))["model"]  # stored inside the .keras
     assert training_config(str(tmp_path / "best.keras")) is None
+    model.save(tmp_path / "best.keras")  # plain Keras: no stored model config
+    model, config = load_model_and_config(str(tmp_path / "best.keras"))
+    assert config is None and model.count_params() > 0  # ranking only, no KeyError: 'family'
     write_config({**training_config(str(runs["val"]))["model"]}, str(tmp_path / "best.yaml"))
     _, config = load_model_and_config(str(tmp_path / "best.keras"))
     assert config["family"] == "resnet"

@@ -7,7 +7,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from quadkeras.data import KNOWN_STATS, load_data, loaders, make_dataset
+from quadkeras.data import load_data, loaders, make_dataset
+from quadkeras.data.splits import KNOWN_STATS
 
 
 @pytest.mark.jax

@@ -1,4 +1,4 @@
-"""Model zoo: exact parameter counts (SPEC §2), MACs, configs and overrides."""
+"""Model zoo: exact parameter counts (QuadraLib's networks), MACs, configs and overrides."""
 
 import glob
 import os
@@ -13,7 +13,7 @@ from quadkeras.summary import count_macs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# SPEC §2: exact trainable parameters (10 classes); MACs as QuadraLib's hooks count them.
+# QuadraLib's code: exact trainable parameters (10 classes); MACs as QuadraLib's hooks count them.
 EXPECTED = {
     "qresnet14": (518_938, 78.6),
     "resnet32": (466_906, 69.1),
@@ -67,7 +67,7 @@ def test_overrides_make_layers_first_order_or_remove_them():
 
     vgg = load_config("qvgg13")
     vgg["overrides"] = {f"conv{i}": {"type": "remove"} for i in (6, 7, 9, 10, 12, 13)}
-    assert _trainable(build_model(vgg)) == EXPECTED["qvgg7"][0]  # SPEC §6: QVGG-7 from QVGG-13
+    assert _trainable(build_model(vgg)) == EXPECTED["qvgg7"][0]  # QuadraLib auto-builder: QVGG-7 from QVGG-13
 
 
 def test_candidate_layer_names():

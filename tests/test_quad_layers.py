@@ -134,7 +134,7 @@ def test_quad_depthwise_matches_reference(neuron, padding, strides):
 
 
 def test_t4_dense_gradient_matches_spec_formulas():
-    """SPEC §1: dX = (g*WaX)Wb^T + (g*WbX)Wa^T, dWa = X^T(g*WbX), dWb = X^T(g*WaX)."""
+    """QuadraLib hybrid BP: dX = (g*WaX)Wb^T + (g*WbX)Wa^T, dWa = X^T(g*WbX), dWb = X^T(g*WaX)."""
     layer = QuadDense(3, neuron="t4", use_bias=False)
     x = RNG.standard_normal((4, 5)).astype("float32")
     g = RNG.standard_normal((4, 3)).astype("float32")

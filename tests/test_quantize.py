@@ -7,7 +7,7 @@ import keras
 from quadkeras.layers import QuadConv2D, QuadDense, QuadDepthwiseConv2D
 from quadkeras.models import build_model
 from quadkeras.quantize import (QuantizeOutput, QuantizeWrapper, initialize_quantizers, quantize_model, quantized_layers,
-                                quantizer_variables, scheme_from_flags)
+                                scheme_from_flags)
 from tests.backend_utils import run_backend
 
 RNG = np.random.default_rng(0)
@@ -159,12 +159,15 @@ def test_int8_qat_preset_lowers_to_tf_fakequant_ops():
     assert types.count("FakeQuantWithMinMaxVars") == 1 + 2 * 22  # dense kernel + inputs/outputs
 
 
-def test_quantizer_variables_for_decay():
+def test_quantizers_own_their_parameters():
+    from quadkeras.quantizers.base import is_quantizer_parameter
+
     q = quantize_model(_resnet(), scheme_from_flags("pact", 4, 4))
-    groups = quantizer_variables(q)
-    assert len(groups["alpha"]) == 18 and not groups["step"]
-    q = quantize_model(_resnet(), scheme_from_flags("lsq", 4, 4))
-    assert len(quantizer_variables(q)["step"]) == 36
+    params = [v for layer in quantized_layers(q) for quant in layer.quantizers() for v in quant.params.values()]
+    assert sum(v.name.endswith("_alpha") for v in params) == 18
+    found = [v for v in q.trainable_variables if is_quantizer_parameter(v)]
+    assert [id(v) for v in found] == [id(v) for v in q.trainable_variables if any(v is p for p in params)]
+    assert not any(is_quantizer_parameter(v) for v in _resnet().trainable_variables)
 
 
 def test_wrapped_qresnet14_loss_drops():

@@ -1,5 +1,6 @@
-"""Quantizer fidelity against the reference methods (SPEC §4): LSQ's runtime gradient scale,
-LQ-Net as in the LQ-Nets code, per-layer TWN, and model-quantization's LSQ variant (`lsq_mq`)."""
+"""Quantizer fidelity against the reference methods (their papers and model-quantization's
+code): LSQ's runtime gradient scale, LQ-Net as in the LQ-Nets code, per-layer TWN, and
+model-quantization's LSQ variant (`lsq_mq`)."""
 
 import numpy as np
 import pytest

@@ -84,14 +84,20 @@ def test_summary_app_writes_json(tmp_path):
     config_path, path = str(tmp_path / "tiny.yaml"), str(tmp_path / "summary.json")
     write_config(RESNET_TINY, config_path)
     cmd = [sys.executable, os.path.join(REPO, "apps", "summary.py"), f"--model={config_path}",
-           "--input_shape=16,16,1", f"--json={path}"]
+           "--input_shape=16,16,1", f"--json={path}",  # the deprecated quantizer flag spellings:
+           "--quantize=lsq", "--weight_bits=4", "--activation_bits=2"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": REPO})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "stage2_block2_conv2" in proc.stdout and "Total" in proc.stdout
     with open(path) as f:
         data = json.load(f)
-    model = build_model(config_path, input_shape=(16, 16, 1))
+    from quadkeras.quantize.model import quant_scheme, quantize_model
+
+    model = quantize_model(build_model(config_path, input_shape=(16, 16, 1)),
+                           quant_scheme("lsq", 4, 2))
     assert data["totals"]["params"] == model.count_params()
     assert data["totals"]["macs"] == count_macs(model)
+    bits = {(row["weight_bits"], row["activation_bits"]) for row in data["rows"]}
+    assert (4, 2) in bits  # --weight_bits / --activation_bits reached the scheme
     keras.backend.clear_session()

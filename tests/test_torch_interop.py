@@ -1,6 +1,6 @@
 """PyTorch checkpoints in QuadraLib's layout: import, export, and the same function.
 
-The PyTorch side here is written independently of `quadkeras.interop` from SPEC §1–§2: a
+The PyTorch side here is written independently of `quadkeras.interop` from the QuadraLib paper (the `ours` neuron, QResNet / QVGG): a
 functional forward (`torch.nn.functional`) over a state dict with QuadraLib's key names,
 `padding=1` on every 3x3 conv (stride 2 included), BN in eval mode.
 """

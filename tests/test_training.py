@@ -8,9 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from quadkeras.training import (CoupledDecaySGD, check_resumable, decay_coefficients, make_schedule,
-                                save_best_if_better, train)
-from quadkeras.training.checkpoint import write_json
+from quadkeras.training import CoupledDecaySGD, decay_coefficients, make_schedule, train
+from quadkeras.training.checkpoint import check_resumable, save_best_if_better, write_json
 
 TINY = {"name": "tiny", "family": "resnet", "input_shape": [16, 16, 1], "num_classes": 10,
         "stem_filters": 4, "stages": [{"filters": 4, "blocks": 1, "stride": 1}],

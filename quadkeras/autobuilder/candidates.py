@@ -18,6 +18,7 @@ Example:
 import re
 
 from quadkeras.models import candidate_layer_names
+from quadkeras.models.model_config import config_of
 from quadkeras.summary.bits import inner_layer
 
 
@@ -33,7 +34,7 @@ def default_candidates(model, config=None):
 
 def select_candidates(model, config=None, names=None, regex=None, layer_index=None):
     """Candidate names filtered by explicit `names`, a `regex` (re.fullmatch) or `layer_index`."""
-    config = config if config is not None else getattr(model, "quadkeras_config", None)
+    config = config if config is not None else config_of(model)
     base = default_candidates(model, config)
     present = [layer.name for layer in model.layers]
     if names:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from quadkeras.autobuilder.candidates import select_candidates
 from quadkeras.autobuilder.emit import emit_config, plain_config
 from quadkeras.autobuilder.scores import format_scores, probe_layers
+from quadkeras.models.model_config import config_of
 
 
 @dataclass
@@ -38,10 +39,10 @@ def auto_build(model, x, y, config=None, layers=None, layer_regex=None, layer_in
                mac_budget=None, action="first_order", batch_size=256):
     """Run the auto-builder on a trained model (see `probe_layers` and `emit_config`).
 
-    `config` defaults to `model.quadkeras_config`; without a config only the ranking is
+    `config` defaults to the model's own (`model_config.config_of`); without a config only the ranking is
     produced (`result.config` is None). With no `top_k` or budget, `top_k=1`.
     """
-    config = config if config is not None else getattr(model, "quadkeras_config", None)
+    config = config if config is not None else config_of(model)
     config = plain_config(config) if config is not None else None
     candidates = select_candidates(model, config, layers, layer_regex, layer_index)
     baseline, scores = probe_layers(model, x, y, candidates, masking_ratio, seed, epsilon,

@@ -1,7 +1,7 @@
 """Layer importance for the auto-builder: δA from masking probes, P_M, P_W and RI.
 
 P_M = layer params / total params and P_W = layer MACs / total MACs, both over ALL layers
-of the model (SPEC §6 "layer params / total params"): shares of the candidates therefore
+of the model (QuadraLib's auto-builder: "layer params / total params"): shares of the candidates therefore
 sum to at most 1, and to exactly 1 over every layer with parameters / MACs. Params include
 non-trainable ones (per-branch BN statistics of quadratic layers) so that the total is
 `model.count_params()`; MACs are `quadkeras.summary.count_macs`.

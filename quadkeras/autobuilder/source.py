@@ -1,9 +1,11 @@
 """Load the model to analyse: a zoo name, a config file, a `.keras` file or a training work_dir.
 
-A training work_dir (`apps/train.py --work_dir=...`) or a `.keras` file inside one brings
-its training config along (`state.json`, key "config"): the model config is rebuilt from it
-exactly as training built the model, and `training_config` gives the data set and the
-`val_fraction` / `seed` of the run's held-out split (see `heldout_options`).
+A `.keras` file quadkeras wrote carries the model config it was built from
+(`quadkeras.models.model_config`). A training work_dir (`apps/train.py --work_dir=...`) or a
+`.keras` file inside one also brings its training config along (`training.work_dir.Run`):
+for older files without a stored model config it is rebuilt from it exactly as training built
+the model, and `training_config` gives the data set and the `val_fraction` / `seed` of the
+run's held-out split (see `heldout_options`).
 
 Example:
 
@@ -15,15 +17,14 @@ True
 """
 
 import os
-import types
 
 import yaml
 
-import quadkeras  # noqa: F401  (registers the serializable layers for load_model)
 from quadkeras.autobuilder.emit import plain_config
 from quadkeras.models import build_model, load_config
-from quadkeras.training import DEFAULTS, checkpoint, model_config
-from quadkeras.utils.safe_io import load_keras_model, reading
+from quadkeras.models.model_config import config_of, load_model
+from quadkeras.training.work_dir import Run, find_model_file
+from quadkeras.utils.safe_io import reading
 
 
 def _load_config(source, flag="model"):
@@ -42,12 +43,7 @@ def model_path(source):
     """
     if not (isinstance(source, str) and os.path.isdir(source)):
         return source
-    for name in (checkpoint.BEST, checkpoint.LAST):
-        if os.path.exists(os.path.join(source, name)):
-            return os.path.join(source, name)
-    raise ValueError(f"Invalid model={source!r}: folder has no {checkpoint.BEST} or "
-                     f"{checkpoint.LAST}; expected a training work_dir, a .keras file, a zoo "
-                     "name or a .yaml/.json config.")
+    return find_model_file(source)
 
 
 def training_config(source):
@@ -58,13 +54,8 @@ def training_config(source):
     True
     """
     path = model_path(source)
-    if not (isinstance(path, str) and path.endswith(".keras")):
-        return None
-    work_dir = os.path.dirname(os.path.abspath(path))
-    state = os.path.join(work_dir, checkpoint.STATE)
-    if not os.path.exists(state):
-        return None
-    return {**DEFAULTS, **checkpoint.read_json(state).get("config", {}), "work_dir": work_dir}
+    run = Run.of(path) if isinstance(path, str) and path.endswith(".keras") else None
+    return None if run is None else run.config
 
 
 def _is_model_config(path):
@@ -85,15 +76,6 @@ def _sibling_config(path):
     return None
 
 
-def _run_model_config(run, model):
-    """The model config training built `model` from, or None (unknown with `init_from`)."""
-    if run is None or run["init_from"]:
-        return None
-    shape = types.SimpleNamespace(input_shape=model.input_shape[1:],
-                                  num_classes=model.output_shape[-1])
-    return model_config(run, shape)
-
-
 def load_model_and_config(source, config=None, weights=None, num_classes=None, input_shape=None):
     """(model, config dict or None).
 
@@ -110,10 +92,12 @@ def load_model_and_config(source, config=None, weights=None, num_classes=None, i
     if isinstance(source, str) and source.endswith(".keras"):
         if not os.path.exists(source):
             raise ValueError(f"Invalid model path {source!r}: file not found.")
-        model = load_keras_model(source, "model")
+        model = load_model(source, "model")
         if config is not None:
             return model, _load_config(config, "config")
-        from_run = _run_model_config(training_config(source), model)
+        run = Run.of(source)
+        from_run = config_of(model) or (run and run.model_config(model.input_shape[1:],
+                                                                  model.output_shape[-1]))
         if from_run is not None:
             return model, plain_config(from_run)
         sibling = _sibling_config(source)
@@ -122,4 +106,4 @@ def load_model_and_config(source, config=None, weights=None, num_classes=None, i
     if weights:
         with reading(weights, "weights", ".weights.h5 file"):
             model.load_weights(weights)
-    return model, plain_config(model.quadkeras_config)
+    return model, plain_config(config_of(model))

@@ -24,9 +24,9 @@ Example:
 import keras
 
 from quadkeras.bsq.wrapper import BitQuantWrapper
-from quadkeras.layers.quad_base import QuadLayerBase
+from quadkeras.layers.kernel_call import supports_kernel_call
+from quadkeras.models.model_config import carry
 
-WRAPPABLE = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense, QuadLayerBase)
 
 
 def bsq_layers(model):
@@ -59,10 +59,7 @@ def _copy_weights_by_name(src, dst):
 
 
 def _clone(model, clone_function):
-    new = keras.models.clone_model(model, clone_function=clone_function)
-    if hasattr(model, "quadkeras_config"):
-        new.quadkeras_config = model.quadkeras_config
-    return new
+    return carry(model, keras.models.clone_model(model, clone_function=clone_function))
 
 
 def to_bsq(model, bits=8, scheme=None, layers=None):
@@ -75,7 +72,7 @@ def to_bsq(model, bits=8, scheme=None, layers=None):
             raise ValueError(f"Invalid layer name {missing[0]!r} in scheme/layers: not in model {model.name!r}.")
 
     def selected(layer):
-        return isinstance(layer, WRAPPABLE) and (wanted is None or layer.name in wanted)
+        return supports_kernel_call(layer) and (wanted is None or layer.name in wanted)
 
     def clone(layer):
         if selected(layer):

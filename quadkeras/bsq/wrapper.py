@@ -28,7 +28,8 @@ import keras
 from keras import ops
 
 from quadkeras.bsq import bitplanes
-from quadkeras.bsq.kernel_ops import bit_group_lasso, reconstruct, run_with_kernel, ste_quantize
+from quadkeras.bsq.kernel_ops import bit_group_lasso, reconstruct, ste_quantize
+from quadkeras.layers.kernel_call import call_with_kernel
 from quadkeras.utils.validation import check_choice, check_int_range
 
 REPRESENTATIONS = ("bits", "float")
@@ -112,7 +113,7 @@ class BitQuantWrapper(keras.layers.Wrapper):
     def call(self, inputs, training=None):
         if self.representation == "bits" and training:
             self.add_loss(self.regularization())
-        return run_with_kernel(self.layer, inputs, self.quantized_kernel(), training=training)
+        return call_with_kernel(self.layer, inputs, self.quantized_kernel(), training=training)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)

@@ -2,7 +2,7 @@
 
 Images are augmented per image (zero padding + random crop, random horizontal flip, drawn
 statelessly from `seed` and the image's position), scaled to [0, 1] and normalised with the
-per-channel `mean` / `std`, then optionally mixed per batch (`keras.layers.MixUp` /
+per-channel `mean` / `std` (both None: scaled only, for a model that normalises itself), then optionally mixed per batch (`keras.layers.MixUp` /
 `keras.layers.CutMix`). The order of examples in a training pass is
 a fixed permutation drawn from `seed`, so pass `seed=base_seed + epoch` for a reproducible
 (and resumable) sequence of epochs. With MixUp/CutMix the labels become one-hot floats.
@@ -115,8 +115,11 @@ def make_dataset(x, y, batch_size, training, mean, std, augment=None, seed=0, nu
     if training:
         order = np.random.default_rng(seed).permutation(len(x))
         x, y = x[order], y[order]
-    mean_t = tf.constant(np.asarray(mean, "float32").reshape(1, 1, 1, -1))
-    std_t = tf.constant(np.asarray(std, "float32").reshape(1, 1, 1, -1))
+    if (mean is None) != (std is None):
+        raise ValueError(f"Invalid mean={mean!r} / std={std!r}: expected both or neither "
+                         "(neither: pixels scaled to [0, 1] only, for a self-normalising model).")
+    mean_t = tf.constant(np.asarray(0.0 if mean is None else mean, "float32").reshape(1, 1, 1, -1))
+    std_t = tf.constant(np.asarray(1.0 if std is None else std, "float32").reshape(1, 1, 1, -1))
     depth = int(num_classes or (int(y.max()) + 1 if len(y) else 1))
     augmenter = _augmenter(opts, x.shape[1:], seed)
 

@@ -12,7 +12,8 @@ import dataclasses
 
 import numpy as np
 
-# Per-channel statistics of images scaled to [0, 1] (SPEC section 3).
+# Per-channel statistics of images scaled to [0, 1] (the values QuadraLib's and the common
+# CIFAR training scripts normalise with).
 KNOWN_STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
     "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),

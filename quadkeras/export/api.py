@@ -19,6 +19,7 @@ import numpy as np
 
 from quadkeras.export import convert, loading, parity
 from quadkeras.export.quad_qat import quantized_quad_layers
+from quadkeras.models.model_config import normalizes_input
 from quadkeras.utils.safe_io import atomic_dir
 from quadkeras.utils.validation import check_choice
 
@@ -29,26 +30,28 @@ QAT_HINT = ("model has no fakequant quantizers; fine-tune it with quantize_model
             "(or --quant=fakequant) to export QAT int8")
 
 
-def dataset_arrays(name, split="test", limit=None):
+def dataset_arrays(name, split="test", limit=None, normalize=True):
     """(normalised float32 NHWC images, int labels) of a `quadkeras.data` dataset split.
 
-    With `limit`, a seeded random subset of that size (in split order).
+    With `limit`, a seeded random subset of that size (in split order). `normalize=False`:
+    pixels scaled to [0, 1] only (for a model that normalises its own input).
     """
     from quadkeras.data import load_data, make_dataset, seeded_subset  # noqa: PLC0415
 
     d = load_data(name)
     x, y = (d.x_test, d.y_test) if split == "test" else (d.x_train, d.y_train)
     x, y = seeded_subset(x, y, limit)  # splits may be sorted by class
-    ds = make_dataset(x, y, 256, training=False, mean=d.mean, std=d.std)
+    stats = (d.mean, d.std) if normalize else (None, None)
+    ds = make_dataset(x, y, 256, False, *stats)
     images = np.concatenate([np.asarray(b) for b, _ in ds])
     return images.astype("float32"), np.asarray(y).reshape(-1)
 
 
-def _as_arrays(data, split, limit):
+def _as_arrays(data, split, limit, model):
     if data is None:
         return None, None
     if isinstance(data, str):
-        return dataset_arrays(data, split, limit)
+        return dataset_arrays(data, split, limit, normalize=not normalizes_input(model))
     if isinstance(data, (tuple, list)) and len(data) == 2:
         x, y = data
         return np.asarray(x, "float32")[:limit], np.asarray(y).reshape(-1)[:limit]
@@ -102,8 +105,8 @@ def export_model(model_or_path, out_dir, formats=DEFAULT_FORMATS, representative
         eval_data = loading.work_dir_dataset(os.fspath(model_or_path))
     if representative_data is None and isinstance(eval_data, str):
         representative_data = eval_data
-    x_eval, y_eval = _as_arrays(eval_data, "test", eval_limit)
-    x_rep, _ = _as_arrays(representative_data, "train", calibration_samples)
+    x_eval, y_eval = _as_arrays(eval_data, "test", eval_limit, model)
+    x_rep, _ = _as_arrays(representative_data, "train", calibration_samples, model)
     reference = None if x_eval is None else np.asarray(model.predict(x_eval, batch_size=256, verbose=0))
     excluded = {}
     if reference is not None:

@@ -27,18 +27,16 @@ LITERT_MODES = ("float", "dynamic", "int8", "qat")
 def fake_quant_quantizers(model):
     """Every quantizer in `model` (`QuantizeWrapper`: kernel, input, output, branch;
     `QuantizeOutput`: output)."""
-    from quadkeras.quantize import QuantizeOutput, QuantizeWrapper  # noqa: PLC0415
+    from quadkeras.quantize import quantized_layers  # noqa: PLC0415
 
-    found = []
-    for layer in model._flatten_layers(include_self=False):
-        if isinstance(layer, (QuantizeWrapper, QuantizeOutput)):
-            found += layer.quantizers()
-    return found
+    return [q for layer in quantized_layers(model) for q in layer.quantizers()]
 
 
 def has_fake_quant(model):
     """True if the model carries `fakequant` quantizers (what the converter turns into int8)."""
-    return any(getattr(q, "name", None) == "fakequant" for q in fake_quant_quantizers(model))
+    from quadkeras.quantizers import FakeQuant  # noqa: PLC0415
+
+    return any(isinstance(q, FakeQuant) for q in fake_quant_quantizers(model))
 
 
 @contextlib.contextmanager
@@ -49,14 +47,10 @@ def frozen_quantizers(model):
     converter cannot fold into constants (FakeQuant then stays a Flex op). After training the
     flag is set, so dropping the branch does not change the values.
     """
-    saved = [(q, q._flag) for q in fake_quant_quantizers(model) if getattr(q, "_flag", None) is not None]
-    try:
-        for q, _ in saved:
-            q._flag = None
+    with contextlib.ExitStack() as stack:
+        for q in fake_quant_quantizers(model):
+            stack.enter_context(q.stored_parameters_only())
         yield
-    finally:
-        for q, flag in saved:
-            q._flag = flag
 
 
 def input_signature(model):

@@ -21,7 +21,9 @@ import sys
 
 import keras
 
-WORK_DIR_FILES = ("best.keras", "last.keras")
+from quadkeras.models.model_config import load_model as load_saved_model
+from quadkeras.training.work_dir import MODEL_FILES, Run, find_model_file
+
 EXPORT_COMMAND = "KERAS_BACKEND=tensorflow python apps/export.py --model=PATH --out_dir=DIR"
 
 
@@ -39,15 +41,10 @@ def resolve_model_path(path):
     """The `.keras` file for `path` (a `.keras` file, or a work_dir with best/last.keras)."""
     path = os.fspath(path)
     if os.path.isdir(path):
-        for name in WORK_DIR_FILES:
-            candidate = os.path.join(path, name)
-            if os.path.isfile(candidate):
-                return candidate
-        raise ValueError(f"Invalid model path {path!r}: work_dir has none of "
-                         f"{', '.join(WORK_DIR_FILES)}; train first or pass a .keras file.")
+        return find_model_file(path, "model path")
     if not os.path.isfile(path):
         raise ValueError(f"Invalid model path {path!r}: file not found; expected a .keras file or a "
-                         f"training work_dir containing {' or '.join(WORK_DIR_FILES)}.")
+                         f"training work_dir containing {' or '.join(MODEL_FILES)}.")
     if not path.endswith(".keras"):
         raise ValueError(f"Invalid model path {path!r}: expected a file ending in .keras or a work_dir.")
     return path
@@ -55,13 +52,9 @@ def resolve_model_path(path):
 
 def load_model(path, custom_objects=None):
     """Load a `.keras` file (or work_dir) with quadkeras' layers registered; clear errors."""
-    import quadkeras.quantize  # noqa: F401,PLC0415  (registers QuantizeWrapper and quantizers)
-
-    from quadkeras.utils.safe_io import load_keras_model  # noqa: PLC0415
-
     path = resolve_model_path(path)
     try:
-        return load_keras_model(path, "model", custom_objects=custom_objects, compile=False)
+        return load_saved_model(path, "model", custom_objects=custom_objects, compile=False)
     except (TypeError, ValueError) as err:
         text = str(err).replace("\n", " ")
         if "Could not locate" in text or "Unknown" in text or "custom_objects" in text:
@@ -94,13 +87,8 @@ def check_finite_weights(model, source="model"):
 
 def work_dir_dataset(path):
     """The dataset name recorded in a work_dir's `state.json` config, or None."""
-    state = os.path.join(path if os.path.isdir(path) else os.path.dirname(path), "state.json")
-    if not os.path.isfile(state):
-        return None
-    from quadkeras.utils.safe_io import read_json  # noqa: PLC0415
-
-    config = read_json(state, "work_dir file").get("config", {})
-    return config.get("dataset") or config.get("data")
+    run = Run.of(path)
+    return None if run is None else run.dataset
 
 
 def reload_under_tensorflow(model_path, out_dir, formats=None, dataset=None, timeout=900):

@@ -30,35 +30,30 @@ from keras import ops
 def quantized_quad_layers(model):
     """Quadratic layers (not `t1`) wrapped by a `QuantizeWrapper` with fake-quant quantizers
     and no trained `branch_quantizer` (those already carry the fake-quant in their graph)."""
-    from quadkeras.quantize import QuantizeWrapper  # noqa: PLC0415
+    from quadkeras.quantize import QuantizeWrapper, quantized_layers  # noqa: PLC0415
     from quadkeras.quantize.wrapper import QUAD_LAYERS  # noqa: PLC0415
+    from quadkeras.quantizers import FakeQuant  # noqa: PLC0415
 
     found = []
-    for layer in model._flatten_layers(include_self=False):
+    for layer in quantized_layers(model):
         if not isinstance(layer, QuantizeWrapper) or not isinstance(layer.layer, QUAD_LAYERS):
             continue
         if layer.branch_quantizer is not None:
             continue
         quantizers = (layer.kernel_quantizer, layer.input_quantizer, layer.output_quantizer)
-        if layer.layer.neuron != "t1" and any(getattr(q, "name", None) == "fakequant" for q in quantizers):
+        if not layer.layer.neuron_spec.bilinear and any(isinstance(q, FakeQuant) for q in quantizers):
             found.append(layer.layer)
     return found
 
 
 class _BranchHook:
-    """Per-layer override of `call_with_kernel` / `_split`: calibrate, then fake-quantize."""
+    """A layer's `fused_output_hook`: calibrate the ranges, then fake-quantize."""
 
     def __init__(self, layer, num_bits):
         self.layer, self.num_bits = layer, num_bits
-        self.ranges, self.index, self.calibrating = [], 0, True
-        self.orig_call, self.orig_split = layer.call_with_kernel, layer._split
+        self.ranges, self.calibrating = [], True
 
-    def call_with_kernel(self, inputs, kernel, training=None, **kwargs):
-        self.index = 0
-        return self.orig_call(inputs, kernel, training=training, **kwargs)
-
-    def split(self, z, count):
-        i, self.index = self.index, self.index + 1
+    def __call__(self, z, i):
         if self.calibrating:
             values = ops.convert_to_numpy(z)
             lo, hi = float(np.min(values)), float(np.max(values))
@@ -70,16 +65,13 @@ class _BranchHook:
             lo, hi = self.ranges[i]
             z = keras.quantizers.fake_quant_with_min_max_vars(
                 z, min(lo, 0.0), max(hi, 1e-6), num_bits=self.num_bits, narrow_range=False)
-        return self.orig_split(z, count)
+        return z
 
     def install(self):
-        object.__setattr__(self.layer, "call_with_kernel", self.call_with_kernel)
-        object.__setattr__(self.layer, "_split", self.split)
+        self.layer.fused_output_hook = self
 
     def remove(self):
-        for name in ("call_with_kernel", "_split"):
-            if name in self.layer.__dict__:
-                object.__delattr__(self.layer, name)
+        self.layer.fused_output_hook = None
 
 
 @contextlib.contextmanager

@@ -5,7 +5,8 @@ loads into (`strict=True`), and the plain-PyTorch reference of `bench/reference_
 three `nn.Conv2d` + `nn.BatchNorm2d` per quadratic layer (QuadraLib's `Quadraour`),
 `padding=(k - 1) // 2` on every conv, PyTorch's default initialisation (ResNet family) or
 QuadraLib's `_initialize_weights` (VGG family). Written from the architecture description
-(SPEC §1–§2), not copied from QuadraLib. Needs `torch`.
+(QuadraLib paper, Xu et al. 2022: the `ours` neuron and the QResNet / QVGG networks), not
+copied from QuadraLib. Needs `torch`.
 
 State-dict keys (QuadraLib's names):
 

@@ -12,6 +12,8 @@ True
 import numpy as np
 import keras
 
+from quadkeras.models.model_config import config_of
+
 
 def torch_logits(config, state, images):
     """Logits of `quadkeras.interop.torch_nets` built from `config` with `state` loaded
@@ -32,9 +34,9 @@ def torch_logits(config, state, images):
 
 def torch_logit_difference(model, state, images=None, batch=8, seed=0):
     """max |logit| difference between `model` (a zoo-built Keras model that carries its
-    `quadkeras_config`) and the PyTorch network holding `state`, on `images` (default:
+    config, `quadkeras.models.model_config`) and the PyTorch network holding `state`, on `images` (default:
     `batch` standard-normal images)."""
-    config = getattr(model, "quadkeras_config", None)
+    config = config_of(model)
     if config is None:
         raise ValueError(f"Invalid model {model.name!r}: no model config attached; build it with "
                          "quadkeras.models.build_model or import_torch_checkpoint.")

@@ -19,6 +19,7 @@ from keras import activations, constraints, initializers, ops, regularizers
 from quadkeras.layers.fused_ops import batch_norm_infer, batch_norm_train
 from quadkeras.layers.neurons import (
     BRANCH_NEURONS,
+    NEURON_SPECS,
     PRODUCT_NEURONS,
     check_neuron,
     combine_branches,
@@ -44,6 +45,11 @@ class QuadLayerBase(keras.layers.Layer):
         kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
         kernel_constraint, bias_constraint, activity_regularizer: as in Keras.
     """
+
+    # Export hook (`quadkeras.export.quad_qat`): `hook(z, index)` applied to the index-th fused
+    # linear output of a call (after the per-branch BN of `ours`) just before its branches are
+    # split; None (the default) outside export. Not serialized.
+    fused_output_hook = None
 
     def __init__(
         self,
@@ -78,6 +84,11 @@ class QuadLayerBase(keras.layers.Layer):
         self.kernel_constraint = constraints.get(kernel_constraint)
         self.bias_constraint = constraints.get(bias_constraint)
         self.num_branches = num_branches(self.neuron)
+
+    @property
+    def neuron_spec(self):
+        """The `quadkeras.layers.neurons.Neuron` spec of `self.neuron`."""
+        return NEURON_SPECS[self.neuron]
 
     # ----------------------------------------------------------------- subclass hooks
     @property
@@ -117,7 +128,7 @@ class QuadLayerBase(keras.layers.Layer):
         self._check_input_shape(input_shape)
         units = self.units_per_branch
         self._groups = self._layout_groups(input_shape)
-        if self.neuron == "t1":
+        if self.neuron_spec.bilinear:
             self._build_t1(input_shape)
         else:
             n = self.num_branches
@@ -134,7 +145,7 @@ class QuadLayerBase(keras.layers.Layer):
             kernel_groups, kernel_units = self._kernel_layout()
             self._kernel_branch_index = _branch_indices(kernel_groups, n, kernel_units)
             self._branch_index = _branch_indices(self._groups, n, units)
-        if self.neuron == "ours":
+        if self.neuron_spec.branch_bn:
             fused = self.num_branches * units
             self.branch_gamma = self.add_weight(name="branch_gamma", shape=(fused,), initializer="ones")
             self.branch_beta = self.add_weight(name="branch_beta", shape=(fused,), initializer="zeros")
@@ -207,9 +218,9 @@ class QuadLayerBase(keras.layers.Layer):
                                     "one fused linear op", training)
         product = self._quantizer_hook(product_quantizer, "product_quantizer", PRODUCT_NEURONS,
                                        "a branch product", training)
-        if self.neuron == "t1":
+        if self.neuron_spec.bilinear:
             y = self._t1_forward(x, kernel, bias)
-        elif self.neuron == "ours":
+        elif self.neuron_spec.branch_bn:
             y = self._ours_forward(x, kernel, bias, bool(training), post, product)
         else:
             forward = self._plain_forward
@@ -243,17 +254,22 @@ class QuadLayerBase(keras.layers.Layer):
         z = self._linear(x, kernel)
         return z if bias is None else z + bias
 
-    def _split(self, z, count):
+    def _split(self, z, count, index=0):
+        if self.fused_output_hook is not None:
+            z = self.fused_output_hook(z, index)
         units = self.units_per_branch
         if self._groups == 1:
             return list(ops.split(z, count, axis=-1)) if count > 1 else [z]
         return [ops.take(z, idx, axis=-1) for idx in _branch_indices(self._groups, count, units)]
 
     def _branch_outputs(self, x, kernel, bias=None, post=None):
-        if self.neuron == "t2_4":
-            ab = self._split(self._fused(x, kernel, bias, 0, 2), 2)
-            return ab + self._split(self._fused(ops.square(x), kernel, bias, 2, 1), 1)
-        source = ops.square(x) if self.neuron == "t2" else x
+        squared = self.neuron_spec.squared_branches
+        linear = self.num_branches - squared
+        if linear and squared:  # `t2_4`: W_a, W_b on X, W_c on X^2
+            ab = self._split(self._fused(x, kernel, bias, 0, linear), linear)
+            return ab + self._split(self._fused(ops.square(x), kernel, bias, linear, squared),
+                                    squared, index=1)
+        source = ops.square(x) if squared else x
         z = self._fused(source, kernel, bias, 0, self.num_branches)
         return self._split(z if post is None else post(z), self.num_branches)
 
@@ -304,9 +320,9 @@ class QuadLayerBase(keras.layers.Layer):
         other neurons return their kernel and bias unchanged (zeros if no bias).
         """
         kernel = ops.convert_to_numpy(self.kernel)
-        units = kernel.shape[-1] if self.neuron == "t1" else self.num_branches * self.units_per_branch
+        units = kernel.shape[-1] if self.neuron_spec.bilinear else self.num_branches * self.units_per_branch
         bias = ops.convert_to_numpy(self.bias) if self.use_bias else np.zeros((units,), kernel.dtype)
-        if self.neuron != "ours":
+        if not self.neuron_spec.branch_bn:
             return kernel, bias
         gamma = ops.convert_to_numpy(self.branch_gamma)
         var = ops.convert_to_numpy(self.branch_moving_variance)

@@ -56,7 +56,7 @@ class QuadConv2D(QuadLayerBase):
             raise ValueError(
                 f"Invalid groups={groups}: filters={filters} must be divisible by groups."
             )
-        if self.neuron == "t1" and self.groups != 1:
+        if self.neuron_spec.bilinear and self.groups != 1:
             raise ValueError("Invalid groups for neuron='t1': the bilinear form needs groups=1.")
 
     @property

@@ -34,7 +34,7 @@ class QuadDepthwiseConv2D(QuadLayerBase):
     def __init__(self, kernel_size, strides=1, padding="valid", depth_multiplier=1,
                  dilation_rate=1, **kwargs):
         super().__init__(**kwargs)
-        if self.neuron == "t1":
+        if self.neuron_spec.bilinear:
             raise ValueError(
                 "Invalid neuron='t1' for QuadDepthwiseConv2D: expected one of "
                 "'ours', 't2', 't3', 't4', 't2_4'."

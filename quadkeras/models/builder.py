@@ -14,6 +14,7 @@ import os
 import yaml
 
 from quadkeras.models.blocks import conv_style
+from quadkeras.models.model_config import attach
 from quadkeras.models.resnet import build_resnet, resnet_layer_names
 from quadkeras.models.vgg import build_vgg, vgg_layer_names
 from quadkeras.models.zoo import zoo_config
@@ -94,5 +95,4 @@ def build_model(source, num_classes=None, input_shape=None, **overrides):
         from quadkeras.quantize import quantize_model  # noqa: PLC0415 (optional feature)
 
         model = quantize_model(model, scheme)
-    model.quadkeras_config = config
-    return model
+    return attach(model, config)

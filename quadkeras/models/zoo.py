@@ -1,4 +1,5 @@
-"""The model zoo as plain config dicts (SPEC §2), mirrored by `configs/models/*.yaml`.
+"""The model zoo as plain config dicts (QuadraLib's QResNet / QVGG and the CIFAR ResNet / VGG
+baselines), mirrored by `configs/models/*.yaml`.
 
 Trainable parameters for 10 classes (tested exactly): QResNet14 518,938; ResNet-32
 466,906; ResNet-20 272,474; QVGG-7 12,304,330; VGG-13 (cfg D) 14,728,266; QVGG-13

@@ -10,12 +10,10 @@ Example:
 'Conv2D'
 """
 
-from quadkeras.quantize.decay import QUANTIZER_PARAM_KEYS, quantizer_variables
 from quadkeras.quantize.model import initialize_quantizers, quantize_model, quantized_layers
 from quadkeras.quantize.output import QuantizeOutput
 from quadkeras.quantize.scheme import METHODS, PRESETS, resolve_scheme, scheme_from_flags
 from quadkeras.quantize.wrapper import QuantizeWrapper, is_quantizable
 
 __all__ = ["QuantizeOutput", "QuantizeWrapper", "initialize_quantizers", "quantize_model", "quantized_layers", "scheme_from_flags",
-           "resolve_scheme", "is_quantizable", "METHODS", "PRESETS", "quantizer_variables",
-           "QUANTIZER_PARAM_KEYS"]
+           "resolve_scheme", "is_quantizable", "METHODS", "PRESETS"]

@@ -19,9 +19,25 @@ Example:
 
 import keras
 
+from quadkeras.models.model_config import attach, config_of
 from quadkeras.quantize.output import QuantizeOutput
-from quadkeras.quantize.scheme import plan_layer, resolve_scheme
+from quadkeras.quantize.scheme import PRESETS, plan_layer, resolve_scheme, scheme_from_flags
 from quadkeras.quantize.wrapper import QUAD_LAYERS, QuantizeWrapper, is_quantizable
+
+
+def quant_scheme(quant, wbits, abits, quant_first_last=False, quant_shortcut=False):
+    """The scheme of the apps' `--quant` / `--wbits` / `--abits` / `--quant_*` flags: a preset
+    name (`int8_qat`, `int8_qat_fold_bn`: bits and coverage fixed) as is, else
+    `scheme_from_flags` of the method.
+
+    >>> quant_scheme("int8_qat", 4, 4)
+    'int8_qat'
+    >>> quant_scheme("lsq", 4, 2)["input"]
+    'lsq:2'
+    """
+    if quant in PRESETS:
+        return quant
+    return scheme_from_flags(quant, wbits, abits, quant_first_last, quant_shortcut)
 
 
 def quantize_model(model, scheme):
@@ -32,7 +48,7 @@ def quantize_model(model, scheme):
         scheme: a preset name (`"int8_qat"`), or a scheme dict (see
             `quadkeras.quantize.scheme`), e.g. the output of `scheme_from_flags`.
     """
-    scheme = resolve_scheme(scheme)
+    given, scheme = scheme, resolve_scheme(scheme)
     candidates = [layer for layer in model.layers if is_quantizable(layer)]
     ends = {id(candidates[0]), id(candidates[-1])} if candidates else set()
     plans = {}
@@ -54,10 +70,10 @@ def quantize_model(model, scheme):
                                name=layer.name)
 
     quantized = keras.models.clone_model(model, clone_function=clone)
-    config = getattr(model, "quadkeras_config", None)
-    if config is not None:
-        quantized.quadkeras_config = config
-    return quantized
+    config = config_of(model)
+    if config is not None and isinstance(given, (str, dict)):  # the config that rebuilds it
+        config = {**config, "quantize": given}
+    return attach(quantized, config)
 
 
 def _outputs_after_bn(plans, candidates):
@@ -77,8 +93,15 @@ def _outputs_after_bn(plans, candidates):
 
 
 def quantized_layers(model):
-    """The layers of a model that hold quantizers (`QuantizeWrapper`, `QuantizeOutput`), in order."""
-    return [layer for layer in model.layers if isinstance(layer, (QuantizeWrapper, QuantizeOutput))]
+    """The layers of a model that hold quantizers (`QuantizeWrapper`, `QuantizeOutput`), in
+    order, nested models included: the one way to find them."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, (QuantizeWrapper, QuantizeOutput)):
+            found.append(layer)
+        elif isinstance(layer, keras.Model):
+            found += quantized_layers(layer)
+    return found
 
 
 def initialize_quantizers(model, x):

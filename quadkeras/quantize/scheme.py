@@ -40,7 +40,6 @@ import re
 import keras
 
 from quadkeras.layers import QuadConv2D, QuadDense, QuadDepthwiseConv2D
-from quadkeras.layers.neurons import BRANCH_NEURONS, PRODUCT_NEURONS
 from quadkeras.quantizers import get
 from quadkeras.utils.validation import check_choice
 
@@ -150,7 +149,7 @@ def rule_matches(rule, layer):
 def plan_layer(scheme, layer, is_first_or_last):
     """{"kernel", "input", "output", "branch"} quantizer specs for `layer`, or None (float).
 
-    "branch" is kept only for quadratic layers with one fused linear op (`BRANCH_NEURONS`).
+    "branch" is kept only for quadratic layers with one fused linear op (`Neuron.branch_quantizable`).
     """
     settings = {k: scheme[k] for k in SLOTS}
     skip = (is_first_or_last and not scheme["quantize_first_last"]) or (
@@ -160,9 +159,9 @@ def plan_layer(scheme, layer, is_first_or_last):
             settings.update({k: rule[k] for k in SLOTS if k in rule})
             if "skip" in rule:
                 skip = bool(rule["skip"])
-    if not (isinstance(layer, LAYER_TYPES["quad"]) and layer.neuron in BRANCH_NEURONS):
+    if not (isinstance(layer, LAYER_TYPES["quad"]) and layer.neuron_spec.branch_quantizable):
         settings["branch"] = None
-    if not (isinstance(layer, LAYER_TYPES["quad"]) and layer.neuron in PRODUCT_NEURONS):
+    if not (isinstance(layer, LAYER_TYPES["quad"]) and layer.neuron_spec.product_quantizable):
         settings["product"] = None
     if skip or all(v is None for v in settings.values()):
         return None

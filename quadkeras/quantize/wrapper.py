@@ -1,8 +1,8 @@
 """`QuantizeWrapper`: run a layer with a quantized kernel, input and (optionally) output.
 
-Works on keras `Conv2D`, `DepthwiseConv2D`, `Dense` (re-implemented with `keras.ops` from the
-layer's own config) and on every quadkeras quadratic layer (through
-`layer.call_with_kernel`). Quantizer variables are created on the wrapper
+Works on every layer `quadkeras.layers.kernel_call` supports (keras `Conv2D`,
+`DepthwiseConv2D`, `Dense` and the quadkeras quadratic layers), through its
+`call_with_kernel`. Quantizer variables are created on the wrapper
 (`kernel_step`, `input_alpha`, ...) so they save, load and train with the model; the wrapped
 layer keeps its own variables (`.layer`). Depthwise kernels `(kh, kw, C, M)` are seen by the
 kernel quantizer as `(kh, kw, 1, C·M)`, so "per channel" means per output channel. For
@@ -28,17 +28,10 @@ Example:
 import keras
 from keras import ops
 
-from quadkeras.layers import QuadConv2D, QuadDense, QuadDepthwiseConv2D
+from quadkeras.layers import QuadDepthwiseConv2D
+from quadkeras.layers.kernel_call import QUAD_LAYERS, SUPPORTED, call_with_kernel
+from quadkeras.layers.kernel_call import supports_kernel_call as is_quantizable
 from quadkeras.quantizers import clone, deserialize, serialize
-
-QUAD_LAYERS = (QuadConv2D, QuadDense, QuadDepthwiseConv2D)
-KERAS_LAYERS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
-SUPPORTED = QUAD_LAYERS + KERAS_LAYERS
-
-
-def is_quantizable(layer):
-    """True for the layer types `QuantizeWrapper` supports."""
-    return isinstance(layer, SUPPORTED)
 
 
 @keras.saving.register_keras_serializable(package="quadkeras")
@@ -131,26 +124,8 @@ class QuantizeWrapper(keras.layers.Wrapper):
         return y
 
     def _forward(self, x, kernel, training):
-        layer = self.layer
-        if isinstance(layer, QUAD_LAYERS):
-            return layer.call_with_kernel(x, kernel, training=training,
-                                          branch_quantizer=self.branch_quantizer,
-                                          product_quantizer=self.product_quantizer)
-        x = ops.cast(x, self.compute_dtype)
-        kernel = ops.cast(kernel, self.compute_dtype)
-        if isinstance(layer, keras.layers.Dense):
-            y = ops.matmul(x, kernel)
-        elif isinstance(layer, keras.layers.DepthwiseConv2D):
-            y = ops.depthwise_conv(x, kernel, strides=layer.strides, padding=layer.padding,
-                                   dilation_rate=layer.dilation_rate, data_format=layer.data_format)
-        else:
-            y = layer.convolution_op(x, kernel)  # the layer's own conv (quadkeras Conv2D: the shim's)
-        if layer.use_bias:
-            bias = ops.cast(layer.bias, self.compute_dtype)
-            if getattr(layer, "data_format", "channels_last") == "channels_first":
-                bias = ops.reshape(bias, (1, -1) + (1,) * (len(y.shape) - 2))
-            y = y + bias
-        return layer.activation(y) if layer.activation is not None else y
+        return call_with_kernel(self.layer, x, kernel, training, self.branch_quantizer,
+                                self.product_quantizer, compute_dtype=self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)

@@ -24,6 +24,9 @@ Example:
 ['kernel_step']
 """
 
+import contextlib
+import weakref
+
 import numpy as np
 import keras
 from keras import ops
@@ -104,6 +107,7 @@ class Quantizer:
                             "groups": (self.groups,)}[self.granularity]
         self._layer = layer
         self._prefix = name
+        self.params = {}
         self._data_inits = {}
         self._flag = None
         self._build(layer, self.shape, name)
@@ -118,7 +122,8 @@ class Quantizer:
         self.built = True
 
     def _build(self, layer, shape, name):
-        """Subclasses create their variables here (use `self.add_param`)."""
+        """Subclasses create their variables here (use `self.add_param`; they are then listed
+        in `self.params`, {name: variable})."""
 
     def add_param(self, name, initializer="zeros", trainable=True, extra_shape=(), data_init=None):
         """Add a variable of shape `param_shape + extra_shape` named `<prefix>_<name>`.
@@ -130,6 +135,8 @@ class Quantizer:
         var = self._layer.add_weight(name=f"{self._prefix}_{name}",
                                      shape=self.param_shape + tuple(extra_shape),
                                      initializer=initializer, trainable=trainable, autocast=False)
+        self.params[name] = var
+        _PARAMETERS[id(var)] = var
         if data_init is not None:
             self._data_inits[id(var)] = (var, data_init)
         return var
@@ -194,6 +201,17 @@ class Quantizer:
     def awaiting_data_init(self):
         """True while data-dependent parameters wait for their first training batch."""
         return self._flag is not None and float(ops.convert_to_numpy(self._flag)) == 0.0
+
+    @contextlib.contextmanager
+    def stored_parameters_only(self):
+        """Within the block, calls use the stored parameters without the first-batch
+        data-init branch (export: its `where(initialized, var, f(x))` would make ranges
+        depend on the input); after training they hold the same values."""
+        flag, self._flag = self._flag, None
+        try:
+            yield self
+        finally:
+            self._flag = flag
 
     def data_init_variables(self):
         """The variables the first-batch initialisation assigns (the flag included)."""
@@ -290,6 +308,25 @@ def abs_max(x, axis=None):
     return ops.max(ops.abs(x), axis=axis)
 
 
+# id -> variable of every learnable-or-not quantizer parameter (`add_param`), for
+# `is_quantizer_parameter`: identity, not a name suffix.
+_PARAMETERS = weakref.WeakValueDictionary()
+
+
+def is_quantizer_parameter(variable):
+    """True for a variable a quantizer created with `add_param` (step, alpha, basis, ...)."""
+    return _PARAMETERS.get(id(variable)) is variable
+
+
+# name -> class of every quantization method, filled by `@register` where each is defined.
+REGISTRY = {}
+
+
 def register(cls):
-    """Register a quantizer class for Keras serialization (package `quadkeras`)."""
+    """Class decorator: add a quantizer to `REGISTRY` under `cls.name` and register it for
+    Keras serialization (package `quadkeras`)."""
+    if not cls.name or cls.name in REGISTRY:
+        raise ValueError(f"Invalid quantizer name {cls.name!r} for {cls.__name__}: expected a new, "
+                         f"non-empty name (taken: {', '.join(REGISTRY)}).")
+    REGISTRY[cls.name] = cls
     return keras.saving.register_keras_serializable(package="quadkeras")(cls)

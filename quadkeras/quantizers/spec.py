@@ -26,19 +26,12 @@ import re
 
 import keras
 
-from quadkeras.quantizers.base import Quantizer
-from quadkeras.quantizers.binary import XNOR, Ternary
-from quadkeras.quantizers.dorefa import DoReFa
-from quadkeras.quantizers.fakequant import FakeQuant
-from quadkeras.quantizers.lqnet import LQNet
-from quadkeras.quantizers.lsq import LSQ
-from quadkeras.quantizers.lsq_mq import LSQModelQuantization
-from quadkeras.quantizers.nonuniform import NonUniform
-from quadkeras.quantizers.pact import PACT
+from quadkeras.quantizers.base import REGISTRY, Quantizer
 from quadkeras.utils.validation import check_choice
 
-QUANTIZERS = {cls.name: cls for cls in (FakeQuant, LSQ, LSQModelQuantization, DoReFa, PACT, LQNet, XNOR, Ternary,
-                                        NonUniform)}
+# Every method registers itself (`@register`) where it is defined; quadkeras.quantizers
+# imports them all, so `get` sees them. A new method needs no edit here.
+QUANTIZERS = REGISTRY
 ALIASES = {"uniform": "fakequant", "binary": "xnor", "twn": "ternary"}
 CLASS_NAMES = {cls.__name__: cls for cls in QUANTIZERS.values()}
 FLAGS = {

@@ -52,7 +52,7 @@ def layer_macs(layer, input_shape, output_shape, include_products=True):
 def _quad_macs(layer, output_shape, include_products):
     positions = _spatial(output_shape)
     outputs = positions * int(output_shape[-1])
-    if layer.neuron == "t1":
+    if layer.neuron_spec.bilinear:
         patch = int(layer.kernel.shape[0])
         macs = outputs * patch * patch + (outputs * patch if include_products else 0)
         if layer.t1_linear:

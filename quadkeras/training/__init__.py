@@ -9,16 +9,15 @@ Example:
 [1]
 """
 
-from quadkeras.training.checkpoint import check_resumable, config_hash, save_best_if_better
 from quadkeras.training.callbacks import TrainingDiverged
-from quadkeras.training.checkpoint import save_model_atomic
-from quadkeras.training.config import DEFAULTS, resolve_config, resume_view
+from quadkeras.training.config import DEFAULTS, resolve_config
 from quadkeras.training.decay import decay_coefficients
 from quadkeras.training.optimizer import CoupledDecaySGD
 from quadkeras.training.schedules import EpochCosine, EpochMultiStep, make_schedule
 from quadkeras.training.trainer import compile_model, evaluate, model_config, train
+from quadkeras.training.work_dir import Run
 
-__all__ = ["CoupledDecaySGD", "DEFAULTS", "EpochCosine", "EpochMultiStep", "check_resumable",
-           "compile_model", "config_hash", "decay_coefficients", "evaluate", "make_schedule",
-           "model_config", "resolve_config", "resume_view", "save_best_if_better",
-           "save_model_atomic", "train", "TrainingDiverged"]
+# Checkpoint / resume internals stay in `quadkeras.training.checkpoint` and `.work_dir`.
+__all__ = ["CoupledDecaySGD", "DEFAULTS", "EpochCosine", "EpochMultiStep", "Run",
+           "TrainingDiverged", "compile_model", "decay_coefficients", "evaluate",
+           "make_schedule", "model_config", "resolve_config", "train"]

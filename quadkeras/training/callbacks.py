@@ -13,7 +13,6 @@ import keras
 
 from quadkeras.training import checkpoint
 from quadkeras.utils.errors import RunAborted
-from quadkeras.utils.safe_io import save_model_atomic
 
 
 class LearningRateLogger(keras.callbacks.Callback):
@@ -121,7 +120,7 @@ class AtomicModelSaver(keras.callbacks.Callback):
             if value is None or not math.isfinite(value) or (self.best is not None and value <= self.best):
                 return
             self.best = float(value)
-        save_model_atomic(self.model, self.path)
+        checkpoint.save_model_atomic(self.model, self.path)
 
 
 class RunProgbar(keras.callbacks.ProgbarLogger):

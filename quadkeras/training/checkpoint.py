@@ -22,8 +22,9 @@ import json
 import math
 import os
 
+from quadkeras.models.model_config import save_model as save_model_atomic
 from quadkeras.utils import safe_io
-from quadkeras.utils.safe_io import save_model_atomic, write_json  # noqa: F401 (re-exported)
+from quadkeras.utils.safe_io import write_json  # noqa: F401 (re-exported)
 
 LAST, BEST, STATE, BEST_META = "last.keras", "best.keras", "state.json", "best.json"
 # Files that make a folder a run: a fresh run refuses a work_dir holding any of them.

@@ -19,9 +19,10 @@ from quadkeras.training.optimizer import MOMENTUM_FORMS
 from quadkeras.training.schedules import SCHEDULES
 from quadkeras.utils.validation import check_choice, check_positive_int
 
-# Seed recipe (SPEC section 3): SGD 0.1, momentum 0.9 (in torch.optim.SGD's form), coupled L2
-# 5e-4, cosine to 1e-4 over 200 epochs, batch 256, pad-4 crop + flip, global grad-norm clip
-# 0.5. val_fraction 0 keeps its "best test accuracy" checkpoint; > 0 holds out that seeded fraction of the training split
+# Seed recipe (QuadraLib's CIFAR training setting): SGD 0.1, momentum 0.9 in torch.optim.SGD's
+# form, coupled L2 5e-4, cosine to 1e-4 over 200 epochs, batch 256, pad-4 crop + flip, global
+# grad-norm clip 0.5. val_fraction 0 keeps its "best test accuracy" checkpoint; > 0 holds out
+# that seeded fraction of the training split
 # (seed = `seed`) as validation data for best.keras / val_acc instead.
 DEFAULTS = {
     "model": "qresnet14", "dataset": "cifar10", "data_dir": None, "cache_dir": None,

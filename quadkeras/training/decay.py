@@ -20,7 +20,7 @@ Example:
 
 import re
 
-QUANTIZER_SUFFIXES = ("_step", "_alpha", "_basis", "_levels")
+from quadkeras.quantizers.base import is_quantizer_parameter
 
 
 def parse_decay_list(custom_decay_list):
@@ -40,8 +40,7 @@ def parse_decay_list(custom_decay_list):
 
 def is_small(variable):
     """True for variables that `decay_small` exempts (<= 1-D or quantizer params)."""
-    name = variable.path if hasattr(variable, "path") else variable.name
-    return len(variable.shape) <= 1 or name.endswith(QUANTIZER_SUFFIXES)
+    return len(variable.shape) <= 1 or is_quantizer_parameter(variable)
 
 
 def decay_coefficient(variable, wd, decay_small=False, patterns=(), custom_decay=None):

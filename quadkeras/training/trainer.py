@@ -29,12 +29,13 @@ from quadkeras.training.config import resolve_config, resume_view
 from quadkeras.training.optimizer import CoupledDecaySGD
 from quadkeras.training.run_summary import run_summary
 from quadkeras.training.schedules import make_schedule
-from quadkeras.training.work_dir import open_run, trim_history
+from quadkeras.models.model_config import load_model, normalizes_input
+from quadkeras.training.work_dir import find_model_file, open_run, trim_history
 from quadkeras.utils.errors import os_error_line
-from quadkeras.utils.safe_io import load_keras_model, reading
+from quadkeras.utils.safe_io import reading
 
 
-def model_config(config, data):
+def model_config(config, input_shape, num_classes):
     """Model config dict for the run: zoo/YAML model + dataset shape + optional quant scheme."""
     from quadkeras.models import load_config
 
@@ -44,16 +45,20 @@ def model_config(config, data):
             model_cfg = load_config(source)
     else:
         model_cfg = load_config(source)
-    model_cfg["input_shape"] = list(data.input_shape)
-    model_cfg["num_classes"] = int(data.num_classes)
+    model_cfg["input_shape"] = list(input_shape)
+    model_cfg["num_classes"] = int(num_classes)
     if config["quant"]:
-        try:
-            from quadkeras.quantize import scheme_from_flags
-        except ImportError as err:
-            raise ValueError(f"Invalid quant={config['quant']!r}: quantization not available ({err}).") from None
-        model_cfg["quantize"] = scheme_from_flags(config["quant"], config["wbits"], config["abits"],
-                                                  config["quant_first_last"], config["quant_shortcut"])
+        model_cfg["quantize"] = quant_scheme(config)
     return model_cfg
+
+
+def quant_scheme(config):
+    """The quantization scheme of a run's `quant` (a method or a preset) / `wbits` / `abits` /
+    `quant_*` keys."""
+    from quadkeras.quantize.model import quant_scheme as scheme
+
+    return scheme(config["quant"], config["wbits"], config["abits"], config["quant_first_last"],
+                  config["quant_shortcut"])
 
 
 def initial_model(config, data):
@@ -65,9 +70,10 @@ def initial_model(config, data):
     if not config["init_from"]:
         from quadkeras.models import build_model
 
-        return _check_quantized(build_model(model_config(config, data)), config)
+        return _check_quantized(build_model(model_config(config, data.input_shape,
+                                                         data.num_classes)), config)
     path = config["init_from"]
-    model = load_keras_model(path, "init_from", compile=False)
+    model = load_model(path, "init_from", compile=False)
     expected = (tuple(data.input_shape), int(data.num_classes))
     found = (tuple(model.input_shape[1:]), int(model.output_shape[-1]))
     if found != expected:
@@ -75,17 +81,17 @@ def initial_model(config, data):
                          f"classes, dataset={config['dataset']!r} needs {expected[0]} with "
                          f"{expected[1]} classes.")
     if config["quant"]:
-        from quadkeras.quantize import quantize_model, scheme_from_flags
+        from quadkeras.quantize import quantize_model
 
-        model = quantize_model(model, scheme_from_flags(config["quant"], config["wbits"], config["abits"],
-                                                        config["quant_first_last"],
-                                                        config["quant_shortcut"]))
+        model = quantize_model(model, quant_scheme(config))
     return _check_quantized(model, config)
 
 
 def _check_quantized(model, config):
     """With `quant` set, refuse a model in which the scheme quantized no layer."""
-    if config["quant"] and not _has_quantizers(model):
+    from quadkeras.quantize import quantized_layers
+
+    if config["quant"] and not quantized_layers(model):
         raise ValueError(
             f"Invalid quant={config['quant']!r}: it quantized no layer of this model "
             f"(wbits={config['wbits']}, abits={config['abits']}, quant_first_last="
@@ -120,15 +126,23 @@ def compile_model(model, config, steps_per_epoch):
     return model
 
 
-def datasets(config, data, epoch):
-    """(train dataset for `epoch`, test dataset) with labels shaped for the loss."""
+def input_stats(data, model):
+    """(mean, std) to normalise `data` with for `model`: (None, None) (scale to [0, 1] only)
+    when the model standardises its own input (a model config with `normalize:`)."""
+    return (None, None) if normalizes_input(model) else (data.mean, data.std)
+
+
+def datasets(config, data, epoch, stats):
+    """(train dataset for `epoch`, test dataset) with labels shaped for the loss.
+
+    `stats`: the (mean, std) pixels are normalised with (`input_stats(data, model)`).
+    """
     one_hot = _one_hot_needed(config)
     aug = dict(keras_augment(config))
-    train_ds = make_dataset(data.x_train, data.y_train, config["batch_size"], True, data.mean,
-                            data.std, augment=aug, seed=config["seed"] * 100003 + epoch,
+    train_ds = make_dataset(data.x_train, data.y_train, config["batch_size"], True, *stats,
+                            augment=aug, seed=config["seed"] * 100003 + epoch,
                             num_classes=data.num_classes)
-    test_ds = make_dataset(data.x_test, data.y_test, config["eval_batch_size"], False, data.mean,
-                           data.std)
+    test_ds = make_dataset(data.x_test, data.y_test, config["eval_batch_size"], False, *stats)
     if one_hot:
         import tensorflow as tf
 
@@ -146,14 +160,10 @@ def keras_augment(config):
 
 def _initialize_quantizers(model, train_ds):
     """First-batch quantizer initialisation outside `fit` (JAX's trainer would drop it)."""
-    if _has_quantizers(model):
-        from quadkeras.quantize import initialize_quantizers
+    from quadkeras.quantize import initialize_quantizers, quantized_layers
 
+    if quantized_layers(model):
         initialize_quantizers(model, next(iter(train_ds))[0])
-
-
-def _has_quantizers(model):
-    return any(type(layer).__name__ in ("QuantizeWrapper", "QuantizeOutput") for layer in model.layers)
 
 
 def _set_precision_and_seed(config):
@@ -180,18 +190,20 @@ def evaluate(config):
     """Evaluate a saved model (`checkpoint`, else work_dir/best.keras, else last.keras)."""
     config = resolve_config(config)
     work_dir = os.path.abspath(config["work_dir"])
-    candidates = [config["checkpoint"]] if config["checkpoint"] else [
-        os.path.join(work_dir, checkpoint.BEST), os.path.join(work_dir, checkpoint.LAST)]
-    found = [p for p in candidates if p and os.path.exists(p)]
-    if not found:
-        raise ValueError(f"Invalid checkpoint: none of {candidates} exists; train first or pass --checkpoint.")
+    if config["checkpoint"]:
+        found = config["checkpoint"]
+        if not os.path.exists(found):
+            raise ValueError(f"Invalid checkpoint={found!r}: file not found; pass an existing "
+                             ".keras file or leave --checkpoint unset to use work_dir's model.")
+    else:
+        found = find_model_file(work_dir, "work_dir")
     data = _load(config)
-    model = load_keras_model(found[0], "checkpoint")
-    test_ds = make_dataset(data.x_test, data.y_test, config["eval_batch_size"], False, data.mean,
-                           data.std)
+    model = load_model(found, "checkpoint")
+    test_ds = make_dataset(data.x_test, data.y_test, config["eval_batch_size"], False,
+                           *input_stats(data, model))
     logits = model.predict(test_ds, verbose=0)
     acc = float((logits.argmax(-1) == data.y_test).mean())
-    result = {"checkpoint": found[0], "test_acc": acc,
+    result = {"checkpoint": found, "test_acc": acc,
               "backend": keras.backend.backend(), "dataset": config["dataset"]}
     if os.path.isdir(work_dir):
         try:
@@ -241,7 +253,7 @@ def _remeasure_best(work_dir, val_ds, epochs_done):
     """Re-measure `best.keras` when a kill left it without its own `best.json`."""
     if checkpoint.best_is_consistent(work_dir):
         return
-    best = load_keras_model(os.path.join(work_dir, checkpoint.BEST), "work_dir best")
+    best = load_model(os.path.join(work_dir, checkpoint.BEST), "work_dir best")
     metric = best.evaluate(val_ds, verbose=0)[1]
     checkpoint.record_best(work_dir, metric, epochs_done)
 
@@ -269,7 +281,7 @@ def _train(config, run, extra_callbacks):
     data = _load(config)
     steps_per_epoch = _steps_per_epoch(config, data)
     if run.resumed:
-        model = load_keras_model(os.path.join(work_dir, checkpoint.LAST), "work_dir last")
+        model = load_model(os.path.join(work_dir, checkpoint.LAST), "work_dir last")
         epochs_done = int(keras.ops.convert_to_numpy(model.optimizer.iterations)) // steps_per_epoch
         finished = _finished_summary(work_dir, config, epochs_done)
         if finished is not None:
@@ -289,10 +301,11 @@ def _train(config, run, extra_callbacks):
     train_time, last_val = 0.0, None
     has_val = data.x_val is not None  # else the test split is the validation data (seed recipe)
     fit_data = dataclasses.replace(data, x_test=data.x_val, y_test=data.y_val) if has_val else data
+    stats = input_stats(data, model)
     if run.resumed:
-        _remeasure_best(work_dir, datasets(config, fit_data, 0)[1], epochs_done)
+        _remeasure_best(work_dir, datasets(config, fit_data, 0, stats)[1], epochs_done)
     for epoch in range(epochs_done, config["epochs"]):
-        train_ds, val_ds = datasets(config, fit_data, epoch)
+        train_ds, val_ds = datasets(config, fit_data, epoch, stats)
         if epoch == 0:
             _initialize_quantizers(model, train_ds)
         t0 = time.perf_counter()
@@ -301,8 +314,8 @@ def _train(config, run, extra_callbacks):
         train_time += time.perf_counter() - t0
         last_val = hist.history["val_acc"][-1]
     if last_val is None:
-        last_val = model.evaluate(datasets(config, fit_data, 0)[1], verbose=0)[1]
-    test_acc = model.evaluate(datasets(config, data, 0)[1], verbose=0)[1] if has_val else last_val
+        last_val = model.evaluate(datasets(config, fit_data, 0, stats)[1], verbose=0)[1]
+    test_acc = model.evaluate(datasets(config, data, 0, stats)[1], verbose=0)[1] if has_val else last_val
     epochs_run = config["epochs"] - epochs_done
     summary = run_summary(model, config, test_acc, checkpoint.best_metric(work_dir),
                           time.perf_counter() - start, train_time,

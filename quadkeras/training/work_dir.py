@@ -1,4 +1,9 @@
-"""A training run's folder: claim it (lock, fresh-or-resume checks, run marker), trim history.
+"""A training run's folder: read it (`Run`) and claim it (lock, fresh-or-resume checks, run marker).
+
+`Run(work_dir)` (or `Run.of(path)` for a work_dir or a `.keras` file inside one) owns the
+folder's layout for every app: `state.json` (parsed once), the run's training `config`, the
+dataset it trained on, its model file (`best.keras`, else `last.keras`: `find_model_file`) and
+the model config training built from (`run.model_config(...)`).
 
 `open_run(config)` is called by `train()` before anything else is written. It takes the
 folder's `RunLock` (a second run on the same work_dir fails at once), removes the `.tmp-*`
@@ -23,18 +28,85 @@ Example:
 >>> sorted(os.listdir(run.work_dir)), run.resumed
 (['.lock', 'state.json'], False)
 >>> run.close()
+>>> Run.of(cfg["work_dir"]).config["dataset"]
+'digits'
 """
 
 import os
 import shutil
 
 from quadkeras.training import checkpoint
-from quadkeras.training.config import resume_view
+from quadkeras.training.config import DEFAULTS, resume_view
 from quadkeras.training.lock import RunLock
 from quadkeras.utils.safe_io import clean_temp_files
 
 # Files a run that never finished its first epoch may leave besides state.json.
 _FIRST_EPOCH_FILES = (checkpoint.BEST, checkpoint.BEST_META, "history.csv")
+# The model a finished (or running) work_dir offers, in order of preference.
+MODEL_FILES = (checkpoint.BEST, checkpoint.LAST)
+
+
+def find_model_file(work_dir, flag="model"):
+    """`work_dir`'s `best.keras`, else its `last.keras`; a one-line error naming `flag` if neither."""
+    for name in MODEL_FILES:
+        path = os.path.join(work_dir, name)
+        if os.path.isfile(path):
+            return path
+    raise ValueError(f"Invalid {flag}={os.fspath(work_dir)!r}: work_dir has none of "
+                     f"{', '.join(MODEL_FILES)}; train first or pass a .keras file.")
+
+
+class Run:
+    """A training run's folder, read side: files, `state`, `config`, `dataset`, model file/config."""
+
+    def __init__(self, work_dir):
+        self.work_dir = os.path.abspath(os.fspath(work_dir))
+        self._state = None
+
+    @classmethod
+    def of(cls, source):
+        """The run that wrote `source` (a work_dir, or a `.keras` file in one), else None."""
+        if not isinstance(source, (str, os.PathLike)):
+            return None
+        source = os.fspath(source)
+        if os.path.isdir(source):
+            folder = source
+        elif source.endswith(".keras"):
+            folder = os.path.dirname(os.path.abspath(source))
+        else:
+            return None
+        run = cls(folder)
+        return run if os.path.isfile(run.path(checkpoint.STATE)) else None
+
+    def path(self, name):
+        return os.path.join(self.work_dir, name)
+
+    @property
+    def state(self):
+        """`state.json`, read once."""
+        if self._state is None:
+            self._state = checkpoint.read_json(self.path(checkpoint.STATE))
+        return self._state
+
+    @property
+    def config(self):
+        """The run's training config: DEFAULTS for keys it did not save, `work_dir` set."""
+        return {**DEFAULTS, **self.state.get("config", {}), "work_dir": self.work_dir}
+
+    @property
+    def dataset(self):
+        saved = self.state.get("config", {})
+        return saved.get("dataset") or saved.get("data")
+
+    def model_file(self, flag="model"):
+        return find_model_file(self.work_dir, flag)
+
+    def model_config(self, input_shape, num_classes):
+        """The model config training built its model from (None for an `init_from` run)."""
+        from quadkeras.training.trainer import model_config  # noqa: PLC0415
+
+        config = self.config
+        return None if config["init_from"] else model_config(config, input_shape, num_classes)
 
 
 class OpenRun:

@@ -6,7 +6,7 @@ Reading (every app, and the hook for new readers such as a `.pth` converter): wr
 
 Writing: `temp_path` makes a hidden `.tmp-*` file beside the target with the permissions a
 normal `open()` would give (umask, e.g. 0644; not mkstemp's 0600); `write_atomic` /
-`write_json` / `save_model_atomic` write there and `os.replace` onto the target, so a reader,
+`write_json` / `write_atomic` write there and `os.replace` onto the target, so a reader,
 a kill or a full disk never leaves a partial file under the real name; `clean_temp_files`
 removes the orphans a kill -9 leaves; `atomic_dir` builds a whole output folder the same way.
 
@@ -170,11 +170,6 @@ def write_json(path, data):
         with open(tmp, "w") as f:
             json.dump(data, f, indent=2, sort_keys=True, default=str)
     return write_atomic(path, dump)
-
-
-def save_model_atomic(model, path):
-    """`model.save` to a temp `.keras` beside `path`, then `os.replace` onto `path`."""
-    return write_atomic(path, model.save)
 
 
 def clean_temp_files(folder):

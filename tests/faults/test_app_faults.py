@@ -74,7 +74,7 @@ def test_every_app_gives_one_line_errors_and_writes_nothing(bad_inputs):
         "export_corrupt": r"Invalid model='.*trunc.keras': corrupt or truncated .keras file",
         "export_no_formats": r"Invalid formats=\[\]: expected at least one of",
         "bsq_decay": r"Invalid --decay=-0.5: expected a number >= 0",
-        "bsq_overwrite": r"Invalid --checkpoint='.*bsq': --mode=train would overwrite the input --model",
+        "bsq_overwrite": r"Invalid --work_dir='.*bsq': --mode=train would overwrite the input --model",
         "auto_build_corrupt": r"Invalid model='.*garbage.keras': corrupt or truncated .keras file",
         "summary_yaml": r"Invalid model='.*bad.yaml': corrupt or truncated model config file",
     }

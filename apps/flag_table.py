@@ -1,0 +1,107 @@
+"""One table of the apps' flags: each flag's type, help and (for training keys) default.
+
+Every app defines its flags with `define(names, **defaults)`: the type and help come from
+`TABLE`, the default from `quadkeras.training.config.DEFAULTS` (the one place training
+defaults live) unless the app passes its own recipe's value (BSQ's 350 epochs, ...).
+The quantizer flags are spelled `--quant` / `--wbits` / `--abits` in every app; the old
+per-app spellings stay as deprecated aliases (`define_aliases`). `--quant` takes a method
+(`lsq`, `dorefa`, `fakequant`, ...) or a preset (`int8_qat`, `int8_qat_fold_bn`).
+`--work_dir` is always the output folder, `--checkpoint` always a model file to read, and
+`--schedule` always the LR schedule kind (`--milestones` the epochs of a step schedule).
+
+Example:
+
+>>> kind, _ = TABLE["wbits"]
+>>> kind
+'integer'
+"""
+
+from absl import flags
+
+import _common  # noqa: F401 (puts the repo on sys.path)
+
+from quadkeras.data.loaders import DATASETS
+from quadkeras.data.pipeline import AUGMENT_PRESETS
+from quadkeras.training.config import DEFAULTS, MIXED_PRECISION
+from quadkeras.training.optimizer import MOMENTUM_FORMS
+from quadkeras.training.schedules import SCHEDULES
+
+# name: (absl kind, help) or (kind, help, enum values).
+TABLE = {
+    "model": ("string", "Zoo name, model config (.yaml/.json), .keras model or training work_dir "
+                        "(what each app accepts is in its docstring)."),
+    "dataset": ("enum", "Data set.", list(DATASETS)),
+    "data_dir": ("string", "CIFAR .tar.gz, image folder or pickle folder."),
+    "cache_dir": ("string", "Decoded-data cache (default $QUADKERAS_CACHE or ~/.cache/quadkeras)."),
+    "max_train": ("integer", "Use a seeded random subset of N training examples (0 = all; smoke runs)."),
+    "max_test": ("integer", "Use a seeded random subset of N test examples (0 = all)."),
+    "val_fraction": ("float", "Hold out this seeded fraction of the training split (seed = --seed) "
+                              "as validation data: best.keras and val_acc use it, the test split is "
+                              "evaluated once at the end; 0 = validate on the test split (seed recipe)."),
+    "epochs": ("integer", "Training epochs."),
+    "batch_size": ("integer", "Training batch size."),
+    "eval_batch_size": ("integer", "Evaluation batch size."),
+    "lr": ("float", "Base learning rate."),
+    "momentum": ("float", "SGD momentum."),
+    "nesterov": ("boolean", "Nesterov momentum."),
+    "momentum_form": ("enum", "Where the LR enters the momentum buffer: torch.optim.SGD's form "
+                              "(b = m b + g; w -= lr b; the seed recipe) or Keras' (v = m v - lr g; "
+                              "w += v); they differ after each LR change.", list(MOMENTUM_FORMS)),
+    "schedule": ("enum", "LR schedule (per epoch).", list(SCHEDULES)),
+    "final_lr": ("float", "Cosine: LR reached at the last epoch."),
+    "milestones": ("list", "Step schedules: epochs where the LR is multiplied by --gamma."),
+    "gamma": ("float", "Step schedules: LR factor at each milestone."),
+    "warmup_epochs": ("float", "Linear warmup length in epochs (per step)."),
+    "wd": ("float", "Coupled L2 weight decay (PyTorch SGD style)."),
+    "decay_small": ("boolean", "No decay on <=1-D params (BN, bias) and quantizer params."),
+    "custom_decay_list": ("string", "Comma-separated regexes of variable paths with custom decay."),
+    "custom_decay": ("float", "Decay for variables matched by --custom_decay_list."),
+    "label_smoothing": ("float", "Label smoothing."),
+    "augment": ("enum", "Augmentation preset.", list(AUGMENT_PRESETS)),
+    "mixup": ("float", "MixUp alpha (keras.layers.MixUp); 0 = off."),
+    "cutmix": ("float", "CutMix factor (keras.layers.CutMix); 0 = off."),
+    "grad_clip": ("float", "Global gradient-norm clip; 0 = off."),
+    "mixed_precision": ("enum", "Mixed precision compute dtype.", list(MIXED_PRECISION)),
+    "seed": ("integer", "Random seed (init, data order, augmentation)."),
+    "deterministic": ("boolean", "TensorFlow op determinism."),
+    "quant": ("string", "Quantization: a method ('' = float; lsq, dorefa, pact, fakequant, ...) "
+                        "with --wbits/--abits, or a preset (int8_qat, int8_qat_fold_bn)."),
+    "wbits": ("integer", "Weight bits with a --quant method (BSQ: starting precision)."),
+    "abits": ("integer", "Activation bits with a --quant method."),
+    "quant_first_last": ("boolean", "Also quantize the first and last layers."),
+    "quant_shortcut": ("boolean", "Also quantize ResNet 1x1 shortcut convs."),
+    "init_from": ("string", "Start from this .keras model's weights (e.g. QAT from a float "
+                            "checkpoint, quantized per --quant); --model is then ignored."),
+    "work_dir": ("string", "Output folder: checkpoints, logs, reports and summaries go here."),
+    "resume": ("boolean", "Continue the run in --work_dir exactly where it stopped."),
+    "evaluate_only": ("boolean", "Only evaluate --checkpoint (default work_dir/best.keras)."),
+    "checkpoint": ("string", "A .keras model file to read (train: the one --evaluate_only "
+                             "evaluates)."),
+    "tensorboard": ("boolean", "Write TensorBoard scalars (needs the tensorboard package)."),
+    "stop_on_nan": ("boolean", "Stop with an error (exit 1) at the first NaN/inf loss, keeping the "
+                               "last good checkpoints; --nostop_on_nan trains on regardless."),
+    "verbose": ("integer", "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch."),
+}
+
+# Deprecated spellings -> the flag they now name (apps/bsq.py's --checkpoint was its output
+# folder and --schedule its milestones: there they alias --work_dir and --milestones).
+ALIASES = {"quantize": "quant", "weight_bits": "wbits", "activation_bits": "abits",
+           "nbits": "wbits"}
+
+
+def define(names, **defaults):
+    """Define the flags `names` from `TABLE` (defaults: `defaults`, else `DEFAULTS`)."""
+    for name in names:
+        kind, text, *choices = TABLE[name]
+        default = defaults.get(name, DEFAULTS.get(name))
+        if kind == "enum":
+            flags.DEFINE_enum(name, default, choices[0], text)
+        else:
+            getattr(flags, f"DEFINE_{kind}")(name, default, text)
+
+
+def define_aliases(*names, **renamed):
+    """Keep old spellings working: `--<alias>` sets the flag `ALIASES[alias]` (or, for an
+    app's own old names, `renamed[alias]`)."""
+    for alias, target in [(n, ALIASES[n]) for n in names] + list(renamed.items()):
+        flags.DEFINE_alias(alias, target)

@@ -1,0 +1,81 @@
+"""One owner per run: `training.work_dir.Run`, the model config inside every `.keras`, and
+one input-normalisation decision for training, evaluation and export."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from quadkeras.models import build_model
+from quadkeras.models.model_config import config_of, load_model, normalizes_input, save_model
+from quadkeras.training.work_dir import Run, find_model_file
+from tests.test_training import TINY, tiny_config
+
+NORMALIZE = {"mean": [0.3], "std": [0.2]}
+
+
+@pytest.mark.jax
+def test_model_config_is_saved_inside_the_keras_file_and_carried_by_quantize(tmp_path):
+    from quadkeras.bsq import to_bsq
+    from quadkeras.quantize import quantize_model
+
+    model = build_model(TINY)
+    path = save_model(quantize_model(model, "int8_qat"), str(tmp_path / "q.keras"))
+    loaded = load_model(path)
+    assert config_of(loaded) == {**TINY, "quantize": "int8_qat"}
+    assert config_of(to_bsq(model, bits=4)) == TINY
+    assert build_model(config_of(loaded)).count_params() == loaded.count_params()
+    assert len(keras.models.load_model(path).layers) == len(loaded.layers)  # Keras ignores it
+
+
+@pytest.mark.jax
+def test_quant_takes_a_preset_or_a_method():
+    from quadkeras.training.config import resolve_config
+    from quadkeras.training.trainer import model_config
+
+    preset = model_config(resolve_config(quant="int8_qat"), (16, 16, 1), 10)["quantize"]
+    method = model_config(resolve_config(quant="lsq", wbits=2), (16, 16, 1), 10)["quantize"]
+    assert preset == "int8_qat" and method["kernel"] == "lsq:2" and method["input"] == "lsq:4"
+    with pytest.raises(ValueError, match="Invalid quant method='int9'"):
+        model_config(resolve_config(quant="int9"), (16, 16, 1), 10)
+
+
+@pytest.mark.jax
+def test_find_model_file_prefers_best_then_last(tmp_path):
+    with pytest.raises(ValueError, match=r"Invalid model=.*work_dir has none of best.keras"):
+        find_model_file(str(tmp_path))
+    for name in ("last.keras", "best.keras"):
+        (tmp_path / name).write_bytes(b"")
+        assert find_model_file(str(tmp_path)) == str(tmp_path / name)
+    assert Run.of(str(tmp_path)) is None and Run.of("qresnet14") is None  # no state.json
+
+
+def test_self_normalising_model_is_not_normalised_twice(tmp_path):
+    """A model config with `normalize:` standardises its own input: training, evaluation and
+    export must feed it pixels scaled to [0, 1] only."""
+    from quadkeras.export.api import dataset_arrays
+    from quadkeras.training import evaluate, train
+
+    config = dict(TINY, normalize=NORMALIZE)
+    assert normalizes_input(build_model(config)) and not normalizes_input(build_model(TINY))
+    summary = train(tiny_config(tmp_path / "run", model=config, epochs=1, augment="none"))
+    run = Run.of(str(tmp_path / "run" / "last.keras"))
+    assert run.dataset == "digits" and run.model_file() == str(tmp_path / "run" / "best.keras")
+    last = load_model(run.path("last.keras"))
+    assert config_of(last) == run.model_config((16, 16, 1), 10)
+    assert config_of(last)["normalize"] == NORMALIZE
+    x, y = dataset_arrays("digits", limit=64, normalize=False)
+    assert 0.0 <= x.min() and x.max() <= 1.0
+    # Training's own test accuracy is the saved model's accuracy on [0, 1] pixels.
+    from quadkeras.data import load_data, seeded_subset
+
+    d = load_data("digits")
+    x_test, y_test = seeded_subset(d.x_test, d.y_test, 64)
+    logits = last.predict(x_test.astype("float32") / 255.0, verbose=0)
+    assert summary["test_acc"] == pytest.approx(float((logits.argmax(-1) == y_test).mean()))
+    os.remove(run.path("best.keras"))
+    result = evaluate(tiny_config(tmp_path / "run"))
+    assert result["checkpoint"] == run.path("last.keras")
+    assert result["test_acc"] == pytest.approx(summary["test_acc"])
+    np.testing.assert_array_equal(y, dataset_arrays("digits", limit=64)[1])
