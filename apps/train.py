@@ -2,6 +2,8 @@
 
     KERAS_BACKEND=tensorflow python apps/train.py --flagfile=configs/quickstart.cfg
     python apps/train.py --flagfile=configs/qresnet14.cfg --work_dir=runs/q14 --resume
+    KERAS_BACKEND=torch torchrun --nproc_per_node=2 apps/train.py --flagfile=configs/quickstart.cfg \
+        --distribute=data_parallel
 
 All logic lives in `quadkeras.training.train`; this file only maps flags to its config.
 """
@@ -60,6 +62,10 @@ flags.DEFINE_string("checkpoint", None, "Model file for --evaluate_only.")
 flags.DEFINE_boolean("tensorboard", True, "Write TensorBoard scalars (needs the tensorboard package).")
 flags.DEFINE_boolean("stop_on_nan", True, "Stop with an error (exit 1) at the first NaN/inf loss, keeping "
                      "the last good checkpoints; --nostop_on_nan trains on regardless.")
+flags.DEFINE_enum("distribute", "", ["", "data_parallel"], "Data-parallel training over every "
+                  "visible device ('' = one device): jax DataParallel, tf MirroredStrategy / "
+                  "MultiWorkerMirroredStrategy, torch DDP (launch with torchrun); --batch_size is "
+                  "the global batch (docs/training.md).")
 flags.DEFINE_integer("verbose", 1, "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
 
 CONFIG_FLAGS = ("model", "dataset", "data_dir", "cache_dir", "max_train", "max_test", "val_fraction",
@@ -69,7 +75,7 @@ CONFIG_FLAGS = ("model", "dataset", "data_dir", "cache_dir", "max_train", "max_t
                 "custom_decay", "label_smoothing", "augment", "mixup", "cutmix", "grad_clip",
                 "mixed_precision", "seed", "deterministic", "quant", "wbits", "abits",
                 "quant_first_last", "quant_shortcut", "init_from", "work_dir", "resume", "evaluate_only",
-                "checkpoint", "tensorboard", "verbose", "stop_on_nan")
+                "checkpoint", "tensorboard", "verbose", "stop_on_nan", "distribute")
 
 
 def main(argv):

@@ -20,6 +20,7 @@ tensorflow two logical CPU devices; torch two gloo processes launched with torch
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -27,7 +28,7 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUNS = ("single", "dp", "dp_kill", "dp_resume")
+RUNS = ("single", "bad_batch", "dp", "dp_kill", "dp_resume")
 
 
 def run_config(args, work_dir, distribute, resume=False):
@@ -81,6 +82,16 @@ def child(args):
 
     writer = int(os.environ.get("RANK", "0")) == 0
     for name in args.runs.split(","):
+        if name == "bad_batch":  # a global batch the replicas cannot share: one-line error
+            try:
+                train(run_config(args, os.path.join(args.out_dir, "runs", name), "data_parallel"),
+                      batch_size=args.batch_size - 1)
+            except ValueError as err:
+                if writer:
+                    with open(os.path.join(args.out_dir, "bad_batch.txt"), "w") as f:
+                        f.write(str(err))
+                continue
+            raise AssertionError("an odd global batch was accepted")
         work_dir = os.path.join(args.out_dir, "runs", name.replace("dp_resume", "dp_kill"))
         distribute = "" if name == "single" else "data_parallel"
         if name == "dp_kill":
@@ -148,10 +159,13 @@ def compare(backend, args):
     t0 = time.perf_counter()
     if backend == "torch":
         _launch(backend, args, out_dir, "single", 1)
-        _launch(backend, args, out_dir, "dp,dp_kill,dp_resume", 2)
+        _launch(backend, args, out_dir, ",".join(RUNS[1:]), 2)
     else:
         _launch(backend, args, out_dir, ",".join(RUNS), 2)
     single, dp, resumed = (_load(out_dir, n) for n in ("single", "dp", "dp_resume"))
+    with open(os.path.join(out_dir, "bad_batch.txt")) as f:
+        bad_batch = f.read()
+    shutil.rmtree(out_dir, ignore_errors=True)
     loss = [[r["loss"] for r in run["history"]] for run in (single, dp, resumed)]
     gap = _weight_gap(single["weights"], dp["weights"])
     resume_gap = _weight_gap(dp["weights"], resumed["weights"])
@@ -163,7 +177,8 @@ def compare(backend, args):
             "test_acc_single": single["summary"]["test_acc"], "test_acc_dp": dp["summary"]["test_acc"],
             "fit_s_single": t1, "fit_s_dp": t2, "overhead_ratio": round(t2 / t1, 3),
             "img_per_s_single": single["summary"]["img_per_s"],
-            "img_per_s_dp": dp["summary"]["img_per_s"], "wall_s": round(time.perf_counter() - t0, 1)}
+            "img_per_s_dp": dp["summary"]["img_per_s"], "bad_batch_error": bad_batch,
+            "wall_s": round(time.perf_counter() - t0, 1)}
 
 
 def main(argv=None):

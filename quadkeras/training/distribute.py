@@ -58,6 +58,10 @@ class Plan:
         """Examples of each global batch one replica computes."""
         return batch_size // self.replicas
 
+    def run_config(self, config):
+        """The config this process trains with: quiet (verbose=0) except on process 0."""
+        return config if self.is_writer else {**config, "verbose": 0}
+
     def scope(self):
         """Context in which the model, its optimizer and `fit` must live."""
         return contextlib.nullcontext()
@@ -87,8 +91,8 @@ class JaxPlan(Plan):
     def __init__(self):
         import jax
 
-        if os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES") and jax.process_count() == 1:
-            keras.distribution.initialize()
+        if os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES") and not jax.distributed.is_initialized():
+            keras.distribution.initialize()  # multi-host: before any JAX computation
         self.distribution = keras.distribution.DataParallel(devices=keras.distribution.list_devices())
         self.replicas = len(jax.devices())
         self.processes, self.rank = jax.process_count(), jax.process_index()
@@ -211,11 +215,16 @@ def make_plan(config):
         raise ValueError(f"Invalid distribute={mode!r} for backend {backend!r}: expected backend "
                          f"one of {tuple(_PLANS)}.")
     plan = _PLANS[backend]()
-    if config["batch_size"] % plan.replicas:
-        raise ValueError(f"Invalid batch_size={config['batch_size']}: distribute={mode!r} splits "
-                         f"each global batch over {plan.replicas} replicas; expected a multiple "
-                         f"of {plan.replicas}.")
+    check_batch(config, plan.replicas)
     return plan
+
+
+def check_batch(config, replicas):
+    """One-line ValueError unless the global `batch_size` splits evenly over `replicas`."""
+    if config["batch_size"] % replicas:
+        raise ValueError(f"Invalid batch_size={config['batch_size']}: distribute="
+                         f"{config['distribute']!r} splits each global batch over {replicas} "
+                         f"replicas; expected a multiple of {replicas}.")
 
 
 @contextlib.contextmanager

@@ -258,7 +258,7 @@ def train(config=None, callbacks=None, **overrides):
         return evaluate(config)
     plan = make_plan(config)  # `distribute`: replicas, writer process (training/distribute.py)
     with plan.scope(), open_plan_run(plan, config) as run:
-        return _train(config, run, list(callbacks or []), plan)
+        return _train(plan.run_config(config), run, list(callbacks or []), plan)
 
 
 def _train(config, run, extra_callbacks, plan):
