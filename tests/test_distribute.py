@@ -8,12 +8,13 @@ drives `bench/distribute_overhead.py` small, for the backend of this test proces
 import argparse
 import importlib.util
 import os
+import types
 
 import keras
 import pytest
 
 from quadkeras.training import resolve_config
-from quadkeras.training.distribute import check_batch, make_plan
+from quadkeras.training.distribute import JaxPlan, check_batch, make_plan
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,6 +42,12 @@ def test_bad_distribute_values_are_one_line_errors():
         check_batch({"batch_size": 64, "distribute": "data_parallel"}, 3)
     check_batch({"batch_size": 64, "distribute": "data_parallel"}, 4)
     assert make_plan({"distribute": "", "batch_size": 7}).replicas == 1
+    digits = types.SimpleNamespace(x_test=range(45), x_val=None)
+    with pytest.raises(ValueError, match=r"Invalid max_test=45: jax DataParallel .* test split has 45 examples"):
+        JaxPlan.check_data(types.SimpleNamespace(replicas=2), resolve_config({"max_test": 45}), digits)
+    JaxPlan.check_data(types.SimpleNamespace(replicas=3), resolve_config({"max_test": 45}), digits)
+    with pytest.raises(ValueError, match=r"Invalid eval_batch_size=20: .* evaluation batch has 20 examples"):
+        JaxPlan.check_data(types.SimpleNamespace(replicas=3), resolve_config({"eval_batch_size": 20}), digits)
     if keras.backend.backend() == "torch" and "WORLD_SIZE" not in os.environ:
         with pytest.raises(ValueError, match=r"Invalid distribute='data_parallel' for backend 'torch': launch .* torchrun"):
             make_plan({"distribute": "data_parallel", "batch_size": 64})

@@ -70,6 +70,9 @@ class Plan:
         """Hook after the model is compiled (or loaded); returns the model."""
         return model
 
+    def check_data(self, config, data):
+        """One-line ValueError if the loaded splits cannot be fed to this plan."""
+
     def callbacks(self):
         """Keras callbacks the run puts first (before the logs are checked or written)."""
         return []
@@ -99,6 +102,25 @@ class JaxPlan(Plan):
 
     def scope(self):
         return self.distribution.scope()
+
+    def check_data(self, config, data):
+        # XLA shards every evaluation batch too, the last partial one included.
+        eval_batch = config["eval_batch_size"]
+        splits = [("max_test", config["max_test"], "test split", len(data.x_test))]
+        if data.x_val is not None:
+            splits.append(("val_fraction", config["val_fraction"], "validation split", len(data.x_val)))
+        for flag, value, what, size in splits:
+            if size >= eval_batch and eval_batch % self.replicas:
+                flag, value, what, size = "eval_batch_size", eval_batch, "evaluation batch", eval_batch
+            elif size % eval_batch % self.replicas:
+                what = what if size < eval_batch else f"last batch of the {what}"
+                size = size % eval_batch
+            else:
+                continue
+            raise ValueError(
+                f"Invalid {flag}={value!r}: jax DataParallel shards every evaluation batch over "
+                f"{self.replicas} devices, but the {what} has {size} examples (not a multiple of "
+                f"{self.replicas}); choose a {flag} that makes it one.")
 
     def barrier(self):
         if self.processes > 1:

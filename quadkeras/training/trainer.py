@@ -270,6 +270,7 @@ def _train(config, run, extra_callbacks, plan):
     _set_precision_and_seed(config)
     data = _load(config)
     steps_per_epoch = _steps_per_epoch(config, data)
+    plan.check_data(config, data)
     if run.resumed:
         model = load_keras_model(os.path.join(work_dir, checkpoint.LAST), "work_dir last")
         epochs_done = int(keras.ops.convert_to_numpy(model.optimizer.iterations)) // steps_per_epoch
