@@ -13,6 +13,7 @@ tensorflow two logical CPU devices; torch two gloo processes launched with torch
 
     PYTHONPATH=$PWD python bench/distribute_overhead.py --backends=jax,tensorflow,torch \\
         --epochs=3 --max_train=512 --json=/tmp/dist.json
+    PYTHONPATH=$PWD python bench/distribute_overhead.py --quant=lsq ...   # QAT (LSQ 8/8)
 
 `tests/test_distribute.py` runs it small (one backend, 2 epochs) and checks the tolerances.
 """
@@ -38,7 +39,9 @@ def run_config(args, work_dir, distribute, resume=False):
             "max_train": args.max_train, "max_test": args.max_test, "lr": 0.1, "momentum": 0.9,
             "wd": 5e-4, "schedule": "cosine", "final_lr": 1e-4, "augment": "none",
             "grad_clip": 0.5, "seed": 0, "deterministic": True, "tensorboard": False,
-            "verbose": 0, "work_dir": work_dir, "distribute": distribute, "resume": resume}
+            "verbose": 0, "work_dir": work_dir, "distribute": distribute, "resume": resume,
+            "quant": args.quant, "wbits": 8, "abits": 8, "quant_first_last": bool(args.quant),
+            "quant_shortcut": bool(args.quant)}
 
 
 class _Kill(Exception):
@@ -117,7 +120,7 @@ def _launch(backend, args, out_dir, runs, devices):
            "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
     flags = [f"--role=child", f"--out_dir={out_dir}", f"--runs={runs}", f"--epochs={args.epochs}",
              f"--batch_size={args.batch_size}", f"--max_train={args.max_train}",
-             f"--max_test={args.max_test}"]
+             f"--max_test={args.max_test}", f"--quant={args.quant}"]
     script = os.path.abspath(__file__)
     if backend == "jax":
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
@@ -189,6 +192,8 @@ def main(argv=None):
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--max_train", type=int, default=512)
     parser.add_argument("--max_test", type=int, default=128)
+    parser.add_argument("--quant", default="", help="QAT method (8/8 bits, first/last and "
+                        "shortcut quantized), e.g. lsq: quantizer first-batch init under replicas")
     parser.add_argument("--json", default=None)
     parser.add_argument("--timeout", type=int, default=900)
     parser.add_argument("--out_dir", default=None)

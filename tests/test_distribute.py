@@ -56,7 +56,7 @@ def test_bad_distribute_values_are_one_line_errors():
 @pytest.mark.jax
 def test_two_replicas_match_one_device_and_resume_exactly():
     bench = _bench()
-    args = argparse.Namespace(epochs=2, batch_size=64, max_train=128, max_test=64, timeout=600)
+    args = argparse.Namespace(epochs=2, batch_size=64, max_train=128, max_test=64, quant="", timeout=600)
     r = bench.compare(keras.backend.backend(), args)
     assert len(r["loss_dp"]) == len(r["loss_single"]) == 2
     assert r["max_loss_gap"] < LOSS_ATOL, r

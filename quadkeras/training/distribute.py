@@ -26,8 +26,8 @@ filesystem every host sees.
 Example:
 
 >>> plan = make_plan({"distribute": "", "batch_size": 64})
->>> plan.replicas, plan.is_writer, plan.local_batch(64)
-(1, True, 64)
+>>> plan.replicas, plan.is_writer, plan.run_config({"verbose": 2})
+(1, True, {'verbose': 2})
 """
 
 import contextlib
@@ -53,10 +53,6 @@ class Plan:
     @property
     def is_writer(self):
         return self.rank == 0
-
-    def local_batch(self, batch_size):
-        """Examples of each global batch one replica computes."""
-        return batch_size // self.replicas
 
     def run_config(self, config):
         """The config this process trains with: quiet (verbose=0) except on process 0."""
@@ -96,8 +92,9 @@ class JaxPlan(Plan):
 
         if os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES") and not jax.distributed.is_initialized():
             keras.distribution.initialize()  # multi-host: before any JAX computation
-        self.distribution = keras.distribution.DataParallel(devices=keras.distribution.list_devices())
-        self.replicas = len(jax.devices())
+        devices = keras.distribution.list_devices()  # GPUs, else CPUs
+        self.distribution = keras.distribution.DataParallel(devices=devices)
+        self.replicas = len(devices)
         self.processes, self.rank = jax.process_count(), jax.process_index()
 
     def scope(self):
