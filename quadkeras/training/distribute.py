@@ -255,10 +255,9 @@ def open_plan_run(plan, config):
             yield run
         return
     if plan.is_writer:
-        run = open_run(config)
-        plan.barrier()  # the work_dir is claimed (and cleaned)
-        plan.barrier()  # every follower has copied it
-        with run:
+        with open_run(config) as run:
+            plan.barrier()  # the work_dir is claimed (and cleaned)
+            plan.barrier()  # every follower has copied it
             yield run
         return
     plan.barrier()
