@@ -127,11 +127,10 @@ def _launch(backend, args, out_dir, runs, devices):
         cmd = [sys.executable, script, *flags]
     elif backend == "tensorflow":
         cmd = [sys.executable, script, *flags, f"--tf_cpus={devices}"]
-    elif devices > 1:  # torch: one gloo process per simulated device, as on N GPUs
+    else:  # torch: one gloo process per simulated device, as on N GPUs; the 1-device run
+        # under torchrun too, so both get torchrun's thread setting (OMP_NUM_THREADS=1)
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={devices}",
                f"--master_port={_free_port()}", script, *flags]
-    else:
-        cmd = [sys.executable, script, *flags]
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=args.timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"{backend} child {runs} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
