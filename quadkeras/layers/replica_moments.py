@@ -7,8 +7,8 @@ variance over the WHOLE global batch, differentiably, with the backend's own col
 - tensorflow, inside a `tf.distribute` replica context with > 1 replicas: the replica
   context's `all_reduce` (differentiable; what Keras' `synchronized=True` BN uses);
 - torch, inside an initialised `torch.distributed` process group of > 1 processes:
-  `torch.distributed.nn.functional.all_reduce` (autograd-aware), the collective behind
-  `torch.nn.SyncBatchNorm` (which only runs on GPU and only on torch's own BN modules);
+  torch's functional `all_reduce` (autograd-aware; `torch.nn.SyncBatchNorm` itself only runs
+  on GPU and only on torch's own BN modules);
 - jax (`keras.distribution.DataParallel`): nothing to do, the batch is one global array
   sharded by XLA, so plain moments are already global.
 
@@ -73,6 +73,9 @@ def _all_reduce_sum(t):
         import tensorflow as tf
 
         return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, t)
-    from torch.distributed.nn.functional import all_reduce
+    import torch.distributed as dist
+    from torch.distributed import _functional_collectives as collectives
 
-    return all_reduce(t)
+    # torch's functional all-reduce has a registered autograd (the backward all-reduces the
+    # gradient); `torch.distributed.nn.functional.all_reduce` is its deprecated predecessor.
+    return collectives.wait_tensor(collectives.all_reduce(t, "sum", dist.group.WORLD))
