@@ -22,7 +22,7 @@ import _common  # noqa: F401 (puts the repo on sys.path)
 
 from quadkeras.data.loaders import DATASETS
 from quadkeras.data.pipeline import AUGMENT_PRESETS
-from quadkeras.training.config import DEFAULTS, MIXED_PRECISION
+from quadkeras.training.config import DEFAULTS, DISTRIBUTE, MIXED_PRECISION
 from quadkeras.training.optimizer import MOMENTUM_FORMS
 from quadkeras.training.schedules import SCHEDULES
 
@@ -80,6 +80,10 @@ TABLE = {
     "tensorboard": ("boolean", "Write TensorBoard scalars (needs the tensorboard package)."),
     "stop_on_nan": ("boolean", "Stop with an error (exit 1) at the first NaN/inf loss, keeping the "
                                "last good checkpoints; --nostop_on_nan trains on regardless."),
+    "distribute": ("enum", "Data-parallel training over every visible device ('' = one device): "
+                           "jax DataParallel, tf MirroredStrategy / MultiWorkerMirroredStrategy, "
+                           "torch DDP (launch with torchrun); --batch_size is the global batch "
+                           "(docs/training.md).", list(DISTRIBUTE)),
     "verbose": ("integer", "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch."),
 }
 

@@ -2,6 +2,8 @@
 
     KERAS_BACKEND=tensorflow python apps/train.py --flagfile=configs/quickstart.cfg
     python apps/train.py --flagfile=configs/qresnet14.cfg --work_dir=runs/q14 --resume
+    KERAS_BACKEND=torch torchrun --nproc_per_node=2 apps/train.py --flagfile=configs/quickstart.cfg \
+        --distribute=data_parallel
 
 All logic lives in `quadkeras.training.train`; this file only maps flags to its config.
 """

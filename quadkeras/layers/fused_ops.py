@@ -10,6 +10,8 @@ function (same biased batch variance, same epsilon) with fewer kernels and copie
   (one fused backward kernel instead of a chain of element-wise ops); tensorflow: the
   `FusedBatchNormV3` op (its Bessel-corrected variance is scaled back to the biased one);
   jax / other dtypes: `keras.ops.moments` + an affine, which XLA fuses anyway.
+  Under data-parallel training (several replicas per step) the statistics are those of the
+  global batch (`quadkeras.layers.replica_moments`, synchronised BN) on every backend.
 - `batch_norm_infer(z, mean, variance, gamma, beta, epsilon)`: the inference affine; torch:
   one `F.batch_norm` kernel, elsewhere `ops.batch_normalization`.
 - `conv2d(x, kernel, strides, padding, dilation_rate)`: NHWC convolution with explicit
@@ -33,6 +35,8 @@ True
 import keras
 from keras import ops
 
+from quadkeras.layers.replica_moments import global_moments
+
 
 def _backend():
     return keras.backend.backend()
@@ -50,6 +54,9 @@ def batch_norm_train(z, gamma, beta, epsilon):
     `y = (z - mean) * gamma / sqrt(variance + epsilon) + beta` in `z`'s dtype.
     """
     z, gamma, beta = (ops.convert_to_tensor(t) for t in (z, gamma, beta))
+    synced = global_moments(z)  # data-parallel training: statistics of the global batch
+    if synced is not None:
+        return _normalise(z, gamma, beta, epsilon, *synced)
     backend = _backend()
     if _is_float32(z, gamma, beta) and len(z.shape) >= 2:
         if backend == "torch":
@@ -62,6 +69,10 @@ def batch_norm_train(z, gamma, beta, epsilon):
 def _batch_norm_train_generic(z, gamma, beta, epsilon):
     axes = list(range(len(z.shape) - 1))
     mean, var = ops.moments(ops.cast(z, "float32"), axes=axes)
+    return _normalise(z, gamma, beta, epsilon, mean, var)
+
+
+def _normalise(z, gamma, beta, epsilon, mean, var):
     m, v = ops.cast(mean, z.dtype), ops.cast(var, z.dtype)
     scale = gamma * ops.rsqrt(v + epsilon)
     return z * scale + (beta - m * scale), mean, var

@@ -36,15 +36,16 @@ DEFAULTS = {
     "quant": "", "wbits": 4, "abits": 4, "quant_first_last": False, "quant_shortcut": False,
     "init_from": None,
     "work_dir": "runs/default", "resume": False, "evaluate_only": False, "checkpoint": None,
-    "tensorboard": True, "verbose": 1, "stop_on_nan": True,
+    "tensorboard": True, "verbose": 1, "stop_on_nan": True, "distribute": "",
 }
 # Keys that may change between a run and its resume (they do not affect the result).
 RUNTIME_KEYS = ("data_dir", "cache_dir", "work_dir", "resume", "evaluate_only", "checkpoint",
-                "tensorboard", "verbose", "eval_batch_size", "stop_on_nan")
+                "tensorboard", "verbose", "eval_batch_size", "stop_on_nan", "distribute")
 # Keys added after runs were saved: left out of the resume view while at their default, so
 # a work_dir written before the key existed still resumes.
 ADDED_KEYS = ("val_fraction", "momentum_form")
 MIXED_PRECISION = ("", "float16", "bfloat16")
+DISTRIBUTE = ("", "data_parallel")  # '' = one device (quadkeras.training.distribute)
 
 
 def resolve_config(config=None, **overrides):
@@ -58,6 +59,7 @@ def resolve_config(config=None, **overrides):
     check_choice("augment", merged["augment"], tuple(AUGMENT_PRESETS))
     check_choice("mixed_precision", merged["mixed_precision"], MIXED_PRECISION)
     check_choice("momentum_form", merged["momentum_form"], MOMENTUM_FORMS)
+    check_choice("distribute", merged["distribute"], DISTRIBUTE)
     for key in ("epochs", "batch_size", "eval_batch_size"):
         check_positive_int(key, merged[key])
     for key in ("lr", "wd", "grad_clip", "label_smoothing", "mixup", "cutmix", "warmup_epochs"):

@@ -74,6 +74,15 @@ class CoupledDecaySGD(keras.optimizers.SGD):
             return
         super()._backend_update_step(decayed, trainable_variables, learning_rate)
 
+    def _clip_gradients(self, grads):
+        # Under tf.distribute each replica holds its share of the gradient: sum them first
+        # (the all-reduce Keras' TF optimizer would do after clipping), so the global-norm clip
+        # and the coupled decay see the global gradient, as on one device.
+        return super()._clip_gradients(tf_replica_sum(grads))
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        return grads_and_vars  # TensorFlow only: already summed in `_clip_gradients`
+
     def _torch_form(self):
         return self.momentum_form == "torch" and self.momentum != 0
 
@@ -94,6 +103,23 @@ class CoupledDecaySGD(keras.optimizers.SGD):
                        "custom_decay_list": self.custom_decay_list,
                        "custom_decay": self.custom_decay, "momentum_form": self.momentum_form})
         return config
+
+
+def tf_replica_sum(grads):
+    """Gradients summed over the `tf.distribute` replicas (unchanged outside a multi-replica
+    replica context and on the other backends)."""
+    if keras.backend.backend() != "tensorflow":
+        return grads
+    import tensorflow as tf
+
+    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+        return grads
+    context = tf.distribute.get_replica_context()
+    present = [g for g in grads if g is not None]
+    if context.num_replicas_in_sync == 1 or not present:
+        return grads
+    summed = iter(context.all_reduce(tf.distribute.ReduceOp.SUM, present))
+    return [None if g is None else next(summed) for g in grads]
 
 
 def _torch_form_foreach(optimizer, grads, variables, learning_rate):

@@ -26,11 +26,12 @@ from quadkeras.training import checkpoint
 from quadkeras.training.callbacks import (CheckpointSaver, LearningRateLogger, NonFiniteGuard,
                                           RunProgbar)
 from quadkeras.training.config import resolve_config, resume_view
+from quadkeras.training.distribute import make_plan, open_plan_run
 from quadkeras.training.optimizer import CoupledDecaySGD
 from quadkeras.training.run_summary import run_summary
 from quadkeras.training.schedules import make_schedule
 from quadkeras.models.model_config import load_model, normalizes_input
-from quadkeras.training.work_dir import find_model_file, open_run, trim_history
+from quadkeras.training.work_dir import find_model_file, trim_history
 from quadkeras.utils.errors import os_error_line
 from quadkeras.utils.safe_io import reading
 
@@ -267,19 +268,21 @@ def train(config=None, callbacks=None, **overrides):
     config = resolve_config(config, **overrides)
     if config["evaluate_only"]:
         return evaluate(config)
-    with open_run(config) as run:
-        return _train(config, run, list(callbacks or []))
+    plan = make_plan(config)  # `distribute`: replicas, writer process (training/distribute.py)
+    with plan.scope(), open_plan_run(plan, config) as run:
+        return _train(plan.run_config(config), run, list(callbacks or []), plan)
 
 
-def _train(config, run, extra_callbacks):
+def _train(config, run, extra_callbacks, plan):
     start = time.perf_counter()
     work_dir = run.work_dir
     if config["verbose"]:
         print(f"quadkeras.train: backend={keras.backend.backend()} model={config['model']} "
-              f"dataset={config['dataset']} work_dir={work_dir}", flush=True)
+              f"dataset={config['dataset']} work_dir={work_dir} ({plan.describe()})", flush=True)
     _set_precision_and_seed(config)
     data = _load(config)
     steps_per_epoch = _steps_per_epoch(config, data)
+    plan.check_data(config, data)
     if run.resumed:
         model = load_model(os.path.join(work_dir, checkpoint.LAST), "work_dir last")
         epochs_done = int(keras.ops.convert_to_numpy(model.optimizer.iterations)) // steps_per_epoch
@@ -289,9 +292,11 @@ def _train(config, run, extra_callbacks):
     else:
         model = compile_model(initial_model(config, data), config, steps_per_epoch)
         epochs_done = 0
+    model = plan.prepare(model)
     history_csv = os.path.join(work_dir, "history.csv")
     trim_history(history_csv, epochs_done)
     callbacks = [NonFiniteGuard(work_dir)] if config["stop_on_nan"] else []
+    callbacks = plan.callbacks() + callbacks
     callbacks += [LearningRateLogger(), keras.callbacks.CSVLogger(history_csv, append=True)]
     if config["tensorboard"] and _tensorboard_available(config["verbose"]):
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(work_dir, "tensorboard"),
@@ -309,7 +314,7 @@ def _train(config, run, extra_callbacks):
         if epoch == 0:
             _initialize_quantizers(model, train_ds)
         t0 = time.perf_counter()
-        hist = model.fit(train_ds, validation_data=val_ds, initial_epoch=epoch, epochs=epoch + 1,
+        hist = model.fit(plan.process_batches(train_ds), validation_data=val_ds, initial_epoch=epoch, epochs=epoch + 1,
                          callbacks=callbacks, verbose=config["verbose"], shuffle=False)
         train_time += time.perf_counter() - t0
         last_val = hist.history["val_acc"][-1]

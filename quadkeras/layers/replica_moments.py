@@ -1,0 +1,81 @@
+"""Global-batch BatchNorm statistics under data-parallel training (synchronised BN).
+
+When a training step runs as several replicas (`quadkeras.training.distribute`), each one
+sees a slice of the global batch. `global_moments(z)` then returns the mean and (biased)
+variance over the WHOLE global batch, differentiably, with the backend's own collectives:
+
+- tensorflow, inside a `tf.distribute` replica context with > 1 replicas: the replica
+  context's `all_reduce` (differentiable; what Keras' `synchronized=True` BN uses);
+- torch, inside an initialised `torch.distributed` process group of > 1 processes:
+  torch's functional `all_reduce` (autograd-aware; `torch.nn.SyncBatchNorm` itself only runs
+  on GPU and only on torch's own BN modules);
+- jax (`keras.distribution.DataParallel`): nothing to do, the batch is one global array
+  sharded by XLA, so plain moments are already global.
+
+Anywhere else it returns None and the caller uses its usual single-device kernel.
+
+Example:
+
+>>> import numpy as np
+>>> global_moments(np.ones((4, 3), "float32")) is None  # one device: nothing to sync
+True
+"""
+
+import keras
+from keras import ops
+
+
+def _tf_replicas():
+    import tensorflow as tf
+
+    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+        return 1
+    return tf.distribute.get_replica_context().num_replicas_in_sync
+
+
+def _torch_processes():
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return 1
+    return dist.get_world_size()
+
+
+def replicas_in_sync():
+    """How many replicas share the current training step (1 outside data parallelism)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return _tf_replicas()
+    if backend == "torch":
+        return _torch_processes()
+    return 1
+
+
+def global_moments(z):
+    """(mean, biased variance) of `z` over all axes but the last and over every replica, as
+    float32; None when the step is not data-parallel (use local moments). Two passes (mean,
+    then centred squares), so a large mean does not cancel the variance."""
+    if replicas_in_sync() == 1:
+        return None
+    z = ops.cast(z, "float32")
+    axes = list(range(len(z.shape) - 1))
+    local_count = ops.cast(ops.size(z) // z.shape[-1], "float32")
+    totals = _all_reduce_sum(ops.concatenate([ops.sum(z, axis=axes), ops.reshape(local_count, (1,))]))
+    count = totals[-1]
+    mean = totals[:-1] / count
+    var = _all_reduce_sum(ops.sum(ops.square(z - mean), axis=axes)) / count
+    return mean, var
+
+
+def _all_reduce_sum(t):
+    """Differentiable sum over the replicas (the gradient is the sum of the replicas' ones)."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, t)
+    import torch.distributed as dist
+    from torch.distributed import _functional_collectives as collectives
+
+    # torch's functional all-reduce has a registered autograd (the backward all-reduces the
+    # gradient); `torch.distributed.nn.functional.all_reduce` is its deprecated predecessor.
+    return collectives.wait_tensor(collectives.all_reduce(t, "sum", dist.group.WORLD))

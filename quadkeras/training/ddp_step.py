@@ -1,0 +1,70 @@
+"""Keras `fit` on torch with `torch.nn.parallel.DistributedDataParallel` (DDP).
+
+Keras 3.15 has no `keras.distribution` for torch, and its torch trainer calls the model
+directly, so DDP's gradient reducer would never be armed. `use_ddp(model)` wraps the
+compiled Keras model (a `torch.nn.Module`) in DDP and gives the model a `train_step` — the
+custom-`train_step` pattern of Keras' "customizing fit() with PyTorch" guide — whose forward
+goes through the DDP wrapper: `loss.backward()` then averages the gradients over the
+processes (DDP's bucketed all-reduce) before Keras' optimizer (clip, decay, momentum) runs,
+identically on every process. DDP also broadcasts process 0's weights when it wraps.
+
+Example (needs an initialised process group; `quadkeras.training.distribute` makes one):
+
+>>> model = use_ddp(model, cuda=False)  # doctest: +SKIP
+>>> model.fit(process_slice_of_each_global_batch)  # doctest: +SKIP
+"""
+
+import functools
+
+import keras
+
+
+def use_ddp(model, cuda):
+    """Route `model`'s training forward through DDP; returns the model (still a Keras one)."""
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [torch.cuda.current_device()] if cuda else None
+    # find_unused_parameters: a quantizer may leave a trainable parameter out of a step.
+    ddp = DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
+    # A partial, not an attribute holding DDP: torch would register DDP as a submodule.
+    model.train_step = functools.partial(_ddp_train_step, model, ddp)
+    return model
+
+
+def _ddp_train_step(self, ddp, data):
+    """Keras' torch `train_step` with the forward through `ddp` (which wraps `self`)."""
+    import torch
+
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    y_pred = ddp(x, training=True)
+    self.zero_grad()
+    loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+    self._loss_tracker.update_state(loss, sample_weight=keras.tree.flatten(x)[0].shape[0])
+    loss = self.optimizer.scale_loss(loss)
+    loss.backward()  # DDP's hooks average the gradients over the processes here
+    weights = self.trainable_weights[:]
+    with torch.no_grad():
+        self.optimizer.apply([v.value.grad for v in weights], weights)
+    return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+class GlobalEpochLogs(keras.callbacks.Callback):
+    """Replace each process's epoch training metrics (loss, acc: means over its slice of
+    every global batch) by their mean over the processes, i.e. the metrics of the global
+    batches, so `history.csv` and the NaN check see what one device would log. Put it first.
+    Validation metrics are left alone: every process evaluates the whole validation set."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        import torch
+        import torch.distributed as dist
+
+        keys = sorted(k for k, v in (logs or {}).items()
+                      if not k.startswith("val_") and isinstance(v, (int, float)))
+        if not keys:
+            return
+        device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+        values = torch.tensor([float(logs[k]) for k in keys], dtype=torch.float64, device=device)
+        dist.all_reduce(values)
+        for key, value in zip(keys, (values / dist.get_world_size()).tolist()):
+            logs[key] = value
