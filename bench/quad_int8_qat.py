@@ -16,25 +16,14 @@ Default model: QuadraLib's released QResNet14 imported from `../shared/data/quad
 import argparse
 import os
 import sys
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-DEFAULT = os.path.join(os.path.dirname(REPO), "shared", "data", "quadralib", "qresnet14_cifar10.pth")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-
-def load_float_model(path, zoo):
-    """A float Keras model from a QuadraLib `.pth` (imported) or a `.keras` file."""
-    import keras
-
-    from quadkeras.interop import import_torch_checkpoint
-
-    return import_torch_checkpoint(path, zoo) if path.endswith(".pth") else keras.models.load_model(path)
-
-
-def accuracy(logits, y):
-    return float((logits.argmax(1) == y).mean())
+from quant_common import DEFAULT_CHECKPOINT as DEFAULT  # noqa: E402
+from quant_common import accuracy, finetune, load_float_model  # noqa: E402
 
 
 def side_by_side_latency(contents, example, rounds, runs, threads):
@@ -48,23 +37,6 @@ def side_by_side_latency(contents, example, rounds, runs, threads):
         for name, content in contents.items():
             times[name].append(latency_ms(content, example, runs=runs, num_threads=threads))
     return {name: float(np.median(t)) for name, t in times.items()}
-
-
-def finetune(qmodel, x, y, epochs, lr, batch_size, seed):
-    """SGD (momentum 0.9) fine-tune with random horizontal flips; returns img/s."""
-    import keras
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    qmodel.compile(optimizer=keras.optimizers.SGD(lr, momentum=0.9),
-                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    start = time.perf_counter()
-    for _ in range(epochs):
-        order = rng.permutation(len(x))
-        flip = rng.random(len(x)) < 0.5
-        xe = np.where(flip[:, None, None, None], x[:, :, ::-1], x)[order]
-        qmodel.fit(xe, y[order], batch_size=batch_size, epochs=1, shuffle=False, verbose=2)
-    return epochs * len(x) / (time.perf_counter() - start)
 
 
 def main(argv=None):
@@ -86,6 +58,7 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     import keras
+    import numpy as np
 
     import quadkeras  # noqa: F401 (registers layers)
     from quadkeras.export import export_model
@@ -98,6 +71,8 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
     model = load_float_model(args.model, args.zoo)
     train_x, train_y = dataset_arrays("cifar10", "train", args.calibration_images + args.train_images)
+    order = np.random.default_rng(args.seed).permutation(len(train_x))  # the split is sorted by class
+    train_x, train_y = train_x[order], train_y[order]
     calib, x_ft, y_ft = train_x[:args.calibration_images], train_x[args.calibration_images:], \
         train_y[args.calibration_images:]
     x, y = dataset_arrays("cifar10", "test", args.eval_limit)
