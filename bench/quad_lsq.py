@@ -4,7 +4,8 @@ Float model -> `quantize_model` with the LSQ scheme of `lsq_scheme` (kernels and
 at `--wbits` / `--abits`; quadratic-aware options: per-channel kernel steps, an 8-bit path
 for the quadratic branch outputs and the branch product, stem and logits at 8 bits as is
 customary in LSQ) -> LSQ data-init from one batch -> SGD fine-tune on a CPU-sized training
-subset -> accuracy on the test split, before and after the fine-tune (Keras, fake-quant).
+subset (steps initialised MSE-optimally, `quadkeras.quantize.lsq_init`, or as in the paper)
+-> accuracy on the test split, before and after the fine-tune (Keras, fake-quant).
 
     KERAS_BACKEND=tensorflow python bench/quad_lsq.py --wbits=4 --abits=4 --train_images=4000 \
         --epochs=2 --lr=0.005 --eval_limit=10000
@@ -54,6 +55,8 @@ def main(argv=None):
     p.add_argument("--branch_bits", type=int, default=8, help="0: no branch/product quantizer")
     p.add_argument("--first_last_bits", type=int, default=8, help="0: stem and logits float")
     p.add_argument("--shortcut", default="true", help="quantize the 1x1 shortcut convs")
+    p.add_argument("--init", default="mse", help="mse (MSE-optimal steps on 256 training images) or "
+                   "lsq (the paper's 2*mean|v|/sqrt(Q_P), activations from the first batch)")
     p.add_argument("--train_images", type=int, default=4000, help="0: the whole training split")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--lr", type=float, default=0.005)
@@ -64,10 +67,12 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     import keras
+    import numpy as np
 
     import quadkeras  # noqa: F401 (registers layers)
     from quadkeras.export.api import dataset_arrays
     from quadkeras.quantize import initialize_quantizers, quantize_model
+    from quadkeras.quantize.lsq_init import mse_init_lsq
 
     keras.utils.set_random_seed(args.seed)
     model = load_float_model(args.model, args.zoo)
@@ -79,8 +84,10 @@ def main(argv=None):
     print(f"float keras acc {float_acc:.4f} on {len(y)} test images; scheme {scheme}", flush=True)
     qmodel = quantize_model(model, scheme)
     initialize_quantizers(qmodel, x_ft[:256])
+    if args.init == "mse":
+        mse_init_lsq(qmodel, x_ft[np.random.default_rng(args.seed).permutation(len(x_ft))[:256]])
     start_acc = accuracy(qmodel.predict(x, batch_size=250, verbose=0), y)
-    print(f"W{args.wbits}A{args.abits} after LSQ init (no training): {start_acc:.4f}", flush=True)
+    print(f"W{args.wbits}A{args.abits} after {args.init} init (no training): {start_acc:.4f}", flush=True)
     speed = finetune(qmodel, x_ft, y_ft, args.epochs, args.lr, args.batch_size, args.seed, cosine=True,
                      flip=args.dataset == "cifar10")
     acc = accuracy(qmodel.predict(x, batch_size=250, verbose=0), y)
