@@ -47,3 +47,19 @@ def test_mse_init_sets_per_channel_kernel_and_activation_steps():
     np.testing.assert_allclose(float(keras.ops.convert_to_numpy(wrapper.input_quantizer.step)),
                                expected_input, rtol=1e-5)
     assert not wrapper.input_quantizer.awaiting_data_init
+
+
+@pytest.mark.jax
+def test_mse_init_ignores_non_finite_activations():
+    from quadkeras.quantize import QuantizeWrapper
+    from quadkeras.quantize.lsq_init import mse_init_lsq, mse_step
+
+    inp = keras.Input((4,))
+    wrapper = QuantizeWrapper(keras.layers.Dense(2), input_quantizer="lsq:4")
+    model = keras.Model(inp, wrapper(inp))
+    x = np.abs(np.random.default_rng(1).standard_normal((32, 4))).astype("float32")
+    x[3, 1] = np.inf
+    mse_init_lsq(model, x)
+    finite = x[np.isfinite(x)].reshape(-1, 1)
+    np.testing.assert_allclose(float(keras.ops.convert_to_numpy(wrapper.input_quantizer.step)),
+                               mse_step(finite, 0, 15)[0], rtol=1e-5)

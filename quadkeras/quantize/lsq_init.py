@@ -7,7 +7,8 @@ the step that minimises the quantization error gives a much better start:
 - kernels: per step (per tensor, or per output channel), s = argmin_s mean (w − q_s(w))²
   over s = alpha·max|w|/Q_P, alpha on a grid in (0, 1];
 - activations (layer inputs, quadratic branch outputs and products): the same on values
-  sampled from the float activations of `images` (quantization off while observing).
+  sampled from the float activations of `images` (quantization off while observing;
+  non-finite values, e.g. an image on which a quadratic float network overflows, are dropped).
 
 Example:
 
@@ -67,6 +68,7 @@ def mse_init_lsq(model, images, batch_size=100, seed=0):
 
     def observe(q, x):
         cols = _as_columns(q, ops.convert_to_numpy(x))
+        cols = cols[np.isfinite(cols).all(axis=1)]  # an overflowing image must not poison the step
         keep = rng.choice(len(cols), min(len(cols), SAMPLES // 4), replace=False)
         samples[id(q)].append(cols[keep])
 
