@@ -55,8 +55,9 @@ def main(argv=None):
     p.add_argument("--branch_bits", type=int, default=8, help="0: no branch/product quantizer")
     p.add_argument("--first_last_bits", type=int, default=8, help="0: stem and logits float")
     p.add_argument("--shortcut", default="true", help="quantize the 1x1 shortcut convs")
-    p.add_argument("--init", default="mse", help="mse (MSE-optimal steps on 256 training images) or "
-                   "lsq (the paper's 2*mean|v|/sqrt(Q_P), activations from the first batch)")
+    p.add_argument("--init", default="mse", help="mse (MSE-optimal steps on 256 training images), "
+                   "mse_kernels (kernels only) or lsq (the paper's 2*mean|v|/sqrt(Q_P), activations "
+                   "from the first batch)")
     p.add_argument("--train_images", type=int, default=4000, help="0: the whole training split")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--lr", type=float, default=0.005)
@@ -84,8 +85,9 @@ def main(argv=None):
     print(f"float keras acc {float_acc:.4f} on {len(y)} test images; scheme {scheme}", flush=True)
     qmodel = quantize_model(model, scheme)
     initialize_quantizers(qmodel, x_ft[:256])
-    if args.init == "mse":
-        mse_init_lsq(qmodel, x_ft[np.random.default_rng(args.seed).permutation(len(x_ft))[:256]])
+    if args.init in ("mse", "mse_kernels"):
+        mse_init_lsq(qmodel, x_ft[np.random.default_rng(args.seed).permutation(len(x_ft))[:256]],
+                     activations=args.init == "mse")
     start_acc = accuracy(qmodel.predict(x, batch_size=250, verbose=0), y)
     print(f"W{args.wbits}A{args.abits} after {args.init} init (no training): {start_acc:.4f}", flush=True)
     speed = finetune(qmodel, x_ft, y_ft, args.epochs, args.lr, args.batch_size, args.seed, cosine=True,

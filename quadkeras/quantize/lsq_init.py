@@ -59,11 +59,13 @@ def _as_columns(q, values):
     return values.reshape(-1, values.shape[-1]) if q.granularity == "per_channel" else values.reshape(-1, 1)
 
 
-def mse_init_lsq(model, images, batch_size=100, seed=0):
+def mse_init_lsq(model, images, batch_size=100, seed=0, activations=True):
     """Set every (per-tensor / per-channel) `LSQ` step of `model` to its MSE-optimal value on
-    the kernel, or on the float activations of `images`; returns {"<layer>/<slot>": mean step}."""
+    the kernel, or on the inference-mode float activations of `images`; returns
+    {"<layer>/<slot>": mean step}. `activations=False`: kernels only (for a model whose
+    inference-mode activations are not representative, e.g. BN statistics that overflow)."""
     rng = np.random.default_rng(seed)
-    found = _lsq_quantizers(model)
+    found = [(layer, q) for layer, q in _lsq_quantizers(model) if activations or q.role == "weight"]
     samples = {id(q): [] for _, q in found}
 
     def observe(q, x):
