@@ -86,7 +86,7 @@ def mse_init_lsq(model, images, batch_size=100, seed=0, activations=True):
     steps = {}
     for layer, q in found:
         if q.role == "weight":
-            values = _as_columns(q, layer._kernel_view(layer.layer.kernel))
+            values = _as_columns(q, ops.convert_to_numpy(layer._kernel_view(layer.layer.kernel)))
         elif samples[id(q)]:
             values = np.concatenate(samples[id(q)])
         else:
