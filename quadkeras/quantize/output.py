@@ -49,7 +49,8 @@ class QuantizeOutput(keras.layers.Wrapper):
         self.built = True
 
     def call(self, inputs, training=None, mask=None):
-        kwargs = {"mask": mask} if mask is not None else {}
+        masks = mask if isinstance(mask, (list, tuple)) else [mask]
+        kwargs = {"mask": mask} if any(m is not None for m in masks) else {}  # Add: [None, None]
         return self.output_quantizer(self.layer(inputs, training=training, **kwargs), training=training)
 
     def compute_output_shape(self, input_shape):

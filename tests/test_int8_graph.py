@@ -1,0 +1,120 @@
+"""BatchNorm folding and the all-int8 QAT graph (`quadkeras.quantize.fold`, `.int8_graph`):
+fold exactness against the unfolded model on every backend, `.keras` round trip of the int8
+graph, fake-quant placement, and (TensorFlow) a LiteRT op census with every CONV/MUL/ADD int8."""
+
+import keras
+import numpy as np
+import pytest
+
+TF = keras.backend.backend() == "tensorflow"
+
+
+def residual_quad_model():
+    """Conv+BN+ReLU stem, a quadratic `ours` block with its block BN and a residual add, a
+    depthwise conv + BN, a Dense + BN head: every foldable pattern, with random BN statistics."""
+    from quadkeras.layers import QuadConv2D
+
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(6, 3, padding="same", use_bias=False, name="stem")(inp)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.ReLU(name="stem_relu")(x)
+    y = QuadConv2D(6, 3, padding="same", name="quad")(x)
+    y = keras.layers.BatchNormalization(name="quad_bn")(y)
+    y = keras.layers.Add(name="add")([x, y])
+    y = keras.layers.ReLU(name="out")(y)
+    y = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="dw")(y)
+    y = keras.layers.BatchNormalization(name="dw_bn")(y)
+    y = keras.layers.GlobalAveragePooling2D(name="pool")(y)
+    y = keras.layers.Dense(4, name="fc")(y)
+    model = keras.Model(inp, keras.layers.BatchNormalization(name="fc_bn")(y))
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(-1.5, 1.5, n), rng.normal(0, 0.5, n),
+                               rng.normal(0, 0.5, n), rng.uniform(0.2, 2.0, n)])
+    quad = model.get_layer("quad")
+    n = quad.branch_gamma.shape[0]
+    quad.branch_moving_mean.assign(rng.normal(0, 0.3, n).astype("float32"))
+    quad.branch_moving_variance.assign(rng.uniform(0.3, 2.0, n).astype("float32"))
+    return model
+
+
+def images(n=16, seed=1):
+    return np.random.default_rng(seed).standard_normal((n, 8, 8, 3)).astype("float32")
+
+
+@pytest.mark.jax
+def test_fold_batch_norms_is_exact_at_inference_and_leaves_the_model_alone():
+    from quadkeras.quantize.fold import FoldedBatchNorm, fold_batch_norms
+
+    model = residual_quad_model()
+    before = [w.copy() for w in model.get_weights()]
+    folded = fold_batch_norms(model)
+    x = images()
+    ref, out = model.predict(x, verbose=0), folded.predict(x, verbose=0)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+    for name in ("stem_bn", "quad_bn", "dw_bn", "fc_bn"):
+        assert isinstance(folded.get_layer(name), FoldedBatchNorm), name
+    assert folded.get_layer("stem").use_bias and folded.get_layer("quad").neuron == "ours"
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.jax
+def test_fold_into_ours_matches_numpy_formula():
+    """s * (a * b + c) + t == (s a) * b + (s c + t): branch a and c BN parameters, NumPy check."""
+    from quadkeras.quantize.fold import _fold_into_ours, bn_scale_shift
+
+    model = residual_quad_model()
+    quad, bn = model.get_layer("quad"), model.get_layer("quad_bn")
+    weights = {v.name: keras.ops.convert_to_numpy(v) for v in quad.weights}
+    s, t = bn_scale_shift(bn)
+    folded = _fold_into_ours(quad, {k: v.copy() for k, v in weights.items()}, s, t)
+    units = s.shape[0]
+    g, b = weights["branch_gamma"], weights["branch_beta"]
+    np.testing.assert_allclose(folded["branch_gamma"], np.concatenate([g[:units] * s, g[units:2 * units],
+                                                                      g[2 * units:] * s]), rtol=1e-6)
+    np.testing.assert_allclose(folded["branch_beta"], np.concatenate([b[:units] * s, b[units:2 * units],
+                                                                     b[2 * units:] * s + t]), rtol=1e-6)
+
+
+def test_int8_model_places_one_fake_quant_per_tensor_and_round_trips(tmp_path):
+    from quadkeras.quantize.calibration import calibrate
+    from quadkeras.quantize.int8_graph import int8_model
+
+    q = int8_model(residual_quad_model())
+    slots = {layer.name: sorted(qq._prefix for qq in layer.quantizers())
+             for layer in q.layers if hasattr(layer, "quantizers")}
+    assert slots["stem"] == ["input", "kernel"]          # output moved to the ReLU after it
+    assert slots["stem_relu"] == ["output"] and slots["out"] == ["output"]
+    assert slots["quad"] == ["branch", "kernel", "output", "product"]  # input: stem_relu's
+    assert "add" not in slots                            # rounded once, after its ReLU
+    assert slots["fc"] == ["input", "kernel", "output"]  # input: the pooled activations
+    x = images(32)
+    calibrate(q, x, method="minmax")
+    path = str(tmp_path / "int8.keras")
+    q.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), q.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not TF, reason="LiteRT export runs under the TensorFlow backend")
+def test_int8_model_exports_every_conv_mul_and_add_in_int8(tmp_path):
+    from quadkeras.export import export_model
+    from quadkeras.export.parity import op_census
+    from quadkeras.quantize.calibration import calibrate
+    from quadkeras.quantize.int8_graph import int8_model, mul_add_census
+
+    x = images(64)
+    q = int8_model(residual_quad_model())
+    calibrate(q, x, method="minmax")
+    report = export_model(q, str(tmp_path), formats=("litert_qat",), eval_data=(x, np.zeros(64)),
+                          latency_runs=2, verbose=False)["formats"]["litert_qat"]
+    with open(tmp_path / "model_qat.tflite", "rb") as f:
+        census = mul_add_census(op_census(f.read()))
+    assert census["MUL"] == (1, 1) and census["ADD"] == (2, 2), census  # quadratic add + residual
+    assert census["CONV_2D"] == (2, 2) and census["FULLY_CONNECTED"] == (1, 1), census
+    assert census["DEPTHWISE_CONV_2D"] == (1, 1), census
+    assert not [k for k in report["census"]["ops"] if "float32" in k and not k.startswith("QUANTIZE")], report
+    assert report["top1_agreement"] >= 0.9
