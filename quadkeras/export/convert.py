@@ -110,25 +110,6 @@ def to_litert(saved_model_dir, mode, representative_data=None, num_samples=200):
     return converter.convert()
 
 
-def require_onnx():
-    """Raise a one-line ValueError unless the optional `onnx` and `tf2onnx` packages import."""
-    try:
-        import onnx  # noqa: F401,PLC0415
-        import tf2onnx  # noqa: F401,PLC0415
-    except ImportError as err:
-        raise ValueError("Invalid format 'onnx': the optional packages are missing "
-                         f"({err.name}); install them with `pip install onnx tf2onnx` or drop "
-                         "'onnx' from formats.") from err
-
-
-def to_onnx(model, path):
-    """Export ONNX through `model.export(format="onnx")` (needs the optional onnx packages)."""
-    require_onnx()
-    with frozen_quantizers(model):
-        model.export(path, format="onnx", input_signature=input_signature(model), verbose=False)
-    return path
-
-
 def write_bytes(path, content):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "wb") as f:

@@ -119,16 +119,21 @@ def parity_report(content, reference, x, labels=None, latency_runs=50, num_threa
     "top1_agreement", "accuracy" (LiteRT, if labels), "keras_accuracy", "size_bytes",
     "latency_ms", "num_images", "census"}.
     """
-    reference = np.asarray(reference, "float32")
     got = run_litert(content, x, num_threads=num_threads)
+    return {**agreement(got, reference, labels), "size_bytes": len(content),
+            "latency_ms": latency_ms(content, np.asarray(x[0]), runs=latency_runs, num_threads=num_threads),
+            "census": op_census(content)}
+
+
+def agreement(got, reference, labels=None):
+    """num_images, max_abs_diff, max_abs_logit, top1_agreement of outputs `got` vs Keras'
+    `reference`, and both accuracies if `labels` are given."""
+    reference = np.asarray(reference, "float32")
     report = {
-        "num_images": int(len(x)),
+        "num_images": int(len(got)),
         "max_abs_diff": float(np.max(np.abs(got - reference))),
         "max_abs_logit": float(np.max(np.abs(reference))),
         "top1_agreement": float(np.mean(got.argmax(-1) == reference.argmax(-1))),
-        "size_bytes": len(content),
-        "latency_ms": latency_ms(content, np.asarray(x[0]), runs=latency_runs, num_threads=num_threads),
-        "census": op_census(content),
     }
     if labels is not None:
         labels = np.asarray(labels).reshape(-1)
@@ -149,7 +154,8 @@ def format_report(name, report):
     acc = f" acc {report['accuracy']:.4f} (keras {report['keras_accuracy']:.4f})" if "accuracy" in report else ""
     lines = [f"{name:15s} max|dlogit| {report['max_abs_diff']:.3g}  top-1 agree "
              f"{100 * report['top1_agreement']:.2f}%{acc}  size {report['size_bytes'] / 1024:.1f} KiB  "
-             f"latency {report['latency_ms']:.3f} ms/img",
+             f"latency {report['latency_ms']:.3f} ms/img"
+             + (f"  opset {report['opset']} ({report['runtime']})" if "opset" in report else ""),
              f"{'':15s} ops {c['total_ops']} (int8 {c['int8_ops']}), conv/dense int8 "
              f"{c['weight_ops_int8']}/{c['weight_ops']}: "
              + ", ".join(f"{k} x{v}" for k, v in c["ops"].items())]
