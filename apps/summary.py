@@ -2,7 +2,7 @@
 
     python apps/summary.py --model=qresnet14
     python apps/summary.py --model=qvgg7 --quantize=lsq --weight_bits=4 --activation_bits=4 \
-        --json=/tmp/qvgg7_summary.json
+        --json=/tmp/qvgg7_summary.json --plot=/tmp/qvgg7_layers.png
 """
 
 from absl import flags
@@ -20,6 +20,7 @@ flags.DEFINE_string("quantize", None, "Quantization method for scheme_from_flags
 flags.DEFINE_integer("weight_bits", 8, "Weight bits with --quantize.")
 flags.DEFINE_integer("activation_bits", 8, "Activation bits with --quantize.")
 flags.DEFINE_string("json", None, "Also write the summary as JSON to this path.")
+flags.DEFINE_string("plot", None, "Also draw params, MACs and weight bits per layer into this PNG.")
 
 
 def main(argv):
@@ -35,6 +36,10 @@ def main(argv):
     if FLAGS.json:
         summary.to_json(FLAGS.json)
         print(f"wrote {FLAGS.json}")
+    if FLAGS.plot:
+        from quadkeras.report import plot_layers, try_plot  # noqa: PLC0415
+
+        try_plot(plot_layers, summary, FLAGS.plot)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,8 @@ flags.DEFINE_string("checkpoint", None, "Model file for --evaluate_only.")
 flags.DEFINE_boolean("tensorboard", True, "Write TensorBoard scalars (needs the tensorboard package).")
 flags.DEFINE_boolean("stop_on_nan", True, "Stop with an error (exit 1) at the first NaN/inf loss, keeping "
                      "the last good checkpoints; --nostop_on_nan trains on regardless.")
+flags.DEFINE_boolean("plots", True, "At the end, draw loss/accuracy/LR curves from history.csv into "
+                     "<work_dir>/curves.png (needs matplotlib).")
 flags.DEFINE_integer("verbose", 1, "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
 
 CONFIG_FLAGS = ("model", "dataset", "data_dir", "cache_dir", "max_train", "max_test", "val_fraction",
@@ -79,6 +81,10 @@ def main(argv):
     result = train(config)
     if FLAGS.evaluate_only:
         print(f"test_acc={result['test_acc']:.4f} ({result['checkpoint']})")
+    elif FLAGS.plots:
+        from quadkeras.report import plot_history, try_plot
+
+        try_plot(plot_history, f"{FLAGS.work_dir}/history.csv", f"{FLAGS.work_dir}/curves.png")
 
 
 if __name__ == "__main__":
