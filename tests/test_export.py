@@ -254,6 +254,7 @@ def test_onnx_float_and_ptq_qdq_run_in_onnxruntime(trained, tmp_path):
     onnx_float, onnx_int8 = report["formats"]["onnx"], report["formats"]["onnx_int8"]
     assert onnx_float["max_abs_diff"] <= 1e-4 and onnx_float["top1_agreement"] == 1.0, onnx_float
     assert onnx_float["opset"] == 17 and onnx_float["census"]["int8_ops"] == 0
+    assert onnx_float["census"]["ort_weight_ops_int8"] == 0
     assert onnx_float["census"]["weight_ops"] == 3  # conv1, the quadratic conv, the logits
     assert onnx_int8["census"]["all_weight_ops_int8"], onnx_int8["census"]
     assert onnx_int8["top1_agreement"] >= 0.97 and onnx_int8["latency_ms"] > 0

@@ -31,6 +31,9 @@ ONNX_OPSET = 17
 ONNX_FORMATS = ("onnx", "onnx_int8", "onnx_qat")
 WEIGHT_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 INT8_TYPES = (2, 3)  # onnx.TensorProto.UINT8, INT8
+# what onnxruntime fuses a QDQ Conv / MatMul / Gemm into when it runs it in int8
+ORT_INT8_WEIGHT_OPS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
+                       "com.microsoft.QGemm", "com.microsoft.QLinearConv")
 
 
 def require_onnx(fmt="onnx"):
@@ -100,7 +103,9 @@ def onnx_census(path):
 
     A Conv / MatMul / Gemm counts as int8 (`weight_ops_int8`) when every input it multiplies
     comes from a DequantizeLinear of int8 data (a QDQ-quantized op); `int8_ops` counts
-    QuantizeLinear / DequantizeLinear and onnxruntime's QLinear* / *Integer ops.
+    QuantizeLinear / DequantizeLinear and QLinear* ops. `ort_weight_ops_int8` counts the
+    conv/dense ops onnxruntime actually fused into int8 kernels (QLinearConv, ...): a QDQ
+    graph that onnxruntime does not fuse runs as float ops between Q/DQ pairs.
     """
     import onnx  # noqa: PLC0415
 
@@ -123,7 +128,8 @@ def onnx_census(path):
     return {"ops": ops, "total_ops": len(graph.node), "int8_ops": quantized,
             "weight_ops": weight_ops, "weight_ops_int8": weight_int8,
             "all_weight_ops_int8": weight_ops > 0 and weight_int8 == weight_ops,
-            "float_weight_ops": float_weight, "ort_ops": ort_ops}
+            "float_weight_ops": float_weight, "ort_ops": ort_ops,
+            "ort_weight_ops_int8": sum(ort_ops.get(k, 0) for k in ORT_INT8_WEIGHT_OPS)}
 
 
 def _count(nodes):

@@ -159,4 +159,7 @@ def format_report(name, report):
              f"{'':15s} ops {c['total_ops']} (int8 {c['int8_ops']}), conv/dense int8 "
              f"{c['weight_ops_int8']}/{c['weight_ops']}: "
              + ", ".join(f"{k} x{v}" for k, v in c["ops"].items())]
+    if "ort_ops" in c:
+        lines.append(f"{'':15s} onnxruntime runs conv/dense in int8: {c['ort_weight_ops_int8']}/"
+                     f"{c['weight_ops']}: " + ", ".join(f"{k} x{v}" for k, v in c["ort_ops"].items()))
     return "\n".join(lines)
