@@ -45,8 +45,13 @@ CASES = {  # id: (make a fresh layer, input shape, expected output shape)
 WRAPPERS = (QuantizeWrapper, QuantizeOutput, BitQuantWrapper)
 
 
-@pytest.mark.jax
-@pytest.mark.parametrize("case", sorted(CASES))
+# one case per class also runs in the fast JAX process (each case costs seconds of XLA compiles)
+JAX_CASES = ("quad_conv_ours", "quad_depthwise_t4", "quad_dense_t3", "batch_norm", "conv2d",
+             "quantize_quad_conv_int8_qat", "quantize_output_bn", "bsq_conv_bits")
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.jax) if c in JAX_CASES else c
+                                  for c in sorted(CASES)])
 def test_layer_contract(case):
     make, input_shape, expected = CASES[case]
     wrapper = isinstance(make(), WRAPPERS)  # paths: see the xfail below
