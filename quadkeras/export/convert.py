@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from quadkeras.export.quad_qat import branch_fake_quant
+from quadkeras.utils.progress import track
 from quadkeras.utils.validation import check_choice
 
 LITERT_MODES = ("float", "dynamic", "int8", "qat")
@@ -102,7 +103,7 @@ def to_litert(saved_model_dir, mode, representative_data=None, num_samples=200):
         samples = np.asarray(representative_data, "float32")[:num_samples]
 
         def gen():
-            for i in range(len(samples)):
+            for i in track(range(len(samples)), label="int8 calibration", unit_name="image"):
                 yield [samples[i:i + 1]]
 
         converter.representative_dataset = gen

@@ -27,6 +27,8 @@ import time
 
 import numpy as np
 
+from quadkeras.utils.progress import track
+
 ONNX_OPSET = 17
 ONNX_FORMATS = ("onnx", "onnx_int8", "onnx_qat")
 WEIGHT_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
@@ -94,8 +96,9 @@ def run_onnx(path, x, batch_size=256, num_threads=1):
     sess = session(path, num_threads)
     name = sess.get_inputs()[0].name
     x = np.asarray(x, "float32")
-    return np.concatenate([sess.run(None, {name: x[i:i + batch_size]})[0]
-                           for i in range(0, len(x), batch_size)])
+    return np.concatenate([sess.run(None, {name: x[i:i + batch_size]})[0] for i in
+                           track(range(0, len(x), batch_size), label="onnxruntime parity",
+                                 unit_name="batch")])
 
 
 def onnx_census(path):

@@ -18,6 +18,8 @@ import time
 
 import numpy as np
 
+from quadkeras.utils.progress import track
+
 # ops that carry the weights (the ones that must run int8 in an int8 export)
 WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL")
 
@@ -34,7 +36,7 @@ def run_litert(content, x, batch_size=256, num_threads=1):
     interp = interpreter(content, num_threads)
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     outputs, current = [], None
-    for start in range(0, len(x), batch_size):
+    for start in track(range(0, len(x), batch_size), label="LiteRT parity", unit_name="batch"):
         chunk = x[start:start + batch_size]
         if current != len(chunk):
             interp.resize_tensor_input(inp["index"], chunk.shape)
