@@ -69,6 +69,10 @@ def main(argv=None):
     p.add_argument("--out_dir", default="/tmp/onnx_export_bench")
     args = p.parse_args(argv)
 
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)  # Keras timed on 1 thread, like the files
+    tf.config.threading.set_inter_op_parallelism_threads(1)
     import quadkeras  # noqa: F401 (registers layers)
     from quadkeras.export import dataset_arrays, export_model, load_model
 
@@ -83,7 +87,7 @@ def main(argv=None):
     keras_ms = latency["keras"]
     print(f"{report['num_eval_images']} images; Keras (predict_on_batch, batch 1): {keras_ms:.3f} "
           f"ms/img; latency: median of {args.rounds} interleaved rounds x {args.latency_runs} runs, "
-          f"1 thread; load {load:.1f} -> {os.getloadavg()[0]:.1f}")
+          f"1 thread each; load {load:.1f} -> {os.getloadavg()[0]:.1f}")
     print("| format | runtime | accuracy | Keras acc | top-1 agreement | max abs dlogit | "
           "latency ms/img | vs Keras | conv/dense int8 (file / run) | size KiB |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---|---:|")

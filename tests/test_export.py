@@ -257,6 +257,7 @@ def test_onnx_float_and_ptq_qdq_run_in_onnxruntime(trained, tmp_path):
     assert onnx_float["census"]["ort_weight_ops_int8"] == 0
     assert onnx_float["census"]["weight_ops"] == 3  # conv1, the quadratic conv, the logits
     assert onnx_int8["census"]["all_weight_ops_int8"], onnx_int8["census"]
+    assert onnx_int8["census"]["ort_weight_ops_int8"] == 3, onnx_int8["census"]["ort_ops"]  # fused
     assert onnx_int8["top1_agreement"] >= 0.97 and onnx_int8["latency_ms"] > 0
     assert os.path.isfile(tmp_path / "model.onnx") and os.path.isfile(tmp_path / "model_int8.onnx")
     assert not os.path.exists(tmp_path / "model_int8.tflite")  # only the formats asked for
@@ -271,6 +272,8 @@ def test_onnx_qat_is_the_litert_qat_file_as_qdq(trained, tmp_path):
     qat, litert = report["formats"]["onnx_qat"], report["formats"]["litert_qat"]
     assert qat["census"]["all_weight_ops_int8"] and qat["census"]["weight_ops"] == 3, qat["census"]
     assert qat["census"]["ops"]["QuantizeLinear"] >= 3
+    ort_ops = qat["census"]["ort_ops"]  # onnxruntime runs conv, dense, quadratic MUL/ADD in int8
+    assert qat["census"]["ort_weight_ops_int8"] == 3 and ort_ops.get("com.microsoft.QLinearMul", 0) >= 1, ort_ops
     assert qat["top1_agreement"] >= 0.99  # the same int8 levels as the LiteRT QAT file
     assert abs(qat["max_abs_diff"] - litert["max_abs_diff"]) <= 1e-3 * litert["max_abs_logit"]
     assert "onnx_qat" in report["formats"]["onnx"]["error"]  # fake-quant graph: use onnx_qat
