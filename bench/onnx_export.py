@@ -34,6 +34,9 @@ def interleaved_latency_ms(model, report, example, runs, rounds):
             continue
         if name.startswith("onnx"):
             timers[name] = lambda path=r["path"]: onnx_export.latency_ms(path, example, runs)
+            if name != "onnx":  # the same QDQ file with onnxruntime's default options (unfused)
+                timers[name + " (ORT default)"] = lambda path=r["path"]: onnx_export.latency_ms(
+                    path, example, runs, s8s8=False)
         else:
             with open(r["path"], "rb") as f:
                 content = f.read()
@@ -92,6 +95,9 @@ def main(argv=None):
           "latency ms/img | vs Keras | conv/dense int8 (file / run) | size KiB |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---|---:|")
     for name, r in report["formats"].items():
+        if name + " (ORT default)" in latency:
+            print(f"| {name} (ORT default: not fused) | | | | | | {latency[name + ' (ORT default)']:.3f} | "
+                  f"{keras_ms / latency[name + ' (ORT default)']:.2f}x | | |")
         if "max_abs_diff" not in r:
             print(f"| {name} | {r} |")
             continue

@@ -77,8 +77,8 @@ def litert_to_onnx(content, path, opset=ONNX_OPSET):
     return path
 
 
-def session(path, num_threads=1, optimized_path=None):
-    """An onnxruntime CPU session (`num_threads` intra-op threads)."""
+def session(path, num_threads=1, optimized_path=None, s8s8=True):
+    """An onnxruntime CPU session (`num_threads` intra-op threads; `s8s8`: see below)."""
     import onnxruntime as ort  # noqa: PLC0415
 
     options = ort.SessionOptions()
@@ -88,7 +88,8 @@ def session(path, num_threads=1, optimized_path=None):
     # LiteRT int8 activations are signed: onnxruntime on x86 fuses such (S8S8) QDQ ops into
     # QLinearConv / QLinearMatMul / QLinearMul / QLinearAdd only with this entry; without it the
     # QDQ graph runs as float ops between Q/DQ pairs (QResNet14: ~10x slower than float).
-    options.add_session_config_entry("session.qdqisint8allowed", "1")
+    if s8s8:
+        options.add_session_config_entry("session.qdqisint8allowed", "1")
     if optimized_path:  # the graph onnxruntime runs, without hardware-specific layouts
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         options.optimized_model_filepath = optimized_path
@@ -155,9 +156,9 @@ def _int8_dequantized(graph):
             and zero_points.get(node.input[2]) in INT8_TYPES}
 
 
-def latency_ms(path, example, runs=50, warmup=5, num_threads=1):
+def latency_ms(path, example, runs=50, warmup=5, num_threads=1, s8s8=True):
     """Median onnxruntime latency per image (batch 1), in milliseconds."""
-    sess = session(path, num_threads)
+    sess = session(path, num_threads, s8s8=s8s8)
     feed = {sess.get_inputs()[0].name: np.asarray(example, "float32")[None]}
     for _ in range(warmup):
         sess.run(None, feed)
