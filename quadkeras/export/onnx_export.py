@@ -87,7 +87,8 @@ def session(path, num_threads=1, optimized_path=None, s8s8=True):
     options.log_severity_level = 3
     # LiteRT int8 activations are signed: onnxruntime on x86 fuses such (S8S8) QDQ ops into
     # QLinearConv / QLinearMatMul / QLinearMul / QLinearAdd only with this entry; without it the
-    # QDQ graph runs as float ops between Q/DQ pairs (QResNet14: ~10x slower than float).
+    # QDQ graph runs as float ops between Q/DQ pairs. The parity run measures the int8 kernels
+    # (on QResNet14 they give exactly LiteRT int8's outputs; docs/benchmarks.md for speed).
     if s8s8:
         options.add_session_config_entry("session.qdqisint8allowed", "1")
     if optimized_path:  # the graph onnxruntime runs, without hardware-specific layouts
