@@ -5,6 +5,8 @@ QDQ int8) and print + write the parity report (max |dlogit|, top-1 agreement, si
         --dataset=digits
     KERAS_BACKEND=tensorflow python apps/export.py --model=best.keras --out_dir=/tmp/export \
         --dataset=cifar10 --formats=litert_float,litert_int8
+    KERAS_BACKEND=tensorflow python apps/export.py --model=qat.keras --dataset=cifar10 \
+        --formats=onnx_qat          # QDQ int8 ONNX (opset 17) checked with onnxruntime
 
 `--model` is a `.keras` file or a training work_dir (best.keras, else last.keras); models
 trained under torch or JAX load the same way (the command must run with the TF backend).
