@@ -3,7 +3,7 @@
     python apps/train.py --flagfile=configs/qresnet14.cfg --val_fraction=0.1 --work_dir=runs/qresnet14
     python apps/auto_build.py --flagfile=configs/auto_qresnet14.cfg
     python apps/auto_build.py --model=runs/qresnet14 --split=val --masking_ratio=0.5 --top_k=2 \
-        --action=first_order --csv=/tmp/ri.csv --output_config=/tmp/qresnet14_auto.yaml
+        --action=first_order --csv=/tmp/ri.csv --plot=/tmp/ri.png --output_config=/tmp/qresnet14_auto.yaml
 
 A training work_dir (or a .keras file inside one) brings its model config, data set and
 held-out split (`val_fraction`, `seed`) from its state.json; flags given explicitly win.
@@ -54,6 +54,7 @@ flags.DEFINE_float("mac_budget", None, "Change layers until MACs <= this (fracti
 flags.DEFINE_string("action", "first_order", "first_order (quad -> conv) or remove.")
 flags.DEFINE_integer("batch_size", 256, "Evaluation batch size.")
 flags.DEFINE_string("csv", None, "Write the ranked table to this CSV path.")
+flags.DEFINE_string("plot", None, "Draw RI per candidate layer into this PNG.")
 flags.DEFINE_string("output_config", None, "Write the emitted model config (YAML) here.")
 
 
@@ -83,6 +84,10 @@ def main(argv):
     if FLAGS.csv:
         write_csv(result.scores, FLAGS.csv)
         print(f"wrote {FLAGS.csv}")
+    if FLAGS.plot:
+        from quadkeras.report import plot_ri, try_plot  # noqa: PLC0415
+
+        try_plot(plot_ri, result.scores, FLAGS.plot, baseline=result.baseline)
     if result.config is None:
         print("no config for this model (pass --config): ranking only")
         return

@@ -1,10 +1,12 @@
-"""Export a trained model to SavedModel / LiteRT (float, dynamic, int8 PTQ, QAT int8) / ONNX and
-print + write the parity report (max |dlogit|, top-1 agreement, size, op/dtype census, latency).
+"""Export a trained model to SavedModel / LiteRT (float, dynamic, int8 PTQ, QAT int8) / ONNX (float,
+QDQ int8) and print + write the parity report (max |dlogit|, top-1 agreement, size, op/dtype census, latency).
 
     KERAS_BACKEND=tensorflow python apps/export.py --model=runs/digits --out_dir=/tmp/export \
         --dataset=digits
     KERAS_BACKEND=tensorflow python apps/export.py --model=best.keras --out_dir=/tmp/export \
         --dataset=cifar10 --formats=litert_float,litert_int8
+    KERAS_BACKEND=tensorflow python apps/export.py --model=qat.keras --dataset=cifar10 \
+        --formats=onnx_qat          # QDQ int8 ONNX (opset 17) checked with onnxruntime
 
 `--model` is a `.keras` file or a training work_dir (best.keras, else last.keras); models
 trained under torch or JAX load the same way (the command must run with the TF backend).
@@ -24,7 +26,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "A .keras file or a training work_dir.", required=True)
 flags.DEFINE_string("out_dir", None, "Output folder (default: <model dir>/export).")
 flags.DEFINE_list("formats", list(DEFAULT_FORMATS), "saved_model, litert_float, litert_dynamic, "
-                  "litert_int8, litert_qat, onnx.")
+                  "litert_int8, litert_qat, onnx (float), onnx_int8, onnx_qat (QDQ int8 from the LiteRT "
+                  "file; ONNX formats need the onnx extra).")
 flags.DEFINE_string("dataset", None, "Dataset for calibration (train split) and parity (test split); "
                     "default: the work_dir's recorded dataset.")
 flags.DEFINE_integer("eval_limit", 1000, "Test images compared against the Keras model.")

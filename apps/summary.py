@@ -2,7 +2,7 @@
 
     python apps/summary.py --model=qresnet14
     python apps/summary.py --model=qvgg7 --quant=lsq --wbits=4 --abits=4 \
-        --json=/tmp/qvgg7_summary.json
+        --json=/tmp/qvgg7_summary.json --plot=/tmp/qvgg7_layers.png
 
 (`--quantize` / `--weight_bits` / `--activation_bits`: deprecated spellings of the quantizer
 flags.)
@@ -22,6 +22,7 @@ define_aliases("quantize", "weight_bits", "activation_bits")
 flags.DEFINE_integer("num_classes", None, "Replace the config's number of classes.")
 flags.DEFINE_list("input_shape", None, "Replace the config's input shape, e.g. 16,16,1.")
 flags.DEFINE_string("json", None, "Also write the summary as JSON to this path.")
+flags.DEFINE_string("plot", None, "Also draw params, MACs and weight bits per layer into this PNG.")
 
 
 def main(argv):
@@ -36,6 +37,10 @@ def main(argv):
     if FLAGS.json:
         summary.to_json(FLAGS.json)
         print(f"wrote {FLAGS.json}")
+    if FLAGS.plot:
+        from quadkeras.report import plot_layers, try_plot  # noqa: PLC0415
+
+        try_plot(plot_layers, summary, FLAGS.plot)
 
 
 if __name__ == "__main__":

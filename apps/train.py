@@ -17,6 +17,8 @@ from quadkeras.training.config import DEFAULTS
 
 FLAGS = flags.FLAGS
 define(DEFAULTS)  # every training config key is a flag, with its DEFAULTS value
+flags.DEFINE_boolean("plots", True, "At the end, draw loss/accuracy/LR curves from history.csv into "
+                     "<work_dir>/curves.png (needs matplotlib).")
 
 
 def main(argv):
@@ -24,11 +26,16 @@ def main(argv):
         raise app.UsageError(f"Unknown arguments: {argv[1:]}")
     print(f"quadkeras apps/train.py: {_common.backend_line()}", flush=True)
     from quadkeras.training import train
+    from quadkeras.training.distribute import is_primary_process
 
     config = {name: FLAGS[name].value for name in DEFAULTS}
     result = train(config)
     if FLAGS.evaluate_only:
         print(f"test_acc={result['test_acc']:.4f} ({result['checkpoint']})")
+    elif FLAGS.plots and is_primary_process():  # the process that wrote the work_dir
+        from quadkeras.report import plot_history, try_plot
+
+        try_plot(plot_history, f"{FLAGS.work_dir}/history.csv", f"{FLAGS.work_dir}/curves.png")
 
 
 if __name__ == "__main__":

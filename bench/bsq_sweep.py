@@ -31,6 +31,7 @@ flags.DEFINE_float("ft_lr", 0.01, "Finetune LR.")
 flags.DEFINE_integer("batch_size", 64, "Batch size (even).")
 flags.DEFINE_string("fp_cache", "/tmp/bsq_sweep_fp.keras", "Cached FP model.")
 flags.DEFINE_string("json", None, "Write the results here.")
+flags.DEFINE_string("plot", None, "Draw accuracy vs compression rate into this PNG.")
 
 TINY_RESNET = {"family": "resnet", "input_shape": [16, 16, 1], "num_classes": 10, "stem_filters": 8,
                "stages": [{"filters": 8, "blocks": 1, "stride": 1}, {"filters": 16, "blocks": 1, "stride": 2}]}
@@ -84,6 +85,10 @@ def main(argv):
     if FLAGS.json:
         with open(FLAGS.json, "w") as f:
             json.dump(rows, f, indent=2)
+    if FLAGS.plot:
+        from quadkeras.report import plot_sweep, try_plot  # noqa: PLC0415
+
+        try_plot(plot_sweep, rows, FLAGS.plot)
 
 
 if __name__ == "__main__":

@@ -60,3 +60,11 @@ def run_backend(backend, code, timeout=300):
     if proc.returncode != 0:
         raise AssertionError(f"{backend} subprocess failed:\n{proc.stderr[-3000:]}")
     return proc.stdout
+
+
+def assert_png(path, min_bytes=1000):
+    """`path` is a written, non-empty PNG file (signature + IHDR chunk)."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR", (path, head)
+    assert os.path.getsize(path) >= min_bytes, (path, os.path.getsize(path))

@@ -21,6 +21,7 @@ from quadkeras.autobuilder.masking import mask_for, masked
 from quadkeras.autobuilder.scores import accuracy, mac_shares, param_shares
 from quadkeras.models import build_model, load_config
 from quadkeras.summary import count_macs
+from tests.backend_utils import assert_png
 from tests.test_autobuilder_fixtures import RESNET_TINY, VGG_TINY, train_runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -223,7 +224,8 @@ def test_auto_build_app_writes_csv_and_trainable_config(tmp_path):
     out_csv, out_yaml = str(tmp_path / "ri.csv"), str(tmp_path / "auto.yaml")
     cmd = [sys.executable, os.path.join(REPO, "apps", "auto_build.py"), f"--model={config_path}",
            "--dataset=digits", "--max_examples=64", "--layer_index=0,2", "--top_k=1",
-           "--action=remove", f"--csv={out_csv}", f"--output_config={out_yaml}"]
+           "--action=remove", f"--csv={out_csv}", f"--output_config={out_yaml}",
+           f"--plot={tmp_path / 'ri.png'}"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": REPO})
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -234,6 +236,7 @@ def test_auto_build_app_writes_csv_and_trainable_config(tmp_path):
     assert build_model(emitted).count_params() < build_model(config_path).count_params()
     with open(out_csv) as f:
         assert len(list(csv.DictReader(f))) == 2
+    assert_png(tmp_path / "ri.png")
 
 
 def _app(*args):

@@ -1,6 +1,7 @@
 """Export tests: SavedModel/LiteRT float, dynamic, PTQ int8, QAT int8 with a QuadConv2D, parity
 report, bad inputs, and a torch-saved .keras exported through a TensorFlow subprocess."""
 
+import importlib.util
 import json
 import os
 
@@ -10,6 +11,8 @@ import pytest
 
 TF = keras.backend.backend() == "tensorflow"
 needs_tf = pytest.mark.skipif(not TF, reason="LiteRT export runs under the TensorFlow backend")
+ONNX = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime", "tf2onnx"))
+needs_onnx = pytest.mark.skipif(not (TF and ONNX), reason="needs TensorFlow and the onnx extra")
 
 
 def tiny_model():
@@ -220,10 +223,13 @@ def test_torch_saved_model_exports_via_tensorflow(tmp_path):
 
     path, out = str(tmp_path / "torch.keras"), str(tmp_path / "out")
     tiny_model().save(path)
-    report = reload_under_tensorflow(path, out, formats=["litert_float"], dataset="digits")
+    formats = ["litert_float"] + (["onnx"] if ONNX else [])
+    report = reload_under_tensorflow(path, out, formats=formats, dataset="digits")
     assert report["formats"]["litert_float"]["max_abs_diff"] <= 1e-4
     assert report["num_eval_images"] == 360
     assert os.path.isfile(os.path.join(out, "model_float.tflite"))
+    if ONNX:  # the torch-trained weights, run by onnxruntime
+        assert report["formats"]["onnx"]["max_abs_diff"] <= 1e-4, report["formats"]["onnx"]
 
 
 @needs_tf
@@ -237,3 +243,37 @@ def test_ptq_with_quadkeras_calibration_runs_the_quadratic_product_in_int8(train
     assert int8["census"]["ops"].get("MUL[int8]", 0) >= 1 and int8["top1_agreement"] >= 0.97
     with pytest.raises(ValueError, match="calibration='kl'"):
         export_model(trained[0], str(tmp_path / "x"), formats=("litert_int8",), calibration="kl")
+
+
+@needs_onnx
+def test_onnx_float_and_ptq_qdq_run_in_onnxruntime(trained, tmp_path):
+    from quadkeras.export import export_model
+
+    report = export_model(trained[0], str(tmp_path), formats=("onnx", "onnx_int8"),
+                          eval_data="digits", latency_runs=2, verbose=False)
+    onnx_float, onnx_int8 = report["formats"]["onnx"], report["formats"]["onnx_int8"]
+    assert onnx_float["max_abs_diff"] <= 1e-4 and onnx_float["top1_agreement"] == 1.0, onnx_float
+    assert onnx_float["opset"] == 17 and onnx_float["census"]["int8_ops"] == 0
+    assert onnx_float["census"]["ort_weight_ops_int8"] == 0
+    assert onnx_float["census"]["weight_ops"] == 3  # conv1, the quadratic conv, the logits
+    assert onnx_int8["census"]["all_weight_ops_int8"], onnx_int8["census"]
+    assert onnx_int8["census"]["ort_weight_ops_int8"] == 3, onnx_int8["census"]["ort_ops"]  # fused
+    assert onnx_int8["top1_agreement"] >= 0.97 and onnx_int8["latency_ms"] > 0
+    assert os.path.isfile(tmp_path / "model.onnx") and os.path.isfile(tmp_path / "model_int8.onnx")
+    assert not os.path.exists(tmp_path / "model_int8.tflite")  # only the formats asked for
+
+
+@needs_onnx
+def test_onnx_qat_is_the_litert_qat_file_as_qdq(trained, tmp_path):
+    from quadkeras.export import export_model
+
+    report = export_model(trained[2], str(tmp_path), formats=("litert_qat", "onnx_qat", "onnx"),
+                          eval_data="digits", latency_runs=2, verbose=False)
+    qat, litert = report["formats"]["onnx_qat"], report["formats"]["litert_qat"]
+    assert qat["census"]["all_weight_ops_int8"] and qat["census"]["weight_ops"] == 3, qat["census"]
+    assert qat["census"]["ops"]["QuantizeLinear"] >= 3
+    ort_ops = qat["census"]["ort_ops"]  # onnxruntime runs conv, dense, quadratic MUL/ADD in int8
+    assert qat["census"]["ort_weight_ops_int8"] == 3 and ort_ops.get("com.microsoft.QLinearMul", 0) >= 1, ort_ops
+    assert qat["top1_agreement"] >= 0.99  # the same int8 levels as the LiteRT QAT file
+    assert abs(qat["max_abs_diff"] - litert["max_abs_diff"]) <= 1e-3 * litert["max_abs_logit"]
+    assert "onnx_qat" in report["formats"]["onnx"]["error"]  # fake-quant graph: use onnx_qat

@@ -1,6 +1,5 @@
 """get_config / .keras round trips, and a torch-trained model loading under other backends."""
 
-import json
 import os
 
 import numpy as np
@@ -9,6 +8,7 @@ import keras
 
 from quadkeras.layers import QuadConv2D, QuadDense, QuadDepthwiseConv2D
 from tests.backend_utils import run_backend
+from tests.layer_harness import check_config, check_keras_round_trip
 
 LAYERS = [
     lambda: QuadConv2D(4, 3, strides=2, padding="same", neuron="ours", use_bias=False,
@@ -24,11 +24,8 @@ LAYERS = [
 
 @pytest.mark.jax
 @pytest.mark.parametrize("make", LAYERS)
-def test_get_config_round_trip(make):
-    layer = make()
-    clone = type(layer).from_config(layer.get_config())
-    assert clone.get_config() == layer.get_config()
-    json.dumps(keras.saving.serialize_keras_object(layer))
+def test_get_config_round_trip(make):  # more constructor variants than tests/test_layer_contract.py
+    check_config(make())
 
 
 def _tiny_model():
@@ -42,16 +39,11 @@ def _tiny_model():
 
 
 @pytest.mark.jax
-def test_keras_file_round_trip(tmp_path):
+def test_keras_file_round_trip():
     model = _tiny_model()
     x = np.random.default_rng(0).uniform(-1, 1, (4, 8, 8, 4)).astype("float32")
     model(x, training=True)  # move BN statistics
-    path = str(tmp_path / "m.keras")
-    model.save(path)
-    loaded = keras.models.load_model(path)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), keras.ops.convert_to_numpy(model(x)),
-                               rtol=1e-6, atol=1e-6)
-    assert [w.path for w in loaded.weights] == [w.path for w in model.weights]
+    check_keras_round_trip(model, x)  # identical outputs and variable paths
 
 
 TRAIN_UNDER_TORCH = """

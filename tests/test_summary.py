@@ -11,6 +11,7 @@ import keras
 
 from quadkeras.models import build_model
 from quadkeras.summary import count_macs, layer_bits, print_summary, summarize
+from tests.backend_utils import assert_png
 from tests.test_autobuilder_fixtures import RESNET_TINY, VGG_TINY
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -84,12 +85,13 @@ def test_summary_app_writes_json(tmp_path):
     config_path, path = str(tmp_path / "tiny.yaml"), str(tmp_path / "summary.json")
     write_config(RESNET_TINY, config_path)
     cmd = [sys.executable, os.path.join(REPO, "apps", "summary.py"), f"--model={config_path}",
-           "--input_shape=16,16,1", f"--json={path}",  # the deprecated quantizer flag spellings:
-           "--quantize=lsq", "--weight_bits=4", "--activation_bits=2"]
+           "--input_shape=16,16,1", f"--json={path}", f"--plot={tmp_path / 'layers.png'}",
+           "--quantize=lsq", "--weight_bits=4", "--activation_bits=2"]  # deprecated spellings
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": REPO})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "stage2_block2_conv2" in proc.stdout and "Total" in proc.stdout
+    assert_png(tmp_path / "layers.png")
     with open(path) as f:
         data = json.load(f)
     from quadkeras.quantize.model import quant_scheme, quantize_model

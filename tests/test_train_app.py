@@ -8,6 +8,8 @@ import sys
 import keras
 import pytest
 
+from tests.backend_utils import assert_png
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_YAML = """family: resnet
 input_shape: [16, 16, 1]
@@ -43,6 +45,7 @@ def test_train_app_end_to_end(tmp_path):
     header = (work / "history.csv").read_text().splitlines()[0].split(",")
     assert {"epoch", "loss", "acc", "val_acc", "lr"} <= set(header)
     assert {"last.keras", "best.keras", "state.json"} <= set(os.listdir(work))
+    assert_png(work / "curves.png")  # loss / accuracy / LR curves from history.csv
     ev = _app(*common, "--evaluate_only")
     assert ev.returncode == 0 and "test_acc=" in ev.stdout, ev.stderr[-3000:]
     bad = _app(*common, "--epochs=1", "--lr=0.2", "--resume")

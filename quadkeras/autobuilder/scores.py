@@ -23,6 +23,7 @@ import numpy as np
 
 from quadkeras.autobuilder.masking import masked
 from quadkeras.summary.macs import per_layer_macs
+from quadkeras.utils.progress import track
 
 CSV_FIELDS = ("rank", "name", "params", "macs", "p_m", "p_w", "accuracy", "delta_a", "ri")
 
@@ -88,7 +89,7 @@ def probe_layers(model, x, y, candidates, masking_ratio=0.5, seed=0, epsilon=1e-
     pm, pw = _shares(counts), _shares(macs)
     baseline = evaluate(model)
     scores = []
-    for name in candidates:
+    for name in track(candidates, label=f"probing {len(candidates)} layers", unit_name="layer"):
         with masked(model.get_layer(name), masking_ratio, seed):
             acc = evaluate(model)
         delta = max(baseline - acc, epsilon)

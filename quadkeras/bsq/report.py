@@ -71,21 +71,6 @@ def save_report(report, json_path=None, png_path=None):
         with open(json_path, "w") as f:
             json.dump(report, f, indent=2)
     if png_path:
-        import matplotlib  # noqa: PLC0415 (optional dependency)
+        from quadkeras.report.plots import plot_bits_per_layer  # noqa: PLC0415
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # noqa: PLC0415
-
-        names = [layer["name"] for layer in report["layers"]]
-        fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(names)), 4))
-        ax.bar(range(len(names)), [layer["precision"] for layer in report["layers"]])
-        ax.set_xticks(range(len(names)))
-        ax.set_xticklabels(names, rotation=90, fontsize=7)
-        ax.set_ylabel("weight bits")
-        title = f"BSQ scheme: {report['average_bits']:.2f} avg bits, {report['compression_rate']:.1f}x"
-        if "accuracy" in report:
-            title += f", acc {report['accuracy']:.2f}%"
-        ax.set_title(title)
-        fig.tight_layout()
-        fig.savefig(png_path, dpi=100)
-        plt.close(fig)
+        plot_bits_per_layer(report, png_path)

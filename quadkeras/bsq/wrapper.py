@@ -10,6 +10,9 @@ with `add_loss` (`reg_strength` = alpha / total params is set by `set_bsq_decay`
 representation="float" (finetune with the scheme fixed, BSQ's `to_finetune`): a
 trainable normalised kernel `norm_kernel` in [-1, 1] quantized with STE to n bits.
 
+The BSQ variables are never autocast: under mixed precision the kernel is reconstructed in
+float32 and cast to the compute dtype only for the conv / matmul.
+
 The inner layer's own `kernel` is frozen (not trained) and refreshed with the represented
 kernel by `sync_inner_kernel()`. Precision is stored in a variable, so the scheme survives
 `.keras` save/load.
@@ -76,17 +79,18 @@ class BitQuantWrapper(keras.layers.Wrapper):
         if self.representation == "bits":
             clip = ClipConstraint(0.0, 2.0)
             self.pos_planes = self.add_weight(name="pos_planes", shape=shape + (self.bits,),
-                                              initializer="zeros", constraint=clip)
+                                              initializer="zeros", constraint=clip, autocast=False)
             self.neg_planes = self.add_weight(name="neg_planes", shape=shape + (self.bits,),
-                                              initializer="zeros", constraint=clip)
+                                              initializer="zeros", constraint=clip, autocast=False)
         else:
             self.norm_kernel = self.add_weight(name="norm_kernel", shape=shape, initializer="zeros",
-                                               constraint=ClipConstraint(-1.0, 1.0))
-        self.scale = self.add_weight(name="scale", shape=(), initializer="ones")
+                                               constraint=ClipConstraint(-1.0, 1.0), autocast=False)
+        self.scale = self.add_weight(name="scale", shape=(), initializer="ones", autocast=False)
         self.precision = self.add_weight(name="precision", shape=(), trainable=False,
-                                         initializer=keras.initializers.Constant(float(self.bits)))
+                                         initializer=keras.initializers.Constant(float(self.bits)),
+                                         autocast=False)
         self.reg_strength = self.add_weight(name="reg_strength", shape=(), trainable=False,
-                                            initializer="zeros")
+                                            initializer="zeros", autocast=False)
         self.built = True
         self.set_kernel(ops.convert_to_numpy(kernel), self.bits)
 

@@ -19,6 +19,8 @@ import tarfile
 
 import numpy as np
 
+from quadkeras.utils.progress import track
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 PICKLE_FILES = {
     "cifar10": ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels"),
@@ -75,7 +77,9 @@ def decode_images(blobs, names=None):
     ds = tf.data.Dataset.from_tensor_slices(tf.constant(blobs, dtype=tf.string))
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     try:
-        return np.concatenate(list(ds.batch(1024).as_numpy_iterator()), 0)
+        batches = track(ds.batch(1024).as_numpy_iterator(), total=-(-len(blobs) // 1024),
+                        label=f"decoding {len(blobs)} images", unit_name="batch")
+        return np.concatenate(list(batches), 0)
     except (tf.errors.InvalidArgumentError, ValueError):
         _raise_bad_image(blobs, names)
         raise

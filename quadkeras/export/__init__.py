@@ -15,9 +15,12 @@ from quadkeras.export.api import DEFAULT_FORMATS, FORMATS, dataset_arrays, expor
 from quadkeras.export.convert import has_fake_quant, to_litert, write_saved_model
 from quadkeras.export.loading import (EXPORT_COMMAND, load_model, reload_under_tensorflow,
                                       require_tensorflow, resolve_model_path)
+from quadkeras.export.onnx_export import (ONNX_OPSET, keras_to_onnx, litert_to_onnx, onnx_census,
+                                          onnx_parity_report, run_onnx)
 from quadkeras.export.parity import format_report, op_census, parity_report, run_litert
 
-__all__ = ["DEFAULT_FORMATS", "EXPORT_COMMAND", "FORMATS", "dataset_arrays", "export_model",
-           "format_report", "has_fake_quant", "load_model", "op_census", "parity_report",
+__all__ = ["DEFAULT_FORMATS", "EXPORT_COMMAND", "FORMATS", "ONNX_OPSET", "dataset_arrays",
+           "export_model", "format_report", "has_fake_quant", "keras_to_onnx", "litert_to_onnx",
+           "load_model", "onnx_census", "onnx_parity_report", "op_census", "parity_report", "run_onnx",
            "reload_under_tensorflow", "require_tensorflow", "resolve_model_path", "run_litert",
            "to_litert", "write_saved_model"]

@@ -17,14 +17,15 @@ import os
 import keras
 import numpy as np
 
-from quadkeras.export import convert, loading, parity
+from quadkeras.export import convert, loading, onnx_export, parity
 from quadkeras.export.quad_qat import quantized_quad_layers
 from quadkeras.models.model_config import normalizes_input
 from quadkeras.utils.safe_io import atomic_dir
 from quadkeras.utils.validation import check_choice
 
 CALIBRATIONS = ("converter", "minmax", "percentile", "mse")
-FORMATS = ("saved_model", "litert_float", "litert_dynamic", "litert_int8", "litert_qat", "onnx")
+FORMATS = ("saved_model", "litert_float", "litert_dynamic", "litert_int8", "litert_qat", "onnx",
+           "onnx_int8", "onnx_qat")
 DEFAULT_FORMATS = ("saved_model", "litert_float", "litert_dynamic", "litert_int8", "litert_qat")
 QAT_HINT = ("model has no fakequant quantizers; fine-tune it with quantize_model(model, 'int8_qat') "
             "(or --quant=fakequant) to export QAT int8")
@@ -72,8 +73,10 @@ def export_model(model_or_path, out_dir, formats=DEFAULT_FORMATS, representative
 
     Args:
         model_or_path: a Keras model, a `.keras` file, or a training work_dir.
-        out_dir: output folder (`saved_model/`, `model_<mode>.tflite`, `model.onnx`).
-        formats: subset of `FORMATS`.
+        out_dir: output folder (`saved_model/`, `model_<mode>.tflite`, `model[_<mode>].onnx`).
+        formats: subset of `FORMATS`; `onnx` is the float graph, `onnx_int8` / `onnx_qat` the
+            LiteRT int8 / QAT file as a QDQ ONNX graph (see `onnx_export`), all run by
+            onnxruntime for the parity report.
         representative_data: calibration inputs for `litert_int8`: a dataset name (its train
             split), float NHWC images, or (images, labels). Default: `eval_data` if it is a name.
         eval_data: parity inputs: a dataset name (its test split), images, or (images, labels).
@@ -97,8 +100,9 @@ def export_model(model_or_path, out_dir, formats=DEFAULT_FORMATS, representative
     for fmt in formats:
         check_choice("format", fmt, FORMATS)
     check_choice("calibration", calibration, CALIBRATIONS)
-    if "onnx" in formats:
-        convert.require_onnx()
+    for fmt in formats:
+        if fmt.startswith("onnx"):
+            onnx_export.require_onnx(fmt)
     model, source = _load(model_or_path, custom_objects)
     loading.check_finite_weights(model, source)
     if isinstance(model_or_path, (str, os.PathLike)) and eval_data is None:
@@ -121,13 +125,14 @@ def export_model(model_or_path, out_dir, formats=DEFAULT_FORMATS, representative
     final_dir = os.path.abspath(os.fspath(out_dir))
     with atomic_dir(final_dir, last=("parity_report.json",)) as build_dir:  # all or nothing
         sm_dir = os.path.join(build_dir, "saved_model")
-        needs_sm = any(f.startswith("litert") or f == "saved_model" for f in formats)
+        needs_sm = any(f.startswith("litert") or f in ("saved_model", "onnx_int8", "onnx_qat")
+                       for f in formats)
         if needs_sm:
             convert.write_saved_model(model, sm_dir)
-        results = {}
+        results, litert = {}, {}  # litert: mode -> flatbuffer (or an error), shared with ONNX
         for fmt in formats:
             result = _export_one(fmt, model, build_dir, sm_dir, x_rep, x_eval, y_eval, reference,
-                                 calibration_samples, latency_runs, num_threads, calibration)
+                                 calibration_samples, latency_runs, num_threads, calibration, litert)
             if "path" in result:
                 result["path"] = os.path.join(final_dir, os.path.relpath(result["path"], build_dir))
             results[fmt] = result
@@ -142,14 +147,28 @@ def export_model(model_or_path, out_dir, formats=DEFAULT_FORMATS, representative
 
 
 def _export_one(fmt, model, out_dir, sm_dir, x_rep, x_eval, y_eval, reference, samples, runs, threads,
-                calibration="converter"):
+                calibration="converter", litert=None):
     if fmt == "saved_model":
         return {"path": sm_dir, "size_bytes": _dir_size(sm_dir)}
-    if fmt == "onnx":
-        path = os.path.join(out_dir, "model.onnx")
-        convert.to_onnx(model, path)
-        return {"path": path, "size_bytes": os.path.getsize(path)}
+    if fmt.startswith("onnx"):
+        return _export_onnx(fmt, model, out_dir, sm_dir, x_rep, x_eval, y_eval, reference, samples,
+                            runs, threads, calibration, {} if litert is None else litert)
     mode = fmt[len("litert_"):]
+    content = _litert_content(mode, model, out_dir, sm_dir, x_rep, reference, samples, calibration)
+    if isinstance(content, dict):
+        return content
+    if litert is not None:
+        litert[mode] = content
+    path = convert.write_bytes(os.path.join(out_dir, f"model_{mode}.tflite"), content)
+    if reference is None:
+        return {"path": path, "size_bytes": len(content), "census": parity.op_census(content)}
+    result = parity.parity_report(content, reference, x_eval, y_eval, latency_runs=runs,
+                                  num_threads=threads)
+    return {"path": path, **result}
+
+
+def _litert_content(mode, model, out_dir, sm_dir, x_rep, reference, samples, calibration):
+    """LiteRT flatbuffer bytes for `mode`, or a {"skipped"/"error": why} report."""
     if mode == "qat" and not convert.has_fake_quant(model):
         return {"skipped": QAT_HINT}
     if reference is not None and not len(reference) and mode in ("int8", "qat"):
@@ -167,15 +186,37 @@ def _export_one(fmt, model, out_dir, sm_dir, x_rep, x_eval, y_eval, reference, s
         elif mode == "qat" and quantized_quad_layers(model):
             source = os.path.join(out_dir, "saved_model_qat")
             convert.write_saved_model(model, source, calibration_images=x_rep)
-        content = convert.to_litert(source, mode, x_rep, samples)
+        return convert.to_litert(source, mode, x_rep, samples)
     except Exception as err:  # converter errors are long MLIR dumps: keep the first line
-        return {"error": f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300]}"}
-    path = convert.write_bytes(os.path.join(out_dir, f"model_{fmt[len('litert_'):]}.tflite"), content)
+        return {"error": _first_line(err)}
+
+
+def _export_onnx(fmt, model, out_dir, sm_dir, x_rep, x_eval, y_eval, reference, samples, runs,
+                 threads, calibration, litert):
+    """`onnx` from the Keras model, `onnx_int8` / `onnx_qat` from the LiteRT flatbuffer."""
+    mode = fmt[len("onnx_"):] if "_" in fmt else None
+    path = os.path.join(out_dir, f"model_{mode}.onnx" if mode else "model.onnx")
+    try:
+        if mode is None:
+            onnx_export.keras_to_onnx(model, path)
+        else:
+            if mode not in litert:
+                litert[mode] = _litert_content(mode, model, out_dir, sm_dir, x_rep, reference,
+                                               samples, calibration)
+            if isinstance(litert[mode], dict):
+                return litert[mode]
+            onnx_export.litert_to_onnx(litert[mode], path)
+    except Exception as err:  # tf2onnx errors: keep the first line
+        return {"error": _first_line(err)}
     if reference is None:
-        return {"path": path, "size_bytes": len(content), "census": parity.op_census(content)}
-    result = parity.parity_report(content, reference, x_eval, y_eval, latency_runs=runs,
-                                  num_threads=threads)
-    return {"path": path, **result}
+        return {"path": path, "size_bytes": os.path.getsize(path), "opset": onnx_export.ONNX_OPSET,
+                "census": onnx_export.onnx_census(path)}
+    return {"path": path, **onnx_export.onnx_parity_report(path, reference, x_eval, y_eval,
+                                                           latency_runs=runs, num_threads=threads)}
+
+
+def _first_line(err):
+    return f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300] if str(err).strip() else ''}"
 
 
 def _calibrated_ptq(model, out_dir, images, method):

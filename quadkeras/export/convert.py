@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from quadkeras.export.quad_qat import branch_fake_quant
+from quadkeras.utils.progress import track
 from quadkeras.utils.validation import check_choice
 
 LITERT_MODES = ("float", "dynamic", "int8", "qat")
@@ -96,31 +97,12 @@ def to_litert(saved_model_dir, mode, representative_data=None, num_samples=200):
         samples = np.asarray(representative_data, "float32")[:num_samples]
 
         def gen():
-            for i in range(len(samples)):
+            for i in track(range(len(samples)), label="int8 calibration", unit_name="image"):
                 yield [samples[i:i + 1]]
 
         converter.representative_dataset = gen
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     return converter.convert()
-
-
-def require_onnx():
-    """Raise a one-line ValueError unless the optional `onnx` and `tf2onnx` packages import."""
-    try:
-        import onnx  # noqa: F401,PLC0415
-        import tf2onnx  # noqa: F401,PLC0415
-    except ImportError as err:
-        raise ValueError("Invalid format 'onnx': the optional packages are missing "
-                         f"({err.name}); install them with `pip install onnx tf2onnx` or drop "
-                         "'onnx' from formats.") from err
-
-
-def to_onnx(model, path):
-    """Export ONNX through `model.export(format="onnx")` (needs the optional onnx packages)."""
-    require_onnx()
-    with frozen_quantizers(model):
-        model.export(path, format="onnx", input_signature=input_signature(model), verbose=False)
-    return path
 
 
 def write_bytes(path, content):

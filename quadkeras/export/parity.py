@@ -18,6 +18,8 @@ import time
 
 import numpy as np
 
+from quadkeras.utils.progress import track
+
 # ops that carry the weights (the ones that must run int8 in an int8 export)
 WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL")
 
@@ -34,7 +36,7 @@ def run_litert(content, x, batch_size=256, num_threads=1):
     interp = interpreter(content, num_threads)
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     outputs, current = [], None
-    for start in range(0, len(x), batch_size):
+    for start in track(range(0, len(x), batch_size), label="LiteRT parity", unit_name="batch"):
         chunk = x[start:start + batch_size]
         if current != len(chunk):
             interp.resize_tensor_input(inp["index"], chunk.shape)
@@ -119,16 +121,21 @@ def parity_report(content, reference, x, labels=None, latency_runs=50, num_threa
     "top1_agreement", "accuracy" (LiteRT, if labels), "keras_accuracy", "size_bytes",
     "latency_ms", "num_images", "census"}.
     """
-    reference = np.asarray(reference, "float32")
     got = run_litert(content, x, num_threads=num_threads)
+    return {**agreement(got, reference, labels), "size_bytes": len(content),
+            "latency_ms": latency_ms(content, np.asarray(x[0]), runs=latency_runs, num_threads=num_threads),
+            "census": op_census(content)}
+
+
+def agreement(got, reference, labels=None):
+    """num_images, max_abs_diff, max_abs_logit, top1_agreement of outputs `got` vs Keras'
+    `reference`, and both accuracies if `labels` are given."""
+    reference = np.asarray(reference, "float32")
     report = {
-        "num_images": int(len(x)),
+        "num_images": int(len(got)),
         "max_abs_diff": float(np.max(np.abs(got - reference))),
         "max_abs_logit": float(np.max(np.abs(reference))),
         "top1_agreement": float(np.mean(got.argmax(-1) == reference.argmax(-1))),
-        "size_bytes": len(content),
-        "latency_ms": latency_ms(content, np.asarray(x[0]), runs=latency_runs, num_threads=num_threads),
-        "census": op_census(content),
     }
     if labels is not None:
         labels = np.asarray(labels).reshape(-1)
@@ -149,8 +156,12 @@ def format_report(name, report):
     acc = f" acc {report['accuracy']:.4f} (keras {report['keras_accuracy']:.4f})" if "accuracy" in report else ""
     lines = [f"{name:15s} max|dlogit| {report['max_abs_diff']:.3g}  top-1 agree "
              f"{100 * report['top1_agreement']:.2f}%{acc}  size {report['size_bytes'] / 1024:.1f} KiB  "
-             f"latency {report['latency_ms']:.3f} ms/img",
+             f"latency {report['latency_ms']:.3f} ms/img"
+             + (f"  opset {report['opset']} ({report['runtime']})" if "opset" in report else ""),
              f"{'':15s} ops {c['total_ops']} (int8 {c['int8_ops']}), conv/dense int8 "
              f"{c['weight_ops_int8']}/{c['weight_ops']}: "
              + ", ".join(f"{k} x{v}" for k, v in c["ops"].items())]
+    if "ort_ops" in c:
+        lines.append(f"{'':15s} onnxruntime runs conv/dense in int8: {c['ort_weight_ops_int8']}/"
+                     f"{c['weight_ops']}: " + ", ".join(f"{k} x{v}" for k, v in c["ort_ops"].items()))
     return "\n".join(lines)

@@ -31,6 +31,7 @@ Example:
 """
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -218,6 +219,21 @@ class TorchPlan(Plan):
 
 
 _PLANS = {"jax": JaxPlan, "tensorflow": TensorFlowPlan, "torch": TorchPlan}
+
+
+def is_primary_process():
+    """False only in a non-zero rank of a multi-process run (torchrun's RANK, jax's process
+    index, the TF_CONFIG task): True in the process that writes the work_dir."""
+    backend = keras.backend.backend()
+    if backend == "torch":
+        return int(os.environ.get("RANK", "0")) == 0
+    if backend == "jax":
+        import jax
+
+        return jax.process_index() == 0
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task = config.get("task", {})
+    return _tf_worker_rank(task.get("type", "chief"), task.get("index", 0), config.get("cluster", {})) == 0
 
 
 def make_plan(config):
