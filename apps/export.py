@@ -37,6 +37,10 @@ flags.DEFINE_integer("num_threads", 1, "LiteRT interpreter threads.")
 flags.DEFINE_enum("calibration", "converter", ["converter", "minmax", "percentile", "mse"],
                   "PTQ int8 ranges: the LiteRT converter's own min/max, or quadkeras' calibration of "
                   "an int8_qat fake-quant graph (quadratic branch output and product included).")
+flags.DEFINE_enum("ptq_graph", "int8_qat", ["int8_qat", "int8_all"],
+                  "With --calibration=minmax|percentile|mse: int8_qat (conv/dense and quadratic "
+                  "branch/product int8; block BN and residual adds float) or int8_all (BN folded, "
+                  "every CONV/MUL/ADD int8: smaller, faster file).")
 
 
 def main(argv):
@@ -47,7 +51,7 @@ def main(argv):
                           representative_data=FLAGS.dataset, eval_data=FLAGS.dataset,
                           eval_limit=FLAGS.eval_limit, calibration_samples=FLAGS.calibration_samples,
                           latency_runs=FLAGS.latency_runs, num_threads=FLAGS.num_threads,
-                          calibration=FLAGS.calibration)
+                          calibration=FLAGS.calibration, ptq_graph=FLAGS.ptq_graph)
     print(f"report: {os.path.join(out_dir, 'parity_report.json')}")
     failed = [name for name, r in report["formats"].items() if "error" in r]
     return 1 if failed else 0

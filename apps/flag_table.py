@@ -5,7 +5,8 @@ Every app defines its flags with `define(names, **defaults)`: the type and help 
 defaults live) unless the app passes its own recipe's value (BSQ's 350 epochs, ...).
 The quantizer flags are spelled `--quant` / `--wbits` / `--abits` in every app; the old
 per-app spellings stay as deprecated aliases (`define_aliases`). `--quant` takes a method
-(`lsq`, `dorefa`, `fakequant`, ...) or a preset (`int8_qat`, `int8_qat_fold_bn`).
+(`lsq`, `dorefa`, `fakequant`, ...) or a preset (`int8_qat`, `int8_qat_fold_bn`, and with
+`--init_from` `int8_all`: the all-int8 graph of a trained model).
 `--work_dir` is always the output folder, `--checkpoint` always a model file to read, and
 `--schedule` always the LR schedule kind (`--milestones` the epochs of a step schedule).
 
@@ -65,7 +66,8 @@ TABLE = {
     "seed": ("integer", "Random seed (init, data order, augmentation)."),
     "deterministic": ("boolean", "TensorFlow op determinism."),
     "quant": ("string", "Quantization: a method ('' = float; lsq, dorefa, pact, fakequant, ...) "
-                        "with --wbits/--abits, or a preset (int8_qat, int8_qat_fold_bn)."),
+                        "with --wbits/--abits, or a preset (int8_qat, int8_qat_fold_bn; int8_all = "
+                        "BN folded, every CONV/MUL/ADD int8, needs --init_from)."),
     "wbits": ("integer", "Weight bits with a --quant method (BSQ: starting precision)."),
     "abits": ("integer", "Activation bits with a --quant method."),
     "quant_first_last": ("boolean", "Also quantize the first and last layers."),

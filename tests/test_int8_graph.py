@@ -118,3 +118,40 @@ def test_int8_model_exports_every_conv_mul_and_add_in_int8(tmp_path):
     assert census["DEPTHWISE_CONV_2D"] == (1, 1), census
     assert not [k for k in report["census"]["ops"] if "float32" in k and not k.startswith("QUANTIZE")], report
     assert report["top1_agreement"] >= 0.9
+
+
+def test_int8_all_preset_is_the_int8_graph_and_needs_a_trained_model():
+    from quadkeras.quantize import quantize_model
+    from quadkeras.quantize.int8_graph import int8_model
+    from quadkeras.quantize.model import quant_scheme
+    from quadkeras.training.config import resolve_config
+    from quadkeras.training.trainer import initial_model
+
+    model = residual_quad_model()
+    assert quant_scheme("int8_all", 4, 4) == "int8_all"
+    by_preset = [type(layer).__name__ for layer in quantize_model(model, "int8_all").layers]
+    assert by_preset == [type(layer).__name__ for layer in int8_model(model).layers]
+    assert "FoldedBatchNorm" in by_preset
+    with pytest.raises(ValueError, match="quant='int8_all' without init_from"):
+        initial_model(resolve_config({"dataset": "digits", "quant": "int8_all"}), None)
+
+
+@pytest.mark.skipif(not TF, reason="LiteRT export runs under the TensorFlow backend")
+def test_calibrated_ptq_with_the_int8_all_graph_is_int8_everywhere(tmp_path):
+    from quadkeras.export import export_model
+    from quadkeras.export.parity import op_census
+    from quadkeras.quantize.int8_graph import mul_add_census
+
+    x = images(64)
+    report = export_model(residual_quad_model(), str(tmp_path), formats=("litert_int8",),
+                          representative_data=x, eval_data=(x, np.zeros(64)), calibration="minmax",
+                          ptq_graph="int8_all", calibration_samples=64, latency_runs=2,
+                          verbose=False)["formats"]["litert_int8"]
+    with open(tmp_path / "model_int8.tflite", "rb") as f:
+        census = mul_add_census(op_census(f.read()))
+    assert census["MUL"] == (1, 1) and census["ADD"] == (2, 2), census
+    assert census["CONV_2D"] == (2, 2) and census["FULLY_CONNECTED"] == (1, 1), census
+    assert report["top1_agreement"] >= 0.9
+    with pytest.raises(ValueError, match="ptq_graph='all'"):
+        export_model(residual_quad_model(), str(tmp_path / "x"), formats=("litert_int8",),
+                     representative_data=x, calibration="minmax", ptq_graph="all")

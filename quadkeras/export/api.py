@@ -24,6 +24,7 @@ from quadkeras.utils.safe_io import atomic_dir
 from quadkeras.utils.validation import check_choice
 
 CALIBRATIONS = ("converter", "minmax", "percentile", "mse")
+PTQ_GRAPHS = ("int8_qat", "int8_all")  # the fake-quant graph quadkeras' own calibration fills
 FORMATS = ("saved_model", "litert_float", "litert_dynamic", "litert_int8", "litert_qat", "onnx",
            "onnx_int8", "onnx_qat")
 DEFAULT_FORMATS = ("saved_model", "litert_float", "litert_dynamic", "litert_int8", "litert_qat")
@@ -68,7 +69,8 @@ def _load(model_or_path, custom_objects):
 
 def export_model(model_or_path, out_dir, formats=DEFAULT_FORMATS, representative_data=None,
                  eval_data=None, custom_objects=None, eval_limit=1000, calibration_samples=200,
-                 latency_runs=50, num_threads=1, verbose=True, calibration="converter"):
+                 latency_runs=50, num_threads=1, verbose=True, calibration="converter",
+                 ptq_graph="int8_qat"):
     """Export a model and return (and write `out_dir/parity_report.json`) the parity report.
 
     Args:
@@ -86,6 +88,10 @@ def export_model(model_or_path, out_dir, formats=DEFAULT_FORMATS, representative
             converter's own min/max calibration), or `minmax` / `percentile` / `mse`: the model
             is wrapped with `int8_qat` fake-quant (incl. quadratic layers' branch output and
             product) and `quadkeras.quantize.calibration.calibrate` sets the ranges.
+        ptq_graph: with those calibrations, the fake-quant graph: `int8_qat` (conv/dense
+            layers, quadratic branch output and product; block BN and residual adds stay
+            float in the file) or `int8_all` (every BN folded, fake-quant on every ReLU and
+            add too: every CONV/MUL/ADD int8, smaller and faster; `int8_model`).
 
     Returns:
         {"model", "out_dir", "num_eval_images", "formats": {format: report}}; a LiteRT report
@@ -100,6 +106,9 @@ def export_model(model_or_path, out_dir, formats=DEFAULT_FORMATS, representative
     for fmt in formats:
         check_choice("format", fmt, FORMATS)
     check_choice("calibration", calibration, CALIBRATIONS)
+    check_choice("ptq_graph", ptq_graph, PTQ_GRAPHS)
+    if calibration != "converter":
+        calibration = (calibration, ptq_graph)  # (method, graph) for _calibrated_ptq
     for fmt in formats:
         if fmt.startswith("onnx"):
             onnx_export.require_onnx(fmt)
@@ -182,7 +191,7 @@ def _litert_content(mode, model, out_dir, sm_dir, x_rep, reference, samples, cal
     try:
         source = sm_dir
         if mode == "int8" and calibration != "converter":
-            source, mode = _calibrated_ptq(model, out_dir, x_rep[:samples], calibration), "qat"
+            source, mode = _calibrated_ptq(model, out_dir, x_rep[:samples], *calibration), "qat"
         elif mode == "qat" and quantized_quad_layers(model):
             source = os.path.join(out_dir, "saved_model_qat")
             convert.write_saved_model(model, source, calibration_images=x_rep)
@@ -219,14 +228,15 @@ def _first_line(err):
     return f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300] if str(err).strip() else ''}"
 
 
-def _calibrated_ptq(model, out_dir, images, method):
-    """SavedModel of `model` wrapped with `int8_qat` fake-quant, ranges calibrated on `images`."""
+def _calibrated_ptq(model, out_dir, images, method, graph="int8_qat"):
+    """SavedModel of `model` with the `graph` fake-quant (`int8_qat` / `int8_all`), ranges
+    calibrated on `images`."""
     from quadkeras.quantize import quantize_model  # noqa: PLC0415
     from quadkeras.quantize.calibration import calibrate  # noqa: PLC0415
 
     if convert.has_fake_quant(model):
         raise ValueError("the model already has fake-quant quantizers: export it with litert_qat")
-    qmodel = quantize_model(model, "int8_qat")
+    qmodel = quantize_model(model, graph)
     calibrate(qmodel, images, method=method)
     path = os.path.join(out_dir, "saved_model_ptq")
     convert.write_saved_model(qmodel, path)

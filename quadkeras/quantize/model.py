@@ -25,6 +25,10 @@ from quadkeras.quantize.scheme import PRESETS, plan_layer, resolve_scheme, schem
 from quadkeras.quantize.wrapper import QUAD_LAYERS, QuantizeWrapper, is_quantizable
 
 
+# Presets that transform the whole graph (BN folding) instead of wrapping layers per a scheme.
+GRAPH_PRESETS = ("int8_all",)
+
+
 def quant_scheme(quant, wbits, abits, quant_first_last=False, quant_shortcut=False):
     """The scheme of the apps' `--quant` / `--wbits` / `--abits` / `--quant_*` flags: a preset
     name (`int8_qat`, `int8_qat_fold_bn`: bits and coverage fixed) as is, else
@@ -35,7 +39,7 @@ def quant_scheme(quant, wbits, abits, quant_first_last=False, quant_shortcut=Fal
     >>> quant_scheme("lsq", 4, 2)["input"]
     'lsq:2'
     """
-    if quant in PRESETS:
+    if quant in PRESETS or quant in GRAPH_PRESETS:
         return quant
     return scheme_from_flags(quant, wbits, abits, quant_first_last, quant_shortcut)
 
@@ -46,8 +50,15 @@ def quantize_model(model, scheme):
     Args:
         model: a functional (or Sequential) Keras model; its layer objects are reused.
         scheme: a preset name (`"int8_qat"`), or a scheme dict (see
-            `quadkeras.quantize.scheme`), e.g. the output of `scheme_from_flags`.
+            `quadkeras.quantize.scheme`), e.g. the output of `scheme_from_flags`; or
+            `"int8_all"`: the all-int8 graph of a *trained* float model
+            (`quadkeras.quantize.int8_graph.int8_model`: every BN folded, fake-quant on every
+            product and add too), for PTQ / QAT fine-tunes, not for training from scratch.
     """
+    if isinstance(scheme, str) and scheme in GRAPH_PRESETS:
+        from quadkeras.quantize.int8_graph import int8_model  # noqa: PLC0415 (imports this module)
+
+        return int8_model(model)
     given, scheme = scheme, resolve_scheme(scheme)
     candidates = [layer for layer in model.layers if is_quantizable(layer)]
     ends = {id(candidates[0]), id(candidates[-1])} if candidates else set()

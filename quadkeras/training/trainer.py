@@ -70,6 +70,12 @@ def initial_model(config, data):
     """
     if not config["init_from"]:
         from quadkeras.models import build_model
+        from quadkeras.quantize.model import GRAPH_PRESETS
+
+        if config["quant"] in GRAPH_PRESETS:  # folds BN: a trained model's inference statistics
+            raise ValueError(f"Invalid quant={config['quant']!r} without init_from: the all-int8 "
+                             "graph folds BatchNorm, so it fine-tunes a trained float model; set "
+                             "init_from=<model.keras>.")
 
         return _check_quantized(build_model(model_config(config, data.input_shape,
                                                          data.num_classes)), config)
