@@ -45,6 +45,8 @@ define_aliases("nbits", checkpoint="work_dir", schedule="milestones")  # BSQ's o
 flags.DEFINE_string("dict", None, "convert: BSQ .keras model whose per-layer scheme to copy.")
 flags.DEFINE_float("decay", 0.01, "Bit-level group Lasso strength alpha (BSQ's --decay).")
 flags.DEFINE_integer("prun_int", 50, "Epochs between re-quantization / precision adjustment.")
+flags.DEFINE_boolean("precision_increase", True, "train: a layer whose re-quantized values overflow "
+                     "its n bits gains one bit (n < 8, as BSQ's quant()); false: clip only.")
 flags.DEFINE_float("wd", 1e-4, "Weight decay (keras.optimizers.SGD weight_decay).")
 flags.DEFINE_integer("fp_epochs", 0, "convert: train a freshly built FP model this many epochs first.")
 flags.DEFINE_float("fp_lr", 0.1, "convert: LR of that FP training.")
@@ -123,7 +125,8 @@ def train_bsq(splits, train, test):
         model = to_bsq(model, bits=FLAGS.wbits)
     total = set_bsq_decay(model, FLAGS.decay)
     print(f"BSQ training: alpha={FLAGS.decay}, {total} quantized weights, prun_int={FLAGS.prun_int}")
-    _fit(model, train, test, callbacks=[BSQCallback(FLAGS.prun_int, verbose=1),
+    _fit(model, train, test, callbacks=[BSQCallback(FLAGS.prun_int, precision_increase=FLAGS.precision_increase,
+                                                    verbose=1),
                                         AtomicModelSaver(_out("search_last.keras"))])
     save_model(model, _out("model_bin.keras"))
     _report(model, test, "train")

@@ -175,6 +175,55 @@ def test_precision_drops_when_planes_are_zeroed():
     assert not ops.convert_to_numpy(layer.pos_planes)[..., scheme["conv"]:].any()
 
 
+@pytest.mark.jax
+def test_requantization_matches_reference_port_with_overflow():
+    """Ours (LSB first, fixed 8 planes) vs a NumPy port of BSQ's quant() + pruning()."""
+    from tests import bsq_reference as ref
+
+    rng = np.random.RandomState(3)
+    outcomes = set()
+    for trial in range(300):
+        n = rng.randint(1, 9)
+        hi = rng.choice([0.3, 1.0, 2.0])
+        pos = rng.uniform(0, hi, size=(4, 3, n)) * (rng.rand(n) > 0.3)  # some planes all zero
+        neg = rng.uniform(0, hi, size=(4, 3, n)) * (rng.rand(n) > 0.3)
+        rp, rn, rs, rbits = ref.prune(*ref.quant(pos, neg, 0.7, n))
+        ours_pos = np.zeros((4, 3, 8))
+        ours_neg = np.zeros((4, 3, 8))
+        ours_pos[..., :n], ours_neg[..., :n] = pos[..., ::-1], neg[..., ::-1]  # MSB first -> LSB first
+        codes, scale, grown = bitplanes.requantize_planes(ours_pos, ours_neg, 0.7, n)
+        codes, scale, bits = bitplanes.adjust_precision(codes, scale, grown)
+        assert bits == rbits, trial
+        np.testing.assert_allclose(bitplanes.dequantize(codes, scale, bits), ref.kernel(rp, rn, rs, rbits),
+                                   rtol=1e-6, atol=1e-7)
+        overflow = np.abs(bitplanes.rounded_codes(ours_pos, ours_neg, n)).max() > 2 ** n - 1
+        outcomes.add("grew" if grown > n else ("clipped" if overflow else "fits"))
+    assert outcomes == {"grew", "clipped", "fits"}  # all three paths exercised
+
+
+def test_overflowing_layer_gains_one_bit_and_keeps_its_kernel():
+    layer = BitQuantWrapper(keras.layers.Dense(2), bits=8)
+    layer.build((None, 3))
+    layer.set_codes(np.array([[5, -3], [1, 0], [-15, 7]]), scale=0.6, precision=4)
+    pos = ops.convert_to_numpy(layer.pos_planes).copy()
+    pos[0, 0, :4] = [1.0, 0.0, 0.0, 2.0]  # 1 + 2 * 8 = 17 > 15: overflows 4 bits
+    layer.pos_planes.assign(pos)
+    raw = np.array([[17, -3], [1, 0], [-15, 7]])
+    clip_only = BitQuantWrapper.from_config(layer.get_config())
+    clip_only.build((None, 3))
+    clip_only.set_weights(layer.get_weights())
+    assert layer.requantize() == 5 and layer.current_precision() == 5
+    np.testing.assert_allclose(layer.dequantized_kernel(), 0.6 * raw / 15, rtol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(layer.quantized_kernel()), 0.6 * raw / 15, rtol=1e-6)
+    assert set(np.unique(ops.convert_to_numpy(layer.pos_planes))) <= {0.0, 1.0}
+    assert clip_only.requantize(increase=False) == 4  # clip-only variant
+    np.testing.assert_allclose(clip_only.dequantized_kernel(), 0.6 * np.minimum(raw, 15) / 15, rtol=1e-6)
+    at_max = BitQuantWrapper(keras.layers.Dense(1), bits=8)  # at 8 bits it clips
+    at_max.build((None, 1))
+    at_max.pos_planes.assign(np.full((1, 1, 8), 2.0, "float32"))
+    assert at_max.requantize() == 8 and at_max.get_codes()[0].tolist() == [[255]]
+
+
 # ----------------------------------------------------------- save / convert
 @pytest.mark.jax
 def test_save_load_keeps_scheme(tmp_path):

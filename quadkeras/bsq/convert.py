@@ -8,7 +8,7 @@
 * `to_float(model)`: plain Keras model whose kernels are the represented (quantized)
   kernels ("float weights").
 * `scheme_of(model)`, `bsq_layers(model)`, `set_bsq_decay(model, alpha)`,
-  `requantize_model(model, adjust=True)`.
+  `requantize_model(model, adjust=True, increase=True)`.
 
 Example:
 
@@ -133,8 +133,8 @@ def set_bsq_decay(model, alpha):
     return total
 
 
-def requantize_model(model, adjust=True):
-    """Re-quantize every wrapper (and adjust precision); returns the new scheme."""
+def requantize_model(model, adjust=True, increase=True):
+    """Re-quantize every wrapper (growing on overflow if `increase`, then adjusting); new scheme."""
     for w in bsq_layers(model):
-        w.requantize(adjust=adjust)
+        w.requantize(adjust=adjust, increase=increase)
     return scheme_of(model)

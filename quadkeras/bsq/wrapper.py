@@ -167,9 +167,20 @@ class BitQuantWrapper(keras.layers.Wrapper):
         codes, scale, n = self.get_codes()
         return bitplanes.dequantize(codes, scale, n)
 
-    def requantize(self, adjust=True):
-        """Round planes to exact binary and (if `adjust`) drop all-zero MSB/LSB planes."""
-        codes, scale, n = self.get_codes()
+    def requantize(self, adjust=True, increase=True):
+        """BSQ's `quant()` + `pruning()`: exact binary planes, then the precision adjustment.
+
+        `increase`: a magnitude overflowing the current n bits adds one bit (value kept)
+        while n < min(8, bits); otherwise (or with `increase=False`) it is clipped. Then, if
+        `adjust`, all-zero MSB / LSB planes are dropped. Returns the new precision.
+        """
+        if self.representation == "bits":
+            codes, scale, n = bitplanes.requantize_planes(
+                ops.convert_to_numpy(self.pos_planes), ops.convert_to_numpy(self.neg_planes),
+                float(ops.convert_to_numpy(self.scale)), self.current_precision(),
+                grow_limit=min(bitplanes.GROW_LIMIT, self.bits), increase=increase)
+        else:
+            codes, scale, n = self.get_codes()
         if adjust:
             codes, scale, n = bitplanes.adjust_precision(codes, scale, n)
         self.set_codes(codes, scale, n)
