@@ -334,3 +334,65 @@ def test_bsq_model_saved_here_loads_under_another_backend(tmp_path):
             "print(sorted(b.scheme_of(m).items()))" % path)
     out = run_backend(other, code)
     assert "[('conv', 3), ('dw', 4), ('fc', 6)]" in out
+
+
+# ------------------------------------------------------ activation quantization
+def _maxabs_numpy(x, bits):
+    s = np.abs(x).max()
+    top = 2 ** bits - 1
+    return np.zeros_like(x) if s == 0 else s * np.sign(x) * np.round(np.abs(x) * top / s) / top
+
+
+def test_maxabs_quantizer_and_bsq_activation_match_numpy():
+    from quadkeras.bsq import BSQActivation
+    from quadkeras.quantizers import MaxAbs
+
+    x = np.random.RandomState(0).randn(2, 3, 5).astype("float32") * 4
+    q = MaxAbs(bits=3)
+    q.build(keras.layers.Layer(), x.shape, "act")
+    np.testing.assert_allclose(ops.convert_to_numpy(q(x)), _maxabs_numpy(x, 3), rtol=1e-6, atol=1e-6)
+    assert not ops.convert_to_numpy(q(np.zeros((2, 2), "float32"))).any()
+    relu6 = BSQActivation(bits=4)
+    np.testing.assert_allclose(ops.convert_to_numpy(relu6(x)), _maxabs_numpy(np.clip(x, 0, 6), 4), atol=1e-6)
+    pact = BSQActivation(bits=2)  # PACT clip at alpha = 10 (x * 4 reaches > 10 here)
+    np.testing.assert_allclose(ops.convert_to_numpy(pact(x * 4)), _maxabs_numpy(np.clip(x * 4, 0, 10), 2),
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="abits"):
+        to_bsq(_tiny_model(), abits=9)
+
+
+def test_bsq_activation_ste_gradients():
+    from quadkeras.bsq import BSQActivation
+
+    x_np = np.array([[-1.0, 0.7, 3.3, 7.0, 12.0]], "float32")
+    upstream = np.array([[1.0, 2.0, 3.0, 4.0, 5.0]], "float32")
+    up = ops.convert_to_tensor(upstream)
+    x = keras.Variable(x_np)
+    relu6 = BSQActivation(bits=4)
+    grad = _grad(lambda: ops.sum(relu6(x.value, training=True) * up), x)
+    np.testing.assert_allclose(grad, upstream * ((x_np > 0) & (x_np < 6)))  # STE through the rounding
+    pact = BSQActivation(bits=3)
+    pact.build(x_np.shape)
+    alpha = pact.weights[0]
+    grad = _grad(lambda: ops.sum(pact(x_np, training=True) * up), alpha)
+    np.testing.assert_allclose(grad, 5.0)  # only x = 12 >= alpha = 10 feeds alpha
+
+
+def test_block_activations_quantized_and_saved(tmp_path):
+    from quadkeras.bsq import BSQActivation
+
+    inputs = keras.Input((6, 6, 2))
+    x = keras.layers.ReLU(name="stem_relu")(keras.layers.Conv2D(4, 3, padding="same", name="stem")(inputs))
+    x = keras.layers.ReLU(name="block_out")(keras.layers.Conv2D(4, 3, padding="same", name="conv")(x))
+    outputs = keras.layers.Dense(3, name="fc")(keras.layers.GlobalAveragePooling2D()(x))
+    bsq = to_bsq(keras.Model(inputs, outputs), bits=6, abits=2)
+    assert type(bsq.get_layer("stem_relu")) is keras.layers.ReLU  # stem output stays float
+    assert isinstance(bsq.get_layer("block_out"), BSQActivation)
+    bsq.get_layer("block_out").weights[0].assign(0.5)  # PACT alpha
+    path = os.path.join(tmp_path, "act.keras")
+    bsq.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.get_layer("block_out").bits == 2
+    xb = np.random.RandomState(1).randn(2, 6, 6, 2).astype("float32")
+    np.testing.assert_allclose(loaded.predict_on_batch(xb), bsq.predict_on_batch(xb), atol=1e-5)
+    np.testing.assert_allclose(to_float(bsq).predict_on_batch(xb), bsq.predict_on_batch(xb), atol=1e-5)

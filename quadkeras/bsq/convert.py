@@ -1,8 +1,10 @@
 """Model-level BSQ conversions (functional / Sequential models, via `clone_model`).
 
-* `to_bsq(model, bits=8, scheme=None, layers=None)`: full-precision model -> bit
+* `to_bsq(model, bits=8, scheme=None, layers=None, abits=0)`: full-precision model -> bit
   representation (every Conv2D / DepthwiseConv2D / Dense / quadratic layer by default);
-  `scheme` (a {layer: bits} dict or another BSQ model, BSQ's `--dict`) sets per-layer bits.
+  `scheme` (a {layer: bits} dict or another BSQ model, BSQ's `--dict`) sets per-layer bits;
+  `abits` > 0 replaces the block ReLUs (every ReLU but the first, the stem's) by
+  `BSQActivation(abits)` (ReLU6 / PACT + per-batch max-abs STE quantizer).
 * `to_representation(model, "float" | "bits")`: same scheme, other representation
   (finetune with the scheme fixed, then back to bits), exactly.
 * `to_float(model)`: plain Keras model whose kernels are the represented (quantized)
@@ -23,9 +25,11 @@ Example:
 
 import keras
 
+from quadkeras.bsq.activation import BSQActivation
 from quadkeras.bsq.wrapper import BitQuantWrapper
 from quadkeras.layers.kernel_call import supports_kernel_call
 from quadkeras.models.model_config import carry
+from quadkeras.utils.validation import check_int_range
 
 
 
@@ -62,8 +66,22 @@ def _clone(model, clone_function):
     return carry(model, keras.models.clone_model(model, clone_function=clone_function))
 
 
-def to_bsq(model, bits=8, scheme=None, layers=None):
-    """Full-precision model -> BSQ bit representation (BSQ's `convert.py`)."""
+def block_activations(model):
+    """Names of the ReLU layers after the first one (the stem's output stays float in BSQ)."""
+    relus = [layer.name for layer in model.layers
+             if isinstance(layer, keras.layers.ReLU)
+             or (isinstance(layer, keras.layers.Activation) and layer.get_config()["activation"] == "relu")]
+    return relus[1:]
+
+
+def to_bsq(model, bits=8, scheme=None, layers=None, abits=0):
+    """Full-precision model -> BSQ bit representation (BSQ's `convert.py`).
+
+    `abits` (0 = float activations): quantize the block activations as the paper's
+    ResNet-20 runs (`BSQActivation`, see `block_activations`).
+    """
+    abits = check_int_range("abits", int(abits), 0, 8)
+    act_names = set(block_activations(model)) if abits else set()
     scheme = _scheme_dict(scheme)
     wanted = set(scheme) if scheme is not None else (set(layers) if layers is not None else None)
     if wanted is not None:
@@ -77,6 +95,8 @@ def to_bsq(model, bits=8, scheme=None, layers=None):
     def clone(layer):
         if selected(layer):
             return BitQuantWrapper(_clone_layer(layer), bits=bits, name=layer.name)
+        if layer.name in act_names:
+            return BSQActivation(abits, name=layer.name)
         return _clone_layer(layer)
 
     new = _clone(model, clone)
