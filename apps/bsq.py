@@ -47,6 +47,8 @@ flags.DEFINE_float("decay", 0.01, "Bit-level group Lasso strength alpha (BSQ's -
 flags.DEFINE_integer("prun_int", 50, "Epochs between re-quantization / precision adjustment.")
 flags.DEFINE_integer("abits", 0, "convert/train: activation bits of the block ReLUs (ReLU6 + per-batch "
                      "max-abs STE; PACT alpha=10 at <= 3 bits); 0 = float activations.")
+flags.DEFINE_boolean("quantize_shortcuts", False, "convert/train: also bit-quantize (and count) the 1x1 "
+                     "shortcut convs; BSQ keeps them float and out of the bit totals.")
 flags.DEFINE_boolean("precision_increase", True, "train: a layer whose re-quantized values overflow "
                      "its n bits gains one bit (n < 8, as BSQ's quant()); false: clip only.")
 flags.DEFINE_float("wd", 1e-4, "Weight decay (keras.optimizers.SGD weight_decay).")
@@ -118,7 +120,8 @@ def convert(splits, train, test):
             _fit(fp, train, test, epochs=FLAGS.fp_epochs, lr=FLAGS.fp_lr)
             save_model(fp, _out("model_fp.keras"))
     scheme = _load(FLAGS.dict, "--dict") if FLAGS.dict else None
-    model = to_bsq(fp, bits=FLAGS.wbits, scheme=scheme, abits=FLAGS.abits)
+    model = to_bsq(fp, bits=FLAGS.wbits, scheme=scheme, abits=FLAGS.abits,
+                   quantize_shortcuts=FLAGS.quantize_shortcuts)
     save_model(model, _out("model_bin.keras"))
     _report(model, test, "convert")
 
@@ -126,7 +129,8 @@ def convert(splits, train, test):
 def train_bsq(splits, train, test):
     model = _load(FLAGS.model)
     if not bsq_layers(model):
-        model = to_bsq(model, bits=FLAGS.wbits, abits=FLAGS.abits)
+        model = to_bsq(model, bits=FLAGS.wbits, abits=FLAGS.abits,
+                   quantize_shortcuts=FLAGS.quantize_shortcuts)
     total = set_bsq_decay(model, FLAGS.decay)
     print(f"BSQ training: alpha={FLAGS.decay}, {total} quantized weights, prun_int={FLAGS.prun_int}")
     _fit(model, train, test, callbacks=[BSQCallback(FLAGS.prun_int, precision_increase=FLAGS.precision_increase,

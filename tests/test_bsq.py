@@ -9,7 +9,7 @@ from keras import ops
 
 from quadkeras.bsq import (
     BitQuantWrapper, BSQCallback, bsq_report, format_report, requantize_model, save_report,
-    scheme_of, set_bsq_decay, to_bsq, to_float, to_representation)
+    scheme_of, set_bsq_decay, shortcut_convs, to_bsq, to_float, to_representation)
 from quadkeras.bsq import bitplanes
 from quadkeras.layers import QuadConv2D, QuadDense
 
@@ -396,3 +396,15 @@ def test_block_activations_quantized_and_saved(tmp_path):
     xb = np.random.RandomState(1).randn(2, 6, 6, 2).astype("float32")
     np.testing.assert_allclose(loaded.predict_on_batch(xb), bsq.predict_on_batch(xb), atol=1e-5)
     np.testing.assert_allclose(to_float(bsq).predict_on_batch(xb), bsq.predict_on_batch(xb), atol=1e-5)
+
+
+def test_shortcut_convs_stay_float_unless_asked():
+    from quadkeras.models import build_model
+
+    fp = build_model("resnet20", num_classes=3, input_shape=(8, 8, 3))
+    shortcuts = set(shortcut_convs(fp))
+    assert len(shortcuts) == 2  # the two stride-2 stage transitions
+    bsq = to_bsq(fp, bits=8)
+    assert shortcuts.isdisjoint(scheme_of(bsq)) and len(scheme_of(bsq)) == 20  # stem + 18 convs + fc
+    assert all(type(bsq.get_layer(n)) is type(fp.get_layer(n)) for n in shortcuts)
+    assert shortcuts <= set(scheme_of(to_bsq(fp, bits=8, quantize_shortcuts=True)))

@@ -1,7 +1,8 @@
 """Model-level BSQ conversions (functional / Sequential models, via `clone_model`).
 
-* `to_bsq(model, bits=8, scheme=None, layers=None, abits=0)`: full-precision model -> bit
-  representation (every Conv2D / DepthwiseConv2D / Dense / quadratic layer by default);
+* `to_bsq(model, bits=8, scheme=None, layers=None, abits=0, quantize_shortcuts=False)`:
+  full-precision model -> bit representation (every Conv2D / DepthwiseConv2D / Dense /
+  quadratic layer by default, except the 1x1 shortcut convs, which stay float as in BSQ);
   `scheme` (a {layer: bits} dict or another BSQ model, BSQ's `--dict`) sets per-layer bits;
   `abits` > 0 replaces the block ReLUs (every ReLU but the first, the stem's) by
   `BSQActivation(abits)` (ReLU6 / PACT + per-batch max-abs STE quantizer).
@@ -74,11 +75,20 @@ def block_activations(model):
     return relus[1:]
 
 
-def to_bsq(model, bits=8, scheme=None, layers=None, abits=0):
+def shortcut_convs(model):
+    """Names of the 1x1 projection-shortcut convs ("shortcut" / "downsample" in the name)."""
+    return [layer.name for layer in model.layers
+            if tuple(getattr(layer, "kernel_size", ())) == (1, 1)
+            and ("shortcut" in layer.name or "downsample" in layer.name)]
+
+
+def to_bsq(model, bits=8, scheme=None, layers=None, abits=0, quantize_shortcuts=False):
     """Full-precision model -> BSQ bit representation (BSQ's `convert.py`).
 
     `abits` (0 = float activations): quantize the block activations as the paper's
-    ResNet-20 runs (`BSQActivation`, see `block_activations`).
+    ResNet-20 runs (`BSQActivation`, see `block_activations`). `quantize_shortcuts`: also
+    wrap the 1x1 shortcut convs (`shortcut_convs`; float and not counted in BSQ). An explicit
+    `scheme` / `layers` selects exactly those layers.
     """
     abits = check_int_range("abits", int(abits), 0, 8)
     act_names = set(block_activations(model)) if abits else set()
@@ -89,8 +99,11 @@ def to_bsq(model, bits=8, scheme=None, layers=None, abits=0):
         if missing:
             raise ValueError(f"Invalid layer name {missing[0]!r} in scheme/layers: not in model {model.name!r}.")
 
+    float_convs = set() if quantize_shortcuts or wanted is not None else set(shortcut_convs(model))
+
     def selected(layer):
-        return supports_kernel_call(layer) and (wanted is None or layer.name in wanted)
+        return (supports_kernel_call(layer) and (wanted is None or layer.name in wanted)
+                and layer.name not in float_convs)
 
     def clone(layer):
         if selected(layer):
