@@ -49,6 +49,8 @@ flags.DEFINE_integer("abits", 0, "convert/train: activation bits of the block Re
                      "max-abs STE; PACT alpha=10 at <= 3 bits); 0 = float activations.")
 flags.DEFINE_boolean("quantize_shortcuts", False, "convert/train: also bit-quantize (and count) the 1x1 "
                      "shortcut convs; BSQ keeps them float and out of the bit totals.")
+flags.DEFINE_boolean("quantize_bias", False, "convert/train: bit-quantize and regularise the biases of the "
+                     "quantized first-order layers (ResNet-20: the FC), as BSQ's --bin models.")
 flags.DEFINE_boolean("precision_increase", True, "train: a layer whose re-quantized values overflow "
                      "its n bits gains one bit (n < 8, as BSQ's quant()); false: clip only.")
 flags.DEFINE_float("wd", 1e-4, "Weight decay (keras.optimizers.SGD weight_decay).")
@@ -121,7 +123,8 @@ def convert(splits, train, test):
             save_model(fp, _out("model_fp.keras"))
     scheme = _load(FLAGS.dict, "--dict") if FLAGS.dict else None
     model = to_bsq(fp, bits=FLAGS.wbits, scheme=scheme, abits=FLAGS.abits,
-                   quantize_shortcuts=FLAGS.quantize_shortcuts)
+                   quantize_shortcuts=FLAGS.quantize_shortcuts,
+                   quantize_bias=FLAGS.quantize_bias)
     save_model(model, _out("model_bin.keras"))
     _report(model, test, "convert")
 
@@ -130,7 +133,8 @@ def train_bsq(splits, train, test):
     model = _load(FLAGS.model)
     if not bsq_layers(model):
         model = to_bsq(model, bits=FLAGS.wbits, abits=FLAGS.abits,
-                   quantize_shortcuts=FLAGS.quantize_shortcuts)
+                   quantize_shortcuts=FLAGS.quantize_shortcuts,
+                   quantize_bias=FLAGS.quantize_bias)
     total = set_bsq_decay(model, FLAGS.decay)
     print(f"BSQ training: alpha={FLAGS.decay}, {total} quantized weights, prun_int={FLAGS.prun_int}")
     _fit(model, train, test, callbacks=[BSQCallback(FLAGS.prun_int, precision_increase=FLAGS.precision_increase,

@@ -408,3 +408,32 @@ def test_shortcut_convs_stay_float_unless_asked():
     assert shortcuts.isdisjoint(scheme_of(bsq)) and len(scheme_of(bsq)) == 20  # stem + 18 convs + fc
     assert all(type(bsq.get_layer(n)) is type(fp.get_layer(n)) for n in shortcuts)
     assert shortcuts <= set(scheme_of(to_bsq(fp, bits=8, quantize_shortcuts=True)))
+
+
+def test_fc_bias_bit_quantized_regularised_and_saved(tmp_path):
+    fp = _tiny_model()
+    fp.get_layer("fc").bias.assign(np.array([0.3, -0.1, 0.05], "float32"))
+    bsq = to_bsq(fp, bits=5, quantize_bias=True)
+    fc = bsq.get_layer("fc")
+    assert fc.parts == ["kernel", "bias"] and bsq.get_layer("dw").parts == ["kernel", "bias"]
+    codes, scale = bitplanes.quantize_codes(np.array([0.3, -0.1, 0.05]), 5)
+    np.testing.assert_allclose(ops.convert_to_numpy(fc.quantized_kernel("bias")), scale * codes / 31, atol=1e-6)
+    x = np.random.RandomState(0).randn(2, 6, 6, 2).astype("float32")
+    np.testing.assert_allclose(bsq.predict_on_batch(x), to_float(bsq).predict_on_batch(x), atol=1e-5)
+    total = set_bsq_decay(bsq, 0.5)
+    assert total == sum(w.num_params for w in (bsq.get_layer(n) for n in ("conv", "dw", "fc"))) + 4 + 4 + 3
+    reg = float(ops.convert_to_numpy(fc.regularization()))
+    from quadkeras.bsq.kernel_ops import bit_group_lasso
+    expected = 0.5 / total * sum(
+        size * 5 * float(ops.convert_to_numpy(bit_group_lasso(fc._var(part, 0), fc._var(part, 1), 5.0)))
+        for part, size in (("kernel", fc.num_params), ("bias", fc.bias_params)))
+    np.testing.assert_allclose(reg, expected, rtol=1e-5)
+    report = bsq_report(bsq)
+    assert report["total_params"] == total and report["layers"][-1]["bias_precision"] == 5
+    back = to_representation(to_representation(bsq, "float"), "bits")
+    np.testing.assert_allclose(back.predict_on_batch(x), bsq.predict_on_batch(x), atol=1e-5)
+    path = os.path.join(tmp_path, "bias.keras")
+    bsq.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.get_layer("fc").current_precision("bias") == 5
+    np.testing.assert_allclose(loaded.predict_on_batch(x), bsq.predict_on_batch(x), atol=1e-5)

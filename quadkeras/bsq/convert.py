@@ -28,7 +28,7 @@ import keras
 
 from quadkeras.bsq.activation import BSQActivation
 from quadkeras.bsq.wrapper import BitQuantWrapper
-from quadkeras.layers.kernel_call import supports_kernel_call
+from quadkeras.layers.kernel_call import FIRST_ORDER_LAYERS, supports_kernel_call
 from quadkeras.models.model_config import carry
 from quadkeras.utils.validation import check_int_range
 
@@ -82,13 +82,14 @@ def shortcut_convs(model):
             and ("shortcut" in layer.name or "downsample" in layer.name)]
 
 
-def to_bsq(model, bits=8, scheme=None, layers=None, abits=0, quantize_shortcuts=False):
+def to_bsq(model, bits=8, scheme=None, layers=None, abits=0, quantize_shortcuts=False, quantize_bias=False):
     """Full-precision model -> BSQ bit representation (BSQ's `convert.py`).
 
     `abits` (0 = float activations): quantize the block activations as the paper's
     ResNet-20 runs (`BSQActivation`, see `block_activations`). `quantize_shortcuts`: also
     wrap the 1x1 shortcut convs (`shortcut_convs`; float and not counted in BSQ). An explicit
-    `scheme` / `layers` selects exactly those layers.
+    `scheme` / `layers` selects exactly those layers. `quantize_bias`: biases of the wrapped
+    first-order layers (ResNet-20: the FC) in bit form too, at the kernel's bits (BSQ's `--bin`).
     """
     abits = check_int_range("abits", int(abits), 0, 8)
     act_names = set(block_activations(model)) if abits else set()
@@ -107,7 +108,8 @@ def to_bsq(model, bits=8, scheme=None, layers=None, abits=0, quantize_shortcuts=
 
     def clone(layer):
         if selected(layer):
-            return BitQuantWrapper(_clone_layer(layer), bits=bits, name=layer.name)
+            with_bias = quantize_bias and isinstance(layer, FIRST_ORDER_LAYERS) and layer.use_bias
+            return BitQuantWrapper(_clone_layer(layer), bits=bits, quantize_bias=with_bias, name=layer.name)
         if layer.name in act_names:
             return BSQActivation(abits, name=layer.name)
         return _clone_layer(layer)
@@ -117,7 +119,8 @@ def to_bsq(model, bits=8, scheme=None, layers=None, abits=0, quantize_shortcuts=
         if isinstance(layer, BitQuantWrapper):
             _copy_weights_by_name(old, layer.layer)
             n = scheme[old.name] if scheme is not None else bits
-            layer.set_kernel(keras.ops.convert_to_numpy(old.kernel), int(n))
+            for part in layer.parts:
+                layer.set_kernel(keras.ops.convert_to_numpy(getattr(old, part)), int(n), part=part)
         elif old.weights:
             layer.set_weights(old.get_weights())
     return new
@@ -127,15 +130,16 @@ def to_representation(model, representation):
     """Same layers and scheme with every wrapper in `representation` ("bits" / "float")."""
     def clone(layer):
         if isinstance(layer, BitQuantWrapper):
-            return BitQuantWrapper(_clone_layer(layer.layer), bits=layer.bits,
-                                   representation=representation, name=layer.name)
+            return BitQuantWrapper(_clone_layer(layer.layer), bits=layer.bits, representation=representation,
+                                   quantize_bias=layer.quantize_bias, name=layer.name)
         return _clone_layer(layer)
 
     new = _clone(model, clone)
     for old, layer in zip(model.layers, new.layers):
         if isinstance(layer, BitQuantWrapper):
             _copy_weights_by_name(old.layer, layer.layer)
-            layer.set_codes(*old.get_codes())
+            for part in old.parts:
+                layer.set_codes(*old.get_codes(part), part=part)
         elif old.weights:
             layer.set_weights(old.get_weights())
     return new
@@ -158,9 +162,11 @@ def to_float(model):
 
 
 def set_bsq_decay(model, alpha):
-    """Regulariser strength: each layer adds alpha * #params_l * n_l / #params * lasso_l."""
+    """Regulariser strength: each layer adds alpha * #params_l * n_l / #params * lasso_l.
+
+    #params counts the bit-quantized biases too (BSQ's `total_param`)."""
     wrappers = bsq_layers(model)
-    total = sum(w.num_params for w in wrappers)
+    total = sum(w.num_params + w.bias_params for w in wrappers)
     for w in wrappers:
         w.reg_strength.assign(float(alpha) / max(total, 1))
     return total
