@@ -437,3 +437,19 @@ def test_fc_bias_bit_quantized_regularised_and_saved(tmp_path):
     loaded = keras.models.load_model(path)
     assert loaded.get_layer("fc").current_precision("bias") == 5
     np.testing.assert_allclose(loaded.predict_on_batch(x), bsq.predict_on_batch(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("increase", [True, False])
+def test_callback_passes_precision_increase(increase):
+    bsq = to_bsq(_tiny_model(), scheme={"conv": 4, "dw": 4, "fc": 4})
+    fc = bsq.get_layer("fc")
+    codes = np.zeros(fc.layer.kernel.shape, "int64")
+    codes[0, 0], codes[0, 1] = 15, 1  # keeps MSB and LSB planes in use
+    fc.set_codes(codes, 1.0, 4)
+    pos = ops.convert_to_numpy(fc.pos_planes).copy()
+    pos[0, 0, 3] = 2.0  # 15 + 8 = 23 > 15
+    fc.pos_planes.assign(pos)
+    cb = BSQCallback(prun_int=1, precision_increase=increase)
+    cb.set_model(bsq)
+    cb.on_epoch_begin(0)
+    assert cb.history[-1]["scheme"]["fc"] == (5 if increase else 4)
