@@ -45,6 +45,14 @@ define_aliases("nbits", checkpoint="work_dir", schedule="milestones")  # BSQ's o
 flags.DEFINE_string("dict", None, "convert: BSQ .keras model whose per-layer scheme to copy.")
 flags.DEFINE_float("decay", 0.01, "Bit-level group Lasso strength alpha (BSQ's --decay).")
 flags.DEFINE_integer("prun_int", 50, "Epochs between re-quantization / precision adjustment.")
+flags.DEFINE_integer("abits", 0, "convert/train: activation bits of the block ReLUs (ReLU6 + per-batch "
+                     "max-abs STE; PACT alpha=10 at <= 3 bits); 0 = float activations.")
+flags.DEFINE_boolean("quantize_shortcuts", False, "convert/train: also bit-quantize (and count) the 1x1 "
+                     "shortcut convs; BSQ keeps them float and out of the bit totals.")
+flags.DEFINE_boolean("quantize_bias", False, "convert/train: bit-quantize and regularise the biases of the "
+                     "quantized first-order layers (ResNet-20: the FC), as BSQ's --bin models.")
+flags.DEFINE_boolean("precision_increase", True, "train: a layer whose re-quantized values overflow "
+                     "its n bits gains one bit (n < 8, as BSQ's quant()); false: clip only.")
 flags.DEFINE_float("wd", 1e-4, "Weight decay (keras.optimizers.SGD weight_decay).")
 flags.DEFINE_integer("fp_epochs", 0, "convert: train a freshly built FP model this many epochs first.")
 flags.DEFINE_float("fp_lr", 0.1, "convert: LR of that FP training.")
@@ -72,6 +80,8 @@ def _load(path, flag="--model"):
 
 def check_flags():
     """One-line errors before any work: negative --decay, an output that is an input."""
+    if not 0 <= FLAGS.abits <= 8:
+        raise ValueError(f"Invalid --abits={FLAGS.abits}: expected 0 (float activations) or 1..8.")
     if FLAGS.decay < 0:
         raise ValueError(f"Invalid --decay={FLAGS.decay}: expected a number >= 0 (BSQ's alpha).")
     outputs = {os.path.realpath(os.path.join(FLAGS.work_dir, name)): name
@@ -112,7 +122,9 @@ def convert(splits, train, test):
             _fit(fp, train, test, epochs=FLAGS.fp_epochs, lr=FLAGS.fp_lr)
             save_model(fp, _out("model_fp.keras"))
     scheme = _load(FLAGS.dict, "--dict") if FLAGS.dict else None
-    model = to_bsq(fp, bits=FLAGS.wbits, scheme=scheme)
+    model = to_bsq(fp, bits=FLAGS.wbits, scheme=scheme, abits=FLAGS.abits,
+                   quantize_shortcuts=FLAGS.quantize_shortcuts,
+                   quantize_bias=FLAGS.quantize_bias)
     save_model(model, _out("model_bin.keras"))
     _report(model, test, "convert")
 
@@ -120,10 +132,13 @@ def convert(splits, train, test):
 def train_bsq(splits, train, test):
     model = _load(FLAGS.model)
     if not bsq_layers(model):
-        model = to_bsq(model, bits=FLAGS.wbits)
+        model = to_bsq(model, bits=FLAGS.wbits, abits=FLAGS.abits,
+                   quantize_shortcuts=FLAGS.quantize_shortcuts,
+                   quantize_bias=FLAGS.quantize_bias)
     total = set_bsq_decay(model, FLAGS.decay)
     print(f"BSQ training: alpha={FLAGS.decay}, {total} quantized weights, prun_int={FLAGS.prun_int}")
-    _fit(model, train, test, callbacks=[BSQCallback(FLAGS.prun_int, verbose=1),
+    _fit(model, train, test, callbacks=[BSQCallback(FLAGS.prun_int, precision_increase=FLAGS.precision_increase,
+                                                    verbose=1),
                                         AtomicModelSaver(_out("search_last.keras"))])
     save_model(model, _out("model_bin.keras"))
     _report(model, test, "train")

@@ -9,7 +9,7 @@ from keras import ops
 
 from quadkeras.bsq import (
     BitQuantWrapper, BSQCallback, bsq_report, format_report, requantize_model, save_report,
-    scheme_of, set_bsq_decay, to_bsq, to_float, to_representation)
+    scheme_of, set_bsq_decay, shortcut_convs, to_bsq, to_float, to_representation)
 from quadkeras.bsq import bitplanes
 from quadkeras.layers import QuadConv2D, QuadDense
 
@@ -175,6 +175,55 @@ def test_precision_drops_when_planes_are_zeroed():
     assert not ops.convert_to_numpy(layer.pos_planes)[..., scheme["conv"]:].any()
 
 
+@pytest.mark.jax
+def test_requantization_matches_reference_port_with_overflow():
+    """Ours (LSB first, fixed 8 planes) vs a NumPy port of BSQ's quant() + pruning()."""
+    from tests import bsq_reference as ref
+
+    rng = np.random.RandomState(3)
+    outcomes = set()
+    for trial in range(300):
+        n = rng.randint(1, 9)
+        hi = rng.choice([0.3, 1.0, 2.0])
+        pos = rng.uniform(0, hi, size=(4, 3, n)) * (rng.rand(n) > 0.3)  # some planes all zero
+        neg = rng.uniform(0, hi, size=(4, 3, n)) * (rng.rand(n) > 0.3)
+        rp, rn, rs, rbits = ref.prune(*ref.quant(pos, neg, 0.7, n))
+        ours_pos = np.zeros((4, 3, 8))
+        ours_neg = np.zeros((4, 3, 8))
+        ours_pos[..., :n], ours_neg[..., :n] = pos[..., ::-1], neg[..., ::-1]  # MSB first -> LSB first
+        codes, scale, grown = bitplanes.requantize_planes(ours_pos, ours_neg, 0.7, n)
+        codes, scale, bits = bitplanes.adjust_precision(codes, scale, grown)
+        assert bits == rbits, trial
+        np.testing.assert_allclose(bitplanes.dequantize(codes, scale, bits), ref.kernel(rp, rn, rs, rbits),
+                                   rtol=1e-6, atol=1e-7)
+        overflow = np.abs(bitplanes.rounded_codes(ours_pos, ours_neg, n)).max() > 2 ** n - 1
+        outcomes.add("grew" if grown > n else ("clipped" if overflow else "fits"))
+    assert outcomes == {"grew", "clipped", "fits"}  # all three paths exercised
+
+
+def test_overflowing_layer_gains_one_bit_and_keeps_its_kernel():
+    layer = BitQuantWrapper(keras.layers.Dense(2), bits=8)
+    layer.build((None, 3))
+    layer.set_codes(np.array([[5, -3], [1, 0], [-15, 7]]), scale=0.6, precision=4)
+    pos = ops.convert_to_numpy(layer.pos_planes).copy()
+    pos[0, 0, :4] = [1.0, 0.0, 0.0, 2.0]  # 1 + 2 * 8 = 17 > 15: overflows 4 bits
+    layer.pos_planes.assign(pos)
+    raw = np.array([[17, -3], [1, 0], [-15, 7]])
+    clip_only = BitQuantWrapper.from_config(layer.get_config())
+    clip_only.build((None, 3))
+    clip_only.set_weights(layer.get_weights())
+    assert layer.requantize() == 5 and layer.current_precision() == 5
+    np.testing.assert_allclose(layer.dequantized_kernel(), 0.6 * raw / 15, rtol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(layer.quantized_kernel()), 0.6 * raw / 15, rtol=1e-6)
+    assert set(np.unique(ops.convert_to_numpy(layer.pos_planes))) <= {0.0, 1.0}
+    assert clip_only.requantize(increase=False) == 4  # clip-only variant
+    np.testing.assert_allclose(clip_only.dequantized_kernel(), 0.6 * np.minimum(raw, 15) / 15, rtol=1e-6)
+    at_max = BitQuantWrapper(keras.layers.Dense(1), bits=8)  # at 8 bits it clips
+    at_max.build((None, 1))
+    at_max.pos_planes.assign(np.full((1, 1, 8), 2.0, "float32"))
+    assert at_max.requantize() == 8 and at_max.get_codes()[0].tolist() == [[255]]
+
+
 # ----------------------------------------------------------- save / convert
 @pytest.mark.jax
 def test_save_load_keeps_scheme(tmp_path):
@@ -285,3 +334,122 @@ def test_bsq_model_saved_here_loads_under_another_backend(tmp_path):
             "print(sorted(b.scheme_of(m).items()))" % path)
     out = run_backend(other, code)
     assert "[('conv', 3), ('dw', 4), ('fc', 6)]" in out
+
+
+# ------------------------------------------------------ activation quantization
+def _maxabs_numpy(x, bits):
+    s = np.abs(x).max()
+    top = 2 ** bits - 1
+    return np.zeros_like(x) if s == 0 else s * np.sign(x) * np.round(np.abs(x) * top / s) / top
+
+
+def test_maxabs_quantizer_and_bsq_activation_match_numpy():
+    from quadkeras.bsq import BSQActivation
+    from quadkeras.quantizers import MaxAbs
+
+    x = np.random.RandomState(0).randn(2, 3, 5).astype("float32") * 4
+    q = MaxAbs(bits=3)
+    q.build(keras.layers.Layer(), x.shape, "act")
+    np.testing.assert_allclose(ops.convert_to_numpy(q(x)), _maxabs_numpy(x, 3), rtol=1e-6, atol=1e-6)
+    assert not ops.convert_to_numpy(q(np.zeros((2, 2), "float32"))).any()
+    relu6 = BSQActivation(bits=4)
+    np.testing.assert_allclose(ops.convert_to_numpy(relu6(x)), _maxabs_numpy(np.clip(x, 0, 6), 4), atol=1e-6)
+    pact = BSQActivation(bits=2)  # PACT clip at alpha = 10 (x * 4 reaches > 10 here)
+    np.testing.assert_allclose(ops.convert_to_numpy(pact(x * 4)), _maxabs_numpy(np.clip(x * 4, 0, 10), 2),
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="abits"):
+        to_bsq(_tiny_model(), abits=9)
+
+
+def test_bsq_activation_ste_gradients():
+    from quadkeras.bsq import BSQActivation
+
+    x_np = np.array([[-1.0, 0.7, 3.3, 7.0, 12.0]], "float32")
+    upstream = np.array([[1.0, 2.0, 3.0, 4.0, 5.0]], "float32")
+    up = ops.convert_to_tensor(upstream)
+    x = keras.Variable(x_np)
+    relu6 = BSQActivation(bits=4)
+    grad = _grad(lambda: ops.sum(relu6(x.value, training=True) * up), x)
+    np.testing.assert_allclose(grad, upstream * ((x_np > 0) & (x_np < 6)))  # STE through the rounding
+    pact = BSQActivation(bits=3)
+    pact.build(x_np.shape)
+    alpha = pact.weights[0]
+    grad = _grad(lambda: ops.sum(pact(x_np, training=True) * up), alpha)
+    np.testing.assert_allclose(grad, 5.0)  # only x = 12 >= alpha = 10 feeds alpha
+
+
+def test_block_activations_quantized_and_saved(tmp_path):
+    from quadkeras.bsq import BSQActivation
+
+    inputs = keras.Input((6, 6, 2))
+    x = keras.layers.ReLU(name="stem_relu")(keras.layers.Conv2D(4, 3, padding="same", name="stem")(inputs))
+    x = keras.layers.ReLU(name="block_out")(keras.layers.Conv2D(4, 3, padding="same", name="conv")(x))
+    outputs = keras.layers.Dense(3, name="fc")(keras.layers.GlobalAveragePooling2D()(x))
+    bsq = to_bsq(keras.Model(inputs, outputs), bits=6, abits=2)
+    assert type(bsq.get_layer("stem_relu")) is keras.layers.ReLU  # stem output stays float
+    assert isinstance(bsq.get_layer("block_out"), BSQActivation)
+    bsq.get_layer("block_out").weights[0].assign(0.5)  # PACT alpha
+    path = os.path.join(tmp_path, "act.keras")
+    bsq.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.get_layer("block_out").bits == 2
+    xb = np.random.RandomState(1).randn(2, 6, 6, 2).astype("float32")
+    np.testing.assert_allclose(loaded.predict_on_batch(xb), bsq.predict_on_batch(xb), atol=1e-5)
+    np.testing.assert_allclose(to_float(bsq).predict_on_batch(xb), bsq.predict_on_batch(xb), atol=1e-5)
+
+
+def test_shortcut_convs_stay_float_unless_asked():
+    from quadkeras.models import build_model
+
+    fp = build_model("resnet20", num_classes=3, input_shape=(8, 8, 3))
+    shortcuts = set(shortcut_convs(fp))
+    assert len(shortcuts) == 2  # the two stride-2 stage transitions
+    bsq = to_bsq(fp, bits=8)
+    assert shortcuts.isdisjoint(scheme_of(bsq)) and len(scheme_of(bsq)) == 20  # stem + 18 convs + fc
+    assert all(type(bsq.get_layer(n)) is type(fp.get_layer(n)) for n in shortcuts)
+    assert shortcuts <= set(scheme_of(to_bsq(fp, bits=8, quantize_shortcuts=True)))
+
+
+def test_fc_bias_bit_quantized_regularised_and_saved(tmp_path):
+    fp = _tiny_model()
+    fp.get_layer("fc").bias.assign(np.array([0.3, -0.1, 0.05], "float32"))
+    bsq = to_bsq(fp, bits=5, quantize_bias=True)
+    fc = bsq.get_layer("fc")
+    assert fc.parts == ["kernel", "bias"] and bsq.get_layer("dw").parts == ["kernel", "bias"]
+    codes, scale = bitplanes.quantize_codes(np.array([0.3, -0.1, 0.05]), 5)
+    np.testing.assert_allclose(ops.convert_to_numpy(fc.quantized_kernel("bias")), scale * codes / 31, atol=1e-6)
+    x = np.random.RandomState(0).randn(2, 6, 6, 2).astype("float32")
+    np.testing.assert_allclose(bsq.predict_on_batch(x), to_float(bsq).predict_on_batch(x), atol=1e-5)
+    total = set_bsq_decay(bsq, 0.5)
+    assert total == sum(w.num_params for w in (bsq.get_layer(n) for n in ("conv", "dw", "fc"))) + 4 + 4 + 3
+    reg = float(ops.convert_to_numpy(fc.regularization()))
+    from quadkeras.bsq.kernel_ops import bit_group_lasso
+    expected = 0.5 / total * sum(
+        size * 5 * float(ops.convert_to_numpy(bit_group_lasso(fc._var(part, 0), fc._var(part, 1), 5.0)))
+        for part, size in (("kernel", fc.num_params), ("bias", fc.bias_params)))
+    np.testing.assert_allclose(reg, expected, rtol=1e-5)
+    report = bsq_report(bsq)
+    assert report["total_params"] == total and report["layers"][-1]["bias_precision"] == 5
+    back = to_representation(to_representation(bsq, "float"), "bits")
+    np.testing.assert_allclose(back.predict_on_batch(x), bsq.predict_on_batch(x), atol=1e-5)
+    path = os.path.join(tmp_path, "bias.keras")
+    bsq.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.get_layer("fc").current_precision("bias") == 5
+    np.testing.assert_allclose(loaded.predict_on_batch(x), bsq.predict_on_batch(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("increase", [True, False])
+def test_callback_passes_precision_increase(increase):
+    bsq = to_bsq(_tiny_model(), scheme={"conv": 4, "dw": 4, "fc": 4})
+    fc = bsq.get_layer("fc")
+    codes = np.zeros(fc.layer.kernel.shape, "int64")
+    codes[0, 0], codes[0, 1] = 15, 1  # keeps MSB and LSB planes in use
+    fc.set_codes(codes, 1.0, 4)
+    pos = ops.convert_to_numpy(fc.pos_planes).copy()
+    pos[0, 0, 3] = 2.0  # 15 + 8 = 23 > 15
+    fc.pos_planes.assign(pos)
+    cb = BSQCallback(prun_int=1, precision_increase=increase)
+    cb.set_model(bsq)
+    cb.on_epoch_begin(0)
+    assert cb.history[-1]["scheme"]["fc"] == (5 if increase else 4)

@@ -39,6 +39,8 @@ CASES = {  # id: (make a fresh layer, input shape, expected output shape)
     "bsq_conv_bits": (lambda: BitQuantWrapper(keras.layers.Conv2D(3, 3), bits=4), IMAGE, (2, 4, 4, 3)),
     "bsq_quad_dense_float": (lambda: BitQuantWrapper(QuadDense(3), bits=3, representation="float"),
                              VECTOR, (2, 3)),
+    "bsq_dense_bias_bits": (lambda: BitQuantWrapper(keras.layers.Dense(3), bits=4, quantize_bias=True),
+                            VECTOR, (2, 3)),
 }
 
 

@@ -9,14 +9,16 @@ Example:
 {'fc': 8}
 """
 
+from quadkeras.bsq.activation import BSQActivation
 from quadkeras.bsq.callback import BSQCallback, reset_optimizer_slots
 from quadkeras.bsq.convert import (
-    bsq_layers, requantize_model, scheme_of, set_bsq_decay, to_bsq, to_float, to_representation)
+    block_activations, bsq_layers, requantize_model, scheme_of, set_bsq_decay, shortcut_convs, to_bsq,
+    to_float, to_representation)
 from quadkeras.bsq.report import bsq_report, format_report, save_report
 from quadkeras.bsq.wrapper import BitQuantWrapper, ClipConstraint
 
 __all__ = [
-    "BSQCallback", "BitQuantWrapper", "ClipConstraint", "bsq_layers", "bsq_report", "format_report",
-    "requantize_model", "reset_optimizer_slots", "save_report", "scheme_of", "set_bsq_decay",
-    "to_bsq", "to_float", "to_representation",
+    "BSQActivation", "BSQCallback", "BitQuantWrapper", "ClipConstraint", "block_activations", "bsq_layers",
+    "bsq_report", "format_report", "requantize_model", "reset_optimizer_slots", "save_report", "scheme_of",
+    "set_bsq_decay", "shortcut_convs", "to_bsq", "to_float", "to_representation",
 ]

@@ -17,6 +17,9 @@ Example:
 [2, -3, 1]
 >>> adjust_precision(np.array([4, -8, 0]), scale=1.0, precision=8)
 (array([ 1, -2,  0]), 0.047058823529411764, 2)
+>>> c, s, n = requantize_planes(np.array([[1.0, 1.5]]), np.zeros((1, 2)), 3.0, precision=2)
+>>> c.tolist(), s, n  # 1 + 2 * 1.5 = 4 overflows 2 bits: one more bit, same value 3 * 4 / 3
+([4], 7.0, 3)
 """
 
 import numpy as np
@@ -24,6 +27,7 @@ import numpy as np
 from quadkeras.utils.validation import check_int_range
 
 MAX_BITS = 16
+GROW_LIMIT = 8  # BSQ's `quant(maxbit=8)`: precision may grow up to this many bits
 
 
 def levels(bits):
@@ -59,19 +63,41 @@ def codes_to_planes(codes, num_planes):
     return pos.astype("float32"), neg.astype("float32")
 
 
-def planes_to_codes(pos, neg, precision):
-    """Re-quantize continuous planes to exact signed codes (BSQ's `quant()` step).
+def rounded_codes(pos, neg, precision):
+    """Nearest signed integers of the active planes' weighted sum (not clipped).
 
-    The active planes are summed with their bit weights (this carries any plane value
-    >= 1 into the higher bits), positive and negative parts are netted, rounded to the
-    nearest integer and clipped to the `precision`-bit range.
+    Summing with the bit weights carries any plane value >= 1 into the higher bits;
+    positive and negative parts are netted before rounding (half to even, as torch.round).
+    With planes in [0, 2] the magnitudes stay <= 2 * (2^n - 1), i.e. fit n + 1 bits.
     """
     pos = np.asarray(pos, dtype="float64")
     neg = np.asarray(neg, dtype="float64")
     weights = np.where(np.arange(pos.shape[-1]) < precision, 2.0 ** np.arange(pos.shape[-1]), 0.0)
-    value = np.sum((pos - neg) * weights, axis=-1)
-    top = levels(precision)
-    return np.clip(np.rint(value), -top, top).astype("int64")
+    return np.rint(np.sum((pos - neg) * weights, axis=-1)).astype("int64")
+
+
+def planes_to_codes(pos, neg, precision):
+    """Re-quantize continuous planes to exact signed codes clipped to `precision` bits."""
+    top = int(levels(precision))
+    return np.clip(rounded_codes(pos, neg, precision), -top, top)
+
+
+def requantize_planes(pos, neg, scale, precision, grow_limit=GROW_LIMIT, increase=True):
+    """BSQ's `quant()`: exact codes of continuous planes, growing the precision on overflow.
+
+    If a rounded magnitude exceeds 2^n - 1 and n < `grow_limit` (and `increase`), the
+    precision becomes n + 1 and the scale is multiplied by (2^(n+1) - 1) / (2^n - 1), so the
+    represented kernel `s * c / (2^n - 1)` keeps the unclipped values; otherwise the codes
+    are clipped to n bits. At most one bit is gained per call, as in the reference.
+    Returns (codes, scale, precision).
+    """
+    n = int(precision)
+    codes = rounded_codes(pos, neg, n)
+    if increase and n < int(grow_limit) and np.any(np.abs(codes) > levels(n)):
+        scale = float(scale) * levels(n + 1) / levels(n)
+        n += 1
+    top = int(levels(n))
+    return np.clip(codes, -top, top), float(scale), n
 
 
 def adjust_precision(codes, scale, precision):

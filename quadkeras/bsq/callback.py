@@ -2,7 +2,8 @@
 
 At the start of epoch 0, prun_int, 2*prun_int, ... (as in BSQ's `cifar_prune_STE.py`) and
 at the end of training, every `BitQuantWrapper` is re-quantized (planes rounded to exact
-binary, carries propagated) and all-zero MSB / LSB planes are dropped; the optimizer's
+binary, carries propagated; a layer whose values overflow its n bits gains one bit while
+n < 8 unless `precision_increase=False`) and all-zero MSB / LSB planes are dropped; the optimizer's
 slot variables (momentum) are then zeroed, as BSQ re-creates its optimizer.
 
 Example:
@@ -37,18 +38,20 @@ class BSQCallback(keras.callbacks.Callback):
     Args:
         prun_int: epochs between adjustments (BSQ's `--Prun_Int`, 50 in the paper).
         adjust: drop all-zero planes (False: only re-quantize).
+        precision_increase: overflow adds one bit (n < 8, BSQ's default); False clips.
         verbose: print the scheme after each adjustment.
     """
 
-    def __init__(self, prun_int=50, adjust=True, verbose=0):
+    def __init__(self, prun_int=50, adjust=True, precision_increase=True, verbose=0):
         super().__init__()
         self.prun_int = check_positive_int("prun_int", prun_int)
         self.adjust = bool(adjust)
+        self.precision_increase = bool(precision_increase)
         self.verbose = int(verbose)
         self.history = []
 
     def _step(self, epoch):
-        scheme = requantize_model(self.model, adjust=self.adjust)
+        scheme = requantize_model(self.model, adjust=self.adjust, increase=self.precision_increase)
         reset_optimizer_slots(getattr(self.model, "optimizer", None))
         self.history.append({"epoch": epoch, "scheme": scheme})
         if self.verbose:

@@ -1,14 +1,17 @@
 """Model-level BSQ conversions (functional / Sequential models, via `clone_model`).
 
-* `to_bsq(model, bits=8, scheme=None, layers=None)`: full-precision model -> bit
-  representation (every Conv2D / DepthwiseConv2D / Dense / quadratic layer by default);
-  `scheme` (a {layer: bits} dict or another BSQ model, BSQ's `--dict`) sets per-layer bits.
+* `to_bsq(model, bits=8, scheme=None, layers=None, abits=0, quantize_shortcuts=False)`:
+  full-precision model -> bit representation (every Conv2D / DepthwiseConv2D / Dense /
+  quadratic layer by default, except the 1x1 shortcut convs, which stay float as in BSQ);
+  `scheme` (a {layer: bits} dict or another BSQ model, BSQ's `--dict`) sets per-layer bits;
+  `abits` > 0 replaces the block ReLUs (every ReLU but the first, the stem's) by
+  `BSQActivation(abits)` (ReLU6 / PACT + per-batch max-abs STE quantizer).
 * `to_representation(model, "float" | "bits")`: same scheme, other representation
   (finetune with the scheme fixed, then back to bits), exactly.
 * `to_float(model)`: plain Keras model whose kernels are the represented (quantized)
   kernels ("float weights").
 * `scheme_of(model)`, `bsq_layers(model)`, `set_bsq_decay(model, alpha)`,
-  `requantize_model(model, adjust=True)`.
+  `requantize_model(model, adjust=True, increase=True)`.
 
 Example:
 
@@ -23,9 +26,11 @@ Example:
 
 import keras
 
+from quadkeras.bsq.activation import BSQActivation
 from quadkeras.bsq.wrapper import BitQuantWrapper
-from quadkeras.layers.kernel_call import supports_kernel_call
+from quadkeras.layers.kernel_call import FIRST_ORDER_LAYERS, supports_kernel_call
 from quadkeras.models.model_config import carry
+from quadkeras.utils.validation import check_int_range
 
 
 
@@ -62,8 +67,32 @@ def _clone(model, clone_function):
     return carry(model, keras.models.clone_model(model, clone_function=clone_function))
 
 
-def to_bsq(model, bits=8, scheme=None, layers=None):
-    """Full-precision model -> BSQ bit representation (BSQ's `convert.py`)."""
+def block_activations(model):
+    """Names of the ReLU layers after the first one (the stem's output stays float in BSQ)."""
+    relus = [layer.name for layer in model.layers
+             if isinstance(layer, keras.layers.ReLU)
+             or (isinstance(layer, keras.layers.Activation) and layer.get_config()["activation"] == "relu")]
+    return relus[1:]
+
+
+def shortcut_convs(model):
+    """Names of the 1x1 projection-shortcut convs ("shortcut" / "downsample" in the name)."""
+    return [layer.name for layer in model.layers
+            if tuple(getattr(layer, "kernel_size", ())) == (1, 1)
+            and ("shortcut" in layer.name or "downsample" in layer.name)]
+
+
+def to_bsq(model, bits=8, scheme=None, layers=None, abits=0, quantize_shortcuts=False, quantize_bias=False):
+    """Full-precision model -> BSQ bit representation (BSQ's `convert.py`).
+
+    `abits` (0 = float activations): quantize the block activations as the paper's
+    ResNet-20 runs (`BSQActivation`, see `block_activations`). `quantize_shortcuts`: also
+    wrap the 1x1 shortcut convs (`shortcut_convs`; float and not counted in BSQ). An explicit
+    `scheme` / `layers` selects exactly those layers. `quantize_bias`: biases of the wrapped
+    first-order layers (ResNet-20: the FC) in bit form too, at the kernel's bits (BSQ's `--bin`).
+    """
+    abits = check_int_range("abits", int(abits), 0, 8)
+    act_names = set(block_activations(model)) if abits else set()
     scheme = _scheme_dict(scheme)
     wanted = set(scheme) if scheme is not None else (set(layers) if layers is not None else None)
     if wanted is not None:
@@ -71,12 +100,18 @@ def to_bsq(model, bits=8, scheme=None, layers=None):
         if missing:
             raise ValueError(f"Invalid layer name {missing[0]!r} in scheme/layers: not in model {model.name!r}.")
 
+    float_convs = set() if quantize_shortcuts or wanted is not None else set(shortcut_convs(model))
+
     def selected(layer):
-        return supports_kernel_call(layer) and (wanted is None or layer.name in wanted)
+        return (supports_kernel_call(layer) and (wanted is None or layer.name in wanted)
+                and layer.name not in float_convs)
 
     def clone(layer):
         if selected(layer):
-            return BitQuantWrapper(_clone_layer(layer), bits=bits, name=layer.name)
+            with_bias = quantize_bias and isinstance(layer, FIRST_ORDER_LAYERS) and layer.use_bias
+            return BitQuantWrapper(_clone_layer(layer), bits=bits, quantize_bias=with_bias, name=layer.name)
+        if layer.name in act_names:
+            return BSQActivation(abits, name=layer.name)
         return _clone_layer(layer)
 
     new = _clone(model, clone)
@@ -84,7 +119,8 @@ def to_bsq(model, bits=8, scheme=None, layers=None):
         if isinstance(layer, BitQuantWrapper):
             _copy_weights_by_name(old, layer.layer)
             n = scheme[old.name] if scheme is not None else bits
-            layer.set_kernel(keras.ops.convert_to_numpy(old.kernel), int(n))
+            for part in layer.parts:
+                layer.set_kernel(keras.ops.convert_to_numpy(getattr(old, part)), int(n), part=part)
         elif old.weights:
             layer.set_weights(old.get_weights())
     return new
@@ -94,15 +130,16 @@ def to_representation(model, representation):
     """Same layers and scheme with every wrapper in `representation` ("bits" / "float")."""
     def clone(layer):
         if isinstance(layer, BitQuantWrapper):
-            return BitQuantWrapper(_clone_layer(layer.layer), bits=layer.bits,
-                                   representation=representation, name=layer.name)
+            return BitQuantWrapper(_clone_layer(layer.layer), bits=layer.bits, representation=representation,
+                                   quantize_bias=layer.quantize_bias, name=layer.name)
         return _clone_layer(layer)
 
     new = _clone(model, clone)
     for old, layer in zip(model.layers, new.layers):
         if isinstance(layer, BitQuantWrapper):
             _copy_weights_by_name(old.layer, layer.layer)
-            layer.set_codes(*old.get_codes())
+            for part in old.parts:
+                layer.set_codes(*old.get_codes(part), part=part)
         elif old.weights:
             layer.set_weights(old.get_weights())
     return new
@@ -125,16 +162,18 @@ def to_float(model):
 
 
 def set_bsq_decay(model, alpha):
-    """Regulariser strength: each layer adds alpha * #params_l * n_l / #params * lasso_l."""
+    """Regulariser strength: each layer adds alpha * #params_l * n_l / #params * lasso_l.
+
+    #params counts the bit-quantized biases too (BSQ's `total_param`)."""
     wrappers = bsq_layers(model)
-    total = sum(w.num_params for w in wrappers)
+    total = sum(w.num_params + w.bias_params for w in wrappers)
     for w in wrappers:
         w.reg_strength.assign(float(alpha) / max(total, 1))
     return total
 
 
-def requantize_model(model, adjust=True):
-    """Re-quantize every wrapper (and adjust precision); returns the new scheme."""
+def requantize_model(model, adjust=True, increase=True):
+    """Re-quantize every wrapper (growing on overflow if `increase`, then adjusting); new scheme."""
     for w in bsq_layers(model):
-        w.requantize(adjust=adjust)
+        w.requantize(adjust=adjust, increase=increase)
     return scheme_of(model)

@@ -27,10 +27,14 @@ def bsq_report(model, dataset=None):
     layers = []
     for w in bsq_layers(model):
         codes, _, n = w.get_codes()
-        layers.append({"name": w.name, "type": type(w.layer).__name__, "params": w.num_params,
-                       "precision": n, "ones_percent_msb_first": bitplanes.ones_percent(codes, n)})
-    params = sum(layer["params"] for layer in layers)
-    bits = sum(layer["params"] * layer["precision"] for layer in layers)
+        entry = {"name": w.name, "type": type(w.layer).__name__, "params": w.num_params,
+                 "precision": n, "ones_percent_msb_first": bitplanes.ones_percent(codes, n)}
+        if w.bias_params:  # bit-quantized bias: counted in the totals as BSQ's total_param/bit
+            entry.update(bias_params=w.bias_params, bias_precision=w.current_precision("bias"))
+        layers.append(entry)
+    params = sum(layer["params"] + layer.get("bias_params", 0) for layer in layers)
+    bits = sum(layer["params"] * layer["precision"] + layer.get("bias_params", 0) * layer.get("bias_precision", 0)
+               for layer in layers)
     average = bits / params if params else 0.0
     report = {"layers": layers, "total_params": params, "total_bits": bits,
               "average_bits": float(average), "compression_rate": float(32.0 / average) if average else 0.0}

@@ -37,12 +37,13 @@ def supports_kernel_call(layer):
 
 
 def call_with_kernel(layer, inputs, kernel, training=None, branch_quantizer=None,
-                     product_quantizer=None, compute_dtype=None):
+                     product_quantizer=None, compute_dtype=None, bias=None):
     """Output of `layer` on `inputs` with `kernel` in place of `layer.kernel`.
 
     `branch_quantizer` / `product_quantizer`: quadratic layers only (see
     `QuadLayerBase.call_with_kernel`). `compute_dtype`: the dtype first-order math runs in
-    (default: the layer's; a wrapper passes its own).
+    (default: the layer's; a wrapper passes its own). `bias`: first-order layers only, a
+    tensor in place of `layer.bias` (e.g. BSQ's bit-quantized bias).
     """
     if isinstance(layer, QUAD_LAYERS):
         return layer.call_with_kernel(inputs, kernel, training=training,
@@ -62,7 +63,7 @@ def call_with_kernel(layer, inputs, kernel, training=None, branch_quantizer=None
     else:
         y = layer.convolution_op(x, kernel)  # the layer's own conv (quadkeras Conv2D: the shim's)
     if layer.use_bias:
-        bias = ops.cast(layer.bias, dtype)
+        bias = ops.cast(layer.bias if bias is None else bias, dtype)
         if getattr(layer, "data_format", "channels_last") == "channels_first":
             bias = ops.reshape(bias, (1, -1) + (1,) * (len(y.shape) - 2))
         y = y + bias

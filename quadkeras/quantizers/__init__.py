@@ -19,10 +19,11 @@ from quadkeras.quantizers.fakequant import FakeQuant
 from quadkeras.quantizers.lqnet import LQNet
 from quadkeras.quantizers.lsq import LSQ
 from quadkeras.quantizers.lsq_mq import LSQModelQuantization
+from quadkeras.quantizers.maxabs import MaxAbs
 from quadkeras.quantizers.nonuniform import NonUniform
 from quadkeras.quantizers.pact import PACT
 from quadkeras.quantizers.spec import ALIASES, QUANTIZERS, clone, deserialize, get, parse_spec, serialize
 
-__all__ = ["Quantizer", "FakeQuant", "LSQ", "LSQModelQuantization", "DoReFa", "PACT", "LQNet", "XNOR", "Ternary",
+__all__ = ["Quantizer", "FakeQuant", "LSQ", "LSQModelQuantization", "MaxAbs", "DoReFa", "PACT", "LQNet", "XNOR", "Ternary",
            "NonUniform", "QUANTIZERS", "ALIASES", "get", "parse_spec", "serialize",
            "deserialize", "clone"]

@@ -36,9 +36,13 @@ class PACT(Quantizer):
                              "(use 'dorefa' or 'lsq' for weights).")
         self.alpha = self.add_param("alpha", initializer=initializers.Constant(self.alpha_init))
 
-    def quantize(self, x, training):
+    def clip(self, x):
+        """The clipping alone, min(relu(x), α) (gradient 1 to α where x ≥ α); returns (y, α)."""
         alpha = self.expand(positive(ops.convert_to_tensor(self.alpha)))
-        y = ops.minimum(ops.relu(x), alpha)
+        return ops.minimum(ops.relu(x), alpha), alpha
+
+    def quantize(self, x, training):
+        y, alpha = self.clip(x)
         n = float(2 ** self.bits - 1)
         a = ops.stop_gradient(alpha)
         return ste(y, ops.round(y * n / a) * a / n)
