@@ -146,16 +146,12 @@ def datasets(config, data, epoch, stats):
     """
     one_hot = _one_hot_needed(config)
     aug = dict(keras_augment(config))
+    pipeline = config.get("data_pipeline", "auto")
     train_ds = make_dataset(data.x_train, data.y_train, config["batch_size"], True, *stats,
                             augment=aug, seed=config["seed"] * 100003 + epoch,
-                            num_classes=data.num_classes)
-    test_ds = make_dataset(data.x_test, data.y_test, config["eval_batch_size"], False, *stats)
-    if one_hot:
-        import tensorflow as tf
-
-        depth = data.num_classes
-        to_one_hot = lambda x, y: (x, y if len(y.shape) == 2 else tf.one_hot(y, depth))  # noqa: E731
-        train_ds, test_ds = train_ds.map(to_one_hot), test_ds.map(to_one_hot)
+                            num_classes=data.num_classes, one_hot=one_hot, pipeline=pipeline)
+    test_ds = make_dataset(data.x_test, data.y_test, config["eval_batch_size"], False, *stats,
+                           num_classes=data.num_classes, one_hot=one_hot, pipeline=pipeline)
     return train_ds, test_ds
 
 
@@ -207,7 +203,7 @@ def evaluate(config):
     data = _load(config)
     model = load_model(found, "checkpoint")
     test_ds = make_dataset(data.x_test, data.y_test, config["eval_batch_size"], False,
-                           *input_stats(data, model))
+                           *input_stats(data, model), pipeline=config["data_pipeline"])
     logits = model.predict(test_ds, verbose=0)
     acc = float((logits.argmax(-1) == data.y_test).mean())
     result = {"checkpoint": found, "test_acc": acc,
