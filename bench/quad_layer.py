@@ -80,7 +80,7 @@ def _grad_fn(model, x):
     if backend == "torch":
         import torch
 
-        xt = torch.tensor(x, requires_grad=True)
+        xt = keras.ops.convert_to_tensor(x).detach().requires_grad_(True)  # on Keras' device (GPU)
 
         def step():
             loss = (model(xt, training=True) ** 2).sum()

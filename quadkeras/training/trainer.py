@@ -180,11 +180,17 @@ def _set_precision_and_seed(config):
 
 
 def _tensorboard_available(verbose):
+    """Keras' TensorBoard callback writes with `tensorflow.summary`: it needs both packages."""
+    from quadkeras.data.pipeline import tensorflow_available
+
     try:
         import tensorboard  # noqa: F401
     except ImportError:
+        tensorboard = None
+    if tensorboard is None or not tensorflow_available():
         if verbose:
-            print("quadkeras.train: TensorBoard logs skipped (pip install tensorboard)", flush=True)
+            print("quadkeras.train: TensorBoard logs skipped (Keras' TensorBoard callback needs "
+                  "pip install tensorflow-cpu tensorboard)", flush=True)
         return False
     return True
 
