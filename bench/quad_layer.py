@@ -180,7 +180,7 @@ def main():
           f"median of {args.repeats} interleaved repeats")
     for backend in args.backends.split(","):
         env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
-               "PYTHONPATH": REPO}
+               "PYTHONPATH": os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)}
         cmd = [sys.executable, __file__, "--child"] + sys.argv[1:]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True)
         lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
