@@ -21,7 +21,6 @@ from quadkeras.autobuilder import (auto_build, heldout, heldout_options, load_mo
 from quadkeras.autobuilder.emit import ACTIONS, model_cost
 from quadkeras.autobuilder.scores import write_csv
 from quadkeras.autobuilder.source import model_path
-from quadkeras.models.model_config import normalizes_input
 from quadkeras.summary import count_macs
 from quadkeras.utils.validation import check_choice
 
@@ -70,8 +69,8 @@ def main(argv):
         print(f"training run {run['work_dir']}: dataset={split['dataset']} "
               f"val_fraction={split['val_fraction']} seed={split['seed']} "
               f"max_train={split['max_train']}")
-    x, y = heldout(input_shape=tuple(model.input_shape[1:]), data_dir=FLAGS.data_dir,
-                   normalize=not normalizes_input(model), **split)
+    x, y = heldout(input_shape=tuple(model.input_shape[1:]), data_dir=FLAGS.data_dir, model=model,
+                   **split)
     if FLAGS.max_examples:
         x, y = x[: FLAGS.max_examples], y[: FLAGS.max_examples]
     layer_index = [int(i) for i in FLAGS.layer_index] if FLAGS.layer_index else None

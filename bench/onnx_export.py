@@ -77,7 +77,8 @@ def main(argv=None):
     tf.config.threading.set_intra_op_parallelism_threads(1)  # Keras timed on 1 thread, like the files
     tf.config.threading.set_inter_op_parallelism_threads(1)
     import quadkeras  # noqa: F401 (registers layers)
-    from quadkeras.export import dataset_arrays, export_model, load_model
+    from quadkeras.data import dataset_arrays
+    from quadkeras.export import export_model, load_model
 
     model = load_model(args.model)
     report = export_model(model, args.out_dir, formats=args.formats.split(","),

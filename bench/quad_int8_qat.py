@@ -62,7 +62,7 @@ def main(argv=None):
 
     import quadkeras  # noqa: F401 (registers layers)
     from quadkeras.export import export_model
-    from quadkeras.export.api import dataset_arrays
+    from quadkeras.data import dataset_arrays
     from quadkeras.export.parity import op_census, run_litert
     from quadkeras.quantize.calibration import calibrate
     from quadkeras.quantize.fold import fold_batch_norms

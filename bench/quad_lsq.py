@@ -71,7 +71,7 @@ def main(argv=None):
     import numpy as np
 
     import quadkeras  # noqa: F401 (registers layers)
-    from quadkeras.export.api import dataset_arrays
+    from quadkeras.data import dataset_arrays
     from quadkeras.quantize import initialize_quantizers, quantize_model
     from quadkeras.quantize.lsq_init import mse_init_lsq
 

@@ -35,7 +35,7 @@ def main(argv=None):
 
     import quadkeras  # noqa: F401 (registers layers)
     from quadkeras.export import export_model
-    from quadkeras.export.api import dataset_arrays
+    from quadkeras.data import dataset_arrays
     from quadkeras.export.parity import run_litert
     from quadkeras.interop import import_torch_checkpoint
     from quadkeras.quantize import quantize_model

@@ -117,7 +117,8 @@ def test_qat_fold_bn_preset_folds_the_batchnorm_into_the_int8_conv(trained, tmp_
 @needs_tf
 def test_qat_export_leaves_model_unchanged(trained, tmp_path):
     from quadkeras.data import load_data
-    from quadkeras.export import dataset_arrays, export_model
+    from quadkeras.data import dataset_arrays
+    from quadkeras.export import export_model
 
     from quadkeras.export.quad_qat import quantized_quad_layers
     from quadkeras.quantize import quantize_model
@@ -180,7 +181,8 @@ def test_non_finite_model_is_refused_before_anything_is_written(tmp_path):
 
 @needs_tf
 def test_images_with_non_finite_logits_are_left_out_and_counted(tmp_path):
-    from quadkeras.export import dataset_arrays, export_model
+    from quadkeras.data import dataset_arrays
+    from quadkeras.export import export_model
 
     x, y = dataset_arrays("digits", limit=60)
     x[[3, 10, 40]] = np.inf  # the Keras logits of these three are not finite

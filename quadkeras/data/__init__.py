@@ -11,9 +11,11 @@ Example:
 
 from quadkeras.data.loaders import DATASETS, load_data
 from quadkeras.data.pipeline import AUGMENT_PRESETS, make_dataset
+from quadkeras.data.prepare import dataset_arrays, prepare_images
 from quadkeras.data.splits import (DataSplits, make_splits, seeded_subset, split_validation,
                                    training_split)
 
 # Caching, tarball discovery and channel statistics stay in their modules.
-__all__ = ["AUGMENT_PRESETS", "DATASETS", "DataSplits", "load_data", "make_dataset",
-           "make_splits", "seeded_subset", "split_validation", "training_split"]
+__all__ = ["AUGMENT_PRESETS", "DATASETS", "DataSplits", "dataset_arrays", "load_data",
+           "make_dataset", "make_splits", "prepare_images", "seeded_subset", "split_validation",
+           "training_split"]

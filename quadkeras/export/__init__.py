@@ -11,7 +11,8 @@ Example:
 0.99
 """
 
-from quadkeras.export.api import DEFAULT_FORMATS, FORMATS, dataset_arrays, export_model
+from quadkeras.data.prepare import dataset_arrays  # noqa: F401 (moved; trimmed below next)
+from quadkeras.export.api import DEFAULT_FORMATS, FORMATS, export_model
 from quadkeras.export.convert import has_fake_quant, to_litert, write_saved_model
 from quadkeras.export.loading import (EXPORT_COMMAND, load_model, reload_under_tensorflow,
                                       require_tensorflow, resolve_model_path)
