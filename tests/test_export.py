@@ -142,7 +142,7 @@ def test_qat_export_leaves_model_unchanged(trained, tmp_path):
 def test_census_counts_hybrid_ops_as_float():
     import tensorflow as tf
 
-    from quadkeras.export import op_census
+    from quadkeras.export.parity import op_census
 
     model = keras.Sequential([keras.Input((32,)), keras.layers.Dense(64), keras.layers.Dense(32)])
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -279,3 +279,4 @@ def test_onnx_qat_is_the_litert_qat_file_as_qdq(trained, tmp_path):
     assert qat["top1_agreement"] >= 0.99  # the same int8 levels as the LiteRT QAT file
     assert abs(qat["max_abs_diff"] - litert["max_abs_diff"]) <= 1e-3 * litert["max_abs_logit"]
     assert "onnx_qat" in report["formats"]["onnx"]["error"]  # fake-quant graph: use onnx_qat
+
