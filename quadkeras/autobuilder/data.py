@@ -20,7 +20,7 @@ Example:
 
 import numpy as np
 
-from quadkeras.data import load_data, split_validation, training_split  # noqa: F401 (re-export)
+from quadkeras.data import load_data, training_split
 from quadkeras.data.prepare import input_stats, prepare_images
 from quadkeras.utils.validation import check_choice
 
