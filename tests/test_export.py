@@ -280,3 +280,23 @@ def test_onnx_qat_is_the_litert_qat_file_as_qdq(trained, tmp_path):
     assert abs(qat["max_abs_diff"] - litert["max_abs_diff"]) <= 1e-3 * litert["max_abs_logit"]
     assert "onnx_qat" in report["formats"]["onnx"]["error"]  # fake-quant graph: use onnx_qat
 
+
+@needs_tf
+def test_export_app_quant_flag_takes_the_ptq_presets_and_the_old_spelling(tmp_path):
+    """apps/export.py reads --quant (a PTQ preset) from the flag table; --ptq_graph aliases it."""
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def app(*args):
+        proc = subprocess.run([sys.executable, os.path.join(repo, "apps", "export.py"), *args],
+                              capture_output=True, text=True, cwd=repo, timeout=300,
+                              env={**os.environ, "PYTHONPATH": repo, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        return proc.returncode, proc.stderr.strip().splitlines()[-1]
+
+    missing = f"--model={tmp_path / 'none.keras'}"
+    rc, last = app(missing, "--quant=lsq")
+    assert rc == 1 and last == "error: Invalid quant='lsq': expected one of 'int8_qat', 'int8_all'."
+    rc, last = app(missing, "--ptq_graph=int8_all")  # parsed as --quant, fails on the model
+    assert rc == 1 and last.startswith("error: ") and "none.keras" in last, last
