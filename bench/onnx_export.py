@@ -85,7 +85,7 @@ def main(argv=None):
                           eval_data=args.dataset, eval_limit=args.eval_limit,
                           calibration_samples=args.calibration_samples, calibration=args.calibration,
                           latency_runs=args.latency_runs, verbose=False)
-    x, _ = dataset_arrays(args.dataset, limit=1)
+    x, _ = dataset_arrays(args.dataset, limit=1, model=model)
     load = os.getloadavg()[0]
     latency = interleaved_latency_ms(model, report, x[0], args.latency_runs, args.rounds)
     keras_ms = latency["keras"]
