@@ -1,4 +1,5 @@
-"""Data sets and input pipelines: `load_data` (digits, CIFAR-10/100) and `make_dataset`.
+"""Data sets and model input: `load_data` (digits, CIFAR-10/100), `make_dataset` (tf.data
+batches) and `dataset_arrays` / `prepare_images` (the same input as NumPy arrays).
 
 Example:
 
