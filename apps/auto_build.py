@@ -15,35 +15,38 @@ it as CSV, and writes the new config (YAML) that `apps/train.py --model=<yaml>` 
 from absl import flags
 
 import _common
+from flag_table import define
 
 from quadkeras.autobuilder import (auto_build, heldout, heldout_options, load_model_and_config,
                                    training_config, write_config)
+from quadkeras.autobuilder.data import SPLITS
 from quadkeras.autobuilder.emit import ACTIONS, model_cost
 from quadkeras.autobuilder.scores import write_csv
 from quadkeras.autobuilder.source import model_path
-from quadkeras.models.model_config import normalizes_input
 from quadkeras.summary import count_macs
 from quadkeras.utils.validation import check_choice
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", "qresnet14", "Zoo name, .yaml/.json config, a .keras model, or a "
-                    "training work_dir (its best.keras; config and split from its state.json).")
+define(["model", "dataset", "data_dir", "val_fraction", "seed", "batch_size", "plot"],
+       model="qresnet14", dataset=None, val_fraction=None, seed=0, batch_size=256, notes={
+           "model": "Here: a zoo name, .yaml/.json config, a .keras model, or a training work_dir "
+                    "(its best.keras; config and split from its state.json).",
+           "dataset": "Here: default the training run's, else digits.",
+           "val_fraction": "Here: the fraction --split=val holds out; default the training "
+                           "run's val_fraction, else 0.1.",
+           "seed": "Here: the masking seed (the split's is --val_seed).",
+           "batch_size": "Here: the evaluation batch of the probes.",
+           "plot": "Here: RI per candidate layer."})
 flags.DEFINE_string("config", None, "Config the .keras model was built from (default: the "
                     "training run's, else a sibling <name>.yaml).")
 flags.DEFINE_string("weights", None, ".weights.h5 to load into a model built from a config.")
-flags.DEFINE_string("dataset", None, "digits, cifar10 or cifar100 (default: the training run's, "
-                    "else digits).")
-flags.DEFINE_string("data_dir", None, "Dataset directory (quadkeras.data.load_data).")
-flags.DEFINE_enum("split", "val", ["val", "test"],
+flags.DEFINE_enum("split", "val", list(SPLITS),
                   "Held-out split: 'val' = the seeded fraction of the training set that the "
                   "training run held out (apps/train.py --val_fraction), or 'test'.")
-flags.DEFINE_float("val_fraction", None, "Fraction of the training set used by --split=val "
-                   "(default: the training run's val_fraction, else 0.1).")
 flags.DEFINE_integer("val_seed", None, "Seed of the validation split (default: the training "
                      "run's --seed, else 0).")
 flags.DEFINE_integer("max_examples", None, "Use at most this many held-out examples.")
 flags.DEFINE_float("masking_ratio", 0.5, "Fraction of each candidate's kernel zeroed per probe.")
-flags.DEFINE_integer("seed", 0, "Masking seed.")
 flags.DEFINE_float("epsilon", 1e-3, "Floor of the accuracy drop δA.")
 flags.DEFINE_list("layers", None, "Candidate layer names (default: the config's candidates).")
 flags.DEFINE_string("layer_regex", None, "Keep candidates whose name fully matches this regex.")
@@ -52,9 +55,7 @@ flags.DEFINE_integer("top_k", None, "Change the k highest-RI layers.")
 flags.DEFINE_float("param_budget", None, "Change layers until params <= this (fraction or count).")
 flags.DEFINE_float("mac_budget", None, "Change layers until MACs <= this (fraction or count).")
 flags.DEFINE_string("action", "first_order", "first_order (quad -> conv) or remove.")
-flags.DEFINE_integer("batch_size", 256, "Evaluation batch size.")
 flags.DEFINE_string("csv", None, "Write the ranked table to this CSV path.")
-flags.DEFINE_string("plot", None, "Draw RI per candidate layer into this PNG.")
 flags.DEFINE_string("output_config", None, "Write the emitted model config (YAML) here.")
 
 
@@ -70,8 +71,8 @@ def main(argv):
         print(f"training run {run['work_dir']}: dataset={split['dataset']} "
               f"val_fraction={split['val_fraction']} seed={split['seed']} "
               f"max_train={split['max_train']}")
-    x, y = heldout(input_shape=tuple(model.input_shape[1:]), data_dir=FLAGS.data_dir,
-                   normalize=not normalizes_input(model), **split)
+    x, y = heldout(input_shape=tuple(model.input_shape[1:]), data_dir=FLAGS.data_dir, model=model,
+                   **split)
     if FLAGS.max_examples:
         x, y = x[: FLAGS.max_examples], y[: FLAGS.max_examples]
     layer_index = [int(i) for i in FLAGS.layer_index] if FLAGS.layer_index else None

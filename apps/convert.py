@@ -16,16 +16,18 @@ unexpected or mis-shaped keys end in one `error:` line and nothing is written.
 from absl import flags
 
 import _common  # noqa: E402
+from flag_table import define  # noqa: E402
 
 FLAGS = flags.FLAGS
+define(["model", "input_shape"], model="qresnet14", notes={
+    "model": "Here, with --from_torch: zoo name or model config (.yaml/.json) of the checkpoint's "
+             "network; with --to_torch: a .keras file or training work_dir.",
+    "input_shape": "Here: with --from_torch, if not the config's."})
 flags.DEFINE_string("from_torch", None, "PyTorch checkpoint (.pth) to convert to --out (.keras).")
 flags.DEFINE_string("to_torch", None, "PyTorch checkpoint (.pth) to write from --model (.keras).")
-flags.DEFINE_string("model", "qresnet14", "With --from_torch: zoo name or model config (.yaml/.json) "
-                    "of the checkpoint's network. With --to_torch: a .keras file or training work_dir.")
 flags.DEFINE_string("out", None, "With --from_torch: the .keras file to write.")
 flags.DEFINE_enum("torch_format", "state_dict", ["state_dict", "quadralib"],
                   "With --to_torch: a raw state_dict, or QuadraLib's {'net': ..., 'acc', 'epoch'}.")
-flags.DEFINE_list("input_shape", None, "With --from_torch: H,W,C if not the config's (e.g. 64,64,3).")
 flags.DEFINE_bool("verify", True, "Compare the Keras and PyTorch forwards on random inputs.")
 flags.DEFINE_bool("overwrite", False, "Replace an existing output file.")
 

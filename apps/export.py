@@ -10,6 +10,8 @@ QDQ int8) and print + write the parity report (max |dlogit|, top-1 agreement, si
 
 `--model` is a `.keras` file or a training work_dir (best.keras, else last.keras); models
 trained under torch or JAX load the same way (the command must run with the TF backend).
+`--quant=int8_all` (old spelling `--ptq_graph`) picks the graph quadkeras' own calibration
+(`--calibration=minmax|percentile|mse`) fills; shared flags come from apps/flag_table.py.
 """
 
 import os
@@ -19,39 +21,45 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 from absl import flags
 
 import _common  # noqa: E402
+from flag_table import define, define_aliases  # noqa: E402
 
-from quadkeras.export import DEFAULT_FORMATS, export_model  # noqa: E402
+from quadkeras.export.api import CALIBRATIONS, DEFAULT_FORMATS, FORMATS, PTQ_GRAPHS, export_model  # noqa: E402
+from quadkeras.utils.validation import check_choice  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "A .keras file or a training work_dir.", required=True)
+define(["model", "dataset", "quant"], model=None, quant="int8_qat", dataset=None, notes={
+    "model": "Here: a .keras file or a training work_dir.",
+    "dataset": "Here: calibration (train split) and parity (test split) data; default: the "
+               "work_dir's recorded dataset.",
+    "quant": f"Here: the preset ({', '.join(PTQ_GRAPHS)}) whose fake-quant graph "
+             "--calibration=minmax|percentile|mse fills: int8_qat (conv/dense and quadratic "
+             "branch/product int8; block BN and residual adds float) or int8_all (BN folded, "
+             "every CONV/MUL/ADD int8: smaller, faster file)."})
+define_aliases(ptq_graph="quant")  # this app's old spelling
+flags.mark_flag_as_required("model")
 flags.DEFINE_string("out_dir", None, "Output folder (default: <model dir>/export).")
-flags.DEFINE_list("formats", list(DEFAULT_FORMATS), "saved_model, litert_float, litert_dynamic, "
-                  "litert_int8, litert_qat, onnx (float), onnx_int8, onnx_qat (QDQ int8 from the LiteRT "
-                  "file; ONNX formats need the onnx extra).")
-flags.DEFINE_string("dataset", None, "Dataset for calibration (train split) and parity (test split); "
-                    "default: the work_dir's recorded dataset.")
+flags.DEFINE_list("formats", list(DEFAULT_FORMATS), f"{', '.join(FORMATS)}: onnx is the float "
+                  "graph, onnx_int8 / onnx_qat the QDQ int8 graph of the LiteRT file (ONNX formats "
+                  "need the onnx extra).")
 flags.DEFINE_integer("eval_limit", 1000, "Test images compared against the Keras model.")
 flags.DEFINE_integer("calibration_samples", 200, "Train images for int8 calibration.")
 flags.DEFINE_integer("latency_runs", 50, "Batch-1 LiteRT invocations timed (median reported).")
 flags.DEFINE_integer("num_threads", 1, "LiteRT interpreter threads.")
-flags.DEFINE_enum("calibration", "converter", ["converter", "minmax", "percentile", "mse"],
+flags.DEFINE_enum("calibration", "converter", list(CALIBRATIONS),
                   "PTQ int8 ranges: the LiteRT converter's own min/max, or quadkeras' calibration of "
-                  "an int8_qat fake-quant graph (quadratic branch output and product included).")
-flags.DEFINE_enum("ptq_graph", "int8_qat", ["int8_qat", "int8_all"],
-                  "With --calibration=minmax|percentile|mse: int8_qat (conv/dense and quadratic "
-                  "branch/product int8; block BN and residual adds float) or int8_all (BN folded, "
-                  "every CONV/MUL/ADD int8: smaller, faster file).")
+                  "the --quant fake-quant graph (quadratic branch output and product included).")
 
 
 def main(argv):
     del argv
+    check_choice("quant", FLAGS.quant, PTQ_GRAPHS)
     model_dir = FLAGS.model if os.path.isdir(FLAGS.model) else os.path.dirname(os.path.abspath(FLAGS.model))
     out_dir = FLAGS.out_dir or os.path.join(model_dir, "export")
     report = export_model(FLAGS.model, out_dir, formats=FLAGS.formats,
                           representative_data=FLAGS.dataset, eval_data=FLAGS.dataset,
                           eval_limit=FLAGS.eval_limit, calibration_samples=FLAGS.calibration_samples,
                           latency_runs=FLAGS.latency_runs, num_threads=FLAGS.num_threads,
-                          calibration=FLAGS.calibration, ptq_graph=FLAGS.ptq_graph)
+                          calibration=FLAGS.calibration, ptq_graph=FLAGS.quant)
     print(f"report: {os.path.join(out_dir, 'parity_report.json')}")
     failed = [name for name, r in report["formats"].items() if "error" in r]
     return 1 if failed else 0

@@ -6,7 +6,10 @@ defaults live) unless the app passes its own recipe's value (BSQ's 350 epochs, .
 The quantizer flags are spelled `--quant` / `--wbits` / `--abits` in every app; the old
 per-app spellings stay as deprecated aliases (`define_aliases`). `--quant` takes a method
 (`lsq`, `dorefa`, `fakequant`, ...) or a preset (`int8_qat`, `int8_qat_fold_bn`, and with
-`--init_from` `int8_all`: the all-int8 graph of a trained model).
+`--init_from` `int8_all`: the all-int8 graph of a trained model); apps/export.py's `--quant`
+takes the presets whose fake-quant graph its calibration fills (`int8_qat`, `int8_all`).
+train, bsq, summary, export, auto_build and convert all define their shared flags here;
+`define(names, notes={name: ...})` adds what a flag means in one app to the table's help.
 `--work_dir` is always the output folder, `--checkpoint` always a model file to read, and
 `--schedule` always the LR schedule kind (`--milestones` the epochs of a step schedule).
 
@@ -89,6 +92,8 @@ TABLE = {
                            "torch DDP (launch with torchrun); --batch_size is the global batch "
                            "(docs/training.md).", list(DISTRIBUTE)),
     "verbose": ("integer", "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch."),
+    "input_shape": ("list", "Replace the model config's input shape: H,W,C (e.g. 16,16,1)."),
+    "plot": ("string", "Also draw this app's figure into this PNG."),
 }
 
 # Deprecated spellings -> the flag they now name (apps/bsq.py's --checkpoint was its output
@@ -97,10 +102,14 @@ ALIASES = {"quantize": "quant", "weight_bits": "wbits", "activation_bits": "abit
            "nbits": "wbits"}
 
 
-def define(names, **defaults):
-    """Define the flags `names` from `TABLE` (defaults: `defaults`, else `DEFAULTS`)."""
+def define(names, notes=None, **defaults):
+    """Define the flags `names` from `TABLE` (defaults: `defaults`, else `DEFAULTS`).
+
+    `notes`: {name: what the flag means in this app}, added to the table's help."""
+    notes = notes or {}
     for name in names:
         kind, text, *choices = TABLE[name]
+        text = f"{text} {notes[name]}" if name in notes else text
         default = defaults.get(name, DEFAULTS.get(name))
         if kind == "enum":
             flags.DEFINE_enum(name, default, choices[0], text)

@@ -17,12 +17,11 @@ from quadkeras.autobuilder.source import load_model_and_config
 from quadkeras.summary import print_summary
 
 FLAGS = flags.FLAGS
-define(["model", "quant", "wbits", "abits"], wbits=8, abits=8)
+define(["model", "quant", "wbits", "abits", "input_shape", "plot"], wbits=8, abits=8,
+       notes={"plot": "Here: params, MACs and weight bits per layer."})
 define_aliases("quantize", "weight_bits", "activation_bits")
 flags.DEFINE_integer("num_classes", None, "Replace the config's number of classes.")
-flags.DEFINE_list("input_shape", None, "Replace the config's input shape, e.g. 16,16,1.")
 flags.DEFINE_string("json", None, "Also write the summary as JSON to this path.")
-flags.DEFINE_string("plot", None, "Also draw params, MACs and weight bits per layer into this PNG.")
 
 
 def main(argv):

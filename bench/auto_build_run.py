@@ -17,7 +17,8 @@ import numpy as np
 from absl import app, flags
 
 from quadkeras.autobuilder import auto_build
-from quadkeras.autobuilder.data import load_arrays, split_validation
+from quadkeras.autobuilder.data import load_arrays
+from quadkeras.data import split_validation
 from quadkeras.autobuilder.scores import accuracy
 from quadkeras.models import build_model
 from quadkeras.summary import count_macs

@@ -18,6 +18,7 @@ import keras  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from quadkeras.data import load_data, make_dataset  # noqa: E402
+from quadkeras.data.prepare import input_stats  # noqa: E402
 from quadkeras.export import export_model  # noqa: E402
 from quadkeras.models import build_model  # noqa: E402
 from quadkeras.quantize import quantize_model  # noqa: E402
@@ -40,13 +41,15 @@ def train(model, data, steps):
         return model
     model.compile(keras.optimizers.Adam(1e-3, clipnorm=1.0),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    ds = make_dataset(data.x_train, data.y_train, FLAGS.batch_size, True, data.mean, data.std).repeat()
+    ds = make_dataset(data.x_train, data.y_train, FLAGS.batch_size, True,
+                      *input_stats(data, model)).repeat()
     model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=2)
     return model
 
 
 def calibrate_bn(model, data, batches):
-    ds = make_dataset(data.x_train, data.y_train, FLAGS.batch_size, True, data.mean, data.std)
+    ds = make_dataset(data.x_train, data.y_train, FLAGS.batch_size, True,
+                      *input_stats(data, model))
     for images, _ in ds.take(batches):
         model(images, training=True)
 

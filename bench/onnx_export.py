@@ -77,14 +77,15 @@ def main(argv=None):
     tf.config.threading.set_intra_op_parallelism_threads(1)  # Keras timed on 1 thread, like the files
     tf.config.threading.set_inter_op_parallelism_threads(1)
     import quadkeras  # noqa: F401 (registers layers)
-    from quadkeras.export import dataset_arrays, export_model, load_model
+    from quadkeras.data import dataset_arrays
+    from quadkeras.export import export_model, load_model
 
     model = load_model(args.model)
     report = export_model(model, args.out_dir, formats=args.formats.split(","),
                           eval_data=args.dataset, eval_limit=args.eval_limit,
                           calibration_samples=args.calibration_samples, calibration=args.calibration,
                           latency_runs=args.latency_runs, verbose=False)
-    x, _ = dataset_arrays(args.dataset, limit=1)
+    x, _ = dataset_arrays(args.dataset, limit=1, model=model)
     load = os.getloadavg()[0]
     latency = interleaved_latency_ms(model, report, x[0], args.latency_runs, args.rounds)
     keras_ms = latency["keras"]

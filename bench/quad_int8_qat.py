@@ -62,7 +62,7 @@ def main(argv=None):
 
     import quadkeras  # noqa: F401 (registers layers)
     from quadkeras.export import export_model
-    from quadkeras.export.api import dataset_arrays
+    from quadkeras.data import dataset_arrays
     from quadkeras.export.parity import op_census, run_litert
     from quadkeras.quantize.calibration import calibrate
     from quadkeras.quantize.fold import fold_batch_norms
@@ -70,12 +70,13 @@ def main(argv=None):
 
     keras.utils.set_random_seed(args.seed)
     model = load_float_model(args.model, args.zoo)
-    train_x, train_y = dataset_arrays("cifar10", "train", args.calibration_images + args.train_images)
+    train_x, train_y = dataset_arrays("cifar10", "train", args.calibration_images + args.train_images,
+                                      model=model)
     order = np.random.default_rng(args.seed).permutation(len(train_x))  # the split is sorted by class
     train_x, train_y = train_x[order], train_y[order]
     calib, x_ft, y_ft = train_x[:args.calibration_images], train_x[args.calibration_images:], \
         train_y[args.calibration_images:]
-    x, y = dataset_arrays("cifar10", "test", args.eval_limit)
+    x, y = dataset_arrays("cifar10", "test", args.eval_limit, model=model)
     float_logits = model.predict(x, batch_size=250, verbose=0)
     folded_logits = fold_batch_norms(model).predict(x, batch_size=250, verbose=0)
     print(f"float keras acc {accuracy(float_logits, y):.4f} on {len(y)} test images; BN-folded "

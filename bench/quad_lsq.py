@@ -72,14 +72,14 @@ def main(argv=None):
     import numpy as np
 
     import quadkeras  # noqa: F401 (registers layers)
-    from quadkeras.export.api import dataset_arrays
+    from quadkeras.data import dataset_arrays
     from quadkeras.quantize import initialize_quantizers, quantize_model
     from quadkeras.quantize.lsq_init import mse_init_lsq
 
     keras.utils.set_random_seed(args.seed)
     model = load_float_model(args.model, args.zoo)
-    x_ft, y_ft = dataset_arrays(args.dataset, "train", args.train_images or None)
-    x, y = dataset_arrays(args.dataset, "test", args.eval_limit)
+    x_ft, y_ft = dataset_arrays(args.dataset, "train", args.train_images or None, model=model)
+    x, y = dataset_arrays(args.dataset, "test", args.eval_limit, model=model)
     float_acc = accuracy(model.predict(x, batch_size=250, verbose=0), y)
     scheme = lsq_scheme(args.wbits, args.abits, flag(args.per_channel), args.branch_bits,
                         args.first_last_bits, flag(args.shortcut))

@@ -35,7 +35,7 @@ def main(argv=None):
 
     import quadkeras  # noqa: F401 (registers layers)
     from quadkeras.export import export_model
-    from quadkeras.export.api import dataset_arrays
+    from quadkeras.data import dataset_arrays
     from quadkeras.export.parity import run_litert
     from quadkeras.interop import import_torch_checkpoint
     from quadkeras.quantize import quantize_model
@@ -43,8 +43,8 @@ def main(argv=None):
 
     model = (import_torch_checkpoint(args.model, args.zoo) if args.model.endswith(".pth")
              else keras.models.load_model(args.model))
-    calib, _ = dataset_arrays("cifar10", "train", args.calibration_images)
-    x, y = dataset_arrays("cifar10", "test", args.eval_limit)
+    calib, _ = dataset_arrays("cifar10", "train", args.calibration_images, model=model)
+    x, y = dataset_arrays("cifar10", "test", args.eval_limit, model=model)
     float_logits = model.predict(x, batch_size=250, verbose=0)
     print(f"float keras acc {(float_logits.argmax(1) == y).mean():.4f} on {len(y)} test images", flush=True)
     base = export_model(model, os.path.join(args.out_dir, "float"), formats=("litert_float",),

@@ -16,7 +16,8 @@ from keras import ops
 from quadkeras.autobuilder import (auto_build, emit_config, heldout, heldout_options,
                                    load_model_and_config, model_cost, probe_layers,
                                    select_candidates, training_config, write_config, write_csv)
-from quadkeras.autobuilder.data import load_arrays, split_validation
+from quadkeras.autobuilder.data import load_arrays
+from quadkeras.data import split_validation
 from quadkeras.autobuilder.masking import mask_for, masked
 from quadkeras.autobuilder.scores import accuracy, mac_shares, param_shares
 from quadkeras.models import build_model, load_config

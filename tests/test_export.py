@@ -117,7 +117,8 @@ def test_qat_fold_bn_preset_folds_the_batchnorm_into_the_int8_conv(trained, tmp_
 @needs_tf
 def test_qat_export_leaves_model_unchanged(trained, tmp_path):
     from quadkeras.data import load_data
-    from quadkeras.export import dataset_arrays, export_model
+    from quadkeras.data import dataset_arrays
+    from quadkeras.export import export_model
 
     from quadkeras.export.quad_qat import quantized_quad_layers
     from quadkeras.quantize import quantize_model
@@ -141,7 +142,7 @@ def test_qat_export_leaves_model_unchanged(trained, tmp_path):
 def test_census_counts_hybrid_ops_as_float():
     import tensorflow as tf
 
-    from quadkeras.export import op_census
+    from quadkeras.export.parity import op_census
 
     model = keras.Sequential([keras.Input((32,)), keras.layers.Dense(64), keras.layers.Dense(32)])
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -180,7 +181,8 @@ def test_non_finite_model_is_refused_before_anything_is_written(tmp_path):
 
 @needs_tf
 def test_images_with_non_finite_logits_are_left_out_and_counted(tmp_path):
-    from quadkeras.export import dataset_arrays, export_model
+    from quadkeras.data import dataset_arrays
+    from quadkeras.export import export_model
 
     x, y = dataset_arrays("digits", limit=60)
     x[[3, 10, 40]] = np.inf  # the Keras logits of these three are not finite
@@ -277,3 +279,24 @@ def test_onnx_qat_is_the_litert_qat_file_as_qdq(trained, tmp_path):
     assert qat["top1_agreement"] >= 0.99  # the same int8 levels as the LiteRT QAT file
     assert abs(qat["max_abs_diff"] - litert["max_abs_diff"]) <= 1e-3 * litert["max_abs_logit"]
     assert "onnx_qat" in report["formats"]["onnx"]["error"]  # fake-quant graph: use onnx_qat
+
+
+@needs_tf
+def test_export_app_quant_flag_takes_the_ptq_presets_and_the_old_spelling(tmp_path):
+    """apps/export.py reads --quant (a PTQ preset) from the flag table; --ptq_graph aliases it."""
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def app(*args):
+        proc = subprocess.run([sys.executable, os.path.join(repo, "apps", "export.py"), *args],
+                              capture_output=True, text=True, cwd=repo, timeout=300,
+                              env={**os.environ, "PYTHONPATH": repo, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        return proc.returncode, proc.stderr.strip().splitlines()[-1]
+
+    missing = f"--model={tmp_path / 'none.keras'}"
+    rc, last = app(missing, "--quant=lsq")
+    assert rc == 1 and last == "error: Invalid quant='lsq': expected one of 'int8_qat', 'int8_all'."
+    rc, last = app(missing, "--ptq_graph=int8_all")  # parsed as --quant, fails on the model
+    assert rc == 1 and last.startswith("error: ") and "none.keras" in last, last

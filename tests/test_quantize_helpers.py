@@ -3,7 +3,7 @@
 import numpy as np
 import keras
 
-from quadkeras import quantizers
+from quadkeras.quantizers.spec import clone
 
 
 class Probe(keras.layers.Layer):
@@ -11,7 +11,7 @@ class Probe(keras.layers.Layer):
 
     def __init__(self, spec, role="weight", value=None, **kwargs):
         super().__init__(**kwargs)
-        self.q = quantizers.clone(spec)
+        self.q = clone(spec)
         self.q.role = self.q.role or role
         self.value = value
 

@@ -54,7 +54,7 @@ def test_find_model_file_prefers_best_then_last(tmp_path):
 def test_self_normalising_model_is_not_normalised_twice(tmp_path):
     """A model config with `normalize:` standardises its own input: training, evaluation and
     export must feed it pixels scaled to [0, 1] only."""
-    from quadkeras.export.api import dataset_arrays
+    from quadkeras.data import dataset_arrays
     from quadkeras.training import evaluate, train
 
     config = dict(TINY, normalize=NORMALIZE)

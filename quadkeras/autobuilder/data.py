@@ -4,9 +4,9 @@ Data come from `quadkeras.data.load_data`. `--split=val` is `quadkeras.data.trai
 the same seeded `val_fraction` of the (`max_train` cut of the) training split that
 `quadkeras.training.train` holds out, so for a training work_dir (`heldout_options` with its
 `training_config`) the probes see exactly the images the run never trained on. Images are
-resized by an integer nearest-neighbour factor (digits 16x16 -> 32x32 for QVGG-7's five
-pools), grey is repeated to the model's channels, and pixels are normalised with the
-dataset's mean/std unless the model normalises itself.
+prepared by `quadkeras.data.prepare.prepare_images`: resized by an integer nearest-neighbour
+factor (digits 16x16 -> 32x32 for QVGG-7's five pools), grey repeated to the model's
+channels, pixels normalised with the dataset's mean/std unless the model normalises itself.
 
 Example:
 
@@ -20,7 +20,8 @@ Example:
 
 import numpy as np
 
-from quadkeras.data import load_data, split_validation, training_split  # noqa: F401 (re-export)
+from quadkeras.data import load_data, training_split
+from quadkeras.data.prepare import input_stats, prepare_images
 from quadkeras.utils.validation import check_choice
 
 SPLITS = ("val", "test")
@@ -28,39 +29,14 @@ SPLITS = ("val", "test")
 HELDOUT_DEFAULTS = {"dataset": "digits", "val_fraction": 0.1, "seed": 0, "max_train": 0}
 
 
-def _raw(name, data_dir):
-    d = load_data(name, data_dir=data_dir)
-    return {"x_train": d.x_train, "y_train": d.y_train, "x_test": d.x_test, "y_test": d.y_test,
-            "num_classes": d.num_classes, "mean": list(d.mean), "std": list(d.std)}
-
-
-def preprocess(x, input_shape, mean, std, normalize=True):
-    """uint8 NHWC images -> float32 at `input_shape` (integer upsampling, grey -> channels)."""
-    h, w, c = input_shape
-    factor_h, factor_w = h // x.shape[1], w // x.shape[2]
-    if factor_h * x.shape[1] != h or factor_w * x.shape[2] != w or factor_h < 1:
-        raise ValueError(f"Invalid input_shape={tuple(input_shape)!r}: expected an integer "
-                         f"multiple of the data's {x.shape[1:3]} spatial size.")
-    x = np.repeat(np.repeat(x, factor_h, axis=1), factor_w, axis=2).astype("float32") / 255.0
-    if x.shape[-1] != c:
-        if x.shape[-1] != 1:
-            raise ValueError(f"Invalid input_shape={tuple(input_shape)!r}: data has "
-                             f"{x.shape[-1]} channels.")
-        x = np.repeat(x, c, axis=-1)
-        mean, std = list(mean) * c, list(std) * c
-    if normalize:
-        x = (x - np.asarray(mean, "float32")) / np.asarray(std, "float32")
-    return x
-
-
 def load_arrays(name, input_shape, data_dir=None, normalize=True):
-    """Train/test arrays preprocessed for a model with `input_shape`."""
-    raw = _raw(name, data_dir)
-    out = {"num_classes": int(raw["num_classes"]), "mean": raw["mean"], "std": raw["std"]}
+    """Train/test arrays prepared for a model with `input_shape` (`prepare_images`)."""
+    d = load_data(name, data_dir=data_dir)
+    stats = (d.mean, d.std) if normalize else (None, None)
+    out = {"num_classes": int(d.num_classes), "mean": list(d.mean), "std": list(d.std)}
     for split in ("train", "test"):
-        out[f"x_{split}"] = preprocess(raw[f"x_{split}"], input_shape, raw["mean"], raw["std"],
-                                       normalize)
-        out[f"y_{split}"] = np.asarray(raw[f"y_{split}"], "int32").reshape(-1)
+        out[f"x_{split}"] = prepare_images(getattr(d, f"x_{split}"), *stats, input_shape)
+        out[f"y_{split}"] = np.asarray(getattr(d, f"y_{split}"), "int32").reshape(-1)
     return out
 
 
@@ -92,20 +68,22 @@ def heldout_options(run=None, split="val", dataset=None, val_fraction=None, seed
 
 
 def heldout(dataset, input_shape, split="val", val_fraction=0.1, seed=0, max_train=0,
-            data_dir=None, normalize=True):
-    """(x, y): the held-out images preprocessed for a model with `input_shape`, int32 labels.
+            data_dir=None, normalize=True, model=None):
+    """(x, y): the held-out images prepared for a model with `input_shape`, int32 labels.
 
     `split='test'`: the test split. `split='val'`: `training_split(x_train, y_train,
-    max_train, val_fraction, seed)`'s held-out part (only those images are preprocessed).
+    max_train, val_fraction, seed)`'s held-out part (only those images are prepared).
+    Pixels are normalised with the data set's stats unless `normalize=False` or `model`
+    standardises its own input (`quadkeras.data.prepare.input_stats`).
     """
     check_choice("split", split, SPLITS)
-    raw = _raw(dataset, data_dir)
+    d = load_data(dataset, data_dir=data_dir)
     if split == "test":
-        x, y = raw["x_test"], raw["y_test"]
+        x, y = d.x_test, d.y_test
     else:
         if not val_fraction:
             raise ValueError(f"Invalid val_fraction={val_fraction!r} for split='val': expected a "
                              "float in (0, 1).")
-        _, _, x, y = training_split(raw["x_train"], raw["y_train"], max_train, val_fraction, seed)
-    return (preprocess(x, input_shape, raw["mean"], raw["std"], normalize),
-            np.asarray(y, "int32").reshape(-1))
+        _, _, x, y = training_split(d.x_train, d.y_train, max_train, val_fraction, seed)
+    stats = input_stats(d, model) if normalize else (None, None)
+    return prepare_images(x, *stats, input_shape), np.asarray(y, "int32").reshape(-1)

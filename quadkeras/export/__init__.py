@@ -11,16 +11,14 @@ Example:
 0.99
 """
 
-from quadkeras.export.api import DEFAULT_FORMATS, FORMATS, dataset_arrays, export_model
-from quadkeras.export.convert import has_fake_quant, to_litert, write_saved_model
-from quadkeras.export.loading import (EXPORT_COMMAND, load_model, reload_under_tensorflow,
-                                      require_tensorflow, resolve_model_path)
-from quadkeras.export.onnx_export import (ONNX_OPSET, keras_to_onnx, litert_to_onnx, onnx_census,
-                                          onnx_parity_report, run_onnx)
-from quadkeras.export.parity import format_report, op_census, parity_report, run_litert
+from quadkeras.export.api import DEFAULT_FORMATS, FORMATS, export_model
+from quadkeras.export.loading import load_model, reload_under_tensorflow
+from quadkeras.export.onnx_export import keras_to_onnx, litert_to_onnx, run_onnx
+from quadkeras.export.parity import format_report, parity_report, run_litert
 
-__all__ = ["DEFAULT_FORMATS", "EXPORT_COMMAND", "FORMATS", "ONNX_OPSET", "dataset_arrays",
-           "export_model", "format_report", "has_fake_quant", "keras_to_onnx", "litert_to_onnx",
-           "load_model", "onnx_census", "onnx_parity_report", "op_census", "parity_report", "run_onnx",
-           "reload_under_tensorflow", "require_tensorflow", "resolve_model_path", "run_litert",
-           "to_litert", "write_saved_model"]
+# What a user calls (docs/export.md); the converter steps, census helpers and constants
+# (ONNX_OPSET, EXPORT_COMMAND, op_census, to_litert, ...) stay importable from their modules,
+# and the data arrays from `quadkeras.data.prepare`.
+__all__ = ["DEFAULT_FORMATS", "FORMATS", "export_model", "format_report", "keras_to_onnx",
+           "litert_to_onnx", "load_model", "parity_report", "reload_under_tensorflow",
+           "run_litert", "run_onnx"]

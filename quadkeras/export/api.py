@@ -17,9 +17,9 @@ import os
 import keras
 import numpy as np
 
+from quadkeras.data.prepare import dataset_arrays
 from quadkeras.export import convert, loading, onnx_export, parity
 from quadkeras.export.quad_qat import quantized_quad_layers
-from quadkeras.models.model_config import normalizes_input
 from quadkeras.utils.safe_io import atomic_dir
 from quadkeras.utils.validation import check_choice
 
@@ -32,28 +32,11 @@ QAT_HINT = ("model has no fakequant quantizers; fine-tune it with quantize_model
             "(or --quant=fakequant) to export QAT int8")
 
 
-def dataset_arrays(name, split="test", limit=None, normalize=True):
-    """(normalised float32 NHWC images, int labels) of a `quadkeras.data` dataset split.
-
-    With `limit`, a seeded random subset of that size (in split order). `normalize=False`:
-    pixels scaled to [0, 1] only (for a model that normalises its own input).
-    """
-    from quadkeras.data import load_data, make_dataset, seeded_subset  # noqa: PLC0415
-
-    d = load_data(name)
-    x, y = (d.x_test, d.y_test) if split == "test" else (d.x_train, d.y_train)
-    x, y = seeded_subset(x, y, limit)  # splits may be sorted by class
-    stats = (d.mean, d.std) if normalize else (None, None)
-    ds = make_dataset(x, y, 256, False, *stats)
-    images = np.concatenate([np.asarray(b) for b, _ in ds])
-    return images.astype("float32"), np.asarray(y).reshape(-1)
-
-
 def _as_arrays(data, split, limit, model):
     if data is None:
         return None, None
     if isinstance(data, str):
-        return dataset_arrays(data, split, limit, normalize=not normalizes_input(model))
+        return dataset_arrays(data, split, limit, model=model)
     if isinstance(data, (tuple, list)) and len(data) == 2:
         x, y = data
         return np.asarray(x, "float32")[:limit], np.asarray(y).reshape(-1)[:limit]

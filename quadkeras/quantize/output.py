@@ -20,7 +20,7 @@ Example:
 
 import keras
 
-from quadkeras.quantizers import clone, deserialize, serialize
+from quadkeras.quantizers.spec import clone, deserialize, serialize
 
 
 @keras.saving.register_keras_serializable(package="quadkeras")

@@ -53,6 +53,9 @@ LAYER_TYPES = {
     "dense": (keras.layers.Dense, QuadDense),
     "quad": (QuadConv2D, QuadDense, QuadDepthwiseConv2D),
 }
+# A rule's `type` may also name one class (a config holds strings): matched with isinstance,
+# so quadkeras.layers.Conv2D counts as the keras.layers.Conv2D it extends.
+LAYER_CLASSES = {cls.__name__: cls for group in LAYER_TYPES.values() for cls in group}
 # method -> (kernel quantizer, activation quantizer) names
 METHODS = {
     "fakequant": ("fakequant", "fakequant"),
@@ -130,14 +133,11 @@ def resolve_scheme(scheme):
 
 
 def _check_type(kind):
-    classes = {cls.__name__ for group in LAYER_TYPES.values() for cls in group}
-    return check_choice("rule type", kind, tuple(LAYER_TYPES) + tuple(sorted(classes)))
+    return check_choice("rule type", kind, tuple(LAYER_TYPES) + tuple(sorted(LAYER_CLASSES)))
 
 
 def _type_matches(layer, kind):
-    if kind in LAYER_TYPES:
-        return isinstance(layer, LAYER_TYPES[kind])
-    return type(layer).__name__ == kind
+    return isinstance(layer, LAYER_TYPES[kind] if kind in LAYER_TYPES else LAYER_CLASSES[kind])
 
 
 def rule_matches(rule, layer):

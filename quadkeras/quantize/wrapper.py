@@ -31,7 +31,7 @@ from keras import ops
 from quadkeras.layers import QuadDepthwiseConv2D
 from quadkeras.layers.kernel_call import QUAD_LAYERS, SUPPORTED, call_with_kernel
 from quadkeras.layers.kernel_call import supports_kernel_call as is_quantizable
-from quadkeras.quantizers import clone, deserialize, serialize
+from quadkeras.quantizers.spec import clone, deserialize, serialize
 
 
 @keras.saving.register_keras_serializable(package="quadkeras")

@@ -22,8 +22,10 @@ from quadkeras.quantizers.lsq_mq import LSQModelQuantization
 from quadkeras.quantizers.maxabs import MaxAbs
 from quadkeras.quantizers.nonuniform import NonUniform
 from quadkeras.quantizers.pact import PACT
-from quadkeras.quantizers.spec import ALIASES, QUANTIZERS, clone, deserialize, get, parse_spec, serialize
+from quadkeras.quantizers.spec import QUANTIZERS, deserialize, get, serialize
 
-__all__ = ["Quantizer", "FakeQuant", "LSQ", "LSQModelQuantization", "MaxAbs", "DoReFa", "PACT", "LQNet", "XNOR", "Ternary",
-           "NonUniform", "QUANTIZERS", "ALIASES", "get", "parse_spec", "serialize",
-           "deserialize", "clone"]
+# The methods and the spec / Keras-config round trip; the spec grammar's pieces (ALIASES,
+# parse_spec) and the wrappers' clone stay in quadkeras.quantizers.spec, the base class's
+# helpers (register, REGISTRY, is_quantizer_parameter) in quadkeras.quantizers.base.
+__all__ = ["DoReFa", "FakeQuant", "LQNet", "LSQ", "LSQModelQuantization", "MaxAbs", "NonUniform",
+           "PACT", "QUANTIZERS", "Quantizer", "Ternary", "XNOR", "deserialize", "get", "serialize"]

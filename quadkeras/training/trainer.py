@@ -22,6 +22,7 @@ import time
 import keras
 
 from quadkeras.data import load_data, make_dataset, seeded_subset, training_split
+from quadkeras.data.prepare import input_stats
 from quadkeras.training import checkpoint
 from quadkeras.training.callbacks import (CheckpointSaver, LearningRateLogger, NonFiniteGuard,
                                           RunProgbar)
@@ -30,7 +31,7 @@ from quadkeras.training.distribute import make_plan, open_plan_run
 from quadkeras.training.optimizer import CoupledDecaySGD
 from quadkeras.training.run_summary import run_summary
 from quadkeras.training.schedules import make_schedule
-from quadkeras.models.model_config import load_model, normalizes_input
+from quadkeras.models.model_config import load_model
 from quadkeras.training.work_dir import find_model_file, trim_history
 from quadkeras.utils.errors import os_error_line
 from quadkeras.utils.safe_io import reading
@@ -131,12 +132,6 @@ def compile_model(model, config, steps_per_epoch):
         acc = keras.metrics.SparseCategoricalAccuracy(name="acc")
     model.compile(optimizer=optimizer, loss=loss, metrics=[acc])
     return model
-
-
-def input_stats(data, model):
-    """(mean, std) to normalise `data` with for `model`: (None, None) (scale to [0, 1] only)
-    when the model standardises its own input (a model config with `normalize:`)."""
-    return (None, None) if normalizes_input(model) else (data.mean, data.std)
 
 
 def datasets(config, data, epoch, stats):
