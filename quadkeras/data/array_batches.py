@@ -23,6 +23,8 @@ Example:
 import keras
 import numpy as np
 
+from quadkeras.data.prepare import prepare_images
+
 
 class ArrayBatches(keras.utils.PyDataset):
     """Batches of (float32 normalised NHWC images, labels) from uint8 arrays; see module doc.
@@ -48,9 +50,7 @@ class ArrayBatches(keras.utils.PyDataset):
         self.batch_size, self.training, self.seed = int(batch_size), bool(training), int(seed)
         self.pad, self.flip = (int(pad), bool(flip)) if training else (0, False)
         self.one_hot = one_hot
-        shape = (1, 1, 1, -1)
-        self.mean = np.asarray(0.0 if mean is None else mean, "float32").reshape(shape)
-        self.std = np.asarray(1.0 if std is None else std, "float32").reshape(shape)
+        self.mean, self.std = mean, std
         drop = self.training if drop_remainder is None else bool(drop_remainder)
         self.batches = len(self.x) // self.batch_size if drop else -(-len(self.x) // self.batch_size)
         self.rank, self.share = 0, 1
@@ -71,7 +71,7 @@ class ArrayBatches(keras.utils.PyDataset):
         labels = self.y[start:start + self.batch_size]
         if self.pad or self.flip:
             images = self._augment(images, np.random.default_rng([self.seed, index]))
-        images = (images.astype("float32") / 255.0 - self.mean) / self.std
+        images = prepare_images(images, self.mean, self.std)
         if self.one_hot:
             labels = np.eye(int(self.one_hot), dtype="float32")[labels]
         if self.share > 1:
