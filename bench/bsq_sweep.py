@@ -81,7 +81,19 @@ def alpha_stage(alpha, fp_dir):
         row["seconds"] += ft["wall_time_s"]
     else:
         row["acc_after_finetune"] = row["acc_after_bsq"]
+    _bits_plot(os.path.join(folder, "search", "last.keras"), folder, row["acc_after_finetune"])
     return row
+
+
+def _bits_plot(model_path, folder, acc):
+    """`<folder>/bits.json` + `bits.png`: the searched scheme (precision per layer)."""
+    from quadkeras.bsq import bsq_report, save_report  # noqa: PLC0415
+
+    report = bsq_report(keras.models.load_model(model_path), accuracy=acc)
+    try:
+        save_report(report, os.path.join(folder, "bits.json"), os.path.join(folder, "bits.png"))
+    except ImportError:  # matplotlib missing: the JSON is enough
+        save_report(report, os.path.join(folder, "bits.json"))
 
 
 def table(rows, fp_summary):
