@@ -105,7 +105,8 @@ def _out(name):
 
 
 def _report(model, data, prefix):
-    report = bsq_report(model, accuracy=100.0 * test_accuracy(model, data, FLAGS.eval_batch_size))
+    acc = test_accuracy(model, data, FLAGS.eval_batch_size, FLAGS.data_pipeline)
+    report = bsq_report(model, accuracy=100.0 * acc)
     print(format_report(report))
     save_report(report, _out(f"{prefix}_report.json"), _out(f"{prefix}_bits.png"))
     return report

@@ -22,7 +22,7 @@ from absl import flags
 import _common  # noqa: F401 (puts the repo on sys.path)
 
 from quadkeras.data.loaders import DATASETS
-from quadkeras.data.pipeline import AUGMENT_PRESETS
+from quadkeras.data.pipeline import AUGMENT_PRESETS, PIPELINES
 from quadkeras.training.config import DEFAULTS, DISTRIBUTE, MIXED_PRECISION
 from quadkeras.training.config import BSQ_STAGES
 from quadkeras.training.optimizer import MOMENTUM_FORMS
@@ -62,6 +62,8 @@ TABLE = {
     "augment": ("enum", "Augmentation preset.", list(AUGMENT_PRESETS)),
     "mixup": ("float", "MixUp alpha (keras.layers.MixUp); 0 = off."),
     "cutmix": ("float", "CutMix factor (keras.layers.CutMix); 0 = off."),
+    "data_pipeline": ("enum", "Input pipeline: tf.data, NumPy batches (no TensorFlow needed), "
+                              "or auto (tf when TensorFlow is installed).", list(PIPELINES)),
     "grad_clip": ("float", "Global gradient-norm clip; 0 = off."),
     "mixed_precision": ("enum", "Mixed precision compute dtype.", list(MIXED_PRECISION)),
     "seed": ("integer", "Random seed (init, data order, augmentation)."),

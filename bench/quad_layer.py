@@ -80,7 +80,7 @@ def _grad_fn(model, x):
     if backend == "torch":
         import torch
 
-        xt = torch.tensor(x, requires_grad=True)
+        xt = keras.ops.convert_to_tensor(x).detach().requires_grad_(True)  # on Keras' device (GPU)
 
         def step():
             loss = (model(xt, training=True) ** 2).sum()
@@ -180,7 +180,7 @@ def main():
           f"median of {args.repeats} interleaved repeats")
     for backend in args.backends.split(","):
         env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
-               "PYTHONPATH": REPO}
+               "PYTHONPATH": os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)}
         cmd = [sys.executable, __file__, "--child"] + sys.argv[1:]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True)
         lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]

@@ -64,6 +64,7 @@ def main(argv=None):
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--eval_limit", type=int, default=10000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval_each_epoch", action="store_true", help="print the test accuracy after every epoch")
     p.add_argument("--save", default="", help="write the fine-tuned model to this .keras path")
     args = p.parse_args(argv)
 
@@ -90,8 +91,12 @@ def main(argv=None):
                      activations=args.init == "mse")
     start_acc = accuracy(qmodel.predict(x, batch_size=250, verbose=0), y)
     print(f"W{args.wbits}A{args.abits} after {args.init} init (no training): {start_acc:.4f}", flush=True)
+    def report(epoch):
+        print(f"W{args.wbits}A{args.abits} epoch {epoch}: test acc "
+              f"{accuracy(qmodel.predict(x, batch_size=250, verbose=0), y):.4f}", flush=True)
+
     speed = finetune(qmodel, x_ft, y_ft, args.epochs, args.lr, args.batch_size, args.seed, cosine=True,
-                     flip=args.dataset == "cifar10")
+                     flip=args.dataset == "cifar10", after_epoch=report if args.eval_each_epoch else None)
     acc = accuracy(qmodel.predict(x, batch_size=250, verbose=0), y)
     print(f"W{args.wbits}A{args.abits} after fine-tune ({len(x_ft)} images x {args.epochs} epochs, "
           f"SGD lr {args.lr} cosine, {speed:.1f} img/s): {acc:.4f} (float {float_acc:.4f}, delta "

@@ -24,10 +24,11 @@ def accuracy(logits, y):
     return float((logits.argmax(1) == y).mean())
 
 
-def finetune(qmodel, x, y, epochs, lr, batch_size, seed, cosine=False, flip=True, clip=0.5):
+def finetune(qmodel, x, y, epochs, lr, batch_size, seed, cosine=False, flip=True, clip=0.5,
+             after_epoch=None):
     """SGD (momentum 0.9, constant or cosine LR, global gradient-norm clip `clip` as in the
     seed recipe; 0: none) fine-tune, with random horizontal flips when `flip`, batches in a
-    seeded order; returns img/s."""
+    seeded order; `after_epoch(epoch)` is called after each epoch (not timed); returns img/s."""
     import keras
     import numpy as np
 
@@ -37,10 +38,14 @@ def finetune(qmodel, x, y, epochs, lr, batch_size, seed, cosine=False, flip=True
     clip = {"global_clipnorm": clip} if clip else {}
     qmodel.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9, **clip),
                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    start = time.perf_counter()
-    for _ in range(epochs):
+    seconds = 0.0
+    for epoch in range(epochs):
+        start = time.perf_counter()
         order = rng.permutation(len(x))
         flipped = (rng.random(len(x)) < 0.5) & flip
         xe = np.where(flipped[:, None, None, None], x[:, :, ::-1], x)[order]
         qmodel.fit(xe, y[order], batch_size=batch_size, epochs=1, shuffle=False, verbose=2)
-    return epochs * len(x) / (time.perf_counter() - start)
+        seconds += time.perf_counter() - start
+        if after_epoch is not None:
+            after_epoch(epoch + 1)
+    return epochs * len(x) / seconds

@@ -78,6 +78,9 @@ def parse_args(argv=None):
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--backends", default="torch,tensorflow", help="Keras backends to run quadkeras on")
     p.add_argument("--skip_reference", action="store_true")
+    p.add_argument("--device", default="auto", help="PyTorch reference's device: auto (cuda if "
+                   "available), cpu, cuda; quadkeras uses its backend's default device")
+    p.add_argument("--data_pipeline", default="auto", help="quadkeras input pipeline: auto, tf, numpy")
     p.add_argument("--json", default=None, help="also write all rows to this JSON file")
     return p.parse_args(argv)
 
@@ -110,16 +113,17 @@ def torch_reference(args, seed, subset):
     from quadkeras.interop.torch_nets import build_torch_model
 
     x_train, y_train, x_test, y_test, mean, std = subset
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    net = build_torch_model(args.model, num_classes=10, input_shape=[32, 32, 3])
+    net = build_torch_model(args.model, num_classes=10, input_shape=[32, 32, 3]).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=0.9, weight_decay=args.wd)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs, eta_min=args.final_lr)
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def tensor(images):
         x = (images.astype("float32") / 255.0 - mean) / std
-        return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
 
     x_eval = tensor(x_test)
     rows = []
@@ -129,18 +133,20 @@ def torch_reference(args, seed, subset):
         t0 = time.perf_counter()
         for start in range(0, len(order), args.batch_size):  # DataLoader keeps the last batch
             idx = order[start:start + args.batch_size]
-            inputs, targets = tensor(_augment(x_train[idx], rng)), torch.from_numpy(y_train[idx].astype("int64"))
+            inputs, targets = tensor(_augment(x_train[idx], rng)), torch.from_numpy(y_train[idx].astype("int64")).to(device)
             opt.zero_grad()
             loss = loss_fn(net(inputs), targets)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), args.grad_clip)
             opt.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
         train_s = time.perf_counter() - t0
         sched.step()
         net.eval()
         with torch.no_grad():
             pred = torch.cat([net(x_eval[i:i + 500]).argmax(1) for i in range(0, len(x_eval), 500)])
-        rows.append({"epoch": epoch + 1, "test_acc": float((pred.numpy() == y_test).mean()),
+        rows.append({"epoch": epoch + 1, "test_acc": float((pred.cpu().numpy() == y_test).mean()),
                      "train_s": train_s})
         print(f"  torch-ref seed={seed} epoch {epoch + 1}: acc={rows[-1]['test_acc']:.4f} "
               f"img/s={len(x_train) / train_s:.1f}", flush=True)
@@ -154,7 +160,7 @@ def quadkeras_run(args, seed, backend):
                   "max_train": args.max_train, "max_test": args.max_test, "epochs": args.epochs,
                   "batch_size": args.batch_size, "lr": args.lr, "final_lr": args.final_lr,
                   "wd": args.wd, "grad_clip": args.grad_clip, "schedule": "cosine",
-                  "augment": "crop_flip", "seed": seed, "work_dir": work_dir, "tensorboard": False,
+                  "augment": "crop_flip", "seed": seed, "data_pipeline": args.data_pipeline, "work_dir": work_dir, "tensorboard": False,
                   "verbose": 0}
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3",
                    PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))

@@ -1,4 +1,4 @@
-"""`make_dataset`: tf.data input pipeline with Keras 3 augmentation layers (any backend).
+"""`make_dataset`: the input pipeline (tf.data, or NumPy batches without TensorFlow).
 
 Images are augmented per image (zero padding + random crop, random horizontal flip, drawn
 statelessly from `seed` and the image's position), scaled to [0, 1] and normalised with the
@@ -13,6 +13,11 @@ seen under TensorFlow with quadratic layers when the batch size changes mid-trai
 `augment` is None / 'none', 'crop', 'flip', 'crop_flip', or a dict with keys
 `pad` (int, 0 = no crop), `flip` (bool), `mixup` (alpha, 0 = off), `cutmix` (alpha, 0 = off).
 
+`pipeline`: 'tf' (tf.data; works under every Keras backend), 'numpy'
+(`quadkeras.data.array_batches.ArrayBatches`, a `keras.utils.PyDataset`: no TensorFlow
+needed, no MixUp/CutMix, NumPy's random draws), or 'auto' (default: 'tf' when TensorFlow
+is installed, else 'numpy').
+
 Example:
 
 >>> import numpy as np
@@ -25,6 +30,8 @@ Example:
 import numpy as np
 
 from quadkeras.utils.validation import check_choice
+
+PIPELINES = ("auto", "tf", "numpy")
 
 AUGMENT_PRESETS = {
     "none": {},
@@ -99,11 +106,30 @@ def _mixer(opts, seed):
     return apply if layers else None
 
 
-def make_dataset(x, y, batch_size, training, mean, std, augment=None, seed=0, num_classes=None,
-                 drop_remainder=None):
-    """tf.data.Dataset of (float32 normalised NHWC batches, labels); see module docstring."""
-    import tensorflow as tf
+def tensorflow_available():
+    """True when TensorFlow can be imported (the tf.data pipeline and LiteRT export need it)."""
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
+
+def resolve_pipeline(pipeline):
+    """'tf' or 'numpy' for a `pipeline` argument (see module docstring)."""
+    check_choice("pipeline", pipeline, PIPELINES)
+    if pipeline == "auto":
+        return "tf" if tensorflow_available() else "numpy"
+    return pipeline
+
+
+def make_dataset(x, y, batch_size, training, mean, std, augment=None, seed=0, num_classes=None,
+                 drop_remainder=None, one_hot=False, pipeline="auto"):
+    """Batches of (float32 normalised NHWC images, labels); see module docstring.
+
+    `one_hot=True` gives one-hot float labels (`num_classes` wide, else max label + 1); they
+    are one-hot anyway with MixUp/CutMix. Returns a tf.data.Dataset, or an `ArrayBatches`.
+    """
     x = np.asarray(x)
     y = np.asarray(y).reshape(-1).astype("int32")
     if x.ndim != 4 or len(x) != len(y):
@@ -111,27 +137,43 @@ def make_dataset(x, y, batch_size, training, mean, std, augment=None, seed=0, nu
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
         raise ValueError(f"Invalid batch_size={batch_size!r}: expected a positive integer.")
     opts = augment_options(augment if training else None)
+    depth = int(num_classes or (int(y.max()) + 1 if len(y) else 1))
+    if (mean is None) != (std is None):
+        raise ValueError(f"Invalid mean={mean!r} / std={std!r}: expected both or neither "
+                         "(neither: pixels scaled to [0, 1] only, for a self-normalising model).")
+    drop = training if drop_remainder is None else bool(drop_remainder)
+    if drop and len(x) < batch_size:
+        raise ValueError(f"Invalid batch_size={batch_size}: expected <= the {len(x)} training examples.")
+    if resolve_pipeline(pipeline) == "numpy":
+        if float(opts["mixup"]) > 0 or float(opts["cutmix"]) > 0:
+            raise ValueError(f"Invalid augment={augment!r} for pipeline={pipeline!r}: MixUp and CutMix "
+                             "need the tf.data pipeline (pip install tensorflow-cpu); expected mixup=0, cutmix=0.")
+        from quadkeras.data.array_batches import ArrayBatches
+
+        return ArrayBatches(x, y, batch_size, training, mean, std, pad=opts["pad"], flip=opts["flip"],
+                            seed=seed, one_hot=depth if one_hot else None, drop_remainder=drop)
+    return _tf_dataset(x, y, batch_size, training, mean, std, opts, seed, depth, drop, one_hot)
+
+
+def _tf_dataset(x, y, batch_size, training, mean, std, opts, seed, depth, drop, one_hot):
+    import tensorflow as tf
+
     mixer = _mixer(opts, seed)
     if training:
         order = np.random.default_rng(seed).permutation(len(x))
         x, y = x[order], y[order]
-    if (mean is None) != (std is None):
-        raise ValueError(f"Invalid mean={mean!r} / std={std!r}: expected both or neither "
-                         "(neither: pixels scaled to [0, 1] only, for a self-normalising model).")
     mean_t = tf.constant(np.asarray(0.0 if mean is None else mean, "float32").reshape(1, 1, 1, -1))
     std_t = tf.constant(np.asarray(1.0 if std is None else std, "float32").reshape(1, 1, 1, -1))
-    depth = int(num_classes or (int(y.max()) + 1 if len(y) else 1))
     augmenter = _augmenter(opts, x.shape[1:], seed)
 
     def prepare(images, labels):
         images = (tf.cast(images, tf.float32) / 255.0 - mean_t) / std_t
         if mixer is not None:
             images, labels = mixer(images, tf.one_hot(labels, depth))
+        elif one_hot:
+            labels = tf.one_hot(labels, depth)
         return images, labels
 
-    drop = training if drop_remainder is None else bool(drop_remainder)
-    if drop and len(x) < batch_size:
-        raise ValueError(f"Invalid batch_size={batch_size}: expected <= the {len(x)} training examples.")
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if augmenter is not None:  # per image, before batching; stateless, so parallel is safe
         ds = ds.enumerate().map(lambda i, xy: (augmenter(xy[0], i), xy[1]),

@@ -64,8 +64,13 @@ def decode_images(blobs, names=None):
     QResNet14 from 81.85 % to 81.92 %.
 
     A corrupt or truncated image, or one whose size differs from the others, raises a
-    one-line ValueError naming it (`names[i]`, else its index).
+    one-line ValueError naming it (`names[i]`, else its index). Without TensorFlow, Pillow
+    decodes (its JPEG decoder uses the same accurate integer IDCT: the same pixels).
     """
+    from quadkeras.data.pipeline import tensorflow_available
+
+    if not tensorflow_available():
+        return _decode_with_pillow(blobs, names)
     import tensorflow as tf
 
     def decode(blob):
@@ -83,6 +88,28 @@ def decode_images(blobs, names=None):
     except (tf.errors.InvalidArgumentError, ValueError):
         _raise_bad_image(blobs, names)
         raise
+
+
+def _decode_with_pillow(blobs, names=None):
+    """`decode_images` with Pillow (no TensorFlow); same errors."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    names = names or [f"#{i}" for i in range(len(blobs))]
+    images = []
+    for blob, name in track(zip(blobs, names), total=len(blobs), label=f"decoding {len(blobs)} images",
+                            unit_name="image"):
+        try:
+            with Image.open(io.BytesIO(blob)) as image:
+                images.append(np.asarray(image.convert("RGB")))
+        except (OSError, UnidentifiedImageError, SyntaxError) as err:
+            raise ValueError(f"Invalid image {name!r}: corrupt, truncated or not an image "
+                             f"({str(err)[:120]}).") from None
+        if images[-1].shape != images[0].shape:
+            raise ValueError(f"Invalid image {name!r}: shape {images[-1].shape}, expected "
+                             f"{images[0].shape} like the first image.")
+    return np.stack(images) if images else np.zeros((0, 0, 0, 3), "uint8")
 
 
 def _raise_bad_image(blobs, names):

@@ -14,7 +14,7 @@ ValueError: Invalid training config key='lr_schedule': expected one of 'model', 
 import numbers
 
 from quadkeras.data.loaders import DATASETS
-from quadkeras.data.pipeline import AUGMENT_PRESETS
+from quadkeras.data.pipeline import AUGMENT_PRESETS, PIPELINES
 from quadkeras.training.optimizer import MOMENTUM_FORMS
 from quadkeras.training.schedules import SCHEDULES
 from quadkeras.utils.validation import check_choice, check_positive_int
@@ -32,6 +32,7 @@ DEFAULTS = {
     "schedule": "cosine", "final_lr": 1e-4, "milestones": [], "gamma": 0.1, "warmup_epochs": 0,
     "wd": 5e-4, "decay_small": False, "custom_decay_list": "", "custom_decay": None,
     "label_smoothing": 0.0, "augment": "crop_flip", "mixup": 0.0, "cutmix": 0.0,
+    "data_pipeline": "auto",
     "grad_clip": 0.5, "mixed_precision": "", "seed": 0, "deterministic": False,
     "quant": "", "wbits": 4, "abits": 4, "quant_first_last": False, "quant_shortcut": False,
     "init_from": None,
@@ -46,8 +47,8 @@ RUNTIME_KEYS = ("data_dir", "cache_dir", "work_dir", "resume", "evaluate_only", 
                 "tensorboard", "verbose", "eval_batch_size", "stop_on_nan", "distribute")
 # Keys added after runs were saved: left out of the resume view while at their default, so
 # a work_dir written before the key existed still resumes.
-ADDED_KEYS = ("val_fraction", "momentum_form", "bsq", "bsq_decay", "bsq_prun_int",
-              "bsq_precision_increase", "bsq_quantize_bias")
+ADDED_KEYS = ("val_fraction", "momentum_form", "data_pipeline", "bsq", "bsq_decay",
+              "bsq_prun_int", "bsq_precision_increase", "bsq_quantize_bias")
 MIXED_PRECISION = ("", "float16", "bfloat16")
 DISTRIBUTE = ("", "data_parallel")  # '' = one device (quadkeras.training.distribute)
 BSQ_STAGES = ("", "search", "finetune")  # quadkeras.bsq.stage
@@ -62,6 +63,7 @@ def resolve_config(config=None, **overrides):
     check_choice("dataset", merged["dataset"], DATASETS)
     check_choice("schedule", merged["schedule"], SCHEDULES)
     check_choice("augment", merged["augment"], tuple(AUGMENT_PRESETS))
+    check_choice("data_pipeline", merged["data_pipeline"], PIPELINES)
     check_choice("mixed_precision", merged["mixed_precision"], MIXED_PRECISION)
     check_choice("momentum_form", merged["momentum_form"], MOMENTUM_FORMS)
     check_choice("distribute", merged["distribute"], DISTRIBUTE)

@@ -203,6 +203,8 @@ class TorchPlan(Plan):
 
     def process_batches(self, dataset):
         rank, share = self.rank, self.processes
+        if hasattr(dataset, "shard"):  # ArrayBatches (the NumPy pipeline)
+            return dataset.shard(rank, share)
 
         def rank_slice(*batch):  # this rank's consecutive slice of the global batch
             import tensorflow as tf

@@ -150,16 +150,12 @@ def datasets(config, data, epoch, stats):
     """
     one_hot = _one_hot_needed(config)
     aug = dict(keras_augment(config))
+    pipeline = config.get("data_pipeline", "auto")
     train_ds = make_dataset(data.x_train, data.y_train, config["batch_size"], True, *stats,
                             augment=aug, seed=config["seed"] * 100003 + epoch,
-                            num_classes=data.num_classes)
-    test_ds = make_dataset(data.x_test, data.y_test, config["eval_batch_size"], False, *stats)
-    if one_hot:
-        import tensorflow as tf
-
-        depth = data.num_classes
-        to_one_hot = lambda x, y: (x, y if len(y.shape) == 2 else tf.one_hot(y, depth))  # noqa: E731
-        train_ds, test_ds = train_ds.map(to_one_hot), test_ds.map(to_one_hot)
+                            num_classes=data.num_classes, one_hot=one_hot, pipeline=pipeline)
+    test_ds = make_dataset(data.x_test, data.y_test, config["eval_batch_size"], False, *stats,
+                           num_classes=data.num_classes, one_hot=one_hot, pipeline=pipeline)
     return train_ds, test_ds
 
 
@@ -188,11 +184,17 @@ def _set_precision_and_seed(config):
 
 
 def _tensorboard_available(verbose):
+    """Keras' TensorBoard callback writes with `tensorflow.summary`: it needs both packages."""
+    from quadkeras.data.pipeline import tensorflow_available
+
     try:
         import tensorboard  # noqa: F401
     except ImportError:
+        tensorboard = None
+    if tensorboard is None or not tensorflow_available():
         if verbose:
-            print("quadkeras.train: TensorBoard logs skipped (pip install tensorboard)", flush=True)
+            print("quadkeras.train: TensorBoard logs skipped (Keras' TensorBoard callback needs "
+                  "pip install tensorflow-cpu tensorboard)", flush=True)
         return False
     return True
 
@@ -210,7 +212,7 @@ def evaluate(config):
         found = find_model_file(work_dir, "work_dir")
     data = _load(config)
     model = load_model(found, "checkpoint")
-    acc = test_accuracy(model, data, config["eval_batch_size"])
+    acc = test_accuracy(model, data, config["eval_batch_size"], config["data_pipeline"])
     result = {"checkpoint": found, "test_acc": acc,
               "backend": keras.backend.backend(), "dataset": config["dataset"]}
     if os.path.isdir(work_dir):
@@ -223,10 +225,11 @@ def evaluate(config):
     return result
 
 
-def test_accuracy(model, data, batch_size=512):
+def test_accuracy(model, data, batch_size=512, pipeline="auto"):
     """Top-1 accuracy (a fraction) of `model` on `data`'s test split (the one place apps
-    measure it; `data` as `load_run_data` returns it)."""
-    test_ds = make_dataset(data.x_test, data.y_test, batch_size, False, *input_stats(data, model))
+    measure it; `data` as `load_run_data` returns it, `pipeline` a `data_pipeline` value)."""
+    test_ds = make_dataset(data.x_test, data.y_test, batch_size, False, *input_stats(data, model),
+                           pipeline=pipeline)
     logits = keras.ops.convert_to_numpy(model.predict(test_ds, verbose=0))
     return float((logits.argmax(-1) == data.y_test).mean())
 
