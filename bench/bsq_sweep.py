@@ -81,7 +81,8 @@ def alpha_stage(alpha, fp_dir):
         row["seconds"] += ft["wall_time_s"]
     else:
         row["acc_after_finetune"] = row["acc_after_bsq"]
-    _bits_plot(os.path.join(folder, "search", "last.keras"), folder, row["acc_after_finetune"])
+    report = _bits_plot(os.path.join(folder, "search", "last.keras"), folder, row["acc_after_finetune"])
+    row["scheme"] = {layer["name"]: layer["precision"] for layer in report["layers"]}  # model order
     return row
 
 
@@ -94,6 +95,7 @@ def _bits_plot(model_path, folder, acc):
         save_report(report, os.path.join(folder, "bits.json"), os.path.join(folder, "bits.png"))
     except ImportError:  # matplotlib missing: the JSON is enough
         save_report(report, os.path.join(folder, "bits.json"))
+    return report
 
 
 def table(rows, fp_summary):
