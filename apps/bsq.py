@@ -1,21 +1,28 @@
-"""BSQ app: convert / train / finetune / evaluate (mirrors BSQ's CIFAR scripts).
+"""BSQ app: convert / search / finetune / evaluate, each stage a training-engine run.
 
     # FP model -> 8-bit bit representation (BSQ's convert.py; --dict copies another scheme)
     python apps/bsq.py --flagfile=configs/resnet20_bsq_convert.cfg
-    # BSQ training from the 8-bit model (cifar_prune_STE.py: --decay, --prun_int)
+    # BSQ search from the 8-bit model (cifar_prune_STE.py: --bsq_decay, --bsq_prun_int)
     python apps/bsq.py --flagfile=configs/resnet20_bsq.cfg
+    python apps/bsq.py --flagfile=configs/resnet20_bsq.cfg --resume   # after a kill
     # finetune with the scheme fixed; saves best_bin.keras and best_float.keras
     python apps/bsq.py --flagfile=configs/resnet20_bsq_finetune.cfg
     # accuracy, % of 1s per bit per layer, precision per layer, avg bits, compression (+JSON, PNG)
-    python apps/bsq.py --mode=evaluate --model=runs/bsq/model_bin.keras --work_dir=runs/bsq
+    python apps/bsq.py --mode=evaluate --model=runs/bsq/model_bin.keras --work_dir=runs/bsq_eval
 
-Every .keras is written atomically (temp + rename). The search saves `search_last.keras`
-after every epoch (the model after that epoch's re-quantization step) and finetune
-`finetune_last.keras`, so a kill loses at most one epoch of a 350-epoch run (there is no
-`--resume` yet: restart from that file with --model). A mode that would overwrite its input
-(`--work_dir` = the input's folder) is refused before anything runs. Old spellings still
-work as deprecated aliases: `--checkpoint` (= `--work_dir`), `--schedule` (= `--milestones`),
-`--nbits` (= `--wbits`).
+All training runs on `quadkeras.training.train` (`quadkeras.bsq.stage`): the FP training of
+`--mode=convert` (in `<work_dir>/fp`), the search (`--mode=train`, engine `bsq=search`) and the
+finetune (`bsq=finetune`) each get a work_dir with atomic `last.keras` / `best.keras`,
+`state.json`, exact `--resume` (the re-quantization schedule follows the epoch counter),
+`history.csv` (with `avg_bits`), TensorBoard, `summary.json` (with a `bsq` entry), the
+engine's multistep LR schedule and PyTorch-style coupled weight decay (`CoupledDecaySGD`,
+torch momentum form), as the reference trains. The app then writes its BSQ files next to
+them: `model_bin.keras` (search result), `best_bin.keras` / `best_float.keras` (finetune),
+`<mode>_report.json` and `<mode>_bits.png`. A `--work_dir` whose outputs would overwrite
+`--model` / `--dict` is refused before anything runs. Old spellings still work as deprecated
+aliases: `--checkpoint` (= `--work_dir`), `--schedule` (= `--milestones`), `--nbits` (=
+`--wbits`), `--decay`, `--prun_int`, `--precision_increase`, `--quantize_bias` (=
+`--bsq_*`) and `--quantize_shortcuts` (= `--quant_shortcut`).
 """
 
 import os
@@ -26,66 +33,48 @@ from absl import flags
 import _common
 from flag_table import define, define_aliases
 
-from quadkeras.bsq import (
-    BSQCallback, bsq_layers, bsq_report, format_report, save_report, scheme_of, set_bsq_decay,
-    to_bsq, to_float, to_representation)
-from quadkeras.bsq.training import compile_sgd, load_splits, make_datasets, step_schedule
+from quadkeras.bsq import bsq_layers, bsq_report, format_report, save_report, to_bsq, to_float, to_representation
 from quadkeras.models import build_model
 from quadkeras.models.model_config import load_model, save_model
-from quadkeras.training.callbacks import AtomicModelSaver
+from quadkeras.training import checkpoint
+from quadkeras.training.config import DEFAULTS
+from quadkeras.training.trainer import load_run_data, test_accuracy, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("mode", "train", ["convert", "train", "finetune", "evaluate"], "What to do.")
+# Engine keys the app does not expose: it sets the stage, the start model and the schedule kind.
+HIDDEN = ("bsq", "init_from", "quant", "quant_first_last", "evaluate_only", "checkpoint", "schedule",
+          "final_lr", "distribute")
+KEYS = [k for k in DEFAULTS if k not in HIDDEN]
 # BSQ's recipe (Yang et al.'s cifar_*.py) where it differs from the training defaults.
-define(["model", "work_dir", "dataset", "data_dir", "wbits", "epochs", "lr", "milestones", "gamma",
-        "momentum", "batch_size", "seed", "verbose"],
-       model="resnet20", work_dir="runs/bsq", dataset="digits", wbits=8, epochs=350,
-       milestones=["250"], batch_size=128, verbose=2)
-define_aliases("nbits", checkpoint="work_dir", schedule="milestones")  # BSQ's own spellings
+define(KEYS, model="resnet20", work_dir="runs/bsq", dataset="digits", wbits=8, abits=0, epochs=350,
+       lr=0.1, milestones=["250"], wd=1e-4, grad_clip=0.0, augment="none", batch_size=128,
+       verbose=2)
+define_aliases("nbits", checkpoint="work_dir", schedule="milestones", decay="bsq_decay",
+               prun_int="bsq_prun_int", precision_increase="bsq_precision_increase",
+               quantize_bias="bsq_quantize_bias", quantize_shortcuts="quant_shortcut")
 flags.DEFINE_string("dict", None, "convert: BSQ .keras model whose per-layer scheme to copy.")
-flags.DEFINE_float("decay", 0.01, "Bit-level group Lasso strength alpha (BSQ's --decay).")
-flags.DEFINE_integer("prun_int", 50, "Epochs between re-quantization / precision adjustment.")
-flags.DEFINE_integer("abits", 0, "convert/train: activation bits of the block ReLUs (ReLU6 + per-batch "
-                     "max-abs STE; PACT alpha=10 at <= 3 bits); 0 = float activations.")
-flags.DEFINE_boolean("quantize_shortcuts", False, "convert/train: also bit-quantize (and count) the 1x1 "
-                     "shortcut convs; BSQ keeps them float and out of the bit totals.")
-flags.DEFINE_boolean("quantize_bias", False, "convert/train: bit-quantize and regularise the biases of the "
-                     "quantized first-order layers (ResNet-20: the FC), as BSQ's --bin models.")
-flags.DEFINE_boolean("precision_increase", True, "train: a layer whose re-quantized values overflow "
-                     "its n bits gains one bit (n < 8, as BSQ's quant()); false: clip only.")
-flags.DEFINE_float("wd", 1e-4, "Weight decay (keras.optimizers.SGD weight_decay).")
-flags.DEFINE_integer("fp_epochs", 0, "convert: train a freshly built FP model this many epochs first.")
+flags.DEFINE_integer("fp_epochs", 0, "convert: train a freshly built FP model this many epochs "
+                     "first (an engine run in <work_dir>/fp).")
 flags.DEFINE_float("fp_lr", 0.1, "convert: LR of that FP training.")
 
-
-def _data():
-    splits = load_splits(FLAGS.dataset, FLAGS.data_dir)
-    train, test = make_datasets(splits, FLAGS.batch_size, seed=FLAGS.seed)
-    return splits, train, test
-
-
 # The files each mode writes into --work_dir (its inputs must not be among them).
-OUTPUTS = {"convert": ("model_fp.keras", "model_bin.keras", "convert_report.json", "convert_bits.png"),
-           "train": ("search_last.keras", "model_bin.keras", "train_report.json", "train_bits.png"),
-           "finetune": ("finetune_last.keras", "best_finetune.keras", "best_bin.keras",
-                        "best_float.keras", "finetune_report.json", "finetune_bits.png"),
+RUN = checkpoint.RUN_FILES
+OUTPUTS = {"convert": ("model_bin.keras", "convert_report.json", "convert_bits.png",
+                       *(os.path.join("fp", name) for name in RUN)),
+           "train": (*RUN, "model_bin.keras", "train_report.json", "train_bits.png"),
+           "finetune": (*RUN, "best_bin.keras", "best_float.keras", "finetune_report.json",
+                        "finetune_bits.png"),
            "evaluate": ("evaluate_report.json", "evaluate_bits.png")}
 
 
-def _load(path, flag="--model"):
-    if not path.endswith(".keras"):
-        raise ValueError(f"Invalid {flag}={path!r}: expected a .keras file for --mode={FLAGS.mode}.")
-    return load_model(path, flag)
-
-
 def check_flags():
-    """One-line errors before any work: negative --decay, an output that is an input."""
+    """One-line errors before any work: bad --abits / --bsq_decay, an output that is an input."""
     if not 0 <= FLAGS.abits <= 8:
         raise ValueError(f"Invalid --abits={FLAGS.abits}: expected 0 (float activations) or 1..8.")
-    if FLAGS.decay < 0:
-        raise ValueError(f"Invalid --decay={FLAGS.decay}: expected a number >= 0 (BSQ's alpha).")
-    outputs = {os.path.realpath(os.path.join(FLAGS.work_dir, name)): name
-               for name in OUTPUTS[FLAGS.mode]}
+    if FLAGS.bsq_decay < 0:
+        raise ValueError(f"Invalid --decay={FLAGS.bsq_decay}: expected a number >= 0 (BSQ's alpha).")
+    outputs = {os.path.realpath(os.path.join(FLAGS.work_dir, name)): name for name in OUTPUTS[FLAGS.mode]}
     for flag, path in (("--model", FLAGS.model), ("--dict", FLAGS.dict)):
         if path and os.path.realpath(path) in outputs:
             raise ValueError(f"Invalid --work_dir={FLAGS.work_dir!r}: --mode={FLAGS.mode} would "
@@ -93,79 +82,87 @@ def check_flags():
                              "choose another --work_dir.")
 
 
+def engine_config(**overrides):
+    """The training-engine config of this invocation (every exposed flag, a multistep schedule)."""
+    config = {key: FLAGS[key].value for key in KEYS}
+    config.update(schedule="multistep", **overrides)
+    return config
+
+
+def _check_keras(path, flag="--model"):
+    if not path.endswith(".keras"):
+        raise ValueError(f"Invalid {flag}={path!r}: expected a .keras file for --mode={FLAGS.mode}.")
+    return path
+
+
+def _load(path, flag="--model"):
+    return load_model(_check_keras(path, flag), flag)
+
+
 def _out(name):
     os.makedirs(FLAGS.work_dir, exist_ok=True)
     return os.path.join(FLAGS.work_dir, name)
 
 
-def _fit(model, train, test, callbacks=(), epochs=None, lr=None):
-    lr = FLAGS.lr if lr is None else lr
-    compile_sgd(model, lr, FLAGS.momentum, FLAGS.wd)
-    schedule = step_schedule(lr, [int(s) for s in FLAGS.milestones], FLAGS.gamma)
-    return model.fit(train, validation_data=test, epochs=epochs or FLAGS.epochs, verbose=FLAGS.verbose,
-                     callbacks=[schedule, *callbacks])
-
-
-def _report(model, test, prefix):
-    report = bsq_report(model, test)
+def _report(model, data, prefix):
+    acc = test_accuracy(model, data, FLAGS.eval_batch_size, FLAGS.data_pipeline)
+    report = bsq_report(model, accuracy=100.0 * acc)
     print(format_report(report))
     save_report(report, _out(f"{prefix}_report.json"), _out(f"{prefix}_bits.png"))
     return report
 
 
-def convert(splits, train, test):
+def convert():
+    data = load_run_data(engine_config())
     if FLAGS.model.endswith(".keras"):
         fp = _load(FLAGS.model)
+    elif FLAGS.fp_epochs:
+        fp_dir = os.path.join(FLAGS.work_dir, "fp")
+        train(engine_config(epochs=FLAGS.fp_epochs, lr=FLAGS.fp_lr, work_dir=fp_dir))
+        fp = load_model(os.path.join(fp_dir, checkpoint.LAST), "work_dir last")
     else:
-        fp = build_model(FLAGS.model, num_classes=splits.num_classes, input_shape=splits.x_train.shape[1:])
-        if FLAGS.fp_epochs:
-            _fit(fp, train, test, epochs=FLAGS.fp_epochs, lr=FLAGS.fp_lr)
-            save_model(fp, _out("model_fp.keras"))
+        fp = build_model(FLAGS.model, num_classes=data.num_classes, input_shape=data.input_shape)
     scheme = _load(FLAGS.dict, "--dict") if FLAGS.dict else None
     model = to_bsq(fp, bits=FLAGS.wbits, scheme=scheme, abits=FLAGS.abits,
-                   quantize_shortcuts=FLAGS.quantize_shortcuts,
-                   quantize_bias=FLAGS.quantize_bias)
+                   quantize_shortcuts=FLAGS.quant_shortcut, quantize_bias=FLAGS.bsq_quantize_bias)
     save_model(model, _out("model_bin.keras"))
-    _report(model, test, "convert")
+    _report(model, data, "convert")
 
 
-def train_bsq(splits, train, test):
-    model = _load(FLAGS.model)
-    if not bsq_layers(model):
-        model = to_bsq(model, bits=FLAGS.wbits, abits=FLAGS.abits,
-                   quantize_shortcuts=FLAGS.quantize_shortcuts,
-                   quantize_bias=FLAGS.quantize_bias)
-    total = set_bsq_decay(model, FLAGS.decay)
-    print(f"BSQ training: alpha={FLAGS.decay}, {total} quantized weights, prun_int={FLAGS.prun_int}")
-    _fit(model, train, test, callbacks=[BSQCallback(FLAGS.prun_int, precision_increase=FLAGS.precision_increase,
-                                                    verbose=1),
-                                        AtomicModelSaver(_out("search_last.keras"))])
+def search():
+    config = engine_config(bsq="search", init_from=_check_keras(FLAGS.model))
+    summary = train(config)
+    model = load_model(os.path.join(FLAGS.work_dir, checkpoint.LAST), "work_dir last")
+    print(f"BSQ search: alpha={FLAGS.bsq_decay}, scheme {summary['bsq']['scheme']}")
     save_model(model, _out("model_bin.keras"))
-    _report(model, test, "train")
+    _report(model, load_run_data(config), "train")
 
 
-def finetune(splits, train, test):
-    model = to_representation(_load(FLAGS.model), "float")  # scheme fixed
-    print(f"Finetuning with the fixed scheme {scheme_of(model)}")
-    best = _out("best_finetune.keras")
-    keep = [AtomicModelSaver(best, monitor="val_accuracy"), AtomicModelSaver(_out("finetune_last.keras"))]
-    _fit(model, train, test, callbacks=keep)
-    model = to_representation(_load(best), "bits")
+def finetune():
+    config = engine_config(bsq="finetune", init_from=_check_keras(FLAGS.model))
+    train(config)
+    best = os.path.join(FLAGS.work_dir, checkpoint.BEST)
+    if not os.path.exists(best):
+        best = os.path.join(FLAGS.work_dir, checkpoint.LAST)
+    model = to_representation(load_model(best, "work_dir best"), "bits")
     save_model(model, _out("best_bin.keras"))
     save_model(to_float(model), _out("best_float.keras"))
-    _report(model, test, "finetune")
+    _report(model, load_run_data(config), "finetune")
 
 
-def evaluate(splits, train, test):
-    _report(_load(FLAGS.model), test, "evaluate")
+def evaluate():
+    model = _load(FLAGS.model)
+    if not bsq_layers(model):
+        raise ValueError(f"Invalid --model={FLAGS.model!r}: no BSQ layer; evaluate a BSQ model.")
+    _report(model, load_run_data(engine_config()), "evaluate")
 
 
 def main(argv):
     del argv
     check_flags()
+    print(f"quadkeras apps/bsq.py --mode={FLAGS.mode}: {_common.backend_line()}", flush=True)
     keras.utils.set_random_seed(FLAGS.seed)
-    modes = {"convert": convert, "train": train_bsq, "finetune": finetune, "evaluate": evaluate}
-    modes[FLAGS.mode](*_data())
+    {"convert": convert, "train": search, "finetune": finetune, "evaluate": evaluate}[FLAGS.mode]()
 
 
 if __name__ == "__main__":

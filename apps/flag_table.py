@@ -27,6 +27,7 @@ import _common  # noqa: F401 (puts the repo on sys.path)
 from quadkeras.data.loaders import DATASETS
 from quadkeras.data.pipeline import AUGMENT_PRESETS, PIPELINES
 from quadkeras.training.config import DEFAULTS, DISTRIBUTE, MIXED_PRECISION
+from quadkeras.training.config import BSQ_STAGES
 from quadkeras.training.optimizer import MOMENTUM_FORMS
 from quadkeras.training.schedules import SCHEDULES
 
@@ -94,6 +95,17 @@ TABLE = {
     "verbose": ("integer", "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch."),
     "input_shape": ("list", "Replace the model config's input shape: H,W,C (e.g. 16,16,1)."),
     "plot": ("string", "Also draw this app's figure into this PNG."),
+    # BSQ stages on the training engine (quadkeras.bsq.stage; apps/bsq.py sets --bsq itself).
+    "bsq": ("enum", "BSQ stage of this run: 'search' (bit planes + bit-level group Lasso, precision "
+                    "adjusted every --bsq_prun_int epochs) or 'finetune' (scheme fixed); both start "
+                    "from --init_from; '' = plain training.", list(BSQ_STAGES)),
+    "bsq_decay": ("float", "BSQ search: bit-level group Lasso strength alpha (BSQ's --decay)."),
+    "bsq_prun_int": ("integer", "BSQ search: epochs between re-quantization / precision adjustment "
+                                "(BSQ's --Prun_Int)."),
+    "bsq_precision_increase": ("boolean", "BSQ search: a layer whose re-quantized values overflow its "
+                                          "n bits gains one bit (n < 8, as BSQ's quant()); false: clip."),
+    "bsq_quantize_bias": ("boolean", "BSQ search from a float model: also bit-quantize and regularise "
+                                     "the biases of the quantized first-order layers (BSQ's --bin)."),
 }
 
 # Deprecated spellings -> the flag they now name (apps/bsq.py's --checkpoint was its output

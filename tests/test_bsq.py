@@ -282,31 +282,27 @@ def test_callback_requantizes_and_trains_planes_in_range():
 
 
 @pytest.mark.slow
-def test_digits_run_gives_mixed_scheme_close_to_fp(request):
-    """FP tiny ResNet on digits -> 8 bits -> BSQ (alpha 0.1): avg bits < 8, accuracy ~ FP.
+def test_digits_run_gives_mixed_scheme_close_to_fp(request, tmp_path):
+    """FP tiny ResNet on digits -> 8 bits -> BSQ search (alpha 0.1), both training-engine runs:
+    avg bits < 8 with a mixed scheme, accuracy ~ FP.
 
     Runs only when selected with `-m slow` (about a minute on JAX, several on torch/TF).
     """
     if "slow" not in (request.config.getoption("markexpr") or "") or "not slow" in request.config.getoption("markexpr"):
         pytest.skip("slow digits run: select with -m slow")
-    from quadkeras.bsq.report import accuracy
-    from quadkeras.bsq.training import compile_sgd, load_splits, make_datasets
-    from quadkeras.models import build_model
+    from quadkeras.training import train
 
     config = {"family": "resnet", "input_shape": [16, 16, 1], "num_classes": 10, "stem_filters": 8,
               "stages": [{"filters": 8, "blocks": 1, "stride": 1}, {"filters": 16, "blocks": 1, "stride": 2}]}
-    train, test = make_datasets(load_splits("digits"), 64)
-    fp = compile_sgd(build_model(config), 0.05, weight_decay=5e-4)
-    fp.fit(train, epochs=12, verbose=0)
-    fp_acc = accuracy(fp, test)
-    model = compile_sgd(to_bsq(fp, bits=8), 0.05)
-    set_bsq_decay(model, 0.1)
-    model.fit(train, epochs=6, verbose=0, callbacks=[BSQCallback(prun_int=2)])
-    report = bsq_report(model, test)
-    bits = list(scheme_of(model).values())
-    assert fp_acc > 85.0
-    assert report["average_bits"] < 8.0 and len(set(bits)) > 1, bits
-    assert report["accuracy"] >= fp_acc - 4.0, (report["accuracy"], fp_acc)
+    base = {"dataset": "digits", "batch_size": 64, "lr": 0.05, "schedule": "constant", "grad_clip": 0.0,
+            "augment": "none", "tensorboard": False, "verbose": 0}
+    fp = train({**base, "model": config, "epochs": 12, "wd": 5e-4, "work_dir": str(tmp_path / "fp")})
+    search = train({**base, "epochs": 6, "wd": 0.0, "bsq": "search", "init_from": str(tmp_path / "fp" / "last.keras"),
+                    "wbits": 8, "abits": 0, "bsq_decay": 0.1, "bsq_prun_int": 2, "work_dir": str(tmp_path / "bsq")})
+    bits = list(search["bsq"]["scheme"].values())
+    assert fp["test_acc"] > 0.85
+    assert search["bsq"]["average_bits"] < 8.0 and len(set(bits)) > 1, bits
+    assert search["test_acc"] >= fp["test_acc"] - 0.04, (search["test_acc"], fp["test_acc"])
 
 
 @pytest.mark.jax
@@ -453,3 +449,23 @@ def test_callback_passes_precision_increase(increase):
     cb.set_model(bsq)
     cb.on_epoch_begin(0)
     assert cb.history[-1]["scheme"]["fc"] == (5 if increase else 4)
+
+
+def test_callback_with_epochs_steps_by_epoch_number_only():
+    """Engine mode (one `fit` per epoch): steps at epochs 0, 2 and after the last epoch, none at
+    `on_train_end`; a resumed run (starting at epoch 2) takes the same steps from there."""
+    bsq = to_bsq(_tiny_model(), bits=8)
+
+    def run(first, cb):
+        cb.set_model(bsq)
+        for epoch in range(first, 4):
+            cb.on_epoch_begin(epoch)
+            logs = {}
+            cb.on_epoch_end(epoch, logs)
+            assert logs["avg_bits"] <= 8.0
+            cb.on_train_end()
+        return [h["epoch"] for h in cb.history]
+
+    assert run(0, BSQCallback(prun_int=2, epochs=4)) == [0, 2, "end"]
+    assert run(2, BSQCallback(prun_int=2, epochs=4)) == [2, "end"]
+    assert run(3, BSQCallback(prun_int=2, epochs=4)) == ["end"]

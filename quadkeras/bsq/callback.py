@@ -6,16 +6,23 @@ binary, carries propagated; a layer whose values overflow its n bits gains one b
 n < 8 unless `precision_increase=False`) and all-zero MSB / LSB planes are dropped; the optimizer's
 slot variables (momentum) are then zeroed, as BSQ re-creates its optimizer.
 
+With `epochs` (the run's total), the final step runs at the end of the last epoch instead of
+in `on_train_end`: the training engine calls `fit` once per epoch, and every step depends only
+on the epoch number, so a run resumed from any epoch's checkpoint takes the same steps as an
+uninterrupted one. Put the callback before the checkpoint writer: the last checkpoint is then
+the re-quantized model. Each epoch's logs get `avg_bits` (TensorBoard / history.csv).
+
 Example:
 
->>> cb = BSQCallback(prun_int=50)
->>> cb.prun_int
-50
+>>> cb = BSQCallback(prun_int=50, epochs=350)
+>>> cb.prun_int, cb.epochs
+(50, 350)
 """
 
 import keras
 
 from quadkeras.bsq.convert import requantize_model
+from quadkeras.bsq.report import average_bits
 from quadkeras.utils.validation import check_positive_int
 
 
@@ -40,11 +47,14 @@ class BSQCallback(keras.callbacks.Callback):
         adjust: drop all-zero planes (False: only re-quantize).
         precision_increase: overflow adds one bit (n < 8, BSQ's default); False clips.
         verbose: print the scheme after each adjustment.
+        epochs: total epochs of the run: final step after epoch `epochs - 1` (None: at
+            `on_train_end`, for a single `fit` call).
     """
 
-    def __init__(self, prun_int=50, adjust=True, precision_increase=True, verbose=0):
+    def __init__(self, prun_int=50, adjust=True, precision_increase=True, verbose=0, epochs=None):
         super().__init__()
         self.prun_int = check_positive_int("prun_int", prun_int)
+        self.epochs = None if epochs is None else check_positive_int("epochs", epochs)
         self.adjust = bool(adjust)
         self.precision_increase = bool(precision_increase)
         self.verbose = int(verbose)
@@ -63,5 +73,12 @@ class BSQCallback(keras.callbacks.Callback):
         if epoch % self.prun_int == 0:
             self._step(epoch)
 
+    def on_epoch_end(self, epoch, logs=None):
+        if self.epochs is not None and epoch + 1 == self.epochs:
+            self._step("end")
+        if logs is not None:
+            logs["avg_bits"] = average_bits(self.model)
+
     def on_train_end(self, logs=None):
-        self._step("end")
+        if self.epochs is None:
+            self._step("end")

@@ -16,14 +16,23 @@ Example:
 
 import json
 
-import numpy as np
-
 from quadkeras.bsq import bitplanes
 from quadkeras.bsq.convert import bsq_layers
 
 
-def bsq_report(model, dataset=None):
-    """Dict with per-layer precision / % of 1s, average bits, compression (+ accuracy)."""
+def average_bits(model):
+    """Parameter-weighted mean precision of the BSQ layers (bit-quantized biases included)."""
+    params = bits = 0
+    for w in bsq_layers(model):
+        params += w.num_params + w.bias_params
+        bits += w.num_params * w.current_precision() + (
+            w.bias_params * w.current_precision("bias") if w.bias_params else 0)
+    return float(bits / params) if params else 0.0
+
+
+def bsq_report(model, accuracy=None):
+    """Dict with per-layer precision / % of 1s, average bits, compression (+ `accuracy`, in %,
+    measured by the caller, e.g. with `quadkeras.training.trainer.test_accuracy`)."""
     layers = []
     for w in bsq_layers(model):
         codes, _, n = w.get_codes()
@@ -38,21 +47,9 @@ def bsq_report(model, dataset=None):
     average = bits / params if params else 0.0
     report = {"layers": layers, "total_params": params, "total_bits": bits,
               "average_bits": float(average), "compression_rate": float(32.0 / average) if average else 0.0}
-    if dataset is not None:
-        report["accuracy"] = accuracy(model, dataset)
+    if accuracy is not None:
+        report["accuracy"] = float(accuracy)
     return report
-
-
-def accuracy(model, dataset):
-    """Top-1 accuracy (%) of `model` over a dataset of (images, labels) batches."""
-    correct = total = 0
-    batches = dataset.as_numpy_iterator() if hasattr(dataset, "as_numpy_iterator") else dataset
-    for x, y in batches:
-        pred = np.argmax(np.asarray(model.predict_on_batch(np.asarray(x))), axis=-1)
-        y = np.asarray(y).reshape(-1)
-        correct += int(np.sum(pred == y))
-        total += len(y)
-    return 100.0 * correct / max(total, 1)
 
 
 def format_report(report):

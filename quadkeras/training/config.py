@@ -38,15 +38,20 @@ DEFAULTS = {
     "init_from": None,
     "work_dir": "runs/default", "resume": False, "evaluate_only": False, "checkpoint": None,
     "tensorboard": True, "verbose": 1, "stop_on_nan": True, "distribute": "",
+    # BSQ stages on this engine (quadkeras.bsq.stage): '' = plain training.
+    "bsq": "", "bsq_decay": 0.01, "bsq_prun_int": 50, "bsq_precision_increase": True,
+    "bsq_quantize_bias": False,
 }
 # Keys that may change between a run and its resume (they do not affect the result).
 RUNTIME_KEYS = ("data_dir", "cache_dir", "work_dir", "resume", "evaluate_only", "checkpoint",
                 "tensorboard", "verbose", "eval_batch_size", "stop_on_nan", "distribute")
 # Keys added after runs were saved: left out of the resume view while at their default, so
 # a work_dir written before the key existed still resumes.
-ADDED_KEYS = ("val_fraction", "momentum_form", "data_pipeline")
+ADDED_KEYS = ("val_fraction", "momentum_form", "data_pipeline", "bsq", "bsq_decay",
+              "bsq_prun_int", "bsq_precision_increase", "bsq_quantize_bias")
 MIXED_PRECISION = ("", "float16", "bfloat16")
 DISTRIBUTE = ("", "data_parallel")  # '' = one device (quadkeras.training.distribute)
+BSQ_STAGES = ("", "search", "finetune")  # quadkeras.bsq.stage
 
 
 def resolve_config(config=None, **overrides):
@@ -62,15 +67,22 @@ def resolve_config(config=None, **overrides):
     check_choice("mixed_precision", merged["mixed_precision"], MIXED_PRECISION)
     check_choice("momentum_form", merged["momentum_form"], MOMENTUM_FORMS)
     check_choice("distribute", merged["distribute"], DISTRIBUTE)
+    check_choice("bsq", merged["bsq"], BSQ_STAGES)
+    check_positive_int("bsq_prun_int", merged["bsq_prun_int"])
     for key in ("epochs", "batch_size", "eval_batch_size"):
         check_positive_int(key, merged[key])
-    for key in ("lr", "wd", "grad_clip", "label_smoothing", "mixup", "cutmix", "warmup_epochs"):
+    for key in ("lr", "wd", "grad_clip", "label_smoothing", "mixup", "cutmix", "warmup_epochs",
+                "bsq_decay"):
         if float(merged[key]) < 0:
             raise ValueError(f"Invalid {key}={merged[key]!r}: expected a number >= 0.")
     merged["val_fraction"] = _check_val_fraction(merged["val_fraction"])
     if merged["custom_decay_list"] and merged["custom_decay"] is None:
         raise ValueError("Invalid custom_decay=None: set custom_decay when custom_decay_list is given.")
     merged["milestones"] = [int(m) for m in (merged["milestones"] or [])]
+    if merged["bsq"] and (merged["quant"] or not merged["init_from"]):
+        raise ValueError(f"Invalid bsq={merged['bsq']!r} with quant={merged['quant']!r}, init_from="
+                         f"{merged['init_from']!r}: a BSQ stage starts from a .keras model "
+                         "(init_from) and quantizes it itself; set init_from and leave quant empty.")
     return merged
 
 

@@ -82,6 +82,10 @@ def initial_model(config, data):
                                                          data.num_classes)), config)
     path = config["init_from"]
     model = load_model(path, "init_from", compile=False)
+    if config["bsq"]:  # a BSQ stage: bit representation (search) or fixed scheme (finetune)
+        from quadkeras.bsq.stage import prepare_model
+
+        model = prepare_model(model, config)
     expected = (tuple(data.input_shape), int(data.num_classes))
     found = (tuple(model.input_shape[1:]), int(model.output_shape[-1]))
     if found != expected:
@@ -203,10 +207,7 @@ def evaluate(config):
         found = find_model_file(work_dir, "work_dir")
     data = _load(config)
     model = load_model(found, "checkpoint")
-    test_ds = make_dataset(data.x_test, data.y_test, config["eval_batch_size"], False,
-                           *input_stats(data, model), pipeline=config["data_pipeline"])
-    logits = model.predict(test_ds, verbose=0)
-    acc = float((logits.argmax(-1) == data.y_test).mean())
+    acc = test_accuracy(model, data, config["eval_batch_size"], config["data_pipeline"])
     result = {"checkpoint": found, "test_acc": acc,
               "backend": keras.backend.backend(), "dataset": config["dataset"]}
     if os.path.isdir(work_dir):
@@ -217,6 +218,20 @@ def evaluate(config):
                 raise
             print(f"quadkeras.evaluate: eval.json not written ({os_error_line(err)})", flush=True)
     return result
+
+
+def test_accuracy(model, data, batch_size=512, pipeline="auto"):
+    """Top-1 accuracy (a fraction) of `model` on `data`'s test split (the one place apps
+    measure it; `data` as `load_run_data` returns it, `pipeline` a `data_pipeline` value)."""
+    test_ds = make_dataset(data.x_test, data.y_test, batch_size, False, *input_stats(data, model),
+                           pipeline=pipeline)
+    logits = keras.ops.convert_to_numpy(model.predict(test_ds, verbose=0))
+    return float((logits.argmax(-1) == data.y_test).mean())
+
+
+def load_run_data(config):
+    """The data a run with `config` trains and tests on (`max_train`, `val_fraction`, ...)."""
+    return _load(resolve_config(config))
 
 
 def _load(config):
@@ -300,6 +315,10 @@ def _train(config, run, extra_callbacks, plan):
     trim_history(history_csv, epochs_done)
     callbacks = [NonFiniteGuard(work_dir)] if config["stop_on_nan"] else []
     callbacks = plan.callbacks() + callbacks
+    if config["bsq"]:  # before the checkpoint writer and the loggers (quadkeras.bsq.stage)
+        from quadkeras.bsq.stage import stage_callbacks
+
+        callbacks += stage_callbacks(config)
     callbacks += [LearningRateLogger(), keras.callbacks.CSVLogger(history_csv, append=True)]
     if config["tensorboard"] and _tensorboard_available(config["verbose"]):
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(work_dir, "tensorboard"),
@@ -321,6 +340,8 @@ def _train(config, run, extra_callbacks, plan):
                          callbacks=callbacks, verbose=config["verbose"], shuffle=False)
         train_time += time.perf_counter() - t0
         last_val = hist.history["val_acc"][-1]
+    if config["bsq"] == "search":  # re-quantized after the last validation: measure again
+        last_val = None
     if last_val is None:
         last_val = model.evaluate(datasets(config, fit_data, 0, stats)[1], verbose=0)[1]
     test_acc = model.evaluate(datasets(config, data, 0, stats)[1], verbose=0)[1] if has_val else last_val
@@ -329,6 +350,10 @@ def _train(config, run, extra_callbacks, plan):
                           time.perf_counter() - start, train_time,
                           epochs_run * steps_per_epoch * config["batch_size"],
                           epochs_run, val_acc=last_val if has_val else None)
+    if config["bsq"]:
+        from quadkeras.bsq.stage import stage_summary
+
+        summary["bsq"] = stage_summary(model, config)
     checkpoint.write_json(os.path.join(work_dir, "summary.json"), summary)
     if config["verbose"]:
         print(f"quadkeras.train: test_acc={summary['test_acc']:.4f} best_acc={summary['best_acc']} "
