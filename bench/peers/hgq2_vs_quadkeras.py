@@ -46,8 +46,6 @@ def parse():
     return p.parse_args()
 
 
-args = parse()
-os.environ["KERAS_BACKEND"] = args.backend
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -79,21 +77,29 @@ def hgq_conv_factory(bits):
 def build_hgq(bits, shape, classes, float_model):
     """HGQ2 ResNet-20 with `float_model`'s weights; kernel integer bits from max|w| per channel."""
     import keras
-    import numpy as np
     from hgq.config import LayerConfigScope
-    from hgq.layers import QConv2D
 
     with LayerConfigScope(enable_ebops=False, beta0=0.0):
         model = common.build_resnet20(keras.layers, keras.Model, shape, classes,
                                       conv=hgq_conv_factory(bits))
     common.copy_weights(float_model, model)
+    init_kernel_integer_bits(model)
+    return model
+
+
+def init_kernel_integer_bits(model):
+    """Set each HGQ2 `QConv2D` kernel quantizer's integer bits to ceil(log2(max|w|)) per
+    output channel (from the weights it holds), so training starts with an in-range format."""
+    import keras
+    import numpy as np
+    from hgq.layers import QConv2D
+
     for layer in model.layers:
         if isinstance(layer, QConv2D):
             w = np.abs(keras.ops.convert_to_numpy(layer.kernel)).reshape(-1, layer.filters).max(0)
             i = np.ceil(np.log2(np.maximum(w, 1e-8)))
             var = layer.kq.quantizer._i
             var.assign(np.broadcast_to(i, tuple(var.shape)).astype("float32"))
-    return model
 
 
 def hgq_bit_widths(model):
@@ -120,7 +126,7 @@ def qk_scheme(method, bits):
     return {"kernel": f"fakequant:{bits}", "input": f"fakequant:{bits}"}
 
 
-def main():
+def main(args):
     import keras
     import numpy as np
 
@@ -193,4 +199,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    ARGS = parse()
+    os.environ["KERAS_BACKEND"] = ARGS.backend  # before anything imports keras
+    main(ARGS)
