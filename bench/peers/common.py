@@ -119,10 +119,11 @@ def count_params(model):
     return sum(w.size for ws in layer_weights(model).values() for w in ws.values())
 
 
-def compile_sgd(model, optimizers, losses, lr):
-    """SGD(momentum 0.9) + sparse CE from logits, for tf_keras or Keras 3 namespaces."""
+def compile_sgd(model, optimizers, losses, lr, **compile_kwargs):
+    """SGD(momentum 0.9) + sparse CE from logits, for tf_keras or Keras 3 namespaces
+    (`compile_kwargs`, e.g. jit_compile, go to `model.compile`)."""
     model.compile(optimizer=optimizers.SGD(lr, momentum=0.9),
-                  loss=losses.SparseCategoricalCrossentropy(from_logits=True))
+                  loss=losses.SparseCategoricalCrossentropy(from_logits=True), **compile_kwargs)
     return model
 
 

@@ -42,6 +42,9 @@ def parse():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--methods", default="lsq,fakequant,hgq2")
+    p.add_argument("--jit_compile", default="auto",
+                   help="model.compile's jit_compile for every model: auto (Keras: no XLA on a "
+                        "CPU-only TensorFlow, always on JAX), true or false")
     p.add_argument("--json", default="")
     return p.parse_args()
 
@@ -135,11 +138,12 @@ def main(args):
 
     x, y, xt, yt, classes = common.load_arrays(args.data, args.n_train, args.n_test, args.seed)
     shape = x.shape[1:]
+    jit = {"jit_compile": {"true": True, "false": False}.get(args.jit_compile.lower(), "auto")}
     print(f"backend {keras.backend.backend()}, data {args.data}: train {x.shape} test {xt.shape}",
           flush=True)
     keras.utils.set_random_seed(args.seed)
     fp = build_model("resnet20", num_classes=classes, input_shape=shape)
-    common.compile_sgd(fp, keras.optimizers, keras.losses, args.lr)
+    common.compile_sgd(fp, keras.optimizers, keras.losses, args.lr, **jit)
     common.train(fp, x, y, args.float_epochs, args.batch_size, args.seed)
     float_acc = common.accuracy(common.logits(fp, xt), yt)
     weights = fp.get_weights()
@@ -157,7 +161,7 @@ def main(args):
                     base.set_weights(weights)
                     model = quantize_model(base, qk_scheme(method, bits))
                     initialize_quantizers(model, x[:args.batch_size])
-                common.compile_sgd(model, keras.optimizers, keras.losses, args.qat_lr)
+                common.compile_sgd(model, keras.optimizers, keras.losses, args.qat_lr, **jit)
                 start_acc = common.accuracy(common.logits(model, xt), yt)
                 seconds = common.train(model, x, y, args.qat_epochs, args.batch_size, args.seed + 1)
                 acc = common.accuracy(common.logits(model, xt), yt)
@@ -173,9 +177,9 @@ def main(args):
             models[name] = model
 
     fp_timed = build_model("resnet20", num_classes=classes, input_shape=shape)
-    common.compile_sgd(fp_timed, keras.optimizers, keras.losses, args.qat_lr)
+    common.compile_sgd(fp_timed, keras.optimizers, keras.losses, args.qat_lr, **jit)
     steps = common.step_times({"fp32": fp_timed, **models}, x, y, args.batch_size, rounds=args.rounds)
-    print(f"\nbackend {keras.backend.backend()}; float acc {float_acc:.4f}; QAT {args.qat_epochs} "
+    print(f"\nbackend {keras.backend.backend()}; jit_compile {args.jit_compile}; float acc {float_acc:.4f}; QAT {args.qat_epochs} "
           f"epochs, batch {args.batch_size}; fp32 {steps['fp32']:.1f} ms/step")
     print(f"{'':18s} {'acc':>7s} {'ms/step':>8s} {'/fp32':>6s}")
     for r in results:
