@@ -8,8 +8,10 @@ Protocol (one process per backend, seed `--seed`): quadkeras' `build_model("resn
 `--float_epochs` in float; then, for each bit width in `--bits`, three QAT fine-tunes start
 from those weights with the same optimizer and batch order for `--qat_epochs`:
 
-* `quadkeras lsq`: `quantize_model(model, scheme_from_flags("lsq", b, b))` (LSQ kernel + input);
-* `quadkeras fakequant`: kernel + input `fakequant:b` (min/max fake quant, per tensor);
+* `quadkeras lsq`: `quantize_model(model, scheme_from_flags("lsq", b, b))` (LSQ kernel + input,
+  one learned step per tensor: LSQ's default granularity);
+* `quadkeras fakequant`: kernel + input `fakequant:b` (min/max fake quant; its defaults: conv
+  kernels per output channel, inputs per tensor);
 * `HGQ2`: the same ResNet-20 built from `hgq.layers.QConv2D` (input + kernel quantizers) with
   HGQ2's fixed-point KBI quantizers held at b bits: kernel k=1 + b-1 bits per output channel,
   integer bits trainable and initialised from the float weights; input unsigned b bits per
