@@ -181,7 +181,8 @@ def main(args):
     fp_timed = build_model("resnet20", num_classes=classes, input_shape=shape)
     common.compile_sgd(fp_timed, keras.optimizers, keras.losses, args.qat_lr, **jit)
     steps = common.step_times({"fp32": fp_timed, **models}, x, y, args.batch_size, rounds=args.rounds)
-    print(f"\nbackend {keras.backend.backend()}; jit_compile {args.jit_compile}; float acc {float_acc:.4f}; QAT {args.qat_epochs} "
+    print(f"\nbackend {keras.backend.backend()}; jit_compile {args.jit_compile}; "
+          f"float acc {float_acc:.4f}; QAT {args.qat_epochs} "
           f"epochs, batch {args.batch_size}; fp32 {steps['fp32']:.1f} ms/step")
     print(f"{'':18s} {'acc':>7s} {'ms/step':>8s} {'/fp32':>6s}")
     for r in results:
@@ -196,7 +197,8 @@ def main(args):
         for method in ("lsq", "fakequant"):
             ours = by_name.get(f"{method} w{bits}a{bits}")
             if peer and ours:
-                print(f"w{bits}a{bits} quadkeras {method} vs HGQ2: acc {100 * (ours['acc'] - peer['acc']):+.2f} "
+                gap = 100 * (ours["acc"] - peer["acc"])
+                print(f"w{bits}a{bits} quadkeras {method} vs HGQ2: acc {gap:+.2f} "
                       f"points, ms/step ratio {ours['ms_step'] / peer['ms_step']:.2f}", flush=True)
     if args.json:
         with open(args.json, "w") as f:

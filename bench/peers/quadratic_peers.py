@@ -49,7 +49,8 @@ def quadkeras_net(shape):
         keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(inp)))
     y = QuadConv2D(16, 3, padding="same", neuron="ours", use_bias=False, bn_momentum=common.BN["momentum"],
                    bn_epsilon=common.BN["epsilon"], name="quad")(x)
-    y = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(keras.layers.BatchNormalization(name="quad_bn")(y)))
+    y = keras.layers.ReLU()(keras.layers.BatchNormalization(name="quad_bn")(y))
+    y = keras.layers.GlobalAveragePooling2D()(y)
     return keras.Model(inp, keras.layers.Dense(10, name="logits")(y))
 
 
@@ -102,7 +103,8 @@ def main():
     keras.utils.set_random_seed(args.seed)
     kl = keras.layers
     bn = lambda n: kl.BatchNormalization(name=n, **common.BN)  # noqa: E731
-    kf = composed(kl, keras.Model, shape, lambda n, f: kl.Conv2D(f, 3, padding="same", use_bias=False, name=n), bn)
+    kf = composed(kl, keras.Model, shape,
+                  lambda n, f: kl.Conv2D(f, 3, padding="same", use_bias=False, name=n), bn)
     facc = fit_eval(kf, *K3, data, args.float_epochs, args.lr, args.seed)
     ref = common.logits(kf, xt)
     print(f"float composed net: acc {facc:.4f} after {args.float_epochs} epochs", flush=True)
@@ -117,7 +119,8 @@ def main():
         q = quantize_model(base, scheme)
         initialize_quantizers(q, x[:64])
         acc = fit_eval(q, *K3, data, args.qat_epochs, args.qat_lr, args.seed + 1)
-        row = {"name": f"quadkeras QuadConv2D {name}", "qat": acc, "note": f"float start vs composed: max|dlogit| {diff:.1e} "
+        row = {"name": f"quadkeras QuadConv2D {name}", "qat": acc,
+               "note": f"float start vs composed: max|dlogit| {diff:.1e} "
                f"(logits up to {np.abs(ref).max():.1f}), top-1 agree {agree:.4f}"}
         if name == "int8_qat":
             rep = export_model(q, tempfile.mkdtemp(), formats=("litert_qat",), eval_data=(xt, yt),
@@ -139,7 +142,8 @@ def main():
     common.copy_weights(kf, tk)
     try:
         tq = tfmot.quantization.keras.quantize_model(tk)
-        acc = fit_eval(tq, tf_keras.optimizers, tf_keras.losses, data, args.qat_epochs, args.qat_lr, args.seed + 1)
+        acc = fit_eval(tq, tf_keras.optimizers, tf_keras.losses, data, args.qat_epochs, args.qat_lr,
+                       args.seed + 1)
         rows.append({"name": "TFMOT composed (3 Conv2D, Multiply, Add)", "qat": acc})
     except Exception as err:
         print(f"TFMOT quantize_model on the composed tf_keras net: {type(err).__name__}: "
@@ -150,7 +154,8 @@ def main():
     # HGQ2: the composed net with QConv2D branches (8-bit KBI), same weights
     try:
         with LayerConfigScope(enable_ebops=False, beta0=0.0):
-            hg = composed(kl, keras.Model, shape, lambda n, f: hgq_conv_factory(8)(n, f, 3, 1, "same", "block"), bn)
+            hg = composed(kl, keras.Model, shape,
+                          lambda n, f: hgq_conv_factory(8)(n, f, 3, 1, "same", "block"), bn)
         common.copy_weights(kf, hg)
         init_kernel_integer_bits(hg)
         acc = fit_eval(hg, *K3, data, args.qat_epochs, args.qat_lr, args.seed + 1)
