@@ -209,3 +209,17 @@ def test_training_runs_without_tensorflow(tmp_path):
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "TEST_ACC" in proc.stdout
+
+
+def test_array_batches_shard_is_a_consecutive_slice_of_each_global_batch():
+    """Multi-process training: rank r gets rows [r*B/R, (r+1)*B/R) of every global batch."""
+    from quadkeras.data.array_batches import ArrayBatches
+
+    x = np.arange(12 * 2 * 2, dtype="uint8").reshape(12, 2, 2, 1)
+    y = np.arange(12)
+    whole = ArrayBatches(x, y, 6, True, None, None, seed=3)
+    parts = [ArrayBatches(x, y, 6, True, None, None, seed=3).shard(r, 2) for r in range(2)]
+    for i in range(len(whole)):
+        images, labels = whole[i]
+        np.testing.assert_array_equal(np.concatenate([p[i][1] for p in parts]), labels)
+        np.testing.assert_array_equal(np.concatenate([p[i][0] for p in parts]), images)

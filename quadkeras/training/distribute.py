@@ -203,7 +203,9 @@ class TorchPlan(Plan):
 
     def process_batches(self, dataset):
         rank, share = self.rank, self.processes
-        if hasattr(dataset, "shard"):  # ArrayBatches (the NumPy pipeline)
+        from quadkeras.data.array_batches import ArrayBatches
+
+        if isinstance(dataset, ArrayBatches):  # the NumPy pipeline (tf.data's shard differs)
             return dataset.shard(rank, share)
 
         def rank_slice(*batch):  # this rank's consecutive slice of the global batch
