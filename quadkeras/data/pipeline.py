@@ -29,6 +29,7 @@ Example:
 
 import numpy as np
 
+from quadkeras.utils.optional import tensorflow_available
 from quadkeras.utils.validation import check_choice
 
 PIPELINES = ("auto", "tf", "numpy")
@@ -104,15 +105,6 @@ def _mixer(opts, seed):
         return data["images"], data["labels"]
 
     return apply if layers else None
-
-
-def tensorflow_available():
-    """True when TensorFlow can be imported (the tf.data pipeline and LiteRT export need it)."""
-    try:
-        import tensorflow  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def resolve_pipeline(pipeline):

@@ -19,6 +19,7 @@ import tarfile
 
 import numpy as np
 
+from quadkeras.utils.optional import tensorflow_available
 from quadkeras.utils.progress import track
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -67,8 +68,6 @@ def decode_images(blobs, names=None):
     one-line ValueError naming it (`names[i]`, else its index). Without TensorFlow, Pillow
     decodes (its JPEG decoder uses the same accurate integer IDCT: the same pixels).
     """
-    from quadkeras.data.pipeline import tensorflow_available
-
     if not tensorflow_available():
         return _decode_with_pillow(blobs, names)
     import tensorflow as tf

@@ -33,6 +33,7 @@ from quadkeras.training.run_summary import run_summary
 from quadkeras.training.schedules import make_schedule
 from quadkeras.models.model_config import load_model
 from quadkeras.training.work_dir import find_model_file, trim_history
+from quadkeras.utils.optional import tensorflow_available
 from quadkeras.utils.errors import os_error_line
 from quadkeras.utils.safe_io import reading
 
@@ -180,8 +181,6 @@ def _set_precision_and_seed(config):
 
 def _tensorboard_available(verbose):
     """Keras' TensorBoard callback writes with `tensorflow.summary`: it needs both packages."""
-    from quadkeras.data.pipeline import tensorflow_available
-
     try:
         import tensorboard  # noqa: F401
     except ImportError:
