@@ -84,7 +84,7 @@ def test_int8_model_places_one_fake_quant_per_tensor_and_round_trips(tmp_path):
     from quadkeras.quantize.int8_graph import int8_model
 
     q = int8_model(residual_quad_model())
-    slots = {layer.name: sorted(qq._prefix for qq in layer.quantizers())
+    slots = {layer.name: sorted(qq.name for qq in layer.quantizers())
              for layer in q.layers if hasattr(layer, "quantizers")}
     assert slots["stem"] == ["input", "kernel"]          # output moved to the ReLU after it
     assert slots["stem_relu"] == ["output"] and slots["out"] == ["output"]

@@ -43,7 +43,7 @@ def test_wrapper_equals_layer_with_quantized_kernel(name):
 def test_depthwise_per_channel_means_output_channel():
     wrapper = QuantizeWrapper(keras.layers.DepthwiseConv2D(3, depth_multiplier=2), "fakequant:8")
     wrapper.build((None, 8, 8, 3))
-    assert [tuple(v.shape) for v in wrapper.weights if "kernel_max" in v.name] == [(6,)]
+    assert [tuple(v.shape) for v in wrapper.kernel_quantizer.weights if v.name == "max"] == [(6,)]
 
 
 def _tiny_model(kernel="lsq:4", inp="lsq:4", out=None):
@@ -164,7 +164,7 @@ def test_quantizers_own_their_parameters():
 
     q = quantize_model(_resnet(), scheme_from_flags("pact", 4, 4))
     params = [v for layer in quantized_layers(q) for quant in layer.quantizers() for v in quant.params.values()]
-    assert sum(v.name.endswith("_alpha") for v in params) == 18
+    assert sum(v.path.endswith("/input/alpha") for v in params) == 18
     found = [v for v in q.trainable_variables if is_quantizer_parameter(v)]
     assert [id(v) for v in found] == [id(v) for v in q.trainable_variables if any(v is p for p in params)]
     assert not any(is_quantizer_parameter(v) for v in _resnet().trainable_variables)
@@ -177,7 +177,7 @@ def test_wrapped_qresnet14_loss_drops():
     x = np.random.default_rng(3).random((32, 8, 8, 3)).astype("float32")
     y = np.arange(32) % 4
     initialize_quantizers(model, x)
-    steps = [v for v in model.trainable_variables if v.name.endswith("_step")]
+    steps = [v for v in model.trainable_variables if v.path.endswith("/step")]
     before = [keras.ops.convert_to_numpy(v).copy() for v in steps]
     hist = model.fit(x, y, epochs=6, batch_size=32, verbose=0, shuffle=False)
     losses = hist.history["loss"]
@@ -198,7 +198,7 @@ def test_initialize_quantizers_sets_lsq_steps_from_data_and_keeps_bn_stats():
     assert wrapper.input_quantizer.awaiting_data_init
     assert initialize_quantizers(model, data) == 1  # the kernel step was set at build time
     assert not wrapper.input_quantizer.awaiting_data_init
-    (step,) = [float(keras.ops.convert_to_numpy(v)) for v in wrapper.weights if v.name == "input_step"]
+    (step,) = [float(keras.ops.convert_to_numpy(v)) for v in wrapper.input_quantizer.weights if v.name == "step"]
     # LSQ init: 2 * mean|x| / sqrt(Q_P), unsigned 4-bit activations: Q_P = 15
     assert step == pytest.approx(2 * np.abs(data).mean() / np.sqrt(15), rel=1e-5)
     bn = model.get_layer("bn")

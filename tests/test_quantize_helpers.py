@@ -11,13 +11,15 @@ class Probe(keras.layers.Layer):
 
     def __init__(self, spec, role="weight", value=None, **kwargs):
         super().__init__(**kwargs)
-        self.q = clone(spec)
+        self.q = clone(spec, name="q")
         self.q.role = self.q.role or role
         self.value = value
 
     def build(self, input_shape):
-        shape = input_shape if self.value is None else self.value.shape
-        self.q.build(self, shape, "q", value=self.value)
+        if self.value is None:
+            self.q.build(input_shape)
+        else:
+            self.q.build_from_value(self.value)
 
     def call(self, x, training=None):
         return self.q(x, training=training)
@@ -32,9 +34,9 @@ def probe(spec, x, role="weight", training=True):
 
 
 def var(layer, suffix):
-    """NumPy value of the probe's variable ending in `suffix`."""
+    """NumPy value of the probe's variable whose path ends in `suffix` (e.g. `q/step`)."""
     for v in layer.weights:
-        if v.name.endswith(suffix):
+        if v.path.endswith(suffix):
             return np.asarray(keras.ops.convert_to_numpy(v), "float64")
     raise KeyError(suffix)
 

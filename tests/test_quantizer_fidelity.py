@@ -33,11 +33,11 @@ def test_lsq_gradient_scale_uses_runtime_shape_for_unknown_dims():
     layer(x, training=True)
     up = _x(2, 5, 5, 3)
     _, _, grads = layer_grads(layer, x, up)
-    s = float(qu.var(layer, "q_step"))
+    s = float(qu.var(layer, "q/step"))
     v = x / s
     ds = np.where(v >= 7, 7, -v + np.round(v))
     expected = (up * ds).sum() / np.sqrt(75 * 7)
-    np.testing.assert_allclose(_grad(grads, "q_step"), expected, rtol=1e-4)
+    np.testing.assert_allclose(_grad(grads, "q/step"), expected, rtol=1e-4)
     if keras.backend.backend() == "tensorflow":  # graph mode: the dims are symbolic
         import tensorflow as tf
 
@@ -59,7 +59,7 @@ def test_lqnet_4_bits_stays_solvable_with_unused_levels(role):
     for _ in range(3):  # 18 (or 24) values for 16 levels: most codes unused
         out = keras.ops.convert_to_numpy(layer(x, training=True))
         assert np.isfinite(out).all()
-    assert np.isfinite(qu.var(layer, "q_basis")).all()
+    assert np.isfinite(qu.var(layer, "q/basis")).all()
 
 
 def test_lqnet_reference_init_granularity_and_gradients():
@@ -67,7 +67,7 @@ def test_lqnet_reference_init_granularity_and_gradients():
     layer = qu.Probe("lqnet:3", value=w)
     layer.build(w.shape)
     ref = 2.0 ** np.arange(3) * 0.6745 * np.sqrt(2 / 18) / 4  # one basis per output channel
-    np.testing.assert_allclose(qu.var(layer, "q_basis"), np.tile(ref, (4, 1)), rtol=1e-6)
+    np.testing.assert_allclose(qu.var(layer, "q/basis"), np.tile(ref, (4, 1)), rtol=1e-6)
     up = _x(*w.shape)
     _, dw, _ = layer_grads(layer, w, up)
     np.testing.assert_allclose(dw, up, atol=1e-6)  # straight through, also beyond the levels
@@ -75,7 +75,7 @@ def test_lqnet_reference_init_granularity_and_gradients():
     act = qu.Probe("lqnet:3", role="activation")
     act.build((None, 5))
     ref = 2.0 ** np.arange(3) * 0.6745 * 2 / 7  # one basis per tensor
-    np.testing.assert_allclose(qu.var(act, "q_basis"), ref, rtol=1e-6)
+    np.testing.assert_allclose(qu.var(act, "q/basis"), ref, rtol=1e-6)
     up = _x(6, 5)
     _, da, _ = layer_grads(act, a, up)
     np.testing.assert_allclose(da, up * (a <= ref.sum()), atol=1e-6)  # clipped above the top only
@@ -85,9 +85,9 @@ def test_lqnet_qem_is_ridge_least_squares():
     w = _x(3, 3, 1, 2)
     q = quantizers.LQNet(bits=4, momentum=0.0)
     out, layer = qu.probe(q, w, training=False)
-    basis = qu.var(layer, "q_basis")
+    basis = qu.var(layer, "q/basis")
     layer(w, training=True)
-    new = qu.var(layer, "q_basis")
+    new = qu.var(layer, "q/basis")
     codes = encodings(4, True)
     for c in range(2):
         col = w[..., c].reshape(-1).astype("float64")
@@ -124,14 +124,14 @@ def test_lsq_mq_levels_and_ste_gradients(bits, signed):
     spec = f"lsq_mq:{bits}:{'signed' if signed else 'unsigned'}:boundary=0.8"
     layer = qu.Probe(spec, role="weight" if signed else "activation", value=x if signed else None)
     layer.build(x.shape)
-    assert float(qu.var(layer, "q_clip")) == pytest.approx(0.8)
+    assert float(qu.var(layer, "q/clip")) == pytest.approx(0.8)
     up = _x(12, 5)
     out, dx, grads = layer_grads(layer, x, up)
     ref, inside, dc = lsq_mq(x.astype("float64"), 0.8, bits, signed)
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
     assert len(np.unique(out)) <= 2 ** bits and (not signed or 0.0 not in out)
     np.testing.assert_allclose(dx, up * inside, atol=1e-6)
-    np.testing.assert_allclose(_grad(grads, "q_clip"), (up * dc).sum(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(_grad(grads, "q/clip"), (up * dc).sum(), rtol=1e-4, atol=1e-5)
 
 
 def test_lsq_mq_two_bit_levels_max_init_and_detached_var_mean():
@@ -141,7 +141,7 @@ def test_lsq_mq_two_bit_levels_max_init_and_detached_var_mean():
     np.testing.assert_allclose(out, [[-1.0, -1 / 3, 1 / 3, 1.0]], rtol=1e-6)
     x = np.abs(_x(8, 3)) * 4.0
     _, layer = qu.probe("lsq_mq:3:clip_init=max", x, role="activation")
-    np.testing.assert_allclose(qu.var(layer, "q_clip"), np.abs(x).max(), rtol=1e-6)
+    np.testing.assert_allclose(qu.var(layer, "q/clip"), np.abs(x).max(), rtol=1e-6)
     w = _x(6, 4) * 3.0 + 1.0  # var-mean per tensor (one quantization group), detached statistics
     layer = qu.Probe("lsq_mq:2:var_mean", value=w)
     layer.build(w.shape)

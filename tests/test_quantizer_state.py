@@ -37,9 +37,9 @@ def test_mixed_precision_fit_moves_state(policy):
     fc = {k.split("/", 1)[1]: a for k, a in _values(model.get_layer("fc")).items()}
     assert np.abs(v["q/branch_moving_mean"]).max() > 1e-4
     assert np.abs(v["q/branch_moving_variance"] - 1.0).max() > 1e-4
-    assert v["input_initialized"] == 1.0 and abs(v["input_step"] - 1.0) > 1e-3
-    assert v["output_initialized"] == 1.0 and v["output_max"] > 0.1 and v["output_min"] < 0.0
-    assert fc["kernel_max"] > 0 and not np.allclose(fc["input_basis"], basis0)  # QEM step kept
+    assert v["input/initialized"] == 1.0 and abs(v["input/step"] - 1.0) > 1e-3
+    assert v["output/initialized"] == 1.0 and v["output/max"] > 0.1 and v["output/min"] < 0.0
+    assert fc["kernel/max"] > 0 and not np.allclose(fc["input/basis"], basis0)  # QEM step kept
     assert all(w.dtype == "float32" for w in model.weights)
     assert keras.backend.standardize_dtype(model.predict(xs, verbose=0).dtype) == policy.split("_")[1]
 

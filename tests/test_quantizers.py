@@ -27,7 +27,7 @@ def test_lsq_values_and_init(bits, signed):
     x = _x(16, 6) if signed else np.abs(_x(16, 6))
     spec = quantizers.LSQ(bits=bits, signed=signed)
     out, layer = qu.probe(spec, x)
-    s = qu.var(layer, "q_step")
+    s = qu.var(layer, "q/step")
     _, _, qp = qu.lsq(x, 1.0, bits, signed)
     np.testing.assert_allclose(s, 2 * np.abs(x).mean() / np.sqrt(qp), rtol=1e-5)
     ref, _, _ = qu.lsq(x.astype("float64"), s, bits, signed)
@@ -66,7 +66,7 @@ def test_xnor_and_ternary_values():
 def test_fakequant_values(role):
     x = _x(32, 6, scale=2.0)
     out, layer = qu.probe("fakequant:4", x, role=role)
-    lo, hi = qu.var(layer, "q_min"), qu.var(layer, "q_max")
+    lo, hi = qu.var(layer, "q/min"), qu.var(layer, "q/max")
     if role == "weight":
         np.testing.assert_allclose(hi, np.abs(x).max(), rtol=1e-6)
         np.testing.assert_allclose(lo, -hi)
@@ -79,21 +79,21 @@ def test_fakequant_values(role):
 def test_fakequant_weight_per_channel_conv_and_per_tensor_dense():
     _, conv = qu.probe("fakequant:8", _x(3, 3, 2, 5))
     _, dense = qu.probe("fakequant:8", _x(7, 5))
-    assert conv.q.granularity == "per_channel" and qu.var(conv, "q_max").shape == (5,)
-    assert dense.q.granularity == "per_tensor" and qu.var(dense, "q_max").shape == ()
+    assert conv.q.granularity == "per_channel" and qu.var(conv, "q/max").shape == (5,)
+    assert dense.q.granularity == "per_tensor" and qu.var(dense, "q/max").shape == ()
 
 
 def test_lqnet_nearest_level_and_qem():
     w = _x(64, 3)
     q = quantizers.LQNet(bits=2, momentum=0.0, granularity="per_channel")
     out, layer = qu.probe(q, w, training=False)
-    basis = qu.var(layer, "q_basis")  # (3, 2)
+    basis = qu.var(layer, "q/basis")  # (3, 2)
     codes = encodings(2, True)
     for c in range(3):
         ref, _ = qu.nearest(w[:, c].astype("float64"), codes @ basis[c])
         np.testing.assert_allclose(out[:, c], ref, rtol=1e-5)
     layer(w, training=True)  # one QEM step with momentum 0: least squares on the encodings
-    new = qu.var(layer, "q_basis")
+    new = qu.var(layer, "q/basis")
     for c in range(3):
         _, idx = qu.nearest(w[:, c].astype("float64"), codes @ basis[c])
         b = codes[idx]
@@ -104,7 +104,7 @@ def test_lqnet_nearest_level_and_qem():
 def test_nonuniform_values():
     w = _x(20, 2)
     out, layer = qu.probe("nonuniform:2", w)
-    levels = qu.var(layer, "q_levels")
+    levels = qu.var(layer, "q/levels")
     np.testing.assert_allclose(levels, np.linspace(-1, 1, 4) * 2 * np.abs(w).mean() * np.sqrt(3), rtol=1e-5)
     np.testing.assert_allclose(out, qu.nearest(w.astype("float64"), levels)[0], rtol=1e-5)
 
@@ -113,7 +113,7 @@ def test_groups_and_var_mean():
     w = _x(9, 4) * np.array([1, 1, 10, 10], "float32") + 3.0
     out, layer = qu.probe("lsq:3:g2:var_mean", w)
     z = (w - w.mean(0)) / w.std(0)
-    s = qu.var(layer, "q_step")
+    s = qu.var(layer, "q/step")
     assert s.shape == (2,)
     s_ch = np.repeat(s, 2)
     np.testing.assert_allclose(s, [2 * np.abs(z[:, :2]).mean() / np.sqrt(3), 2 * np.abs(z[:, 2:]).mean() / np.sqrt(3)], rtol=1e-4)
@@ -130,7 +130,7 @@ def test_lsq_gradients(role):
     layer(x, training=True)  # initialise the activation step on a first batch
     up = _x(8, 5)
     out, dx, grads = layer_grads(layer, x, up)
-    s = float(qu.var(layer, "q_step"))
+    s = float(qu.var(layer, "q/step"))
     ref, qn, qp = qu.lsq(x.astype("float64"), s, 3, signed)
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
     v = x / s
@@ -139,7 +139,7 @@ def test_lsq_gradients(role):
     n = x.size if role == "weight" else x.shape[1]
     g = 1 / np.sqrt(n * qp)
     ds = np.where(v <= -qn, -qn, np.where(v >= qp, qp, -v + np.round(v)))
-    (gs,) = [val for k, val in grads.items() if k.endswith("q_step")]
+    (gs,) = [val for k, val in grads.items() if k.endswith("q/step")]
     np.testing.assert_allclose(gs, g * (up * ds).sum(), rtol=1e-4, atol=1e-6)
 
 
@@ -149,7 +149,7 @@ def test_pact_gradients():
     layer.build(x.shape)
     up = _x(6, 4)
     _, dx, grads = layer_grads(layer, x, up)
-    (ga,) = [val for k, val in grads.items() if k.endswith("q_alpha")]
+    (ga,) = [val for k, val in grads.items() if k.endswith("q/alpha")]
     np.testing.assert_allclose(ga, (up * (x >= 2.0)).sum(), rtol=1e-5)
     np.testing.assert_allclose(dx, up * ((x > 0) & (x < 2.0)), atol=1e-6)
 
@@ -171,9 +171,9 @@ def test_nonuniform_level_gradients():
     layer.build(w.shape)
     up = _x(30, 1)
     _, dx, grads = layer_grads(layer, w, up)
-    levels = qu.var(layer, "q_levels")
+    levels = qu.var(layer, "q/levels")
     _, idx = qu.nearest(w.astype("float64"), levels)
-    (gl,) = [val for k, val in grads.items() if k.endswith("q_levels")]
+    (gl,) = [val for k, val in grads.items() if k.endswith("q/levels")]
     np.testing.assert_allclose(gl, [up[idx == i].sum() for i in range(4)], rtol=1e-5, atol=1e-6)
     inside = (w >= levels.min()) & (w <= levels.max())
     np.testing.assert_allclose(dx, up * inside, atol=1e-6)

@@ -55,9 +55,12 @@ def test_decay_rules_pick_variables():
     small = dict(zip(names, decay_coefficients(model.trainable_variables, 5e-4, decay_small=True)))
     decayed = {n for n, c in small.items() if c > 0}
     assert decayed == {n for n in names if n.endswith("/kernel")}, small
-    assert any(n.endswith("_step") for n in names) and any(n.endswith("_alpha") for n in names)
+    assert any(n.endswith("/step") for n in names) and any(n.endswith("/alpha") for n in names)
     custom = dict(zip(names, decay_coefficients(model.trainable_variables, 5e-4, True, "alpha$", 0.01)))
-    assert {n for n, c in custom.items() if c == 0.01} == {n for n in names if n.endswith("_alpha")}
+    assert {n for n, c in custom.items() if c == 0.01} == {n for n in names if n.endswith("/alpha")}
+    # a pattern written for the older names (`conv/input_alpha`) still finds the same variables
+    legacy = dict(zip(names, decay_coefficients(model.trainable_variables, 5e-4, True, "_alpha", 0.01)))
+    assert legacy == custom
     with pytest.raises(ValueError, match="custom_decay_list entry"):
         decay_coefficients(model.trainable_variables, 5e-4, custom_decay_list="(", custom_decay=0.1)
 

@@ -17,6 +17,7 @@ import keras
 from keras import ops
 
 from quadkeras.quantizers import PACT, MaxAbs
+from quadkeras.quantizers.hosting import load_host_variables
 from quadkeras.utils.validation import check_int_range
 
 PACT_MAX_BITS = 3  # the reference uses PACT instead of ReLU6 at act_bit <= 3
@@ -35,15 +36,18 @@ class BSQActivation(keras.layers.Layer):
         super().__init__(**kwargs)
         self.bits = check_int_range("bits", int(bits), 1, 8)
         self.alpha_init = float(alpha_init)
-        self.quantizer = MaxAbs(bits=self.bits, role="activation")
-        self.pact = PACT(bits=self.bits, alpha_init=alpha_init, role="activation") \
+        self.pact = PACT(bits=self.bits, alpha_init=alpha_init, role="activation", name="pact") \
             if self.bits <= PACT_MAX_BITS else None
+        self.quantizer = MaxAbs(bits=self.bits, role="activation", name="quantizer")
 
     def build(self, input_shape):
         if self.pact is not None:
-            self.pact.build(self, input_shape, "act")
-        self.quantizer.build(self, input_shape, "act")
+            self.pact.build(input_shape)
+        self.quantizer.build(input_shape)
         self.built = True
+
+    def load_own_variables(self, store):
+        load_host_variables(self, store, [q for q in (self.pact, self.quantizer) if q is not None])
 
     def call(self, inputs, training=None):
         if self.pact is not None:

@@ -130,7 +130,6 @@ def calibrate(model, images, method="mse", percentile=99.99, bins=2048, batch_si
         lo, hi = choose_range(obs, method, q.bits, percentile)
         q.min_var.assign(np.full(q.min_var.shape, lo, "float32"))
         q.max_var.assign(np.full(q.max_var.shape, hi, "float32"))
-        if q._flag is not None:
-            q._flag.assign(1.0)
-        ranges[f"{layer.name}/{q._prefix}"] = (lo, hi)
+        q.mark_initialized()
+        ranges[f"{layer.name}/{q.name}"] = (lo, hi)
     return ranges

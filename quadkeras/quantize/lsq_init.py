@@ -94,7 +94,6 @@ def mse_init_lsq(model, images, batch_size=100, seed=0, activations=True):
         qn, qp = q.q_range()
         step = mse_step(values, qn, qp).astype("float32")
         q.step.assign(step.reshape(q.step.shape))
-        if q._flag is not None:
-            q._flag.assign(1.0)
-        steps[f"{layer.name}/{q._prefix}"] = float(step.mean())
+        q.mark_initialized()
+        steps[f"{layer.name}/{q.name}"] = float(step.mean())
     return steps

@@ -14,12 +14,13 @@ Example:
 >>> bn = QuantizeOutput(keras.layers.BatchNormalization(), output_quantizer="fakequant:8")
 >>> tuple(bn(np.ones((2, 4, 4, 3), "float32")).shape)
 (2, 4, 4, 3)
->>> [q.name for q in bn.quantizers()]
-['fakequant']
+>>> [(q.name, q.method) for q in bn.quantizers()]
+[('output', 'fakequant')]
 """
 
 import keras
 
+from quadkeras.quantizers.hosting import load_host_variables, quantizers_first
 from quadkeras.quantizers.spec import clone, deserialize, serialize
 
 
@@ -35,18 +36,22 @@ class QuantizeOutput(keras.layers.Wrapper):
     def __init__(self, layer, output_quantizer, **kwargs):
         kwargs.setdefault("name", layer.name)
         super().__init__(layer, **kwargs)
-        self.output_quantizer = clone(deserialize(output_quantizer))
+        self.output_quantizer = clone(deserialize(output_quantizer), name="output")
         if self.output_quantizer is None:
             raise ValueError("Invalid output_quantizer=None for QuantizeOutput: expected a quantizer "
                              "spec such as 'fakequant:8'.")
         if self.output_quantizer.role is None:
             self.output_quantizer.role = "activation"
+        quantizers_first(self, [self.output_quantizer])
 
     def build(self, input_shape):
         if not self.layer.built:
             self.layer.build(input_shape)
-        self.output_quantizer.build(self, self.compute_output_shape(input_shape), "output")
+        self.output_quantizer.build(self.compute_output_shape(input_shape))
         self.built = True
+
+    def load_own_variables(self, store):
+        load_host_variables(self, store, [self.output_quantizer])
 
     def call(self, inputs, training=None, mask=None):
         masks = mask if isinstance(mask, (list, tuple)) else [mask]

@@ -2,9 +2,10 @@
 
 Works on every layer `quadkeras.layers.kernel_call` supports (keras `Conv2D`,
 `DepthwiseConv2D`, `Dense` and the quadkeras quadratic layers), through its
-`call_with_kernel`. Quantizer variables are created on the wrapper
-(`kernel_step`, `input_alpha`, ...) so they save, load and train with the model; the wrapped
-layer keeps its own variables (`.layer`). Depthwise kernels `(kh, kw, C, M)` are seen by the
+`call_with_kernel`. Each quantizer is a sublayer named after its slot that owns its
+variables (`conv1/kernel/step`, `conv1/input/alpha`, ...), so they save, load and train with
+the model; the wrapped layer keeps its own variables (`.layer`). Files written before
+quantizers owned their variables load too (`quadkeras.quantizers.hosting`). Depthwise kernels `(kh, kw, C, M)` are seen by the
 kernel quantizer as `(kh, kw, 1, C·M)`, so "per channel" means per output channel. For
 quadratic layers the kernel quantizer sees the fused kernel (per-channel = per fused output
 channel); `t1`'s `linear_kernel` stays float.
@@ -31,7 +32,11 @@ from keras import ops
 from quadkeras.layers import QuadDepthwiseConv2D
 from quadkeras.layers.kernel_call import QUAD_LAYERS, SUPPORTED, call_with_kernel
 from quadkeras.layers.kernel_call import supports_kernel_call as is_quantizable
+from quadkeras.quantizers.hosting import load_host_variables, quantizers_first
 from quadkeras.quantizers.spec import clone, deserialize, serialize
+
+# the quantizer slots, in the order `build` creates them (older files list their variables so)
+SLOTS = ("input", "kernel", "output", "branch", "product")
 
 
 @keras.saving.register_keras_serializable(package="quadkeras")
@@ -61,11 +66,10 @@ class QuantizeWrapper(keras.layers.Wrapper):
         kwargs.setdefault("name", layer.name)
         kwargs.setdefault("dtype", layer.dtype_policy)
         super().__init__(layer, **kwargs)
-        self.kernel_quantizer = clone(deserialize(kernel_quantizer))
-        self.input_quantizer = clone(deserialize(input_quantizer))
-        self.output_quantizer = clone(deserialize(output_quantizer))
-        self.branch_quantizer = clone(deserialize(branch_quantizer))
-        self.product_quantizer = clone(deserialize(product_quantizer))
+        given = {"input": input_quantizer, "kernel": kernel_quantizer, "output": output_quantizer,
+                 "branch": branch_quantizer, "product": product_quantizer}
+        for slot in SLOTS:
+            setattr(self, f"{slot}_quantizer", clone(deserialize(given[slot]), name=slot))
         if self.product_quantizer is not None and not isinstance(layer, QUAD_LAYERS):
             raise ValueError(f"Invalid product_quantizer for {type(layer).__name__} ('{layer.name}'): "
                              f"expected a quadratic layer ({', '.join(c.__name__ for c in QUAD_LAYERS)}).")
@@ -77,25 +81,30 @@ class QuantizeWrapper(keras.layers.Wrapper):
                         (self.product_quantizer, "activation")):
             if q is not None and q.role is None:
                 q.role = role
+        quantizers_first(self, self._built_order())
 
     # -------------------------------------------------------------------- build
     def build(self, input_shape):
         if not self.layer.built:
             self.layer.build(input_shape)
         if self.input_quantizer is not None:
-            self.input_quantizer.build(self, input_shape, "input")
+            self.input_quantizer.build(input_shape)
         if self.kernel_quantizer is not None:
-            kernel = self._kernel_view(self.layer.kernel)
-            self.kernel_quantizer.build(self, kernel.shape, "kernel", value=kernel)
+            self.kernel_quantizer.build_from_value(self._kernel_view(self.layer.kernel))
         if self.output_quantizer is not None:
-            self.output_quantizer.build(self, self.compute_output_shape(input_shape), "output")
+            self.output_quantizer.build(self.compute_output_shape(input_shape))
         if self.branch_quantizer is not None:
             out = tuple(self.compute_output_shape(input_shape))
-            fused = out[:-1] + (self.layer.num_branches * self.layer.units_per_branch,)
-            self.branch_quantizer.build(self, fused, "branch")
+            self.branch_quantizer.build(out[:-1] + (self.layer.num_branches * self.layer.units_per_branch,))
         if self.product_quantizer is not None:
-            self.product_quantizer.build(self, self.compute_output_shape(input_shape), "product")
+            self.product_quantizer.build(self.compute_output_shape(input_shape))
         self.built = True
+
+    def _built_order(self):
+        return [q for q in (getattr(self, f"{slot}_quantizer") for slot in SLOTS) if q is not None]
+
+    def load_own_variables(self, store):
+        load_host_variables(self, store, self._built_order())
 
     def _is_depthwise(self):
         return isinstance(self.layer, (keras.layers.DepthwiseConv2D, QuadDepthwiseConv2D))

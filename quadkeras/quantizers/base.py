@@ -1,27 +1,31 @@
 """`Quantizer`: the one base class of every quantization method.
 
-A quantizer is a small serializable object (not a layer). The layer that uses it (usually
-`quadkeras.quantize.QuantizeWrapper`) calls `quantizer.build(layer, shape, name, value=...)`,
-which creates the quantizer's variables on *that* layer with `layer.add_weight` (so they are
-saved with the model and seen by the optimizer), then `quantizer(x, training=...)`.
+A quantizer is a small Keras layer that owns its variables (LSQ's `step`, PACT's `alpha`,
+FakeQuant's `min`/`max`, ...). The layer that uses it (usually
+`quadkeras.quantize.QuantizeWrapper`) holds it as an attribute, so the quantizer's variables
+are saved with the model, seen by the optimizer and found at `<host>/<slot>/<variable>`
+(e.g. `conv1/kernel/step`). Build it like any layer, `quantizer.build(input_shape)` for
+activations, or `quantizer.build_from_value(kernel)` for a weight: data-dependent parameters
+(LSQ's step, FakeQuant's range) are then initialised from the value, and activations' from
+the first training batch.
 
 Shared here, once: bit-width checks, signed/unsigned, per-tensor / per-channel / grouped
 statistics and parameters (channels are the last axis), optional var-mean weight
 normalisation, first-training-batch initialisation of data-dependent parameters, and the
 state contract: every quantizer variable is created with `autocast=False` (kept in float32
 and really assigned under a `mixed_*` policy, also on torch), updates computed from
-non-finite statistics are skipped (the old value is kept), and the output has the input's
-dtype. Methods override only `_build` (their variables) and `quantize` (their math).
+non-finite statistics are skipped (the old value is kept), the math runs in float32 and the
+output has the input's dtype. Methods override only `_build` (their variables) and
+`fake_quantize` (their math); `@register` makes a method known by its `method` name.
 
 Example:
 
 >>> import numpy as np, keras
 >>> from quadkeras.quantizers import get
 >>> q = get("lsq:4")
->>> layer = keras.layers.Layer()
->>> q.build(layer, (3, 3, 2, 4), "kernel", value=np.ones((3, 3, 2, 4), "float32"))
->>> [v.name for v in layer.weights]
-['kernel_step']
+>>> q.build_from_value(np.ones((3, 3, 2, 4), "float32"))
+>>> [v.name for v in q.weights], q.role
+(['step'], 'weight')
 """
 
 import contextlib
@@ -36,10 +40,9 @@ from quadkeras.utils.validation import check_choice, check_positive_int
 GRANULARITIES = ("per_tensor", "per_channel", "groups")
 ROLES = ("weight", "activation")
 NORMALIZATIONS = (None, "var_mean")
-HALF = ("float16", "bfloat16")
 
 
-class Quantizer:
+class Quantizer(keras.layers.Layer):
     """Base quantizer: a bit width plus granularity; subclasses supply the math.
 
     Args:
@@ -51,9 +54,11 @@ class Quantizer:
         groups: number of groups when `granularity="groups"`.
         normalize: None or `"var_mean"` (standardise per output channel before quantizing).
         role: `"weight"` or `"activation"`; the wrapper fills it in when None.
+        **kwargs: Keras layer arguments (`name`: the host names it after its slot, e.g.
+            `kernel`; `dtype` defaults to float32: the math never runs in half precision).
     """
 
-    name = None
+    method = None  # the registered name ("lsq", "pact", ...), set by each method
     allowed_bits = tuple(range(2, 9))
     weight_granularity = "per_tensor"  # the method's default for weights (activations: per tensor)
     var_mean_axes = "channel"  # var-mean statistics per "channel" or per quantization "group"
@@ -62,8 +67,11 @@ class Quantizer:
     # hand the input to `observer(quantizer, x)` and pass it through unquantized.
     observer = None
 
-    def __init__(self, bits=8, signed=None, granularity=None, groups=None, normalize=None, role=None):
-        self.bits = check_choice(f"bits (quantizer {self.name!r})", bits, self.allowed_bits)
+    def __init__(self, bits=8, signed=None, granularity=None, groups=None, normalize=None, role=None,
+                 **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.bits = check_choice(f"bits (quantizer {self.method!r})", bits, self.allowed_bits)
         self._signed = None if signed is None else bool(signed)
         if granularity is not None:
             check_choice("granularity", granularity, GRANULARITIES)
@@ -73,7 +81,9 @@ class Quantizer:
         self.groups = groups
         self.normalize = check_choice("normalize", normalize, NORMALIZATIONS)
         self.role = None if role is None else check_choice("role", role, ROLES)
-        self.built = False
+        self._value_at_build = None
+        self._data_init_enabled = True
+        self._loaded_by_host = False
 
     # -------------------------------------------------------------- properties
     @property
@@ -86,77 +96,94 @@ class Quantizer:
         return self.weight_granularity if self.role == "weight" else "per_tensor"
 
     # -------------------------------------------------------------------- build
-    def build(self, layer, shape, name, value=None):
-        """Create this quantizer's variables on `layer` for inputs of `shape`.
+    def build(self, input_shape):
+        """Create this quantizer's variables for inputs of `input_shape`.
 
-        `value` (optional, e.g. the kernel) initialises data-dependent parameters now;
-        otherwise they are initialised from the first training batch.
+        Data-dependent parameters are initialised from the first training batch (a variable
+        `initialized` records it), or from a value: see `build_from_value`.
         """
+        value = self._value_at_build
         if self.role is None:
             self.role = "weight" if value is not None else "activation"
-        self.shape = tuple(shape)
+        self.shape = tuple(input_shape)
         if self.granularity is None:
             self.granularity = self._default_granularity(self.shape)
         self.channels = self.shape[-1]
         if self.granularity == "groups" and (self.channels is None or self.channels % self.groups):
             raise ValueError(
-                f"Invalid groups={self.groups} for {name}: expected a divisor of the "
+                f"Invalid groups={self.groups} for {self.name}: expected a divisor of the "
                 f"channel count {self.channels}."
             )
         self.param_shape = {"per_tensor": (), "per_channel": (self.channels,),
                             "groups": (self.groups,)}[self.granularity]
-        self._layer = layer
-        self._prefix = name
         self.params = {}
         self._data_inits = {}
         self._flag = None
-        self._build(layer, self.shape, name)
+        self._build(self.shape)
         if self._data_inits:
             if value is not None:
                 x = self._prepare(ops.convert_to_tensor(value))
-                for var, fn in self._data_inits.values():
+                for name, fn in self._data_inits.items():
+                    var = self.params[name]
                     var.assign(ops.cast(fn(x), var.dtype))
             else:
-                self._flag = layer.add_weight(name=f"{name}_initialized", shape=(),
-                                              initializer="zeros", trainable=False, autocast=False)
-        self.built = True
+                self._flag = self.add_weight(name="initialized", shape=(), initializer="zeros",
+                                             trainable=False, autocast=False)
 
-    def _build(self, layer, shape, name):
+    def build_from_value(self, value):
+        """Build for `value`'s shape (role `weight` unless set) and initialise the
+        data-dependent parameters from `value` (e.g. LSQ's step from the kernel)."""
+        value = ops.convert_to_tensor(value)
+        if isinstance(value, keras.Variable):  # TF hands variables back: a copy is not tracked
+            value = ops.copy(value)
+        self._value_at_build = value
+        try:
+            self.build(tuple(value.shape))
+        finally:
+            self._value_at_build = None
+
+    def get_build_config(self):
+        # The host builds its quantizers (shape and value come from it), never Keras' loader.
+        return None
+
+    def _build(self, shape):
         """Subclasses create their variables here (use `self.add_param`; they are then listed
         in `self.params`, {name: variable})."""
 
     def add_param(self, name, initializer="zeros", trainable=True, extra_shape=(), data_init=None):
-        """Add a variable of shape `param_shape + extra_shape` named `<prefix>_<name>`.
+        """Add a variable of shape `param_shape + extra_shape` called `name`.
 
-        `data_init(x)` (optional) computes its initial value from data: from the `value`
-        given to `build`, else from the first training batch. `autocast=False`: the
-        variable stays float32 under mixed precision, so assignments in `call` stick.
+        `data_init(x)` (optional) computes its initial value from data: from the value
+        given to `build_from_value`, else from the first training batch. `autocast=False`:
+        the variable stays float32 under mixed precision, so assignments in `call` stick.
         """
-        var = self._layer.add_weight(name=f"{self._prefix}_{name}",
-                                     shape=self.param_shape + tuple(extra_shape),
-                                     initializer=initializer, trainable=trainable, autocast=False)
+        var = self.add_weight(name=name, shape=self.param_shape + tuple(extra_shape),
+                              initializer=initializer, trainable=trainable, autocast=False)
         self.params[name] = var
         _PARAMETERS[id(var)] = var
         if data_init is not None:
-            self._data_inits[id(var)] = (var, data_init)
+            self._data_inits[name] = data_init  # string keys: TF's SavedModel tracks this dict
         return var
 
     # --------------------------------------------------------------------- call
     def __call__(self, x, training=None):
-        if not self.built:
-            raise ValueError(f"Quantizer {self.name!r} used before build(): call build(layer, shape, name) first.")
         x = ops.convert_to_tensor(x)
+        dtype = keras.backend.standardize_dtype(x.dtype)
+        y = super().__call__(x, training=training)  # inputs cast to float32 (the layer's dtype)
+        return y if keras.backend.standardize_dtype(y.dtype) == dtype else ops.cast(y, dtype)
+
+    def call(self, x, training=None):
         if self.observer is not None and not training:
             self.observer(self, self._prepare(x))
             return x
-        dtype = keras.backend.standardize_dtype(x.dtype)
         self._init_ok = None
-        # the math runs in float32 (the parameters' dtype) also under mixed precision
-        y = self.quantize(self._prepare(ops.cast(x, "float32") if dtype in HALF else x), bool(training))
-        return ops.cast(y, dtype)
+        return self.fake_quantize(self._prepare(x), bool(training))
 
-    def quantize(self, x, training):
-        """Subclasses: the fake-quantized tensor (float, same shape as x)."""
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def fake_quantize(self, x, training):
+        """Subclasses: the fake-quantized tensor (float32, same shape as x)."""
         raise NotImplementedError
 
     def _prepare(self, x):
@@ -181,9 +208,9 @@ class Quantizer:
         A non-finite statistic (a NaN/inf in the batch) is not used: the variable keeps its
         value and the flag stays 0, so the next finite batch initialises it.
         """
-        if self._flag is None or id(var) not in self._data_inits:
+        init_fn = self._data_inits.get(var.name) if self._data_init_active else None
+        if init_fn is None or self.params.get(var.name) is not var:
             return ops.convert_to_tensor(var)
-        init_fn = self._data_inits[id(var)][1]
         candidate = ops.cond(  # only the first batch pays for the data statistic
             ops.equal(self._flag, 0.0),
             lambda: ops.stop_gradient(ops.cast(init_fn(x), var.dtype)) + 0.0 * var,  # grad 0, not None
@@ -198,6 +225,10 @@ class Quantizer:
         return value
 
     @property
+    def _data_init_active(self):
+        return self._flag is not None and self._data_init_enabled
+
+    @property
     def awaiting_data_init(self):
         """True while data-dependent parameters wait for their first training batch."""
         return self._flag is not None and float(ops.convert_to_numpy(self._flag)) == 0.0
@@ -207,20 +238,26 @@ class Quantizer:
         """Within the block, calls use the stored parameters without the first-batch
         data-init branch (export: its `where(initialized, var, f(x))` would make ranges
         depend on the input); after training they hold the same values."""
-        flag, self._flag = self._flag, None
+        enabled, self._data_init_enabled = self._data_init_enabled, False
         try:
             yield self
         finally:
-            self._flag = flag
+            self._data_init_enabled = enabled
+
+    def mark_initialized(self):
+        """Record that the data-dependent parameters hold their values (calibration and
+        explicit initialisers call it after assigning them)."""
+        if self._flag is not None:
+            self._flag.assign(1.0)
 
     def data_init_variables(self):
         """The variables the first-batch initialisation assigns (the flag included)."""
-        found = [var for var, _ in self._data_inits.values()]
+        found = [self.params[name] for name in self._data_inits]
         return found + ([self._flag] if self._flag is not None else [])
 
     def finish(self, training):
         """Mark data-dependent parameters initialised (call at the end of `quantize`)."""
-        if training and self._flag is not None:
+        if training and self._data_init_active:
             done = 1.0 if self._init_ok is None else ops.where(self._init_ok, 1.0, ops.convert_to_tensor(self._flag))
             self._flag.assign(done)
 
@@ -273,15 +310,18 @@ class Quantizer:
 
     # ------------------------------------------------------------ serialization
     def get_config(self):
-        return {"bits": self.bits, "signed": self._signed, "granularity": self.granularity,
-                "groups": self.groups, "normalize": self.normalize, "role": self.role}
+        return {**super().get_config(), "bits": self.bits, "signed": self._signed,
+                "granularity": self.granularity, "groups": self.groups,
+                "normalize": self.normalize, "role": self.role}
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+    def load_own_variables(self, store):
+        if self._loaded_by_host and not len(store.keys()):
+            return  # an older file kept these variables on the host layer, which loaded them
+        super().load_own_variables(store)
 
     def __repr__(self):
-        return f"{type(self).__name__}(bits={self.bits}, role={self.role!r}, granularity={self.granularity!r})"
+        return (f"{type(self).__name__}(bits={self.bits}, role={self.role!r}, "
+                f"granularity={self.granularity!r}, name={self.name!r})")
 
 
 def keep_finite(new, old):
@@ -323,10 +363,10 @@ REGISTRY = {}
 
 
 def register(cls):
-    """Class decorator: add a quantizer to `REGISTRY` under `cls.name` and register it for
+    """Class decorator: add a quantizer to `REGISTRY` under `cls.method` and register it for
     Keras serialization (package `quadkeras`)."""
-    if not cls.name or cls.name in REGISTRY:
-        raise ValueError(f"Invalid quantizer name {cls.name!r} for {cls.__name__}: expected a new, "
-                         f"non-empty name (taken: {', '.join(REGISTRY)}).")
-    REGISTRY[cls.name] = cls
+    if not cls.method or cls.method in REGISTRY:
+        raise ValueError(f"Invalid quantizer method {cls.method!r} for {cls.__name__}: expected a "
+                         f"new, non-empty name (taken: {', '.join(REGISTRY)}).")
+    REGISTRY[cls.method] = cls
     return keras.saving.register_keras_serializable(package="quadkeras")(cls)

@@ -10,7 +10,7 @@ Example:
 
 >>> import numpy as np, keras
 >>> q = XNOR(granularity="per_tensor")
->>> q.build(keras.layers.Layer(), (2, 2), "kernel", value=np.ones((2, 2), "float32"))
+>>> q.build_from_value(np.ones((2, 2), "float32"))
 >>> keras.ops.convert_to_numpy(q(np.array([[1., -3.], [0., 2.]], "float32"))).tolist()
 [[1.5, -1.5], [1.5, 1.5]]
 """
@@ -25,14 +25,14 @@ from quadkeras.quantizers.ste import ste
 class XNOR(Quantizer):
     """1-bit sign quantizer with per-channel scale for weights (XNOR-Net)."""
 
-    name = "xnor"
+    method = "xnor"
     allowed_bits = (1,)
     weight_granularity = "per_channel"
 
     def __init__(self, bits=1, **kwargs):
         super().__init__(bits=bits, **kwargs)
 
-    def quantize(self, x, training):
+    def fake_quantize(self, x, training):
         if self.role == "activation":
             clipped = ops.clip(x, -1.0, 1.0)
             return ste(clipped, sign(x))
@@ -43,7 +43,7 @@ class XNOR(Quantizer):
 class Ternary(Quantizer):
     """Ternary weight networks: {−α, 0, α} with threshold 0.7·mean|W|."""
 
-    name = "ternary"
+    method = "ternary"
     allowed_bits = (2,)
     weight_granularity = "per_tensor"  # TWN: one Δ and α per layer
 
@@ -51,7 +51,7 @@ class Ternary(Quantizer):
         super().__init__(bits=bits, **kwargs)
         self.threshold = float(threshold)
 
-    def quantize(self, x, training):
+    def fake_quantize(self, x, training):
         a = ops.abs(x)
         delta = self.threshold * self.expand(self.reduce(x, abs_mean))
         mask = ops.cast(a > delta, x.dtype)

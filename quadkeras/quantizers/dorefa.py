@@ -8,7 +8,7 @@ Example:
 
 >>> import numpy as np, keras
 >>> q = DoReFa(bits=2, role="activation")
->>> q.build(keras.layers.Layer(), (None, 3), "input")
+>>> q.build((None, 3))
 >>> [float(v) for v in keras.ops.convert_to_numpy(q(np.array([[-1., 0.4, 2.]], "float32")))[0]]
 [0.0, 0.3333333432674408, 1.0]
 """
@@ -28,10 +28,10 @@ def quantize_k(r, bits):
 class DoReFa(Quantizer):
     """DoReFa weight (tanh-normalised) or activation (clip to [0, 1]) quantizer."""
 
-    name = "dorefa"
+    method = "dorefa"
     allowed_bits = tuple(range(1, 9))
 
-    def quantize(self, x, training):
+    def fake_quantize(self, x, training):
         if self.role == "activation":
             return quantize_k(ops.clip(x, 0.0, 1.0), self.bits)
         if self.bits == 1:

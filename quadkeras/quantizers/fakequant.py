@@ -17,11 +17,10 @@ Example:
 
 >>> import numpy as np, keras
 >>> q = FakeQuant(bits=8)
->>> layer = keras.layers.Layer()
->>> q.build(layer, (None, 4), "input")
+>>> q.build((None, 4))
 >>> y = q(np.linspace(-1, 1, 8, dtype="float32").reshape(2, 4), training=True)
->>> [v.name for v in layer.weights]
-['input_min', 'input_max', 'input_initialized']
+>>> [v.name for v in q.weights]
+['min', 'max', 'initialized']
 """
 
 import keras
@@ -34,7 +33,7 @@ from quadkeras.quantizers.base import Quantizer, abs_max, keep_finite, register
 class FakeQuant(Quantizer):
     """Uniform affine fake-quant with min/max variables (TF FakeQuant ops on TF)."""
 
-    name = "fakequant"
+    method = "fakequant"
     allowed_bits = tuple(range(2, 9))
 
     def __init__(self, bits=8, ema_decay=0.999, narrow_range=None, **kwargs):
@@ -45,7 +44,7 @@ class FakeQuant(Quantizer):
     def _default_granularity(self, shape):
         return "per_channel" if self.role == "weight" and len(shape) == 4 else "per_tensor"
 
-    def _build(self, layer, shape, name):
+    def _build(self, shape):
         weight = self.role == "weight"
         self.min_var = self.add_param("min", initializer="zeros", trainable=False,
                                       data_init=self._range_min if weight else self._batch_min)
@@ -64,7 +63,7 @@ class FakeQuant(Quantizer):
     def _batch_max(self, x):
         return ops.maximum(self.reduce_params(x, ops.max), 1e-8)
 
-    def quantize(self, x, training):
+    def fake_quantize(self, x, training):
         if self.role == "weight":
             lo, hi = self._weight_range(x, training)
         else:

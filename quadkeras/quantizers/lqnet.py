@@ -1,6 +1,6 @@
 """`LQNet`: learned quantization with a K-bit basis (Zhang et al., ECCV 2018).
 
-Levels are {vᵀe : e ∈ E^K} for a basis v ∈ R^K (K = bits, variable `<prefix>_basis`), with
+Levels are {vᵀe : e ∈ E^K} for a basis v ∈ R^K (K = bits, variable `basis`), with
 E = {−1, +1} for signed tensors (weights) and {0, 1} for unsigned ones (activations after
 ReLU). As in the LQ-Nets code: weights have one basis per output channel (default
 `per_channel`), activations one per tensor; every element goes to its nearest level, with a
@@ -20,8 +20,7 @@ Example:
 
 >>> import numpy as np, keras
 >>> q = LQNet(bits=2)
->>> layer = keras.layers.Layer()
->>> q.build(layer, (8, 2), "kernel", value=np.random.randn(8, 2).astype("float32"))
+>>> q.build_from_value(np.random.randn(8, 2).astype("float32"))
 >>> len(np.unique(keras.ops.convert_to_numpy(q(np.random.randn(8, 2).astype("float32")))))  <= 4
 True
 """
@@ -63,7 +62,7 @@ def initial_basis(bits, role, shape):
 class LQNet(Quantizer):
     """Nearest level of a learned K-bit basis; basis by QEM (default) or by gradient."""
 
-    name = "lqnet"
+    method = "lqnet"
     allowed_bits = (1, 2, 3, 4)
     weight_granularity = "per_channel"
 
@@ -73,7 +72,7 @@ class LQNet(Quantizer):
         self.momentum = float(momentum)
         self.ridge = float(ridge)
 
-    def _build(self, layer, shape, name):
+    def _build(self, shape):
         self.codes = encodings(self.bits, self.signed)
         start = initial_basis(self.bits, self.role, shape)
         self.basis = self.add_param("basis", extra_shape=(self.bits,),
@@ -85,7 +84,7 @@ class LQNet(Quantizer):
         """(param_shape..., 2^K) levels of a basis."""
         return ops.matmul(basis, ops.convert_to_tensor(self.codes.T))
 
-    def quantize(self, x, training):
+    def fake_quantize(self, x, training):
         basis = ops.convert_to_tensor(self.basis)
         clip = None if self.role == "weight" else "above"
         q, index = nearest_level(x, self.expand(self.levels(basis)), clip=clip)

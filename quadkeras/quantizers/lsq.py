@@ -1,7 +1,7 @@
 """`LSQ`: learned step size quantization (Esser et al., ICLR 2020).
 
 v̂ = s·round(clip(v/s, −Q_N, Q_P)); signed Q_N = 2^(b−1), Q_P = 2^(b−1)−1; unsigned Q_N = 0,
-Q_P = 2^b−1. The step `s` (variable `<prefix>_step`) is trained; its gradient is scaled by
+Q_P = 2^b−1. The step `s` (variable `step`) is trained; its gradient is scaled by
 g = 1/√(N·Q_P) (N = elements per step: weights per tensor/channel/group, or features per
 sample for activations, from the runtime shape when the static one has None dimensions). Init s = 2·mean|v|/√Q_P from the kernel at build, or from the first
 training batch for activations. Gradients (STE): ∂v̂/∂v = 1 inside the clip range, 0 outside;
@@ -11,8 +11,7 @@ Example:
 
 >>> import numpy as np, keras
 >>> q = LSQ(bits=2)
->>> layer = keras.layers.Layer()
->>> q.build(layer, (4, 2), "kernel", value=np.array([[1., -1.]] * 4, "float32"))
+>>> q.build_from_value(np.array([[1., -1.]] * 4, "float32"))
 >>> float(keras.ops.convert_to_numpy(q.step))  # 2*mean|v|/sqrt(Q_P) = 2*1/1
 2.0
 """
@@ -28,7 +27,7 @@ from quadkeras.quantizers.ste import grad_scale, scaled_round
 class LSQ(Quantizer):
     """Learned step size quantizer (signed weights / unsigned activations by default)."""
 
-    name = "lsq"
+    method = "lsq"
     allowed_bits = tuple(range(2, 9))
 
     def q_range(self):
@@ -37,14 +36,14 @@ class LSQ(Quantizer):
             return 2 ** (self.bits - 1), 2 ** (self.bits - 1) - 1
         return 0, 2 ** self.bits - 1
 
-    def _build(self, layer, shape, name):
+    def _build(self, shape):
         self.step = self.add_param("step", initializer="ones", data_init=self._init_step)
 
     def _init_step(self, x):
         _, qp = self.q_range()
         return ops.maximum(2.0 * self.reduce_params(x, abs_mean) / float(np.sqrt(qp)), 1e-8)
 
-    def quantize(self, x, training):
+    def fake_quantize(self, x, training):
         qn, qp = self.q_range()
         n = self.elements_per_param(x)
         g = float(1.0 / np.sqrt(n * qp)) if isinstance(n, int) else 1.0 / ops.sqrt(n * float(qp))

@@ -3,7 +3,7 @@
 The LSQ rows of the seed table (ResNet-18 ImageNet 2/2, ResNet-20 CIFAR-100 2/2) come from
 this variant of the model-quantization project, not from the LSQ paper (`"lsq"`):
 
-- a learnable clip value c (variable `<prefix>_clip`, one per tensor by default; per channel
+- a learnable clip value c (variable `clip`, one per tensor by default; per channel
   or per group with the shared granularity options), floored at a small positive value;
 - signed (weights): x/c clipped to [−1, 1] and snapped to 2^b symmetric levels *without*
   zero, (2k + 1 − 2^b)/(2^b − 1)·c, e.g. {±1/3, ±1}·c at 2 bits; unsigned (activations):
@@ -20,8 +20,7 @@ Example:
 
 >>> import numpy as np, keras
 >>> q = LSQModelQuantization(bits=2)
->>> layer = keras.layers.Layer()
->>> q.build(layer, (1, 4), "kernel", value=np.zeros((1, 4), "float32"))
+>>> q.build_from_value(np.zeros((1, 4), "float32"))
 >>> [round(float(v), 4) for v in keras.ops.convert_to_numpy(q(np.array([[-2., -0.2, 0.1, 0.9]], "float32")))[0]]
 [-1.0, -0.3333, 0.3333, 1.0]
 """
@@ -39,7 +38,7 @@ CLIP_INITS = ("boundary", "max")
 class LSQModelQuantization(Quantizer):
     """Learnable clip c, 2^b levels on [−c, c] without zero (signed) or on [0, c] (unsigned)."""
 
-    name = "lsq_mq"
+    method = "lsq_mq"
     allowed_bits = tuple(range(1, 9))
     var_mean_axes = "group"  # model-quantization: per quantization group, detached statistics
     var_mean_detached = True
@@ -51,7 +50,7 @@ class LSQModelQuantization(Quantizer):
             raise ValueError(f"Invalid boundary={boundary!r} for quantizer 'lsq_mq': expected a positive number.")
         self.clip_init = check_choice("clip_init", clip_init, CLIP_INITS)
 
-    def _build(self, layer, shape, name):
+    def _build(self, shape):
         data_init = self._init_clip if self.clip_init == "max" else None
         self.clip = self.add_param("clip", initializer=initializers.Constant(self.boundary),
                                    data_init=data_init)
@@ -59,7 +58,7 @@ class LSQModelQuantization(Quantizer):
     def _init_clip(self, x):
         return ops.maximum(self.reduce_params(x, abs_max), 1e-8)
 
-    def quantize(self, x, training):
+    def fake_quantize(self, x, training):
         c = self.expand(positive(self.param(self.clip, x, training)))
         self.finish(training)
         n = float(2 ** self.bits - 1)

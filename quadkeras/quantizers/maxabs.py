@@ -8,7 +8,7 @@ Example:
 
 >>> import numpy as np, keras
 >>> q = MaxAbs(bits=2)
->>> q.build(keras.layers.Layer(), (None, 3), "act")
+>>> q.build((None, 3))
 >>> [float(v) for v in keras.ops.convert_to_numpy(q(np.array([[0.5, 1.2, 3.]], "float32")))[0]]
 [0.0, 1.0, 3.0]
 """
@@ -23,10 +23,10 @@ from quadkeras.quantizers.ste import ste
 class MaxAbs(Quantizer):
     """Uniform grid S·k/(2^bits−1), S = max|x| of the current tensor; identity gradient."""
 
-    name = "maxabs"
+    method = "maxabs"
     allowed_bits = tuple(range(1, 9))
 
-    def quantize(self, x, training):
+    def fake_quantize(self, x, training):
         top = float(2 ** self.bits - 1)
         s = ops.max(ops.abs(x))
         safe = ops.where(s > 0, s, ops.ones_like(s))

@@ -2,7 +2,7 @@
 
 Our formulation (documented choice; model-quantization's "non-uniform" option is not
 reproduced exactly): each parameter group (tensor / output channel / group) owns 2^b level
-values (variable `<prefix>_levels`, trainable). Forward: nearest level. Backward:
+values (variable `levels`, trainable). Forward: nearest level. Backward:
 ∂q/∂level_i = 1 for the elements mapped to level i (so each level moves to the mean of its
 elements under an L2 task gradient), ∂q/∂x = 1 inside [min level, max level], 0 outside (STE).
 Init: uniform levels over [−r, r] (signed) or [0, r] (unsigned), r = 2·mean|x|·√(2^b−1)
@@ -12,7 +12,7 @@ Example:
 
 >>> import numpy as np, keras
 >>> q = NonUniform(bits=2)
->>> q.build(keras.layers.Layer(), (6, 2), "kernel", value=np.random.randn(6, 2).astype("float32"))
+>>> q.build_from_value(np.random.randn(6, 2).astype("float32"))
 >>> len(np.unique(keras.ops.convert_to_numpy(q(np.random.randn(6, 2).astype("float32"))))) <= 4
 True
 """
@@ -29,10 +29,10 @@ from quadkeras.quantizers.ste import nearest_level
 class NonUniform(Quantizer):
     """Nearest of 2^b learnable levels per tensor / channel / group."""
 
-    name = "nonuniform"
+    method = "nonuniform"
     allowed_bits = (1, 2, 3, 4)
 
-    def _build(self, layer, shape, name):
+    def _build(self, shape):
         count = 2 ** self.bits
         self.levels = self.add_param("levels", initializer="zeros", extra_shape=(count,),
                                      data_init=self._init_levels)
@@ -43,7 +43,7 @@ class NonUniform(Quantizer):
         grid = np.linspace(-1.0 if self.signed else 0.0, 1.0, count).astype("float32")
         return ops.expand_dims(top, -1) * ops.convert_to_tensor(grid)
 
-    def quantize(self, x, training):
+    def fake_quantize(self, x, training):
         levels = self.param(self.levels, x, training)
         q, _ = nearest_level(x, self.expand(levels))
         self.finish(training)

@@ -1,6 +1,6 @@
 """`PACT`: parameterized clipping activation (Choi et al. 2018), activations only.
 
-y = clip(x, 0, α), y_q = round(y·(2^k−1)/α)·α/(2^k−1); α (variable `<prefix>_alpha`, init
+y = clip(x, 0, α), y_q = round(y·(2^k−1)/α)·α/(2^k−1); α (variable `alpha`, init
 `alpha_init`, default 10) is trained: ∂y_q/∂α = 1 where x ≥ α else 0, ∂y_q/∂x = 1 on (0, α).
 Give α its own L2 decay (e.g. the training app's custom decay for names containing `alpha`).
 
@@ -8,7 +8,7 @@ Example:
 
 >>> import numpy as np, keras
 >>> q = PACT(bits=2, alpha_init=3.0)
->>> q.build(keras.layers.Layer(), (None, 3), "input")
+>>> q.build((None, 3))
 >>> [float(v) for v in keras.ops.convert_to_numpy(q(np.array([[-1., 1.2, 5.]], "float32")))[0]]
 [0.0, 1.0, 3.0]
 """
@@ -23,14 +23,14 @@ from quadkeras.quantizers.ste import ste
 class PACT(Quantizer):
     """Learned clipping level α, then uniform unsigned quantization of [0, α]."""
 
-    name = "pact"
+    method = "pact"
     allowed_bits = tuple(range(1, 9))
 
     def __init__(self, bits=4, alpha_init=10.0, **kwargs):
         super().__init__(bits=bits, **kwargs)
         self.alpha_init = float(alpha_init)
 
-    def _build(self, layer, shape, name):
+    def _build(self, shape):
         if self.role == "weight":
             raise ValueError("Invalid role='weight' for quantizer 'pact': expected 'activation' "
                              "(use 'dorefa' or 'lsq' for weights).")
@@ -41,7 +41,7 @@ class PACT(Quantizer):
         alpha = self.expand(positive(ops.convert_to_tensor(self.alpha)))
         return ops.minimum(ops.relu(x), alpha), alpha
 
-    def quantize(self, x, training):
+    def fake_quantize(self, x, training):
         y, alpha = self.clip(x)
         n = float(2 ** self.bits - 1)
         a = ops.stop_gradient(alpha)

@@ -95,8 +95,11 @@ def _keyword(cls, key, value, spec):
     return {key: value}
 
 
+LAYER_ARGUMENTS = ("name", "dtype", "trainable")  # Keras layer arguments a saved config holds
+
+
 def _arguments(cls):
-    names = []
+    names = list(LAYER_ARGUMENTS)
     for klass in (cls, Quantizer):
         names += [p for p in inspect.signature(klass.__init__).parameters
                   if p not in ("self", "kwargs") and p not in names]
@@ -129,7 +132,7 @@ def get(spec):
 def _from_config(cls, config):
     allowed = _arguments(cls)
     for key in config:
-        check_choice(f"argument of quantizer {cls.name!r}", key, allowed)
+        check_choice(f"argument of quantizer {cls.method!r}", key, allowed)
     return cls.from_config(config)
 
 
@@ -147,7 +150,15 @@ def deserialize(config):
     return get(config)
 
 
-def clone(quantizer):
-    """A fresh, unbuilt copy of a quantizer (same config)."""
+def clone(quantizer, name=None):
+    """A fresh, unbuilt copy of a quantizer (same config; `name`: the new layer's name).
+
+    A host layer takes a copy of the quantizer it is given, so one spec object can be
+    passed to many layers, and names it after its slot (`kernel`, `input`, ...)."""
     quantizer = get(quantizer)
-    return None if quantizer is None else type(quantizer).from_config(quantizer.get_config())
+    if quantizer is None:
+        return None
+    config = quantizer.get_config()
+    if name is not None:
+        config["name"] = name
+    return type(quantizer).from_config(config)

@@ -1,7 +1,8 @@
 """Per-variable L2 decay coefficients: `wd`, `decay_small` and `custom_decay_list`.
 
 Rules, applied to each trainable variable (matched on `variable.path`, e.g.
-`stage1_block1_conv1/kernel`):
+`stage1_block1_conv1/kernel`; a quantizer's parameter also on its older name,
+`conv1/input_alpha` for `conv1/input/alpha`, so existing patterns such as `_alpha` still match):
 1. if a regex of `custom_decay_list` matches -> `custom_decay`;
 2. elif `decay_small` and the variable is "small" (at most 1-D: biases, BN gamma/beta,
    per-branch BN, scalar quantizer params, or a quantizer param `step`/`alpha`/`basis`/
@@ -46,7 +47,10 @@ def is_small(variable):
 def decay_coefficient(variable, wd, decay_small=False, patterns=(), custom_decay=None):
     """L2 coefficient for one variable (see module rules)."""
     name = variable.path if hasattr(variable, "path") else variable.name
-    if patterns and any(p.search(name) for p in patterns):
+    names = [name]
+    if is_quantizer_parameter(variable):  # `<host>/<slot>/<param>` was `<host>/<slot>_<param>`
+        names.append(re.sub(r"/([^/]+)/([^/]+)$", r"/\1_\2", name))
+    if patterns and any(p.search(n) for p in patterns for n in names):
         if custom_decay is None:
             raise ValueError("Invalid custom_decay=None: required when custom_decay_list is set.")
         return float(custom_decay)
