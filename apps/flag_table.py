@@ -92,6 +92,10 @@ TABLE = {
                            "jax DataParallel, tf MirroredStrategy / MultiWorkerMirroredStrategy, "
                            "torch DDP (launch with torchrun); --batch_size is the global batch "
                            "(docs/training.md).", list(DISTRIBUTE)),
+    "jit_compile": ("enum", "Compile the train step: auto (Keras' choice: XLA on tensorflow/jax, "
+                            "eager on torch), true (torch: torch.compile; 1.2x plain PyTorch where "
+                            "Python overhead dominates, docs/benchmarks.md), false.",
+                    ["auto", "true", "false"]),
     "verbose": ("integer", "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch."),
     "input_shape": ("list", "Replace the model config's input shape: H,W,C (e.g. 16,16,1)."),
     "plot": ("string", "Also draw this app's figure into this PNG."),

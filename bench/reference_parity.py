@@ -12,6 +12,15 @@ CIFAR-10 subset. Prints test accuracy and train img/s per epoch, then the mean o
     python bench/reference_parity.py --max_train=5000 --max_test=1000 --epochs=8 \
         --batch_size=128 --seeds=0,1 --backends=torch,tensorflow
 
+`--hybrid` adds a third runner that splits the question in two: quadkeras' Keras QResNet14
+(torch backend, `build_model`) trained by the plain-PyTorch loop above (same optimizer, clip,
+schedule, batches and augmentation). A gap between it and the PyTorch network is in the model
+(forward, backward, BatchNorm statistics, init); a gap between it and quadkeras is in the
+training engine (optimizer, data pipeline, schedule). Needs `KERAS_BACKEND=torch`.
+`--hybrid_init=torch` starts it from the PyTorch network's own initial weights (same seed,
+copied with `quadkeras.interop`): then only the model's training dynamics can differ, not
+its initialisation.
+
 Train img/s counts the optimisation steps only (data augmentation included, evaluation and
 checkpoint writing excluded); epoch 1 includes tracing/compilation. For quadkeras it also
 reports the share of test images with non-finite logits in inference mode (an early quadratic
@@ -78,6 +87,10 @@ def parse_args(argv=None):
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--backends", default="torch,tensorflow", help="Keras backends to run quadkeras on")
     p.add_argument("--skip_reference", action="store_true")
+    p.add_argument("--hybrid", action="store_true", help="also train quadkeras' Keras model with the "
+                   "plain-PyTorch loop (KERAS_BACKEND=torch)")
+    p.add_argument("--hybrid_init", default="keras", choices=("keras", "torch"),
+                   help="hybrid runner's initial weights: its own (keras) or the PyTorch net's")
     p.add_argument("--device", default="auto", help="PyTorch reference's device: auto (cuda if "
                    "available), cpu, cuda; quadkeras uses its backend's default device")
     p.add_argument("--data_pipeline", default="auto", help="quadkeras input pipeline: auto, tf, numpy")
@@ -106,8 +119,9 @@ def _augment(images, rng, pad=4):
     return out
 
 
-def torch_reference(args, seed, subset):
-    """QuadraLib's training loop on the plain PyTorch network; per-epoch rows."""
+def torch_reference(args, seed, subset, keras_model=False):
+    """QuadraLib's training loop on the plain PyTorch network (or, `keras_model=True`, on
+    quadkeras' Keras network under the torch backend); per-epoch rows."""
     import torch
 
     from quadkeras.interop.torch_nets import build_torch_model
@@ -116,41 +130,70 @@ def torch_reference(args, seed, subset):
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    net = build_torch_model(args.model, num_classes=10, input_shape=[32, 32, 3]).to(device)
-    opt = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=0.9, weight_decay=args.wd)
+    if keras_model:
+        net = _keras_network(args, seed)
+        if args.hybrid_init == "torch":
+            from quadkeras.interop.torch_checkpoint import load_state_dict_into
+
+            torch.manual_seed(seed)  # the reference's initial weights, drawn as it draws them
+            ref = build_torch_model(args.model, num_classes=10, input_shape=[32, 32, 3])
+            load_state_dict_into(net, {k: v.detach().cpu().numpy() for k, v in ref.state_dict().items()})
+        params = [p for p in net.parameters() if p.requires_grad]
+        forward = lambda inputs, training: net(inputs, training=training)  # noqa: E731
+    else:
+        net = build_torch_model(args.model, num_classes=10, input_shape=[32, 32, 3]).to(device)
+        params = list(net.parameters())
+
+        def forward(inputs, training):
+            net.train(training)
+            return net(inputs)
+    name = "hybrid" if keras_model else "torch-ref"
+    opt = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=args.wd)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs, eta_min=args.final_lr)
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def tensor(images):
         x = (images.astype("float32") / 255.0 - mean) / std
-        return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
+        x = x if keras_model else x.transpose(0, 3, 1, 2)  # Keras: NHWC
+        return torch.from_numpy(np.ascontiguousarray(x)).to(device)
 
     x_eval = tensor(x_test)
     rows = []
     for epoch in range(args.epochs):
-        net.train()
         order = rng.permutation(len(x_train))
         t0 = time.perf_counter()
         for start in range(0, len(order), args.batch_size):  # DataLoader keeps the last batch
             idx = order[start:start + args.batch_size]
             inputs, targets = tensor(_augment(x_train[idx], rng)), torch.from_numpy(y_train[idx].astype("int64")).to(device)
             opt.zero_grad()
-            loss = loss_fn(net(inputs), targets)
+            loss = loss_fn(forward(inputs, True), targets)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), args.grad_clip)
+            torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
             opt.step()
         if device == "cuda":
             torch.cuda.synchronize()
         train_s = time.perf_counter() - t0
         sched.step()
-        net.eval()
         with torch.no_grad():
-            pred = torch.cat([net(x_eval[i:i + 500]).argmax(1) for i in range(0, len(x_eval), 500)])
+            pred = torch.cat([forward(x_eval[i:i + 500], False).argmax(1) for i in range(0, len(x_eval), 500)])
         rows.append({"epoch": epoch + 1, "test_acc": float((pred.cpu().numpy() == y_test).mean()),
                      "train_s": train_s})
-        print(f"  torch-ref seed={seed} epoch {epoch + 1}: acc={rows[-1]['test_acc']:.4f} "
+        print(f"  {name} seed={seed} epoch {epoch + 1}: acc={rows[-1]['test_acc']:.4f} "
               f"img/s={len(x_train) / train_s:.1f}", flush=True)
     return rows
+
+
+def _keras_network(args, seed):
+    """quadkeras' network as the training engine builds it (same seed), for the hybrid runner."""
+    import keras
+
+    from quadkeras.models import build_model
+
+    if keras.backend.backend() != "torch":
+        raise SystemExit("Invalid KERAS_BACKEND for --hybrid: expected torch (the PyTorch loop "
+                         f"trains the Keras model), got {keras.backend.backend()!r}.")
+    keras.utils.set_random_seed(seed)
+    return build_model(args.model, num_classes=10, input_shape=(32, 32, 3))
 
 
 def quadkeras_run(args, seed, backend):
@@ -213,6 +256,8 @@ def main(argv=None):
     for seed in [int(s) for s in args.seeds.split(",")]:
         if not args.skip_reference:
             results.setdefault("torch-ref", {})[seed] = torch_reference(args, seed, subset)
+        if args.hybrid:
+            results.setdefault("hybrid", {})[seed] = torch_reference(args, seed, subset, keras_model=True)
         for backend in [b for b in args.backends.split(",") if b]:
             results.setdefault(f"quadkeras-{backend}", {})[seed] = quadkeras_run(args, seed, backend)
     summarise(results, args, n_train)

@@ -17,6 +17,8 @@ Usage:
     KERAS_BACKEND=tensorflow python bench/train_step.py --models=qresnet14 --steps=8
     KERAS_BACKEND=torch python bench/train_step.py --no-infer --rounds=3
     KERAS_BACKEND=tensorflow python bench/train_step.py --threads=1   # loaded machine
+    KERAS_BACKEND=torch python bench/train_step.py --batch=2 --image_size=8 --no-infer \
+        --threads=1 --steps=20   # per-step framework overhead: compute is negligible here
 """
 
 import argparse
@@ -31,6 +33,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="qresnet14,resnet20,resnet32")
     p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--image_size", type=int, default=32, help="square input side (both sides); a "
+                   "tiny one with a tiny batch measures the per-step overhead, not the math")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds")
     p.add_argument("--steps", type=int, default=2, help="train steps per round and side")
@@ -43,20 +47,31 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def keras_side(name, batch, jit_compile):
+def keras_side(name, batch, jit_compile, size=32):
     """(train step fn, predict fn) of the quadkeras zoo model, compiled like the trainer."""
     import keras
 
     from quadkeras.models import build_model
     from quadkeras.training.optimizer import CoupledDecaySGD
 
-    model = build_model(name, num_classes=10, input_shape=(32, 32, 3))
+    model = build_model(name, num_classes=10, input_shape=(size, size, 3))
     opt = CoupledDecaySGD(learning_rate=0.1, momentum=0.9, l2=5e-4, global_clipnorm=0.5)
     jit = {"auto": "auto", "true": True, "false": False}[jit_compile]
     model.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
 
+    state = {}
+
     def train(x, y):
-        return float(model.train_on_batch(x, y))
+        if keras.backend.backend() != "torch":
+            return float(model.train_on_batch(x, y))
+        # torch: the step `fit` runs (`train_function` on one batch); `train_on_batch` also
+        # redoes the symbolic-build bookkeeping on every call (~4 ms a step here)
+        if not state:
+            model.train_on_batch(x, y)  # builds model, optimizer and metrics
+            model.make_train_function()
+            state["data"] = [(keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y))]
+        logs = model.train_function(state["data"])
+        return float(keras.ops.convert_to_numpy(logs["loss"]))
 
     def predict(x):
         return model.predict(x, batch_size=batch, verbose=0)
@@ -89,7 +104,7 @@ def torch_side(name, batch):
     return train, predict
 
 
-def torch_worker(conn, name, batch, infer_batches, threads):
+def torch_worker(conn, name, batch, infer_batches, threads, size=32):
     """Child process: the PyTorch reference, timed on request ("train" / "infer" -> seconds).
 
     Own process so that neither side's thread pools (TF's spin-waiting ones) starve the
@@ -99,7 +114,7 @@ def torch_worker(conn, name, batch, infer_batches, threads):
 
     if threads:
         torch.set_num_threads(threads)
-    x, y = _data(batch)
+    x, y = _data(batch, size)
     xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     yt = torch.from_numpy(y).long()
     xit = torch.cat([xt] * infer_batches)
@@ -111,11 +126,11 @@ def torch_worker(conn, name, batch, infer_batches, threads):
         conn.send(_time(train, xt, yt, repeat=repeat) if cmd == "train" else _time(predict, xit))
 
 
-def _data(batch):
+def _data(batch, size=32):
     import numpy as np
 
     rng = np.random.default_rng(0)
-    return rng.random((batch, 32, 32, 3)).astype("float32"), rng.integers(0, 10, batch)
+    return rng.random((batch, size, size, 3)).astype("float32"), rng.integers(0, 10, batch)
 
 
 def _time(fn, *args, repeat=1):
@@ -130,10 +145,11 @@ def bench_model(name, args):
 
     import numpy as np
 
-    x, y = _data(args.batch)
+    x, y = _data(args.batch, args.image_size)
     conn, child_conn = multiprocessing.Pipe()
     child = multiprocessing.get_context("spawn").Process(
-        target=torch_worker, args=(child_conn, name, args.batch, args.infer_batches, args.threads),
+        target=torch_worker, args=(child_conn, name, args.batch, args.infer_batches, args.threads,
+                                        args.image_size),
         daemon=True)
     child.start()
 
@@ -141,7 +157,7 @@ def bench_model(name, args):
         conn.send((cmd, repeat))
         return conn.recv()
 
-    k_train, k_pred = keras_side(name, args.batch, args.jit_compile)
+    k_train, k_pred = keras_side(name, args.batch, args.jit_compile, args.image_size)
     for _ in range(args.warmup):
         k_train(x, y)
         torch_time("train")
@@ -177,7 +193,7 @@ def main(argv=None):
 
             tf.config.threading.set_intra_op_parallelism_threads(args.threads)
             tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    print(f"backend={keras.backend.backend()} batch={args.batch} threads={args.threads or 'default'} "
+    print(f"backend={keras.backend.backend()} batch={args.batch} image={args.image_size}px threads={args.threads or 'default'} "
           f"rounds={args.rounds}x{args.steps} steps (warm-up {args.warmup}) jit_compile={args.jit_compile}")
     results = {}
     for name in args.models.split(","):

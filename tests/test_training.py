@@ -66,12 +66,13 @@ def test_decay_rules_pick_variables():
 
 
 @pytest.mark.jax
-def test_coupled_decay_matches_torch_style_reference():
+@pytest.mark.parametrize("form", ["keras", "torch"])  # torch backend: the foreach kernels
+def test_coupled_decay_matches_torch_style_reference(form):
     rng = np.random.default_rng(0)
     w0, b0 = rng.normal(size=(3, 2)).astype("float32"), rng.normal(size=2).astype("float32")
     w, b = keras.Variable(w0, name="kernel"), keras.Variable(b0, name="bias")
     opt = CoupledDecaySGD(learning_rate=0.1, momentum=0.9, l2=0.05, decay_small=True,
-                          global_clipnorm=1.0)
+                          global_clipnorm=1.0, momentum_form=form)
     ref_w, buf = w0.astype("float64"), np.zeros((3, 2))
     for _ in range(3):
         gw, gb = rng.normal(size=(3, 2)).astype("float32"), rng.normal(size=2).astype("float32")
@@ -266,3 +267,18 @@ def test_import_quadkeras_is_enough_to_load_a_run_checkpoint(tmp_path):
     code = ("import keras, quadkeras; m = keras.models.load_model(%r); "
             "print(type(m.optimizer).__name__, int(m.optimizer.iterations))" % str(tmp_path / "run" / "last.keras"))
     assert "CoupledDecaySGD 8" in run_backend(keras.backend.backend(), code)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch.compile: the torch backend's jit")
+def test_jit_compile_trains_the_same_model(tmp_path):
+    """`jit_compile: true` (torch.compile) trains the quadratic net like the eager step (BN
+    statistics move); a quantized model is refused in one line (torch.compile fails on it)."""
+    runs = {jit: train(tiny_config(tmp_path / jit, epochs=2, jit_compile=jit)) for jit in ("false", "true")}
+    assert runs["true"]["test_acc"] == pytest.approx(runs["false"]["test_acc"], abs=0.1)
+    model = keras.models.load_model(str(tmp_path / "true" / "last.keras"))
+    bn = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bn and np.abs(keras.ops.convert_to_numpy(bn[0].moving_mean)).max() > 1e-4
+    with pytest.raises(ValueError, match="jit_compile='true' for a quantized model"):
+        train(tiny_config(tmp_path / "q", epochs=1, quant="lsq", jit_compile=True))
+    with pytest.raises(ValueError, match="jit_compile='yes'.*'auto', 'true', 'false'"):
+        train(tiny_config(tmp_path / "bad", jit_compile="yes"))

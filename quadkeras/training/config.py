@@ -24,6 +24,7 @@ from quadkeras.utils.validation import check_choice, check_positive_int
 # grad-norm clip 0.5. val_fraction 0 keeps its "best test accuracy" checkpoint; > 0 holds out
 # that seeded fraction of the training split
 # (seed = `seed`) as validation data for best.keras / val_acc instead.
+JIT_COMPILE = ("auto", "true", "false")
 DEFAULTS = {
     "model": "qresnet14", "dataset": "cifar10", "data_dir": None, "cache_dir": None,
     "max_train": 0, "max_test": 0, "val_fraction": 0.0,
@@ -38,13 +39,16 @@ DEFAULTS = {
     "init_from": None,
     "work_dir": "runs/default", "resume": False, "evaluate_only": False, "checkpoint": None,
     "tensorboard": True, "verbose": 1, "stop_on_nan": True, "distribute": "",
+    # compile the train step: auto = Keras' choice (XLA on tensorflow/jax, eager on torch);
+    # true on torch = torch.compile (worth it where per-layer Python overhead dominates: GPUs)
+    "jit_compile": "auto",
     # BSQ stages on this engine (quadkeras.bsq.stage): '' = plain training.
     "bsq": "", "bsq_decay": 0.01, "bsq_prun_int": 50, "bsq_precision_increase": True,
     "bsq_quantize_bias": False,
 }
 # Keys that may change between a run and its resume (they do not affect the result).
 RUNTIME_KEYS = ("data_dir", "cache_dir", "work_dir", "resume", "evaluate_only", "checkpoint",
-                "tensorboard", "verbose", "eval_batch_size", "stop_on_nan", "distribute")
+                "tensorboard", "verbose", "eval_batch_size", "stop_on_nan", "distribute", "jit_compile")
 # Keys added after runs were saved: left out of the resume view while at their default, so
 # a work_dir written before the key existed still resumes.
 ADDED_KEYS = ("val_fraction", "momentum_form", "data_pipeline", "bsq", "bsq_decay",
@@ -67,6 +71,8 @@ def resolve_config(config=None, **overrides):
     check_choice("mixed_precision", merged["mixed_precision"], MIXED_PRECISION)
     check_choice("momentum_form", merged["momentum_form"], MOMENTUM_FORMS)
     check_choice("distribute", merged["distribute"], DISTRIBUTE)
+    merged["jit_compile"] = str(merged["jit_compile"]).lower()
+    check_choice("jit_compile", merged["jit_compile"], JIT_COMPILE)
     check_choice("bsq", merged["bsq"], BSQ_STAGES)
     check_positive_int("bsq_prun_int", merged["bsq_prun_int"])
     for key in ("epochs", "batch_size", "eval_batch_size"):

@@ -135,7 +135,14 @@ def compile_model(model, config, steps_per_epoch):
     else:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         acc = keras.metrics.SparseCategoricalAccuracy(name="acc")
-    model.compile(optimizer=optimizer, loss=loss, metrics=[acc])
+    jit = {"auto": "auto", "true": True, "false": False}[config["jit_compile"]]
+    if jit is True and keras.backend.backend() == "torch":
+        from quadkeras.quantize import quantized_layers  # noqa: PLC0415
+
+        if quantized_layers(model):  # dynamo meets symbolic batch sizes in the quantizers
+            raise ValueError("Invalid jit_compile='true' for a quantized model on the torch backend "
+                             "(torch.compile fails on it): expected 'auto' or 'false'.")
+    model.compile(optimizer=optimizer, loss=loss, metrics=[acc], jit_compile=jit)
     return model
 
 
