@@ -94,6 +94,8 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto", help="PyTorch reference's device: auto (cuda if "
                    "available), cpu, cuda; quadkeras uses its backend's default device")
     p.add_argument("--data_pipeline", default="auto", help="quadkeras input pipeline: auto, tf, numpy")
+    p.add_argument("--jit_compile", default="auto", help="quadkeras train step: auto, true (torch: "
+                   "torch.compile), false")
     p.add_argument("--json", default=None, help="also write all rows to this JSON file")
     return p.parse_args(argv)
 
@@ -203,7 +205,7 @@ def quadkeras_run(args, seed, backend):
                   "max_train": args.max_train, "max_test": args.max_test, "epochs": args.epochs,
                   "batch_size": args.batch_size, "lr": args.lr, "final_lr": args.final_lr,
                   "wd": args.wd, "grad_clip": args.grad_clip, "schedule": "cosine",
-                  "augment": "crop_flip", "seed": seed, "data_pipeline": args.data_pipeline, "work_dir": work_dir, "tensorboard": False,
+                  "augment": "crop_flip", "seed": seed, "data_pipeline": args.data_pipeline, "jit_compile": args.jit_compile, "work_dir": work_dir, "tensorboard": False,
                   "verbose": 0}
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3",
                    PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))

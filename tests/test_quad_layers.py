@@ -266,3 +266,25 @@ def test_shim_conv2d_matches_keras(strides, padding):
     np.testing.assert_allclose(gx_a, gx_b, rtol=1e-5, atol=1e-5)
     for a, b in zip(sorted(gv_a.items()), sorted(gv_b.items())):
         np.testing.assert_allclose(a[1], b[1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.jax
+@pytest.mark.parametrize("make, shape", [
+    (lambda init: QuadConv2D(8, 3, kernel_initializer=init), (None, 6, 6, 4)),
+    (lambda init: QuadDense(8, kernel_initializer=init), (None, 16)),
+    (lambda init: QuadConv2D(8, 3, neuron="t4", kernel_initializer=init), (None, 6, 6, 4)),
+])
+@pytest.mark.parametrize("init", ["glorot_uniform", keras.initializers.VarianceScaling(1 / 3, seed=7)])
+def test_fused_branches_start_as_independent_draws(make, shape, init):
+    """Each branch of the fused kernel is its own draw (a Keras initializer repeats its draw
+    when called again: QuadraLib's three convs must not start equal), same distribution."""
+    layer = make(init)
+    layer.build(shape)
+    kernel = keras.ops.convert_to_numpy(layer.kernel)
+    n, units = layer.num_branches, layer.units_per_branch
+    branches = [kernel[..., i * units:(i + 1) * units].ravel() for i in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            assert abs(np.corrcoef(branches[i], branches[j])[0, 1]) < 0.3, (i, j)
+    stds = [b.std() for b in branches]
+    assert max(stds) / min(stds) < 1.3

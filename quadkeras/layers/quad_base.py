@@ -391,10 +391,21 @@ class _BranchwiseInitializer:
         one = tuple(shape[:-1]) + (units,)
         parts = []
         for i in range(self.branches):
-            init = self.base
-            config = init.get_config() if hasattr(init, "get_config") else {}
-            if config.get("seed") is not None:
-                init = init.__class__.from_config({**config, "seed": config["seed"] + i})
+            init = _branch_initializer(self.base, i)
             part = ops.reshape(init(one, dtype=dtype), one[:-1] + (self.groups, 1, units // self.groups))
             parts.append(part)
         return ops.reshape(ops.concatenate(parts, axis=-2), tuple(shape))
+
+
+def _branch_initializer(init, branch):
+    """`init` for fused branch `branch`: an independent draw per branch.
+
+    A Keras random initializer holds a fixed integer seed (the one given, or one drawn when
+    it is created), so calling the same object once per branch would give identical
+    branches (it did before 2026-11-26: every quadratic layer started with three equal
+    kernels). Branch i uses seed + i; a `SeedGenerator` seed advances on each call anyway.
+    """
+    seed = getattr(init, "seed", None)
+    if branch == 0 or isinstance(seed, bool) or not isinstance(seed, int):
+        return init
+    return init.__class__.from_config({**init.get_config(), "seed": seed + branch})
