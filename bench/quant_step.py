@@ -8,6 +8,13 @@ Usage:
     python bench/quant_step.py --backend=tensorflow --batch=64 --rounds=5 --steps=5
     python bench/quant_step.py --backend=torch --method=lsq --wbits=4 --abits=4
     python bench/quant_step.py --backend=tensorflow --jit_compile=true   # XLA fuses the STE ops
+    python bench/quant_step.py --backend=tensorflow --compare_in_step_init  # + data init inside the step
+
+The quantized model's data-dependent parameters are initialised before the timed steps with
+`initialize_quantizers` (what `quadkeras.training.train` does), so its train step carries no
+data-init branch; `--compare_in_step_init` adds a third model that initialises inside its
+first `fit` step instead and keeps that branch in its compiled step (the user `model.fit`
+path without the call).
 """
 
 import argparse
@@ -30,6 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--jit_compile", default="auto", choices=("auto", "true", "false"),
                    help="Keras compile(jit_compile=...) for both models (XLA on TF/JAX)")
+    p.add_argument("--compare_in_step_init", action="store_true",
+                   help="also time a quantized model whose data init stays in the train step")
     return p.parse_args(argv)
 
 
@@ -41,18 +50,23 @@ def main(argv=None):
     import keras
 
     from quadkeras.models import build_model
-    from quadkeras.quantize import scheme_from_flags
+    from quadkeras.quantize import initialize_quantizers, scheme_from_flags
 
     keras.utils.set_random_seed(0)
     shape = (args.image, args.image, 3)
     scheme = scheme_from_flags(args.method, args.wbits, args.abits)
+    quantized = f"{args.method}_w{args.wbits}a{args.abits}"
     models = {
         "fp32": build_model(args.model, num_classes=10, input_shape=shape),
-        f"{args.method}_w{args.wbits}a{args.abits}": build_model(args.model, num_classes=10,
-                                                                  input_shape=shape, quantize=scheme),
+        quantized: build_model(args.model, num_classes=10, input_shape=shape, quantize=scheme),
     }
+    if args.compare_in_step_init:
+        models[quantized + "_in_step_init"] = build_model(args.model, num_classes=10,
+                                                          input_shape=shape, quantize=scheme)
     x = np.random.default_rng(0).random((args.batch,) + shape).astype("float32")
     y = np.random.default_rng(1).integers(0, 10, args.batch)
+    initialize_quantizers(models[quantized], x)
+    x, y = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)  # no per-step conversion
     for model in models.values():
         jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
         model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
@@ -68,12 +82,13 @@ def main(argv=None):
             float(np.asarray(loss if np.isscalar(loss) else loss[0]))  # sync
             times[name].append((time.perf_counter() - start) / args.steps)
     medians = {name: float(np.median(t)) * 1e3 for name, t in times.items()}
-    fp, q = list(medians.values())
+    fp = medians["fp32"]
     print(f"backend={args.backend} model={args.model} batch={args.batch} image={args.image} "
           f"rounds={args.rounds}x{args.steps} steps jit_compile={args.jit_compile}")
     for name, ms in medians.items():
         print(f"  {name:>12}: {ms:8.1f} ms/step  ({args.batch / ms * 1e3:7.1f} img/s)")
-    print(f"  ratio {list(medians)[1]} / fp32 = {q / fp:.2f}x")
+    for name in list(medians)[1:]:
+        print(f"  ratio {name} / fp32 = {medians[name] / fp:.2f}x")
     return medians
 
 

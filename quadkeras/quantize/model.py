@@ -119,11 +119,13 @@ def initialize_quantizers(model, x):
     """Initialise data-dependent quantizer parameters from one batch `x`, eagerly.
 
     Activation quantizers (LSQ step, PACT-free ranges, non-uniform levels, ...) take their
-    initial value from the first training batch. Under TensorFlow and torch `fit` does that
-    inside `call`; JAX's trainer keeps no assignment to a *trainable* variable made inside
-    `call`, so call this once before `fit` there (`quadkeras.training.train` does, on every
-    backend). Other state touched by the pass (BatchNorm moving statistics) is restored.
-    Returns how many quantizers were initialised (0 if none needed it).
+    initial value from the first training batch. Under TensorFlow and torch `fit` can do
+    that inside `call`, but then the compiled train step keeps the data-init branch (a
+    `cond`, a finiteness check and two assignments per quantizer, every step), and JAX's
+    trainer keeps no assignment to a *trainable* variable made inside `call`. Call this once
+    before `fit` (`quadkeras.training.train` does, on every backend): the step is then traced
+    without the branch. Other state touched by the pass (BatchNorm moving statistics) is
+    restored. Returns how many quantizers were initialised (0 if none needed it).
 
     >>> import numpy as np, keras
     >>> inp = keras.Input((4,))
@@ -133,12 +135,14 @@ def initialize_quantizers(model, x):
     >>> m.layers[1].input_quantizer.awaiting_data_init
     False
     """
-    pending = [q for layer in quantized_layers(model) for q in layer.quantizers() if q.awaiting_data_init]
-    if not pending:
-        return 0
-    owned = {id(v) for q in pending for v in q.data_init_variables()}
-    keep = [(v, keras.ops.convert_to_numpy(v)) for v in model.variables if id(v) not in owned]
-    model(x, training=True)
-    for var, value in keep:
-        var.assign(value)
+    quantizers = [q for layer in quantized_layers(model) for q in layer.quantizers()]
+    pending = [q for q in quantizers if q.awaiting_data_init]
+    if pending:
+        owned = {id(v) for q in pending for v in q.data_init_variables()}
+        keep = [(v, keras.ops.convert_to_numpy(v)) for v in model.variables if id(v) not in owned]
+        model(x, training=True)
+        for var, value in keep:
+            var.assign(value)
+    for q in quantizers:
+        q.refresh_data_init_state()
     return len(pending)

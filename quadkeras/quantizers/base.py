@@ -35,6 +35,7 @@ import numpy as np
 import keras
 from keras import ops
 
+from quadkeras.utils.concrete import concrete_value
 from quadkeras.utils.validation import check_choice, check_positive_int
 
 GRANULARITIES = ("per_tensor", "per_channel", "groups")
@@ -83,6 +84,7 @@ class Quantizer(keras.layers.Layer):
         self.role = None if role is None else check_choice("role", role, ROLES)
         self._value_at_build = None
         self._data_init_enabled = True
+        self._data_init_pending = False  # Python mirror of `initialized == 0` (see `param`)
         self._loaded_by_host = False
 
     # -------------------------------------------------------------- properties
@@ -129,6 +131,7 @@ class Quantizer(keras.layers.Layer):
             else:
                 self._flag = self.add_weight(name="initialized", shape=(), initializer="zeros",
                                              trainable=False, autocast=False)
+                self._data_init_pending = True
 
     def build_from_value(self, value):
         """Build for `value`'s shape (role `weight` unless set) and initialise the
@@ -207,6 +210,11 @@ class Quantizer(keras.layers.Layer):
         variable's initializer value instead; initialise from a value at build time there.
         A non-finite statistic (a NaN/inf in the batch) is not used: the variable keeps its
         value and the flag stays 0, so the next finite batch initialises it.
+
+        Once the parameters are known to be initialised (`initialize_quantizers`,
+        calibration, a loaded file, or an eager step that did it), calls trace no data-init
+        branch at all: the train step is the plain quantizer, with no `cond`, no check and
+        no assignment per step.
         """
         init_fn = self._data_inits.get(var.name) if self._data_init_active else None
         if init_fn is None or self.params.get(var.name) is not var:
@@ -226,7 +234,13 @@ class Quantizer(keras.layers.Layer):
 
     @property
     def _data_init_active(self):
-        return self._flag is not None and self._data_init_enabled
+        return self._flag is not None and self._data_init_enabled and self._data_init_pending
+
+    def refresh_data_init_state(self):
+        """Read the `initialized` variable into the Python-side switch (after something
+        assigned it from outside a call, e.g. loading weights); eager only."""
+        if self._flag is not None:
+            self._data_init_pending = float(ops.convert_to_numpy(self._flag)) == 0.0
 
     @property
     def awaiting_data_init(self):
@@ -249,6 +263,7 @@ class Quantizer(keras.layers.Layer):
         explicit initialisers call it after assigning them)."""
         if self._flag is not None:
             self._flag.assign(1.0)
+            self._data_init_pending = False
 
     def data_init_variables(self):
         """The variables the first-batch initialisation assigns (the flag included)."""
@@ -260,6 +275,8 @@ class Quantizer(keras.layers.Layer):
         if training and self._data_init_active:
             done = 1.0 if self._init_ok is None else ops.where(self._init_ok, 1.0, ops.convert_to_tensor(self._flag))
             self._flag.assign(done)
+            if concrete_value(done) == 1.0:  # an eager step initialised it: later calls skip the branch
+                self._data_init_pending = False
 
     # ----------------------------------------------------- granularity helpers
     def reduce_params(self, x, fn):
@@ -315,9 +332,10 @@ class Quantizer(keras.layers.Layer):
                 "normalize": self.normalize, "role": self.role}
 
     def load_own_variables(self, store):
-        if self._loaded_by_host and not len(store.keys()):
-            return  # an older file kept these variables on the host layer, which loaded them
-        super().load_own_variables(store)
+        if not (self._loaded_by_host and not len(store.keys())):
+            # (else an older file kept these variables on the host layer, which loaded them)
+            super().load_own_variables(store)
+        self.refresh_data_init_state()
 
     def __repr__(self):
         return (f"{type(self).__name__}(bits={self.bits}, role={self.role!r}, "

@@ -42,6 +42,9 @@ def grad_scale(x, g):
     return ops.stop_gradient(x - scaled) + scaled
 
 
+_SELECT_FORM_FUSES = keras.backend.backend() == "jax"
+
+
 def scaled_round(x, s, low, high):
     """`s * round(clip(x / s, low, high))`; gradients (LSQ, Esser et al. 2020):
     d/dx = 1 where `low <= x / s <= high`, else 0; d/ds = round(x/s) - x/s inside the range,
@@ -65,9 +68,12 @@ def scaled_round(x, s, low, high):
             if upstream is None:  # tensorflow / jax pass it positionally, torch by keyword
                 (upstream,) = args
             inside = ops.logical_and(v >= low, v <= high)
-            dx = ops.where(inside, upstream, ops.zeros_like(upstream))
-            ds = _sum_to_shape(upstream * ops.where(inside, r - v, r), s.shape)
-            return dx, ds
+            dx = ops.where(inside, upstream, 0.0)
+            if _SELECT_FORM_FUSES:  # XLA fuses the selects with the reduction
+                ds = upstream * ops.where(inside, r - v, r)
+            else:  # the same sum from dx: 10-25 % less time on tensorflow / torch (bench/lsq_op.py)
+                ds = upstream * r - dx * v
+            return dx, _sum_to_shape(ds, s.shape)
 
         return r * s, grad
 

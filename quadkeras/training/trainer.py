@@ -139,7 +139,10 @@ def compile_model(model, config, steps_per_epoch):
     if jit is True and keras.backend.backend() == "torch":
         from quadkeras.quantize import quantized_layers  # noqa: PLC0415
 
-        if quantized_layers(model):  # dynamo meets symbolic batch sizes in the quantizers
+        # Keras' torch layer call breaks the dynamo graph at every layer (CallSpec binding); the
+        # per-layer frames then recompile with symbolic shapes, on which inductor fails in the
+        # quantized convolutions (bench/quant_step.py --backend=torch --jit_compile=true)
+        if quantized_layers(model):
             raise ValueError("Invalid jit_compile='true' for a quantized model on the torch backend "
                              "(torch.compile fails on it): expected 'auto' or 'false'.")
     model.compile(optimizer=optimizer, loss=loss, metrics=[acc], jit_compile=jit)
