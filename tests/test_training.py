@@ -272,7 +272,7 @@ def test_import_quadkeras_is_enough_to_load_a_run_checkpoint(tmp_path):
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch.compile: the torch backend's jit")
 def test_jit_compile_trains_the_same_model(tmp_path):
     """`jit_compile: true` (torch.compile) trains the quadratic net like the eager step (BN
-    statistics move); a quantized model is refused in one line (torch.compile fails on it)."""
+    statistics move); a quantized model is refused in one line (compiled, it is slower)."""
     runs = {jit: train(tiny_config(tmp_path / jit, epochs=2, jit_compile=jit)) for jit in ("false", "true")}
     assert runs["true"]["test_acc"] == pytest.approx(runs["false"]["test_acc"], abs=0.1)
     model = keras.models.load_model(str(tmp_path / "true" / "last.keras"))

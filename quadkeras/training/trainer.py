@@ -139,14 +139,26 @@ def compile_model(model, config, steps_per_epoch):
     if jit is True and keras.backend.backend() == "torch":
         from quadkeras.quantize import quantized_layers  # noqa: PLC0415
 
-        # Keras' torch layer call breaks the dynamo graph at every layer (CallSpec binding); the
-        # per-layer frames then recompile with symbolic shapes, on which inductor fails in the
-        # quantized convolutions (bench/quant_step.py --backend=torch --jit_compile=true)
-        if quantized_layers(model):
+        if quantized_layers(model):  # runs with static shapes, but 20x slower than eager (docs)
             raise ValueError("Invalid jit_compile='true' for a quantized model on the torch backend "
-                             "(torch.compile fails on it): expected 'auto' or 'false'.")
+                             "(torch.compile is slower than eager on it): expected 'auto' or 'false'.")
+        _static_shape_torch_compile()
     model.compile(optimizer=optimizer, loss=loss, metrics=[acc], jit_compile=jit)
     return model
+
+
+def _static_shape_torch_compile():
+    """Dynamo settings for torch.compile of a Keras model. Keras' `Layer.__call__` breaks the
+    dynamo graph at each layer (its `inspect.Signature.bind`), so the model runs as many
+    compiled frames, called with different shapes; dynamo's automatic dynamic shapes then
+    recompile them with symbolic sizes, on which inductor fails (ResNet-20: "cannot determine
+    truth value of Relational"). Static shapes, with room for one cache entry per layer shape."""
+    import torch
+
+    config = torch._dynamo.config
+    config.automatic_dynamic_shapes = False
+    config.cache_size_limit = max(config.cache_size_limit, 256)
+    config.accumulated_cache_size_limit = max(config.accumulated_cache_size_limit, 4096)
 
 
 def datasets(config, data, epoch, stats):
