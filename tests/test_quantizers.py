@@ -143,6 +143,28 @@ def test_lsq_gradients(role):
     np.testing.assert_allclose(gs, g * (up * ds).sum(), rtol=1e-4, atol=1e-6)
 
 
+def test_lsq_per_channel_weight_gradients():
+    """Per-channel steps (torch: the native op's per-channel reduction) against NumPy, with
+    values on the clip levels and beyond them."""
+    x = _x(12, 4, scale=2.0)
+    layer = qu.Probe("lsq:3:per_channel", role="weight", value=x)
+    layer.build(x.shape)
+    s = qu.var(layer, "q/step").astype("float64")
+    x[0] = -4 * s  # exactly the lower clip level (Q_N = 4)
+    x[1] = 3 * s  # exactly the upper one (Q_P = 3)
+    x[2] = 9 * s  # far beyond
+    up = _x(12, 4)
+    out, dx, grads = layer_grads(layer, x, up)
+    v = (x / s.astype("float32")).astype("float64")  # float32 division, as the op does it
+    np.testing.assert_allclose(out, s * np.round(np.clip(v, -4, 3)), rtol=1e-5, atol=1e-6)
+    inside = (v >= -4) & (v <= 3)
+    np.testing.assert_allclose(dx, up * inside, atol=1e-6)
+    ds = np.where(inside, np.round(np.clip(v, -4, 3)) - v, np.clip(v, -4, 3))
+    (gs,) = [val for k, val in grads.items() if k.endswith("q/step")]
+    g = 1 / np.sqrt(x.shape[0] * 3)
+    np.testing.assert_allclose(gs, g * (up * ds).sum(axis=0), rtol=1e-4, atol=1e-5)
+
+
 def test_pact_gradients():
     x = _x(6, 4, scale=3.0)
     layer = qu.Probe("pact:2:alpha_init=2.0", role="activation")

@@ -25,6 +25,8 @@ Example:
 import keras
 from keras import ops
 
+from quadkeras.layers.fused_ops import native_scaled_round
+
 
 def ste(x, q):
     """Forward exactly `q`, backward identity to `x` (no gradient through `q`)."""
@@ -58,6 +60,9 @@ def scaled_round(x, s, low, high):
     if isinstance(x, keras.Variable) or hasattr(x, "assign"):  # e.g. a kernel: read it out here,
         x = ops.copy(x)  # TF's custom_gradient rejects variables read inside the function
     s = ops.convert_to_tensor(s, x.dtype)
+    native = native_scaled_round(x, s, low, high)  # torch: one autograd Function
+    if native is not None:
+        return native
 
     @ops.custom_gradient
     def fused(x, s):
