@@ -36,6 +36,7 @@ True
 (8, 4, 4, 2)
 """
 
+import functools
 import math
 
 import keras
@@ -173,22 +174,11 @@ def native_scaled_round(x, s, low, high):
     per_channel = len(s.shape) == 1 and s.shape[0] == x.shape[-1] and s.shape[0] != 1
     if not (per_channel or math.prod(s.shape) == 1):
         return None
-    return _ScaledRoundTorch.get().apply(x, s, float(low), float(high))
+    return _scaled_round_torch().apply(x, s, float(low), float(high))
 
 
-class _ScaledRoundTorch:
-    """Holder of the torch autograd Function (built on first use: torch is optional)."""
-
-    _function = None
-
-    @classmethod
-    def get(cls):
-        if cls._function is None:
-            cls._function = _make_scaled_round_torch()
-        return cls._function
-
-
-def _make_scaled_round_torch():
+@functools.cache  # the torch autograd Function, defined on first use (torch is optional)
+def _scaled_round_torch():
     import torch
 
     class ScaledRound(torch.autograd.Function):
