@@ -177,6 +177,12 @@ def native_scaled_round(x, s, low, high):
     return _scaled_round_torch().apply(x, s, float(low), float(high))
 
 
+def select_form_fuses():
+    """True where the compiler fuses `where` selects into a reduction (XLA on jax), so LSQ's
+    `keras.ops` backward keeps its select form; elsewhere it derives d/ds from d/dx."""
+    return _backend() == "jax"
+
+
 @functools.cache  # the torch autograd Function, defined on first use (torch is optional)
 def _scaled_round_torch():
     import torch

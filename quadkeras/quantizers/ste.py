@@ -25,7 +25,7 @@ Example:
 import keras
 from keras import ops
 
-from quadkeras.layers.fused_ops import native_scaled_round
+from quadkeras.layers.fused_ops import native_scaled_round, select_form_fuses
 
 
 def ste(x, q):
@@ -44,9 +44,6 @@ def grad_scale(x, g):
     return ops.stop_gradient(x - scaled) + scaled
 
 
-_SELECT_FORM_FUSES = keras.backend.backend() == "jax"
-
-
 def scaled_round(x, s, low, high):
     """`s * round(clip(x / s, low, high))`; gradients (LSQ, Esser et al. 2020):
     d/dx = 1 where `low <= x / s <= high`, else 0; d/ds = round(x/s) - x/s inside the range,
@@ -57,12 +54,12 @@ def scaled_round(x, s, low, high):
     >>> ops.convert_to_numpy(scaled_round(x, ops.convert_to_tensor(0.25), -2.0, 1.0)).tolist()
     [0.25, -0.5, 0.25]
     """
-    if isinstance(x, keras.Variable) or hasattr(x, "assign"):  # e.g. a kernel: read it out here,
-        x = ops.copy(x)  # TF's custom_gradient rejects variables read inside the function
     s = ops.convert_to_tensor(s, x.dtype)
-    native = native_scaled_round(x, s, low, high)  # torch: one autograd Function
+    native = native_scaled_round(ops.convert_to_tensor(x), s, low, high)  # torch: one Function
     if native is not None:
         return native
+    if isinstance(x, keras.Variable) or hasattr(x, "assign"):  # e.g. a kernel: read it out here,
+        x = ops.copy(x)  # TF's custom_gradient rejects variables read inside the function
 
     @ops.custom_gradient
     def fused(x, s):
@@ -74,7 +71,7 @@ def scaled_round(x, s, low, high):
                 (upstream,) = args
             inside = ops.logical_and(v >= low, v <= high)
             dx = ops.where(inside, upstream, 0.0)
-            if _SELECT_FORM_FUSES:  # XLA fuses the selects with the reduction
+            if select_form_fuses():  # XLA fuses the selects with the reduction
                 ds = upstream * ops.where(inside, r - v, r)
             else:  # the same sum from dx: 10-15 % less time on tensorflow (bench/lsq_op.py)
                 ds = upstream * r - dx * v
