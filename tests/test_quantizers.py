@@ -165,6 +165,24 @@ def test_lsq_per_channel_weight_gradients():
     np.testing.assert_allclose(gs, g * (up * ds).sum(axis=0), rtol=1e-4, atol=1e-5)
 
 
+def test_lsq_activation_gradient_passes_at_the_clip_levels():
+    """LSQ's straight-through range is inclusive: ReLU zeros (v == 0 == low) and values
+    exactly on the top level pass their gradient; one float32 ulp above the top does not."""
+    layer = qu.Probe("lsq:2", role="activation")
+    layer.build((4, 6))
+    layer(np.abs(_x(4, 6)), training=True)  # initialise the step on a first batch
+    (step,) = [w for w in layer.weights if w.path.endswith("q/step")]
+    step.assign(np.full(step.shape, 0.25, "float32"))  # a power of two: x / s is exact anywhere
+    x = np.zeros((4, 6), "float32")  # row 0: ReLU zeros, v == 0 == low
+    x[1] = 0.75  # v == 3 == Q_P exactly (unsigned, 2 bits)
+    x[2] = np.nextafter(np.float32(0.75), np.float32(1))  # one ulp above the top level
+    x[3] = -1e-6  # just below zero (not a denormal: CPU kernels may flush those to zero)
+    up = _x(4, 6)
+    _, dx, _ = layer_grads(layer, x, up)
+    inside = np.array([True, True, False, False])[:, None]
+    np.testing.assert_array_equal(dx, up * inside)
+
+
 def test_pact_gradients():
     x = _x(6, 4, scale=3.0)
     layer = qu.Probe("pact:2:alpha_init=2.0", role="activation")
