@@ -85,6 +85,17 @@ def test_coupled_decay_matches_torch_style_reference(form):
     assert restored.l2 == 0.05 and restored.decay_small
 
 
+@pytest.mark.jax
+def test_coupled_decay_without_momentum():
+    """momentum=0 (torch backend: one foreach kernel): w -= lr * (clipped g + l2 * w)."""
+    w0 = np.array([1.0, -2.0, 0.5], "float32")
+    w = keras.Variable(w0, name="kernel")
+    opt = CoupledDecaySGD(learning_rate=0.1, l2=0.05, global_clipnorm=1.0)
+    g = np.array([3.0, 0.0, -4.0], "float32")  # norm 5: clipped to 1
+    opt.apply([keras.ops.convert_to_tensor(g)], [w])
+    np.testing.assert_allclose(np.asarray(w), w0 - 0.1 * (g / 5 + 0.05 * w0), rtol=1e-6)
+
+
 class _StepLR(keras.optimizers.schedules.LearningRateSchedule):
     """0.1 for two steps, then 0.01: an LR drop, where the momentum forms part."""
 

@@ -66,17 +66,15 @@ class CoupledDecaySGD(keras.optimizers.SGD):
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         if keras.backend.backend() == "torch" and _same_dtypes(grads, trainable_variables):
             grads = _torch_decay_foreach(self, grads, trainable_variables)
-            if self._torch_form():
-                _torch_form_foreach(self, grads, trainable_variables, learning_rate)
-            else:
-                super()._backend_update_step(grads, trainable_variables, learning_rate)
+            step = _torch_form_foreach if self._torch_form() else _keras_form_foreach
+            step(self, grads, trainable_variables, learning_rate)
             return
         decayed = []
         for grad, var in zip(grads, trainable_variables):
             coef = self._decay_coefs[self._get_variable_index(var)]
             decayed.append(grad if coef == 0.0 else grad + ops.cast(var, grad.dtype) * coef)
         if self._torch_form() and keras.backend.backend() == "torch":
-            # Keras' torch SGD runs its own fused loop that never calls `update_step`.
+            # mixed dtypes on torch: Keras' per-variable loop would use the keras form
             _torch_form_foreach(self, decayed, trainable_variables, learning_rate)
             return
         super()._backend_update_step(decayed, trainable_variables, learning_rate)
@@ -178,3 +176,24 @@ def _torch_form_foreach(optimizer, grads, variables, learning_rate):
             torch._foreach_add_(params, bufs, alpha=-learning_rate * optimizer.momentum)
         else:
             torch._foreach_add_(params, bufs, alpha=-learning_rate)
+
+
+def _keras_form_foreach(optimizer, grads, variables, learning_rate):
+    """The keras-form step with `torch._foreach` kernels: the update Keras' own torch SGD
+    runs (a subclass of `keras.optimizers.SGD` is not swapped for it and would otherwise
+    update each variable with five small ops: 14 ms of a 35 ms QResNet14 step at batch 2)."""
+    import torch
+
+    params = [v.value for v in variables]
+    with torch.no_grad():
+        if optimizer.momentum == 0:
+            torch._foreach_add_(params, grads, alpha=-learning_rate)
+            return
+        bufs = [optimizer.momentums[optimizer._get_variable_index(v)].value for v in variables]
+        torch._foreach_mul_(bufs, optimizer.momentum)
+        torch._foreach_add_(bufs, grads, alpha=-learning_rate)
+        if optimizer.nesterov:  # w += m * v - lr * g
+            torch._foreach_add_(params, grads, alpha=-learning_rate)
+            torch._foreach_add_(params, bufs, alpha=optimizer.momentum)
+        else:
+            torch._foreach_add_(params, bufs)
