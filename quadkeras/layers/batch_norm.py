@@ -24,7 +24,7 @@ True
 import keras
 from keras import ops
 
-from quadkeras.layers.fused_ops import batch_norm_infer, batch_norm_train
+from quadkeras.layers.fused_ops import batch_norm_infer, batch_norm_train, update_moving
 
 
 @keras.saving.register_keras_serializable(package="quadkeras")
@@ -54,6 +54,6 @@ class BatchNormalization(keras.layers.BatchNormalization):
         m = self.momentum
         mean = ops.stop_gradient(ops.cast(mean, self.moving_mean.dtype))
         var = ops.stop_gradient(ops.cast(var, self.moving_variance.dtype))
-        self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
-        self.moving_variance.assign(self.moving_variance * m + var * (1.0 - m))
+        update_moving(self.moving_mean, mean, m)
+        update_moving(self.moving_variance, var, m)
         return ops.cast(y, self.compute_dtype)

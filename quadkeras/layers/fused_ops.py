@@ -14,6 +14,10 @@ function (same biased batch variance, same epsilon) with fewer kernels and copie
   global batch (`quadkeras.layers.replica_moments`, synchronised BN) on every backend.
 - `batch_norm_infer(z, mean, variance, gamma, beta, epsilon)`: the inference affine; torch:
   one `F.batch_norm` kernel, elsewhere `ops.batch_normalization`.
+- `update_moving(variable, value, momentum)`: `variable <- variable * momentum + value *
+  (1 - momentum)` (BatchNorm's moving statistics). torch: two in-place kernels on the
+  variable's tensor (Keras' `assign` of the same expression costs ~10 Python-level ops, which
+  bind a GPU step); elsewhere, and inside a `StatelessScope`, `variable.assign`.
 - `native_scaled_round(x, s, low, high)`: LSQ's `s * round(clip(x / s, low, high))` with its
   gradients (see `quadkeras.quantizers.ste.scaled_round`, the reference). torch: one autograd
   Function whose straight-through mask is one `hardtanh_backward` kernel with thresholds one
@@ -44,6 +48,12 @@ import math
 
 import keras
 from keras import ops
+
+try:  # Keras-internal; without it every update takes the `assign` path
+    from keras.src.backend.common.stateless_scope import in_stateless_scope
+except ImportError:  # pragma: no cover
+    def in_stateless_scope():
+        return True
 
 from quadkeras.layers.replica_moments import global_moments
 
@@ -110,6 +120,19 @@ def _batch_norm_train_tf(z, gamma, beta, epsilon):
     n = tf.cast(tf.shape(z4)[1], tf.float32)
     var = tf.stop_gradient(var) * ((n - 1.0) / n)  # the op returns the unbiased variance
     return tf.reshape(y, shape), tf.stop_gradient(mean), var
+
+
+def update_moving(variable, value, momentum):
+    """`variable <- variable * momentum + value * (1 - momentum)`; `value` carries no gradient."""
+    if _backend() == "torch" and not in_stateless_scope():
+        raw = getattr(variable, "_value", None)  # the tensor itself, not an autocast copy
+        if raw is not None and variable.value is raw and raw.dtype == value.dtype:
+            import torch
+
+            with torch.no_grad():
+                raw.mul_(momentum).add_(value, alpha=1.0 - momentum)
+            return
+    variable.assign(variable * momentum + value * (1.0 - momentum))
 
 
 def batch_norm_infer(z, mean, variance, gamma, beta, epsilon):

@@ -16,7 +16,7 @@ import numpy as np
 import keras
 from keras import activations, constraints, initializers, ops, regularizers
 
-from quadkeras.layers.fused_ops import batch_norm_infer, batch_norm_train
+from quadkeras.layers.fused_ops import batch_norm_infer, batch_norm_train, update_moving
 from quadkeras.layers.neurons import (
     BRANCH_NEURONS,
     NEURON_SPECS,
@@ -293,8 +293,8 @@ class QuadLayerBase(keras.layers.Layer):
         m = self.bn_momentum
         mean = ops.stop_gradient(ops.cast(mean, self.branch_moving_mean.dtype))
         var = ops.stop_gradient(ops.cast(var, self.branch_moving_variance.dtype))
-        self.branch_moving_mean.assign(self.branch_moving_mean * m + mean * (1.0 - m))
-        self.branch_moving_variance.assign(self.branch_moving_variance * m + var * (1.0 - m))
+        update_moving(self.branch_moving_mean, mean, m)
+        update_moving(self.branch_moving_variance, var, m)
         return y
 
     def _ours_train(self, x, kernel, gamma, beta, bias=None, post=None, product=None):
