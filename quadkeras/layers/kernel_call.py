@@ -15,7 +15,7 @@ Example:
 >>> import numpy as np, keras
 >>> dense = keras.layers.Dense(2, use_bias=False)
 >>> _ = dense(np.ones((1, 3), "float32"))
->>> call_with_kernel(dense, np.ones((1, 3), "float32"), np.ones((3, 2), "float32")).tolist()
+>>> keras.ops.convert_to_numpy(call_with_kernel(dense, np.ones((1, 3), "float32"), np.ones((3, 2), "float32"))).tolist()
 [[3.0, 3.0]]
 """
 

@@ -37,9 +37,9 @@ class QuadConv2D(QuadLayerBase):
 
     >>> import numpy as np
     >>> layer = QuadConv2D(8, 3, padding="same", neuron="ours")
-    >>> layer(np.zeros((2, 16, 16, 3), "float32")).shape
+    >>> tuple(layer(np.zeros((2, 16, 16, 3), "float32")).shape)
     (2, 16, 16, 8)
-    >>> QuadConv2D(8, 3, strides=2, padding=1)(np.zeros((2, 16, 16, 3), "float32")).shape
+    >>> tuple(QuadConv2D(8, 3, strides=2, padding=1)(np.zeros((2, 16, 16, 3), "float32")).shape)
     (2, 8, 8, 8)
     """
 

@@ -15,7 +15,7 @@ class QuadDense(QuadLayerBase):
     Example:
 
     >>> import numpy as np
-    >>> QuadDense(4, neuron="t4")(np.ones((2, 3), "float32")).shape
+    >>> tuple(QuadDense(4, neuron="t4")(np.ones((2, 3), "float32")).shape)
     (2, 4)
     """
 

@@ -27,7 +27,7 @@ class QuadDepthwiseConv2D(QuadLayerBase):
 
     >>> import numpy as np
     >>> layer = QuadDepthwiseConv2D(3, depth_multiplier=2, padding="same")
-    >>> layer(np.zeros((1, 8, 8, 4), "float32")).shape
+    >>> tuple(layer(np.zeros((1, 8, 8, 4), "float32")).shape)
     (1, 8, 8, 8)
     """
 
