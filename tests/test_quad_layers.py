@@ -234,6 +234,26 @@ def test_fused_batch_norm_matches_keras(shape, training):
 
 
 @pytest.mark.jax
+def test_moving_statistics_inside_a_stateless_scope_are_recorded_not_written():
+    """In a `StatelessScope` the moving-statistics update goes to the scope (torch's in-place
+    fast path must not write the variable); outside it, the variable moves."""
+    x = RNG.uniform(-1, 2, (6, 3, 3, 4)).astype("float32")
+    mean = x.reshape(-1, 4).mean(0)
+    for layer, moving in ((BatchNormalization(momentum=0.9), "moving_mean"),
+                          (QuadConv2D(2, 1, use_bias=False, bn_momentum=0.9), "branch_moving_mean")):
+        layer.build(x.shape)
+        variable = getattr(layer, moving)
+        with keras.StatelessScope() as scope:
+            layer(x, training=True)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), 0.0)
+        recorded = keras.ops.convert_to_numpy(scope.get_current_value(variable))
+        layer(x, training=True)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(variable), recorded, rtol=1e-6, atol=1e-7)
+        if moving == "moving_mean":
+            np.testing.assert_allclose(recorded, 0.1 * mean, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.jax
 def test_ours_moving_statistics_follow_batch_statistics():
     """Training `ours` moves the per-branch statistics towards the biased batch moments."""
     layer = QuadConv2D(3, 3, padding=1, strides=2, neuron="ours", use_bias=False, bn_momentum=0.8)
