@@ -209,17 +209,20 @@ def select_form_fuses():
     return _backend() == "jax"
 
 
+@functools.cache  # a handful of (low, high) pairs per model: computed once each
+def _just_outside(low, high):
+    """float32 thresholds one ulp outside [low, high]: for float32 `v`, the strict test
+    `below < v < above` is exactly the inclusive `low <= v <= high`."""
+    import numpy as np
+
+    below = np.nextafter(np.float32(low), np.float32(-np.inf))
+    above = np.nextafter(np.float32(high), np.float32(np.inf))
+    return float(below), float(above)
+
+
 @functools.cache  # the torch autograd Function, defined on first use (torch is optional)
 def _scaled_round_torch():
-    import numpy as np
     import torch
-
-    def just_outside(low, high):
-        """float32 thresholds one ulp outside [low, high]: for float32 `v`, the strict test
-        `below < v < above` is exactly the inclusive `low <= v <= high`."""
-        below = np.nextafter(np.float32(low), np.float32(-np.inf))
-        above = np.nextafter(np.float32(high), np.float32(np.inf))
-        return float(below), float(above)
 
     class ScaledRound(torch.autograd.Function):
         @staticmethod
@@ -227,7 +230,7 @@ def _scaled_round_torch():
             v = x / s
             r = torch.clamp(v, low, high).round_()
             ctx.save_for_backward(v, r, s)
-            ctx.bounds = just_outside(low, high)
+            ctx.bounds = _just_outside(low, high)
             return r * s
 
         @staticmethod
