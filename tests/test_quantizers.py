@@ -275,8 +275,8 @@ def test_spec_grammar():
 
 @pytest.mark.parametrize("spec,match", [
     ("nope:4", "quantizer='nope'.*'lsq'"),
-    ("lsq:9", "bits .*'lsq'.*expected one of 2, 3"),
-    ("xnor:2", "bits .*'xnor'.*expected one of 1"),
+    ("lsq:9", r"bits=9 for quantizer 'lsq'.*expected an integer in \[2, 8\]"),
+    ("xnor:2", "bits=2 for quantizer 'xnor'.*expected 1"),
     ("lsq:4:sideways", "option 'sideways'"),
     ("lsq:4:colour=3", "argument .*'colour'"),
     ("pact:2:alpha_init=__import__('os')", "Invalid value"),
@@ -289,6 +289,64 @@ def test_spec_errors_are_one_line(spec, match):
         quantizers.get(spec)
     assert "\n" not in str(info.value)
 
+
+
+# Bad numeric options: each refused in one line naming the option and its allowed range (the
+# checks live once, in `Quantizer.check_number` / `check_bits`, not in each method).
+@pytest.mark.parametrize("spec,match", [
+    ("pact:4:alpha_init=nan", r"alpha_init='nan' for quantizer 'pact'.*finite number > 0"),
+    ("pact:4:alpha_init=-1", r"alpha_init=-1 for quantizer 'pact'.*finite number > 0"),
+    ("pact:4:alpha_init=0", r"alpha_init=0 for quantizer 'pact'.*finite number > 0"),
+    ("pact:4:alpha_init=1e999", r"alpha_init=inf for quantizer 'pact'.*finite number > 0"),
+    ("pact:4:alpha_init=true", r"alpha_init=True for quantizer 'pact'.*finite number > 0"),
+    ("lsq_mq:2:boundary=inf", r"boundary='inf' for quantizer 'lsq_mq'.*finite number > 0"),
+    ("fakequant:8:ema_decay=1.5", r"ema_decay=1.5 for quantizer 'fakequant'.*in \[0, 1\]"),
+    ("fakequant:8:narrow_range=2", r"narrow_range=2.*None, True, False"),
+    ("lqnet:2:momentum=-0.1", r"momentum=-0.1 for quantizer 'lqnet'.*in \[0, 1\]"),
+    ("lqnet:2:ridge=-1", r"ridge=-1 for quantizer 'lqnet'.*finite number >= 0"),
+    ("ternary:threshold=nan", r"threshold='nan' for quantizer 'ternary'.*finite number >= 0"),
+    ("lsq:-1", r"bits=-1 for quantizer 'lsq'.*expected an integer in \[2, 8\]"),
+    ("lsq:0", r"bits=0 for quantizer 'lsq'.*expected an integer in \[2, 8\]"),
+    ("pact:bits=99", r"bits=99 for quantizer 'pact'.*expected an integer in \[1, 8\]"),
+    ("lqnet:8", r"bits=8 for quantizer 'lqnet'.*expected an integer in \[1, 4\]"),
+    ({"name": "lsq", "bits": True}, r"bits=True for quantizer 'lsq'"),
+    ({"name": "lsq", "bits": 4.5}, r"bits=4.5 for quantizer 'lsq'"),
+    ("lsq:4:groups=0", r"groups=0.*positive integer"),
+])
+def test_bad_numeric_options_are_refused_naming_the_range(spec, match):
+    with pytest.raises(ValueError, match=match) as info:
+        quantizers.get(spec)
+    assert "\n" not in str(info.value)
+
+
+def test_numeric_options_are_checked_in_the_constructor_too():
+    with pytest.raises(ValueError, match="alpha_init=nan for quantizer 'pact'"):
+        quantizers.PACT(alpha_init=float("nan"))
+    q = quantizers.get("pact:4:alpha_init=6")  # valid values pass unchanged (ints become floats)
+    assert q.alpha_init == 6.0 and isinstance(q.alpha_init, float)
+    assert quantizers.get({"name": "lsq", "bits": np.int64(4)}).bits == 4
+
+
+@pytest.mark.parametrize("spec,first,second", [
+    ("lsq:4:per_channel:per_tensor", "per_channel", "per_tensor"),
+    ("lsq:4:bits=8", "4", "bits=8"),
+    ("lsq:4:signed:unsigned", "signed", "unsigned"),
+    ("lsq:4:per_channel:g4", "per_channel", "g4"),
+    ("pact:4:alpha_init=2:alpha_init=3", "alpha_init=2", "alpha_init=3"),
+    ("lsq:4:weight:role=activation", "weight", "role=activation"),
+])
+def test_contradictory_spec_options_are_refused_naming_both(spec, first, second):
+    with pytest.raises(ValueError) as info:
+        quantizers.get(spec)
+    text = str(info.value)
+    assert f"'{first}'" in text and f"'{second}'" in text and "contradict" in text, text
+    assert "\n" not in text
+
+
+def test_repeated_identical_spec_options_are_accepted():
+    q = quantizers.get("lsq:4:per_channel:per_channel:bits=4")
+    assert (q.bits, q.granularity) == (4, "per_channel")
+    assert quantizers.get("lsq:4:g2:groups=2").groups == 2
 
 def test_serialization_round_trip():
     for spec in SPECS:

@@ -9,7 +9,9 @@ activations, or `quantizer.build_from_value(kernel)` for a weight: data-dependen
 (LSQ's step, FakeQuant's range) are then initialised from the value, and activations' from
 the first training batch.
 
-Shared here, once: bit-width checks, signed/unsigned, per-tensor / per-channel / grouped
+Shared here, once: bit-width checks and the range checks of every numeric option
+(`check_bits`, `Quantizer.number`: one-line errors naming the option and its allowed range),
+signed/unsigned, per-tensor / per-channel / grouped
 statistics and parameters (channels are the last axis), optional var-mean weight
 normalisation, first-training-batch initialisation of data-dependent parameters, and the
 state contract: every quantizer variable is created with `autocast=False` (kept in float32
@@ -29,6 +31,8 @@ Example:
 """
 
 import contextlib
+import math
+import numbers
 import weakref
 
 import numpy as np
@@ -41,6 +45,69 @@ from quadkeras.utils.validation import check_choice, check_positive_int
 GRANULARITIES = ("per_tensor", "per_channel", "groups")
 ROLES = ("weight", "activation")
 NORMALIZATIONS = (None, "var_mean")
+
+
+class Interval:
+    """Allowed values of a numeric quantizer option: finite numbers from `low` to `high`
+    (None: unbounded), `low` itself excluded when `low_open`; `text` is the error's wording."""
+
+    def __init__(self, low=None, high=None, low_open=False):
+        self.low, self.high, self.low_open = low, high, low_open
+        if high is not None:
+            self.text = f"a number in [{low}, {high}]"
+        else:
+            self.text = f"a finite number {'>' if low_open else '>='} {low}"
+
+    def __contains__(self, value):
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return self.high is None or value <= self.high
+
+
+POSITIVE = Interval(0, low_open=True)  # a scale, clip level or step: 0 or less gives 0 / NaN
+NON_NEGATIVE = Interval(0)
+UNIT = Interval(0, 1)  # a decay / momentum
+
+
+def _bits_text(allowed):
+    allowed = sorted(allowed)
+    if len(allowed) == 1:
+        return f"{allowed[0]} (the only width it has)"
+    if allowed == list(range(allowed[0], allowed[-1] + 1)):
+        return f"an integer in [{allowed[0]}, {allowed[-1]}]"
+    return f"one of {', '.join(str(b) for b in allowed)}"
+
+
+def check_bits(method, bits, allowed, name="bits"):
+    """`bits` as an int when it is one of `allowed`, else a one-line ValueError naming `name`
+    and the allowed range, e.g. "Invalid bits=-1 for quantizer 'lsq': expected an integer in
+    [2, 8]." (an app can pass its flag as `name`, e.g. "--wbits").
+
+    >>> check_bits("lsq", 4, range(2, 9))
+    4
+    """
+    whole = (isinstance(bits, numbers.Integral) and not isinstance(bits, bool)) or (
+        isinstance(bits, float) and bits.is_integer())
+    if not whole or int(bits) not in tuple(allowed):
+        raise ValueError(f"Invalid {name}={bits!r} for quantizer {method!r}: expected "
+                         f"{_bits_text(allowed)}.")
+    return int(bits)
+
+
+def check_number(method, name, value, allowed):
+    """`value` as a float when it is a number in the `Interval` `allowed`, else a one-line
+    ValueError naming the option and the range (NaN, inf, bools and words are refused).
+
+    >>> check_number("pact", "alpha_init", 6, POSITIVE)
+    6.0
+    """
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not number or float(value) not in allowed:
+        raise ValueError(f"Invalid {name}={value!r} for quantizer {method!r}: expected "
+                         f"{allowed.text}.")
+    return float(value)
 
 
 class Quantizer(keras.layers.Layer):
@@ -72,7 +139,7 @@ class Quantizer(keras.layers.Layer):
                  **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        self.bits = check_choice(f"bits (quantizer {self.method!r})", bits, self.allowed_bits)
+        self.bits = check_bits(self.method, bits, self.allowed_bits)
         self._signed = None if signed is None else bool(signed)
         if granularity is not None:
             check_choice("granularity", granularity, GRANULARITIES)
@@ -86,6 +153,11 @@ class Quantizer(keras.layers.Layer):
         self._data_init_enabled = True
         self._data_init_pending = False  # Python mirror of `initialized == 0` (see `param`)
         self._loaded_by_host = False
+
+    def number(self, name, value, allowed):
+        """A method's numeric option checked against its `Interval` (one-line error naming
+        the option, this method and the range); returns it as a float."""
+        return check_number(self.method, name, value, allowed)
 
     # -------------------------------------------------------------- properties
     @property

@@ -17,7 +17,7 @@ Example:
 
 from keras import ops
 
-from quadkeras.quantizers.base import Quantizer, abs_mean, register, sign
+from quadkeras.quantizers.base import NON_NEGATIVE, Quantizer, abs_mean, register, sign
 from quadkeras.quantizers.ste import ste
 
 
@@ -49,7 +49,7 @@ class Ternary(Quantizer):
 
     def __init__(self, bits=2, threshold=0.7, **kwargs):
         super().__init__(bits=bits, **kwargs)
-        self.threshold = float(threshold)
+        self.threshold = self.number("threshold", threshold, NON_NEGATIVE)
 
     def fake_quantize(self, x, training):
         a = ops.abs(x)

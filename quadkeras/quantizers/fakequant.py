@@ -26,7 +26,8 @@ Example:
 import keras
 from keras import ops
 
-from quadkeras.quantizers.base import Quantizer, abs_max, keep_finite, register
+from quadkeras.quantizers.base import UNIT, Quantizer, abs_max, keep_finite, register
+from quadkeras.utils.validation import check_choice
 
 
 @register
@@ -38,8 +39,8 @@ class FakeQuant(Quantizer):
 
     def __init__(self, bits=8, ema_decay=0.999, narrow_range=None, **kwargs):
         super().__init__(bits=bits, **kwargs)
-        self.ema_decay = float(ema_decay)
-        self.narrow_range = narrow_range
+        self.ema_decay = self.number("ema_decay", ema_decay, UNIT)
+        self.narrow_range = check_choice("narrow_range", narrow_range, (None, True, False))
 
     def _default_granularity(self, shape):
         return "per_channel" if self.role == "weight" and len(shape) == 4 else "per_tensor"

@@ -30,7 +30,7 @@ import itertools
 import numpy as np
 from keras import ops
 
-from quadkeras.quantizers.base import Quantizer, abs_mean, register
+from quadkeras.quantizers.base import NON_NEGATIVE, UNIT, Quantizer, abs_mean, register
 from quadkeras.quantizers.ste import nearest_level
 from quadkeras.utils.validation import check_choice
 
@@ -69,8 +69,8 @@ class LQNet(Quantizer):
     def __init__(self, bits=2, basis_update="qem", momentum=0.9, ridge=1e-4, **kwargs):
         super().__init__(bits=bits, **kwargs)
         self.basis_update = check_choice("basis_update", basis_update, BASIS_UPDATES)
-        self.momentum = float(momentum)
-        self.ridge = float(ridge)
+        self.momentum = self.number("momentum", momentum, UNIT)
+        self.ridge = self.number("ridge", ridge, NON_NEGATIVE)
 
     def _build(self, shape):
         self.codes = encodings(self.bits, self.signed)

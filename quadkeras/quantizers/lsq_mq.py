@@ -27,7 +27,7 @@ Example:
 
 from keras import initializers, ops
 
-from quadkeras.quantizers.base import Quantizer, abs_max, positive, register
+from quadkeras.quantizers.base import POSITIVE, Quantizer, abs_max, positive, register
 from quadkeras.quantizers.ste import round_ste
 from quadkeras.utils.validation import check_choice
 
@@ -45,9 +45,7 @@ class LSQModelQuantization(Quantizer):
 
     def __init__(self, bits=2, boundary=1.0, clip_init="boundary", **kwargs):
         super().__init__(bits=bits, **kwargs)
-        self.boundary = float(boundary)
-        if not self.boundary > 0:
-            raise ValueError(f"Invalid boundary={boundary!r} for quantizer 'lsq_mq': expected a positive number.")
+        self.boundary = self.number("boundary", boundary, POSITIVE)
         self.clip_init = check_choice("clip_init", clip_init, CLIP_INITS)
 
     def _build(self, shape):

@@ -15,7 +15,7 @@ Example:
 
 from keras import initializers, ops
 
-from quadkeras.quantizers.base import Quantizer, positive, register
+from quadkeras.quantizers.base import POSITIVE, Quantizer, positive, register
 from quadkeras.quantizers.ste import ste
 
 
@@ -28,7 +28,7 @@ class PACT(Quantizer):
 
     def __init__(self, bits=4, alpha_init=10.0, **kwargs):
         super().__init__(bits=bits, **kwargs)
-        self.alpha_init = float(alpha_init)
+        self.alpha_init = self.number("alpha_init", alpha_init, POSITIVE)
 
     def _build(self, shape):
         if self.role == "weight":

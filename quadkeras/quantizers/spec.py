@@ -42,6 +42,7 @@ FLAGS = {
 }
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _WORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_INTEGER = re.compile(r"^[+-]?\d+$")
 
 
 def quantizer_class(name):
@@ -65,26 +66,46 @@ def _value(text, spec):
 
 
 def parse_spec(spec):
-    """`"lsq:4:per_channel"` -> `(LSQ, {"bits": 4, "granularity": "per_channel"})`."""
+    """`"lsq:4:per_channel"` -> `(LSQ, {"bits": 4, "granularity": "per_channel"})`.
+
+    Two options that set the same argument to different values (`per_channel:per_tensor`,
+    `lsq:4:bits=8`, `signed:unsigned`, `per_channel:g4`) are refused naming both; a repeat
+    with the same value is harmless. Bits and numeric options are range-checked by the
+    quantizer itself (`quadkeras.quantizers.base.check_bits`, `Quantizer.number`).
+    """
     parts = [p.strip() for p in str(spec).split(":")]
     cls = quantizer_class(parts[0])
-    kwargs = {}
+    kwargs, given_by = {}, {}
     for i, part in enumerate(parts[1:]):
-        if i == 0 and part.isdigit():
-            kwargs["bits"] = int(part)
-        elif part in FLAGS:
-            key, value = FLAGS[part]
-            kwargs[key] = value
-        elif re.match(r"^g\d+$", part):
-            kwargs.update(granularity="groups", groups=int(part[1:]))
-        elif "=" in part:
-            key, text = part.split("=", 1)
-            kwargs.update(_keyword(cls, key.strip(), _value(text.strip(), spec), spec))
-        else:
-            raise ValueError(
-                f"Invalid option {part!r} in quantizer spec {spec!r}: expected bits, one of "
-                f"{', '.join(FLAGS)}, gN / groups=N or key=value.")
+        for key, value in _option(cls, part, i == 0, spec).items():
+            if key in kwargs and not _same(kwargs[key], value):
+                raise ValueError(
+                    f"Invalid quantizer spec {spec!r}: options {given_by[key]!r} and {part!r} "
+                    f"contradict (both set {key}); expected one of them.")
+            kwargs[key], given_by[key] = value, part
     return cls, kwargs
+
+
+def _same(a, b):
+    """Equal values of one kind (True is not the number 1 here; 4 and 4.0 are the same)."""
+    return isinstance(a, bool) == isinstance(b, bool) and a == b
+
+
+def _option(cls, part, first, spec):
+    """The keyword arguments one spec option sets."""
+    if first and _INTEGER.match(part):  # bits; out-of-range widths are refused by the class
+        return {"bits": int(part)}
+    if part in FLAGS:
+        key, value = FLAGS[part]
+        return {key: value}
+    if re.match(r"^g\d+$", part):
+        return {"granularity": "groups", "groups": int(part[1:])}
+    if "=" in part:
+        key, text = part.split("=", 1)
+        return _keyword(cls, key.strip(), _value(text.strip(), spec), spec)
+    raise ValueError(
+        f"Invalid option {part!r} in quantizer spec {spec!r}: expected bits, one of "
+        f"{', '.join(FLAGS)}, gN / groups=N or key=value.")
 
 
 def _keyword(cls, key, value, spec):
@@ -133,7 +154,12 @@ def _from_config(cls, config):
     allowed = _arguments(cls)
     for key in config:
         check_choice(f"argument of quantizer {cls.method!r}", key, allowed)
-    return cls.from_config(config)
+    try:
+        return cls.from_config(config)
+    except TypeError as err:  # Keras wraps the constructor's one-line ValueError in a long TypeError
+        if isinstance(err.__context__, ValueError):
+            raise err.__context__ from None
+        raise
 
 
 def serialize(quantizer):
