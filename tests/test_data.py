@@ -176,6 +176,55 @@ def test_pillow_decodes_the_same_pixels_as_tensorflow():
         readers._decode_with_pillow(blobs[:1] + [b"not a jpeg"], ["a.jpg", "bad.jpg"])
 
 
+
+def _png16(samples):
+    """A 16-bit PNG (greyscale for (H, W), RGB for (H, W, 3) uint16 samples), written with
+    NumPy + zlib: Pillow writes 16-bit greyscale only."""
+    import struct
+    import zlib
+
+    h, w = samples.shape[:2]
+    colour = 0 if samples.ndim == 2 else 2
+    rows = b"".join(b"\x00" + samples[i].astype(">u2").tobytes() for i in range(h))
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_pillow_decodes_16_bit_pngs_like_tensorflow():
+    """16-bit PNGs: TF's decoder keeps each sample's high byte (v >> 8); the Pillow fallback
+    gives the same uint8 pixels (it used to clip 16-bit greyscale to white)."""
+    import io
+
+    import keras
+    from PIL import Image
+
+    from quadkeras.data import readers
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("decoding is backend-independent; compared once, in the TensorFlow process")
+    import tensorflow as tf
+
+    rng = np.random.default_rng(3)
+    grey = rng.integers(0, 65536, (16, 16), dtype=np.uint16)
+    grey[0, :6] = [0, 255, 256, 32767, 65280, 65535]
+    rgb = rng.integers(0, 65536, (16, 16, 3), dtype=np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(grey).save(buf, "PNG")  # Pillow writes 16-bit greyscale ('I;16')
+    blobs = [buf.getvalue(), _png16(grey), _png16(rgb)]
+    assert tf.io.decode_png(blobs[0], dtype=tf.uint16).numpy()[..., 0].tolist() == grey.tolist()
+    tf_pixels = readers.decode_images(blobs, ["pil_grey.png", "grey.png", "rgb.png"])
+    for blob in blobs:  # decode_images is tf.io.decode_png(..., dtype=uint8) for PNGs
+        np.testing.assert_array_equal(tf.io.decode_png(blob, channels=3, dtype=tf.uint8).numpy(),
+                                      tf_pixels[blobs.index(blob)])
+    np.testing.assert_array_equal(tf_pixels[0], np.repeat((grey >> 8)[..., None], 3, -1))
+    np.testing.assert_array_equal(tf_pixels[2], rgb >> 8)
+    np.testing.assert_array_equal(readers._decode_with_pillow(blobs), tf_pixels)
+
 NO_TENSORFLOW = """
 import importlib.abc, importlib.machinery, sys
 class _Refuse(importlib.abc.Loader):

@@ -67,7 +67,8 @@ def _read_local(kind, path, name):
     return x_train, y_train, x_test, y_test
 
 
-DECODER_VERSION = "d2"  # bump when decoding changes (d2: accurate JPEG IDCT, as PIL)
+DECODER_VERSION = "d3"  # bump when decoding changes (d2: accurate JPEG IDCT, as PIL;
+# d3: the Pillow path's 16-bit greyscale PNGs as TF decodes them, not clipped to white)
 
 
 def _cached_local(kind, path, name, cache_folder):

@@ -66,7 +66,8 @@ def decode_images(blobs, names=None):
 
     A corrupt or truncated image, or one whose size differs from the others, raises a
     one-line ValueError naming it (`names[i]`, else its index). Without TensorFlow, Pillow
-    decodes (its JPEG decoder uses the same accurate integer IDCT: the same pixels).
+    decodes (its JPEG decoder uses the same accurate integer IDCT: the same pixels; 16-bit
+    PNGs keep each sample's high byte on both paths, see `_rgb_pixels`).
     """
     if not tensorflow_available():
         return _decode_with_pillow(blobs, names)
@@ -101,7 +102,7 @@ def _decode_with_pillow(blobs, names=None):
                             unit_name="image"):
         try:
             with Image.open(io.BytesIO(blob)) as image:
-                images.append(np.asarray(image.convert("RGB")))
+                images.append(_rgb_pixels(image))
         except (OSError, UnidentifiedImageError, SyntaxError) as err:
             raise ValueError(f"Invalid image {name!r}: corrupt, truncated or not an image "
                              f"({str(err)[:120]}).") from None
@@ -109,6 +110,17 @@ def _decode_with_pillow(blobs, names=None):
             raise ValueError(f"Invalid image {name!r}: shape {images[-1].shape}, expected "
                              f"{images[0].shape} like the first image.")
     return np.stack(images) if images else np.zeros((0, 0, 0, 3), "uint8")
+
+
+def _rgb_pixels(image):
+    """An opened Pillow image as uint8 RGB pixels, the ones `tf.io.decode_png(..., dtype=uint8)`
+    gives: a 16-bit sample keeps its high byte (v >> 8, libpng's 16-to-8 strip, which TF
+    uses). Pillow does the same for 16-bit colour PNGs, but opens 16-bit greyscale as mode
+    'I;16' (or 'I') and would clip every value above 255 to white in `convert("RGB")`."""
+    if image.format == "PNG" and image.mode.startswith("I"):  # 16-bit greyscale
+        grey = (np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    return np.asarray(image.convert("RGB"))
 
 
 def _raise_bad_image(blobs, names):
