@@ -8,6 +8,8 @@ Where CIFAR is looked for, in order:
    next to the repository or the working directory;
 3. otherwise `keras.datasets` (needs internet).
 Decoded arrays are cached as `.npz` in the cache folder, keyed by the source file.
+Local data must have the dataset's classes: an image folder / tarball with another number of
+class folders (or pickle labels outside 0..N-1) is refused in one line naming it.
 
 Example:
 
@@ -60,11 +62,33 @@ def _classify(path, name):
     return None
 
 
+class _NotThisDataset(ValueError):
+    """Data that reads fine but does not have the dataset's classes (shown as it is)."""
+
+
 def _read_local(kind, path, name):
     reader = {"tarball": readers.read_tarball, "folder": readers.read_image_folder,
               "pickle": lambda p: readers.read_pickle_folder(p, name)}[kind]
-    x_train, y_train, x_test, y_test, _ = reader(path)
+    x_train, y_train, x_test, y_test, classes = reader(path)
+    _check_classes(name, classes, (y_train, y_test))
     return x_train, y_train, x_test, y_test
+
+
+def _check_classes(name, classes, labels):
+    """Refuse data whose classes are not the dataset's: an image folder / tarball with another
+    number of class folders (12 would end in a backend error on labels >= 10, 3 would train a
+    10-class model on 3), or pickle labels outside 0..N-1."""
+    expected = NUM_CLASSES[name]
+    if classes is not None and len(classes) != expected:
+        shown = ", ".join(classes[:12]) + (f", ... ({len(classes) - 12} more)" if len(classes) > 12 else "")
+        raise _NotThisDataset(f"found {len(classes)} classes under train/ ({shown}), expected "
+                              f"{expected} class folders for {name!r}.")
+    found = [y for y in labels if len(y)]
+    low = min(int(y.min()) for y in found) if found else 0
+    high = max(int(y.max()) for y in found) if found else 0
+    if low < 0 or high >= expected:
+        raise _NotThisDataset(f"found labels {low}..{high}, expected labels 0..{expected - 1} "
+                              f"for {name!r}.")
 
 
 DECODER_VERSION = "d3"  # bump when decoding changes (d2: accurate JPEG IDCT, as PIL;
@@ -97,6 +121,8 @@ def _read_checked(kind, path, name, cache_folder, flag):
     """`_cached_local` with any read / decode failure as one line naming `flag` and the file."""
     try:
         return _cached_local(kind, path, name, cache_folder)
+    except _NotThisDataset as err:
+        raise ValueError(f"Invalid {flag}={path!r} for dataset {name!r}: {err}") from None
     except (OSError, ValueError, KeyError, EOFError, tarfile.TarError, zlib.error,
             pickle.UnpicklingError) as err:
         detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
