@@ -19,6 +19,7 @@ from flag_table import define
 
 from quadkeras.autobuilder import (auto_build, heldout, heldout_options, load_model_and_config,
                                    training_config, write_config)
+from quadkeras.autobuilder.candidates import regex_problem
 from quadkeras.autobuilder.data import SPLITS
 from quadkeras.autobuilder.emit import ACTIONS, model_cost
 from quadkeras.autobuilder.scores import write_csv
@@ -57,6 +58,18 @@ flags.DEFINE_float("mac_budget", None, "Change layers until MACs <= this (fracti
 flags.DEFINE_string("action", "first_order", "first_order (quad -> conv) or remove.")
 flags.DEFINE_string("csv", None, "Write the ranked table to this CSV path.")
 flags.DEFINE_string("output_config", None, "Write the emitted model config (YAML) here.")
+
+
+def _regex_compiles(regex):
+    """absl validator: a malformed --layer_regex is refused at flag parsing, before the model
+    and data load (one line `error: flag --layer_regex=(: not a regular expression (...)`)."""
+    problem = None if regex is None else regex_problem(regex)
+    if problem:
+        raise flags.ValidationError(problem)
+    return True
+
+
+flags.register_validator("layer_regex", _regex_compiles)
 
 
 def main(argv):

@@ -196,6 +196,15 @@ def test_candidate_selection_and_errors():
 
 
 @pytest.mark.jax
+@pytest.mark.parametrize("regex", ["(", "stage[1", "*conv"])
+def test_malformed_layer_regex_is_one_line_naming_it(regex):
+    """A regex that does not compile (re.error, not a ValueError) used to end in a traceback."""
+    model = build_model(VGG_TINY)
+    with pytest.raises(ValueError, match=r"Invalid layer_regex=.*not a regular expression") as err:
+        select_candidates(model, regex=regex)
+    assert repr(regex) in str(err.value) and "\n" not in str(err.value)
+
+@pytest.mark.jax
 def test_accuracy_counts_non_finite_logits_as_wrong():
     inputs = keras.Input((2,))
     model = keras.Model(inputs, keras.layers.Lambda(lambda t: t)(inputs))

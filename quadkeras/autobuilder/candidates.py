@@ -32,6 +32,28 @@ def default_candidates(model, config=None):
     return with_kernel[:-1]
 
 
+def regex_problem(regex):
+    """None when `regex` compiles, else what is wrong with it, in words (from `re.error`).
+
+    >>> regex_problem("stage[12]_.*"), regex_problem("(")
+    (None, 'not a regular expression (missing ), unterminated subpattern at position 0)')
+    """
+    try:
+        re.compile(regex)
+    except re.error as err:
+        return f"not a regular expression ({err})"
+    return None
+
+
+def compile_layer_regex(regex):
+    """`re.compile(regex)`, or a one-line ValueError naming `layer_regex` and the regex error
+    (a malformed pattern raises `re.error`, which is no ValueError and so kept a traceback)."""
+    problem = regex_problem(regex)
+    if problem:
+        raise ValueError(f"Invalid layer_regex={regex!r}: {problem}.")
+    return re.compile(regex)
+
+
 def select_candidates(model, config=None, names=None, regex=None, layer_index=None):
     """Candidate names filtered by explicit `names`, a `regex` (re.fullmatch) or `layer_index`."""
     config = config if config is not None else config_of(model)
@@ -51,7 +73,7 @@ def select_candidates(model, config=None, names=None, regex=None, layer_index=No
                              f"[0, {len(base) - 1}] (indices into {len(base)} candidate layers).")
         chosen = [base[int(i)] for i in layer_index]
     if regex:
-        pattern = re.compile(regex)
+        pattern = compile_layer_regex(regex)
         chosen = [n for n in chosen if pattern.fullmatch(n)]
         if not chosen:
             raise ValueError(f"Invalid layer_regex={regex!r}: matches no candidate layer of "
