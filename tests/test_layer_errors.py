@@ -38,3 +38,37 @@ def test_wrong_input_rank(layer, shape):
     with pytest.raises(ValueError, match="[Ii]nvalid input shape") as err:
         layer()(np.zeros(shape, "float32"))
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.jax
+@pytest.mark.parametrize("make, size", [
+    (lambda: QuadConv2D(4, 5), "3x3"),
+    (lambda: QuadConv2D(4, 5, neuron="t1"), "3x3"),
+    (lambda: QuadConv2D(4, (2, 4), padding=(0, 0)), "3x3"),
+    (lambda: QuadConv2D(4, 3, dilation_rate=2), "3x3"),  # dilated: 5x5
+    (lambda: QuadDepthwiseConv2D(5), "3x3"),
+    (lambda: QuadDepthwiseConv2D(4, padding=((0, 0), (1, 0))), "3x3"),  # 3x4 padded
+])
+def test_kernel_larger_than_its_input_is_refused_at_build(make, size):
+    """Keras' Conv2D refuses it at build; ours used to build and fail at call with a backend
+    traceback (or give a 0x0 symbolic output)."""
+    layer = make()
+    with pytest.raises(ValueError) as err:
+        layer.build((None, 3, 3, 2))
+    text = str(err.value)
+    assert f"'{layer.name}'" in text and "kernel_size=" in text and size in text, text
+    assert "\n" not in text and not layer.built
+    with pytest.raises(ValueError, match="kernel_size="):  # the functional API says the same
+        make()(__import__("keras").Input((3, 3, 2)))
+
+
+@pytest.mark.jax
+@pytest.mark.parametrize("make", [
+    lambda: QuadConv2D(4, 5, padding="same"),
+    lambda: QuadConv2D(4, 5, padding=1),  # padded to 5x5: one output pixel
+    lambda: QuadConv2D(4, 3),
+    lambda: QuadDepthwiseConv2D(5, padding=1),
+])
+def test_kernel_that_fits_the_padded_input_builds(make):
+    out = make()(np.zeros((1, 3, 3, 2), "float32"))
+    assert min(out.shape[1:3]) >= 1

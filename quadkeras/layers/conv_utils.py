@@ -86,6 +86,35 @@ def conv_output_length(length, kernel, stride, padding, dilation):
     return max(0, (length - effective) // stride + 1)
 
 
+def check_kernel_fits(layer, input_shape, kernel_size, padding, dilation_rate):
+    """Refuse, at build, a kernel larger than its (padded) input: a one-line ValueError naming
+    the layer, the kernel size and the input size (Keras' Conv2D refuses it at build too;
+    the backends fail only at call, with their own traceback). Unknown sizes pass.
+
+    >>> check_kernel_fits("QuadConv2D 'q'", (None, 3, 3, 2), (5, 5), "valid", (1, 1))
+    Traceback (most recent call last):
+    ...
+    ValueError: Invalid kernel_size=(5, 5) for QuadConv2D 'q': larger than its 3x3 input (padding='valid'); expected a kernel of at most 3x3 there, more padding or padding='same'.
+    """
+    if padding == "same":
+        return
+    sizes = tuple(input_shape[1:3])
+    if None in sizes:
+        return
+    pads = (0, 0) if isinstance(padding, str) else tuple(sum(p) for p in padding)
+    padded = tuple(n + p for n, p in zip(sizes, pads))
+    effective = tuple((k - 1) * d + 1 for k, d in zip(kernel_size, dilation_rate))
+    if all(e <= n for e, n in zip(effective, padded)):
+        return
+    dilated = "" if effective == tuple(kernel_size) else f", {effective[0]}x{effective[1]} dilated"
+    with_pad = "" if padded == sizes else f", {padded[0]}x{padded[1]} padded"
+    raise ValueError(
+        f"Invalid kernel_size={tuple(kernel_size)} for {layer}: larger than its "
+        f"{sizes[0]}x{sizes[1]} input (padding={padding_config(padding)!r}{with_pad}{dilated}); "
+        f"expected a kernel of at most {padded[0]}x{padded[1]} there, more padding or "
+        "padding='same'.")
+
+
 def conv_output_shape(input_shape, channels, kernel_size, strides, padding, dilation_rate):
     batch, height, width = input_shape[0], input_shape[1], input_shape[2]
     pad_h, pad_w = (padding, padding) if isinstance(padding, str) else padding

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from quadkeras.layers.conv_utils import (
+    check_kernel_fits,
     conv_output_shape,
     normalize_padding,
     normalize_tuple,
@@ -64,7 +65,9 @@ class QuadConv2D(QuadLayerBase):
         return self.filters
 
     def _check_input_shape(self, input_shape):
-        check_input_rank(f"{type(self).__name__} '{self.name}'", input_shape, 4)
+        label = f"{type(self).__name__} '{self.name}'"
+        check_input_rank(label, input_shape, 4)
+        check_kernel_fits(label, input_shape, self.kernel_size, self.padding, self.dilation_rate)
         channels = input_shape[-1]
         if channels is None or channels % self.groups:
             raise ValueError(

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from quadkeras.layers.conv_utils import (
+    check_kernel_fits,
     conv_output_shape,
     normalize_padding,
     normalize_tuple,
@@ -50,7 +51,9 @@ class QuadDepthwiseConv2D(QuadLayerBase):
         return self._channels * self.depth_multiplier
 
     def _check_input_shape(self, input_shape):
-        check_input_rank(f"QuadDepthwiseConv2D '{self.name}'", input_shape, 4)
+        label = f"QuadDepthwiseConv2D '{self.name}'"
+        check_input_rank(label, input_shape, 4)
+        check_kernel_fits(label, input_shape, self.kernel_size, self.padding, self.dilation_rate)
         if input_shape[-1] is None:
             raise ValueError("Invalid input shape: QuadDepthwiseConv2D needs a known channel count.")
         self._channels = input_shape[-1]
