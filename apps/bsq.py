@@ -112,7 +112,20 @@ def _report(model, data, prefix):
     return report
 
 
+def _load_dict():
+    """The --dict model (a BSQ model whose per-layer scheme to copy), checked before any work."""
+    if not FLAGS.dict:
+        return None
+    model = _load(FLAGS.dict, "--dict")
+    if not bsq_layers(model):
+        raise ValueError(f"Invalid --dict={FLAGS.dict!r}: it holds no BSQ layers (a plain model, "
+                         "not one apps/bsq.py wrote); expected a BSQ .keras such as "
+                         "<work_dir>/model_bin.keras whose per-layer bits to copy.")
+    return model
+
+
 def convert():
+    scheme = _load_dict()  # before the FP training: a bad --dict must not cost a run
     data = load_run_data(engine_config())
     if FLAGS.model.endswith(".keras"):
         fp = _load(FLAGS.model)
@@ -122,7 +135,6 @@ def convert():
         fp = load_model(os.path.join(fp_dir, checkpoint.LAST), "work_dir last")
     else:
         fp = build_model(FLAGS.model, num_classes=data.num_classes, input_shape=data.input_shape)
-    scheme = _load(FLAGS.dict, "--dict") if FLAGS.dict else None
     model = to_bsq(fp, bits=FLAGS.wbits, scheme=scheme, abits=FLAGS.abits,
                    quantize_shortcuts=FLAGS.quant_shortcut, quantize_bias=FLAGS.bsq_quantize_bias)
     save_model(model, _out("model_bin.keras"))

@@ -469,3 +469,43 @@ def test_callback_with_epochs_steps_by_epoch_number_only():
     assert run(0, BSQCallback(prun_int=2, epochs=4)) == [0, 2, "end"]
     assert run(2, BSQCallback(prun_int=2, epochs=4)) == [2, "end"]
     assert run(3, BSQCallback(prun_int=2, epochs=4)) == ["end"]
+
+
+def test_scheme_from_a_model_without_bsq_layers_is_refused():
+    """--dict / scheme=<model>: a plain model's scheme is {} and gave a model of 0 BSQ layers."""
+    with pytest.raises(ValueError, match=r"Invalid scheme=<model '.*'>: it holds no BSQ layers"):
+        to_bsq(_tiny_model(), scheme=_tiny_model())
+    assert scheme_of(to_bsq(_tiny_model(), scheme=to_bsq(_tiny_model(), bits=5))) == {"conv": 5, "dw": 5, "fc": 5}
+
+
+def _act_model():
+    inputs = keras.Input((6, 6, 2))
+    x = keras.layers.ReLU(name="stem_relu")(keras.layers.Conv2D(4, 3, padding="same", name="stem")(inputs))
+    x = keras.layers.ReLU(name="act1")(keras.layers.Conv2D(4, 3, padding="same", name="conv1")(x))
+    x = keras.layers.ReLU(name="act2")(keras.layers.Conv2D(4, 3, padding="same", name="conv2")(x))
+    return keras.Model(inputs, keras.layers.Dense(3, name="fc")(keras.layers.GlobalAveragePooling2D()(x)))
+
+
+def test_fixed_activation_scales_make_outputs_independent_of_the_batch(tmp_path):
+    from quadkeras.bsq import activation_scales, fix_activation_scales
+
+    bsq = to_bsq(_act_model(), bits=6, abits=2)  # PACT clip + max-abs grid in act1 / act2
+    rng = np.random.RandomState(0)
+    calibration = (rng.rand(24, 6, 6, 2) * 3).astype("float32")
+    images, others = calibration[:4], (rng.rand(6, 6, 6, 2) * 30).astype("float32")
+    run = lambda m, x: ops.convert_to_numpy(m(x))  # noqa: E731
+    mixed = np.concatenate([images, others])
+    assert np.abs(run(bsq, images) - run(bsq, mixed)[:4]).max() > 1e-3  # the reference's behaviour
+    fixed = fix_activation_scales(bsq, calibration)
+    np.testing.assert_allclose(run(fixed, images), run(fixed, mixed)[:4], atol=1e-6)  # (float sums)
+    # S is each layer's max over the calibration set: on it, as one batch, the reference agrees
+    np.testing.assert_allclose(run(fixed, calibration), run(bsq, calibration), atol=1e-5)
+    scales = activation_scales(fixed)
+    assert activation_scales(bsq) == {"act1": None, "act2": None} and all(scales.values())
+    split = activation_scales(fix_activation_scales(bsq, calibration, batch_size=5))
+    np.testing.assert_allclose([split[k] for k in scales], list(scales.values()), rtol=1e-6)
+    path = os.path.join(tmp_path, "fixed.keras")
+    fixed.save(path)
+    loaded = keras.models.load_model(path)
+    assert activation_scales(loaded) == scales
+    np.testing.assert_allclose(run(loaded, mixed), run(fixed, mixed), atol=1e-6)

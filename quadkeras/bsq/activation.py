@@ -5,6 +5,11 @@ bits <= 3: PACT clipping min(relu(x), α) with a trained α (init 10, `quantizer
 then the same max-abs quantizer. (The reference's PACT only clips; the grid is always the
 batch max-abs one.) `to_bsq(..., abits=k)` puts it in place of the block ReLUs.
 
+The batch max-abs grid makes an image's output depend on the other images in its batch (the
+reference's behaviour, kept for training and evaluation). `scale=S` fixes the grid instead;
+`quadkeras.bsq.fix_activation_scales(model, images)` sets every layer's S from calibration
+images, and export does so (docs/bsq.md, "Activation scale").
+
 Example:
 
 >>> import numpy as np, keras
@@ -30,15 +35,22 @@ class BSQActivation(keras.layers.Layer):
     Args:
         bits: activation bits, 1..8.
         alpha_init: initial PACT clipping level (used at bits <= 3), 10 as in the reference.
+        scale: None (the reference: the grid's top is each batch's max) or a fixed top S
+            (`fix_activation_scales`; what an exported model uses).
     """
 
-    def __init__(self, bits=4, alpha_init=10.0, **kwargs):
+    def __init__(self, bits=4, alpha_init=10.0, scale=None, **kwargs):
         super().__init__(**kwargs)
         self.bits = check_int_range("bits", int(bits), 1, 8)
         self.alpha_init = float(alpha_init)
         self.pact = PACT(bits=self.bits, alpha_init=alpha_init, role="activation", name="pact") \
             if self.bits <= PACT_MAX_BITS else None
-        self.quantizer = MaxAbs(bits=self.bits, role="activation", name="quantizer")
+        self.quantizer = MaxAbs(bits=self.bits, scale=scale, role="activation", name="quantizer")
+
+    @property
+    def scale(self):
+        """The fixed grid top S, or None (per batch, as the reference)."""
+        return self.quantizer.scale
 
     def build(self, input_shape):
         if self.pact is not None:
@@ -60,4 +72,5 @@ class BSQActivation(keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "bits": self.bits, "alpha_init": self.alpha_init}
+        return {**super().get_config(), "bits": self.bits, "alpha_init": self.alpha_init,
+                "scale": self.scale}

@@ -12,6 +12,9 @@
   kernels ("float weights").
 * `scheme_of(model)`, `bsq_layers(model)`, `set_bsq_decay(model, alpha)`,
   `requantize_model(model, adjust=True, increase=True)`.
+* `fix_activation_scales(model, images)`: copy whose `BSQActivation` grids have a fixed top
+  (the max over calibration images) instead of each batch's max: one output per image,
+  whatever else is in its batch (what export uses); `activation_scales(model)`.
 
 Example:
 
@@ -25,6 +28,7 @@ Example:
 """
 
 import keras
+import numpy as np
 
 from quadkeras.bsq.activation import BSQActivation
 from quadkeras.bsq.wrapper import BitQuantWrapper
@@ -48,6 +52,10 @@ def _scheme_dict(scheme):
     if scheme is None or isinstance(scheme, dict):
         return scheme
     if isinstance(scheme, keras.Model):
+        if not bsq_layers(scheme):  # its scheme would be {}: a model with nothing quantized
+            raise ValueError(f"Invalid scheme=<model {scheme.name!r}>: it holds no BSQ layers "
+                             "(BitQuantWrapper); expected a BSQ model (to_bsq's output) or a "
+                             "{layer: bits} dict.")
         return scheme_of(scheme)
     raise ValueError(f"Invalid scheme={scheme!r}: expected None, a {{layer: bits}} dict or a BSQ model.")
 
@@ -177,3 +185,55 @@ def requantize_model(model, adjust=True, increase=True):
     for w in bsq_layers(model):
         w.requantize(adjust=adjust, increase=increase)
     return scheme_of(model)
+
+
+def batch_scaled_activations(model):
+    """The `BSQActivation` layers whose grid top is each batch's max (no fixed scale)."""
+    return [layer for layer in model.layers if isinstance(layer, BSQActivation) and layer.scale is None]
+
+
+def activation_scales(model):
+    """{layer name: fixed grid top S, or None (per batch)} of the model's `BSQActivation`s."""
+    return {layer.name: layer.scale for layer in model.layers if isinstance(layer, BSQActivation)}
+
+
+def fix_activation_scales(model, images, batch_size=256):
+    """A copy of `model` in which every per-batch `BSQActivation` has a fixed grid top S.
+
+    BSQ (as the reference) quantizes a block activation on the grid S·k/(2^a−1) with S the
+    max of the current batch, so an image's output depends on the other images of its batch.
+    An exported model needs one output per image: here each layer's S becomes the max of what
+    it quantizes over the calibration `images` (float model inputs), taken layer by layer in
+    graph order with the earlier layers already fixed, so S does not depend on how `images`
+    are split into batches of `batch_size`. On the calibration set nothing is clipped, and
+    evaluated on `images` as one batch the copy gives the reference model's outputs (to float
+    rounding). Non-finite activations are ignored. `model` itself is left unchanged.
+    """
+    images = np.asarray(images, "float32")
+    if images.ndim < 2 or not len(images):
+        raise ValueError(f"Invalid images of shape {images.shape} for fix_activation_scales: expected "
+                         "at least one calibration image (e.g. 200 training images).")
+    new = carry(model, keras.models.clone_model(model, clone_function=_clone_layer))
+    new.set_weights(model.get_weights())
+    acts = batch_scaled_activations(new)
+    if not acts:
+        return new
+    probe = keras.Model(new.input, [layer.output for layer in acts])
+    chunks = [images[i:i + batch_size] for i in range(0, len(images), int(batch_size))]
+
+    def tops():  # per layer: max |output| over all chunks (its batch S, as the max maps to S)
+        found = np.zeros(len(acts))
+        for chunk in chunks:
+            outputs = probe(chunk, training=False)
+            for i, out in enumerate(outputs if isinstance(outputs, (list, tuple)) else [outputs]):
+                value = np.abs(keras.ops.convert_to_numpy(out))
+                found[i] = max(found[i], float(np.max(value[np.isfinite(value)], initial=0.0)))
+        return found
+
+    if len(chunks) == 1:  # one batch: every layer's batch S is already its calibration max
+        for layer, top in zip(acts, tops()):
+            layer.quantizer.scale = float(np.float32(top))
+    else:
+        for i, layer in enumerate(acts):  # graph order: the layers before it are fixed
+            layer.quantizer.scale = float(np.float32(tops()[i]))
+    return new
