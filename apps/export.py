@@ -10,6 +10,9 @@ QDQ int8) and print + write the parity report (max |dlogit|, top-1 agreement, si
 
 `--model` is a `.keras` file or a training work_dir (best.keras, else last.keras); models
 trained under torch or JAX load the same way (the command must run with the TF backend).
+`--out_dir` is written whole or not at all (built beside it, then swapped in): an existing
+non-empty one is refused unless `--overwrite`, which replaces an earlier export there whole;
+if a format fails, or the disk fills, nothing is written and the old folder stays as it was.
 `--quant=int8_all` (old spelling `--ptq_graph`) picks the graph quadkeras' own calibration
 (`--calibration=minmax|percentile|mse`) fills; shared flags come from apps/flag_table.py.
 """
@@ -24,6 +27,7 @@ import _common  # noqa: E402
 from flag_table import define, define_aliases  # noqa: E402
 
 from quadkeras.export.api import CALIBRATIONS, DEFAULT_FORMATS, FORMATS, PTQ_GRAPHS, export_model  # noqa: E402
+from quadkeras.utils.errors import RunAborted  # noqa: E402
 from quadkeras.utils.validation import check_choice  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -37,7 +41,10 @@ define(["model", "dataset", "quant"], model=None, quant="int8_qat", dataset=None
              "every CONV/MUL/ADD int8: smaller, faster file)."})
 define_aliases(ptq_graph="quant")  # this app's old spelling
 flags.mark_flag_as_required("model")
-flags.DEFINE_string("out_dir", None, "Output folder (default: <model dir>/export).")
+flags.DEFINE_string("out_dir", None, "Output folder (default: <model dir>/export); written whole "
+                    "or not at all.")
+flags.DEFINE_bool("overwrite", False, "Replace an existing --out_dir holding an earlier export "
+                  "(its parity_report.json) whole; without it a non-empty --out_dir is refused.")
 flags.DEFINE_list("formats", list(DEFAULT_FORMATS), f"{', '.join(FORMATS)}: onnx is the float "
                   "graph, onnx_int8 / onnx_qat the QDQ int8 graph of the LiteRT file (ONNX formats "
                   "need the onnx extra).")
@@ -55,14 +62,18 @@ def main(argv):
     check_choice("quant", FLAGS.quant, PTQ_GRAPHS)
     model_dir = FLAGS.model if os.path.isdir(FLAGS.model) else os.path.dirname(os.path.abspath(FLAGS.model))
     out_dir = FLAGS.out_dir or os.path.join(model_dir, "export")
-    report = export_model(FLAGS.model, out_dir, formats=FLAGS.formats,
-                          representative_data=FLAGS.dataset, eval_data=FLAGS.dataset,
+    report = export_model(FLAGS.model, out_dir, formats=FLAGS.formats, dataset=FLAGS.dataset,
                           eval_limit=FLAGS.eval_limit, calibration_samples=FLAGS.calibration_samples,
                           latency_runs=FLAGS.latency_runs, num_threads=FLAGS.num_threads,
-                          calibration=FLAGS.calibration, ptq_graph=FLAGS.quant)
+                          calibration=FLAGS.calibration, ptq_graph=FLAGS.quant,
+                          overwrite=FLAGS.overwrite)
+    failed = {name: r["error"] for name, r in report["formats"].items() if "error" in r}
+    if failed:
+        name, why = next(iter(failed.items()))
+        raise RunAborted(f"export failed in {', '.join(failed)} ({name}: {why}); nothing was "
+                         f"written, out_dir={out_dir!r} is as it was.")
     print(f"report: {os.path.join(out_dir, 'parity_report.json')}")
-    failed = [name for name, r in report["formats"].items() if "error" in r]
-    return 1 if failed else 0
+    return 0
 
 
 if __name__ == "__main__":

@@ -63,11 +63,11 @@ def bench_model(name, data):
     kwargs = dict(representative_data=FLAGS.dataset, eval_data=FLAGS.dataset,
                   eval_limit=FLAGS.eval_limit, latency_runs=FLAGS.latency_runs)
     reports = export_model(model, os.path.join(FLAGS.out, name), formats=("litert_float", "litert_int8"),
-                           **kwargs)["formats"]
+                           overwrite=True, **kwargs)["formats"]
     if FLAGS.qat_steps > 0:
         qat = train(quantize_model(model, "int8_qat"), data, FLAGS.qat_steps)
         reports["litert_qat"] = export_model(qat, os.path.join(FLAGS.out, name + "_qat"),
-                                             formats=("litert_qat",), **kwargs)["formats"]["litert_qat"]
+                                             formats=("litert_qat",), overwrite=True, **kwargs)["formats"]["litert_qat"]
     f = reports["litert_float"]
     rows = {"model": name, "train_steps": FLAGS.train_steps, "train_s": round(train_s, 1),
             "float_ms": f["latency_ms"], "float_kib": f["size_bytes"] / 1024,

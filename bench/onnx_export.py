@@ -84,7 +84,7 @@ def main(argv=None):
     report = export_model(model, args.out_dir, formats=args.formats.split(","),
                           eval_data=args.dataset, eval_limit=args.eval_limit,
                           calibration_samples=args.calibration_samples, calibration=args.calibration,
-                          latency_runs=args.latency_runs, verbose=False)
+                          latency_runs=args.latency_runs, verbose=False, overwrite=True)
     x, _ = dataset_arrays(args.dataset, limit=1, model=model)
     load = os.getloadavg()[0]
     latency = interleaved_latency_ms(model, report, x[0], args.latency_runs, args.rounds)

@@ -93,9 +93,11 @@ def main(argv=None):
               f"{speed:.1f} img/s", flush=True)
     os.makedirs(args.out_dir, exist_ok=True)
     export_model(model, os.path.join(args.out_dir, "float"), formats=("litert_float",),
-                 eval_data=(x[:100], y[:100]), eval_limit=100, latency_runs=3, verbose=False)
+                 eval_data=(x[:100], y[:100]), eval_limit=100, latency_runs=3, verbose=False,
+                 overwrite=True)
     report = export_model(qmodel, os.path.join(args.out_dir, "qat"), formats=("litert_qat",),
-                          eval_data=(x, y), eval_limit=len(y), latency_runs=3, verbose=False)
+                          eval_data=(x, y), eval_limit=len(y), latency_runs=3, verbose=False,
+                          overwrite=True)
     files = {"float": os.path.join(args.out_dir, "float", "model_float.tflite"),
              "int8": os.path.join(args.out_dir, "qat", "model_qat.tflite")}
     contents = {k: open(v, "rb").read() for k, v in files.items()}

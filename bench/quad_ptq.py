@@ -49,13 +49,14 @@ def main(argv=None):
     print(f"float keras acc {(float_logits.argmax(1) == y).mean():.4f} on {len(y)} test images", flush=True)
     base = export_model(model, os.path.join(args.out_dir, "float"), formats=("litert_float",),
                         eval_data=(x[:200], y[:200]), eval_limit=200, latency_runs=30,
-                        verbose=False)["formats"]["litert_float"]
+                        verbose=False, overwrite=True)["formats"]["litert_float"]
     print(f"LiteRT float: {base['size_bytes'] / 1024:.1f} KiB, {base['latency_ms']:.3f} ms/img", flush=True)
     for method in args.methods.split(","):
         qmodel = quantize_model(model, "int8_qat")
         calibrate(qmodel, calib, method=method, percentile=args.percentile)
         report = export_model(qmodel, os.path.join(args.out_dir, method), formats=("litert_qat",),
-                              eval_data=(x, y), eval_limit=len(y), latency_runs=30, verbose=False)
+                              eval_data=(x, y), eval_limit=len(y), latency_runs=30, verbose=False,
+                              overwrite=True)
         r = report["formats"]["litert_qat"]
         with open(os.path.join(args.out_dir, method, "model_qat.tflite"), "rb") as f:
             logits = run_litert(f.read(), x)

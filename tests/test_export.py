@@ -300,3 +300,49 @@ def test_export_app_quant_flag_takes_the_ptq_presets_and_the_old_spelling(tmp_pa
     assert rc == 1 and last == "error: Invalid quant='lsq': expected one of 'int8_qat', 'int8_all'."
     rc, last = app(missing, "--ptq_graph=int8_all")  # parsed as --quant, fails on the model
     assert rc == 1 and last.startswith("error: ") and "none.keras" in last, last
+
+
+@needs_tf
+def test_dataset_that_does_not_fit_the_model_is_refused_in_one_line(tmp_path):
+    from quadkeras.export import export_model
+
+    rgb = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    with pytest.raises(ValueError, match=r"^Invalid dataset='digits' for this model: the dataset's images "
+                                         r"are \(16, 16, 1\) with 10 classes, the model takes \(32, 32, 3\) "
+                                         r"inputs and gives 10 classes; .*\(nothing was written\)\.$"):
+        export_model(rgb, str(tmp_path / "a"), formats=("litert_float",), dataset="digits")
+    three = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    with pytest.raises(ValueError, match=r"^Invalid eval_data='digits' .* gives 3 classes"):
+        export_model(three, str(tmp_path / "b"), formats=("litert_float",), eval_data="digits")
+    with pytest.raises(ValueError, match=r"^Invalid eval_data: images of shape \(8, 8, 1\), but the "
+                                         r"model takes \(16, 16, 1\) inputs"):
+        export_model(three, str(tmp_path / "c"), eval_data=np.zeros((4, 8, 8, 1), "float32"))
+    assert os.listdir(tmp_path) == []
+
+
+@needs_tf
+def test_exported_bsq_model_output_does_not_depend_on_the_batch(tmp_path):
+    """BSQ's per-batch activation scale stays in Keras (the reference); the exported file has
+    the scale fixed at its calibration max, so an image's logits ignore its batch mates."""
+    from quadkeras.bsq import BSQActivation, to_bsq
+    from quadkeras.export import export_model
+    from quadkeras.export.parity import run_litert
+
+    inputs = keras.Input((6, 6, 2))
+    x = keras.layers.ReLU(name="stem_relu")(keras.layers.Conv2D(4, 3, padding="same", name="stem")(inputs))
+    x = keras.layers.ReLU(name="block")(keras.layers.Conv2D(4, 3, padding="same", name="conv")(x))
+    bsq = to_bsq(keras.Model(inputs, keras.layers.Dense(3, name="fc")(keras.layers.Flatten()(x))), abits=4)
+    rng = np.random.RandomState(0)
+    calibration, images = rng.rand(32, 6, 6, 2).astype("float32"), rng.rand(4, 6, 6, 2).astype("float32")
+    report = export_model(bsq, str(tmp_path / "out"), formats=("litert_float",), eval_data=calibration,
+                          representative_data=calibration, latency_runs=1, verbose=False)
+    assert report["formats"]["litert_float"]["max_abs_diff"] <= 1e-5  # vs the fixed-scale Keras copy
+    assert set(report["bsq_activation_scales"]) == {"block"} and report["bsq_activation_scales"]["block"] > 0
+    assert bsq.get_layer("block").scale is None  # the model itself keeps the reference behaviour
+    content = (tmp_path / "out" / "model_float.tflite").read_bytes()
+    with_others = np.concatenate([images, 50 * rng.rand(12, 6, 6, 2).astype("float32")])
+    alone = run_litert(content, images)
+    np.testing.assert_allclose(alone, run_litert(content, with_others)[:4], atol=1e-6)
+    keras_alone = keras.ops.convert_to_numpy(bsq(images))  # the reference: it does depend
+    assert np.abs(keras_alone - keras.ops.convert_to_numpy(bsq(with_others))[:4]).max() > 1e-3
+    assert isinstance(bsq.get_layer("block"), BSQActivation)

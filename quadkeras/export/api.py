@@ -20,7 +20,7 @@ import numpy as np
 from quadkeras.data.prepare import dataset_arrays
 from quadkeras.export import convert, loading, onnx_export, parity
 from quadkeras.export.quad_qat import quantized_quad_layers
-from quadkeras.utils.safe_io import atomic_dir
+from quadkeras.utils.safe_io import atomic_dir, check_replaceable, environment_error
 from quadkeras.utils.validation import check_choice
 
 CALIBRATIONS = ("converter", "minmax", "percentile", "mse")
@@ -28,19 +28,72 @@ PTQ_GRAPHS = ("int8_qat", "int8_all")  # the fake-quant graph quadkeras' own cal
 FORMATS = ("saved_model", "litert_float", "litert_dynamic", "litert_int8", "litert_qat", "onnx",
            "onnx_int8", "onnx_qat")
 DEFAULT_FORMATS = ("saved_model", "litert_float", "litert_dynamic", "litert_int8", "litert_qat")
+REPORT = "parity_report.json"  # written last into the build folder; marks an export folder
 QAT_HINT = ("model has no fakequant quantizers; fine-tune it with quantize_model(model, 'int8_qat') "
             "(or --quant=fakequant) to export QAT int8")
 
 
-def _as_arrays(data, split, limit, model):
+def _as_arrays(data, split, limit, model, arg):
     if data is None:
         return None, None
     if isinstance(data, str):
         return dataset_arrays(data, split, limit, model=model)
     if isinstance(data, (tuple, list)) and len(data) == 2:
         x, y = data
-        return np.asarray(x, "float32")[:limit], np.asarray(y).reshape(-1)[:limit]
-    return np.asarray(data, "float32")[:limit], None
+        x, y = np.asarray(x, "float32")[:limit], np.asarray(y).reshape(-1)[:limit]
+    else:
+        x, y = np.asarray(data, "float32")[:limit], None
+    model_shape = _model_input_shape(model)
+    if model_shape is not None and not _shape_fits(model_shape, x.shape[1:]):
+        raise ValueError(f"Invalid {arg}: images of shape {tuple(x.shape[1:])}, but the model takes "
+                         f"{model_shape} inputs (nothing was written).")
+    return x, y
+
+
+def _model_input_shape(model):
+    shape = getattr(model, "input_shape", None)
+    return tuple(shape[1:]) if isinstance(shape, tuple) else None  # (a list: several inputs)
+
+
+def _shape_fits(model_shape, data_shape):
+    return len(model_shape) == len(data_shape) and all(
+        m is None or m == d for m, d in zip(model_shape, data_shape))
+
+
+def check_dataset_fits(name, model, arg="dataset"):
+    """Raise a one-line ValueError naming `arg` unless dataset `name`'s images have the model's
+    input shape and its class count the model's output width (a digits model exported with
+    cifar10 data would fail deep inside Keras, or compare logits against the wrong labels)."""
+    from quadkeras.data import load_data  # noqa: PLC0415
+
+    data = load_data(name)
+    data_shape, classes = tuple(data.x_train.shape[1:]), int(data.num_classes)
+    model_shape = _model_input_shape(model)
+    output = getattr(model, "output_shape", None)
+    model_classes = output[-1] if isinstance(output, tuple) else None
+    if (model_shape is None or _shape_fits(model_shape, data_shape)) and model_classes in (None, classes):
+        return
+    raise ValueError(f"Invalid {arg}={name!r} for this model: the dataset's images are {data_shape} "
+                     f"with {classes} classes, the model takes {model_shape} inputs and gives "
+                     f"{model_classes} classes; export with the dataset it was trained on "
+                     "(nothing was written).")
+
+
+def check_out_dir(out_dir, overwrite=False, model_path=None):
+    """One-line ValueError unless `out_dir` may receive a new export: absent or empty, or with
+    `overwrite` a folder holding an earlier export (its parity_report.json) and not the model."""
+    check_replaceable(out_dir, overwrite)
+    if not (overwrite and os.path.isdir(out_dir) and os.listdir(out_dir)):
+        return
+    if not os.path.isfile(os.path.join(out_dir, REPORT)):
+        raise ValueError(f"Invalid out_dir={os.fspath(out_dir)!r}: it holds files but no {REPORT}, so "
+                         "it is not an earlier export and --overwrite (overwrite=True) will not "
+                         "delete it; choose another folder (nothing was written).")
+    if model_path is not None and os.path.realpath(model_path).startswith(
+            os.path.realpath(out_dir) + os.sep):
+        raise ValueError(f"Invalid out_dir={os.fspath(out_dir)!r}: it holds the model being exported "
+                         f"({model_path!r}), which replacing the folder would delete; choose another "
+                         "out_dir (nothing was written).")
 
 
 def _load(model_or_path, custom_objects):
@@ -53,12 +106,25 @@ def _load(model_or_path, custom_objects):
 def export_model(model_or_path, out_dir, formats=DEFAULT_FORMATS, representative_data=None,
                  eval_data=None, custom_objects=None, eval_limit=1000, calibration_samples=200,
                  latency_runs=50, num_threads=1, verbose=True, calibration="converter",
-                 ptq_graph="int8_qat"):
+                 ptq_graph="int8_qat", overwrite=False, dataset=None):
     """Export a model and return (and write `out_dir/parity_report.json`) the parity report.
+
+    `out_dir` is written whole or not at all: everything is built in a sibling folder
+    `.tmp-<name>-<pid>-<hex>/` and swapped in at the end (`safe_io.atomic_dir`), so `out_dir` is
+    always the previous export or the complete new one. An export in which a format failed
+    writes nothing (the returned report says which, with `"written": False`); so does a full
+    disk (an OSError naming `out_dir`). Build folders of killed exports are removed by the next
+    export into the same `out_dir`.
 
     Args:
         model_or_path: a Keras model, a `.keras` file, or a training work_dir.
-        out_dir: output folder (`saved_model/`, `model_<mode>.tflite`, `model[_<mode>].onnx`).
+        out_dir: output folder (`saved_model/`, `model_<mode>.tflite`, `model[_<mode>].onnx`,
+            `parity_report.json`). An existing non-empty one is refused unless `overwrite`.
+        overwrite: replace an existing `out_dir` that holds an earlier export (its
+            parity_report.json) whole: its files from other formats or models do not survive.
+        dataset: a dataset name for both `representative_data` (train split) and `eval_data`
+            (test split) where those are not given; refused unless its images have the model's
+            input shape and its class count the model's outputs (`check_dataset_fits`).
         formats: subset of `FORMATS`; `onnx` is the float graph, `onnx_int8` / `onnx_qat` the
             LiteRT int8 / QAT file as a QDQ ONNX graph (see `onnx_export`), all run by
             onnxruntime for the parity report.
@@ -80,6 +146,9 @@ def export_model(model_or_path, out_dir, formats=DEFAULT_FORMATS, representative
         {"model", "out_dir", "num_eval_images", "formats": {format: report}}; a LiteRT report
         holds max_abs_diff, top1_agreement, accuracy, size_bytes, latency_ms and census
         (see `parity.parity_report`); a failed format holds "error", a skipped one "skipped".
+        "written" says whether `out_dir` now holds this export. A BSQ model's per-batch
+        activation scales are fixed at their max over the calibration images first
+        (`quadkeras.bsq.fix_activation_scales`; listed under "bsq_activation_scales").
     """
     loading.require_tensorflow()
     formats = tuple(formats)
@@ -95,14 +164,19 @@ def export_model(model_or_path, out_dir, formats=DEFAULT_FORMATS, representative
     for fmt in formats:
         if fmt.startswith("onnx"):
             onnx_export.require_onnx(fmt)
+    final_dir = os.path.realpath(os.fspath(out_dir))
+    check_out_dir(final_dir, overwrite)  # before any work
     model, source = _load(model_or_path, custom_objects)
+    check_out_dir(final_dir, overwrite, None if isinstance(model_or_path, keras.Model) else source)
     loading.check_finite_weights(model, source)
-    if isinstance(model_or_path, (str, os.PathLike)) and eval_data is None:
-        eval_data = loading.work_dir_dataset(os.fspath(model_or_path))
-    if representative_data is None and isinstance(eval_data, str):
-        representative_data = eval_data
-    x_eval, y_eval = _as_arrays(eval_data, "test", eval_limit, model)
-    x_rep, _ = _as_arrays(representative_data, "train", calibration_samples, model)
+    (eval_data, eval_arg), (representative_data, rep_arg) = _data_sources(
+        model_or_path, dataset, eval_data, representative_data)
+    for i, (data, arg) in enumerate(((eval_data, eval_arg), (representative_data, rep_arg))):
+        if isinstance(data, str) and (i == 0 or not isinstance(eval_data, str) or data != eval_data):
+            check_dataset_fits(data, model, arg)
+    x_eval, y_eval = _as_arrays(eval_data, "test", eval_limit, model, eval_arg)
+    x_rep, _ = _as_arrays(representative_data, "train", calibration_samples, model, rep_arg)
+    model, scales = _fixed_activation_scales(model, x_rep, x_eval)
     reference = None if x_eval is None else np.asarray(model.predict(x_eval, batch_size=256, verbose=0))
     excluded = {}
     if reference is not None:
@@ -114,28 +188,102 @@ def export_model(model_or_path, out_dir, formats=DEFAULT_FORMATS, representative
         print(f"warning: {excluded} images left out: the Keras model's logits are not finite on "
               "them (e.g. an undertrained quadratic net; see docs/quadratic_layers.md)", flush=True)
 
-    final_dir = os.path.abspath(os.fspath(out_dir))
-    with atomic_dir(final_dir, last=("parity_report.json",)) as build_dir:  # all or nothing
-        sm_dir = os.path.join(build_dir, "saved_model")
-        needs_sm = any(f.startswith("litert") or f in ("saved_model", "onnx_int8", "onnx_qat")
-                       for f in formats)
-        if needs_sm:
-            convert.write_saved_model(model, sm_dir)
-        results, litert = {}, {}  # litert: mode -> flatbuffer (or an error), shared with ONNX
-        for fmt in formats:
-            result = _export_one(fmt, model, build_dir, sm_dir, x_rep, x_eval, y_eval, reference,
-                                 calibration_samples, latency_runs, num_threads, calibration, litert)
-            if "path" in result:
-                result["path"] = os.path.join(final_dir, os.path.relpath(result["path"], build_dir))
-            results[fmt] = result
-            if verbose:
-                print(parity.format_report(fmt, results[fmt]), flush=True)
-        report = {"model": str(source), "out_dir": os.fspath(out_dir),
-                  "num_eval_images": 0 if x_eval is None else int(len(x_eval)),
-                  "non_finite_images_excluded": excluded, "formats": results}
-        with open(os.path.join(build_dir, "parity_report.json"), "w") as f:
-            json.dump(report, f, indent=2)
+    report = {"model": str(source), "out_dir": os.fspath(out_dir),
+              "num_eval_images": 0 if x_eval is None else int(len(x_eval)),
+              "non_finite_images_excluded": excluded, "formats": {}, "written": False}
+    if scales:
+        report["bsq_activation_scales"] = scales
+    try:
+        with atomic_dir(final_dir, overwrite=overwrite) as build_dir:  # all or nothing
+            _export_formats(report["formats"], formats, model, build_dir, final_dir, x_rep, x_eval,
+                            y_eval, reference, calibration_samples, latency_runs, num_threads,
+                            calibration, verbose)
+            if any("error" in r for r in report["formats"].values()):
+                raise _FormatFailed  # nothing moves into place: out_dir stays as it was
+            with open(os.path.join(build_dir, REPORT), "w") as f:
+                json.dump({**report, "written": True}, f, indent=2)
+        report["written"] = True
+    except _FormatFailed:
+        for result in report["formats"].values():
+            result.pop("path", None)
+        if verbose:
+            print(f"nothing written: a format failed; {os.fspath(out_dir)!r} was left as it was",
+                  flush=True)
+    except Exception as err:
+        env = _environment_failure(err, final_dir)
+        if env is None:
+            raise
+        raise env from err
     return report
+
+
+def _data_sources(model_or_path, dataset, eval_data, representative_data):
+    """((eval data, the argument it came from), (calibration data, its argument)): `dataset`
+    fills what is not given, then a work_dir's recorded dataset; calibration defaults to the
+    eval dataset's name."""
+    eval_arg, rep_arg = "eval_data", "representative_data"
+    if dataset is not None:
+        if eval_data is None:
+            eval_data, eval_arg = dataset, "dataset"
+        if representative_data is None:
+            representative_data, rep_arg = dataset, "dataset"
+    if eval_data is None and isinstance(model_or_path, (str, os.PathLike)):
+        eval_data, eval_arg = loading.work_dir_dataset(os.fspath(model_or_path)), "dataset"
+    if representative_data is None and isinstance(eval_data, str):
+        representative_data, rep_arg = eval_data, eval_arg
+    return (eval_data, eval_arg), (representative_data, rep_arg)
+
+
+class _FormatFailed(Exception):
+    """Raised inside the build when a format failed: the build folder is discarded."""
+
+
+def _environment_failure(err, final_dir):
+    """For a full disk / read-only folder behind `err`, an OSError naming `final_dir` (the
+    build folder a failed write names is gone by now) or the outside path it names; else None."""
+    env = environment_error(err)
+    if env is None:
+        return None
+    inside = env.filename is None or os.path.realpath(env.filename).startswith(
+        os.path.join(os.path.dirname(final_dir), ".tmp-"))
+    return OSError(env.errno, env.strerror, final_dir if inside else env.filename)
+
+
+def _export_formats(results, formats, model, build_dir, final_dir, x_rep, x_eval, y_eval,
+                    reference, samples, runs, threads, calibration, verbose):
+    """Write every format into `build_dir`, filling `results` (paths as they will be in
+    `final_dir`)."""
+    sm_dir = os.path.join(build_dir, "saved_model")
+    needs_sm = any(f.startswith("litert") or f in ("saved_model", "onnx_int8", "onnx_qat")
+                   for f in formats)
+    if needs_sm:
+        convert.write_saved_model(model, sm_dir)
+    litert = {}  # mode -> flatbuffer (or an error), shared with ONNX
+    for fmt in formats:
+        result = _export_one(fmt, model, build_dir, sm_dir, x_rep, x_eval, y_eval, reference,
+                             samples, runs, threads, calibration, litert)
+        if "path" in result:
+            result["path"] = os.path.join(final_dir, os.path.relpath(result["path"], build_dir))
+        results[fmt] = result
+        if verbose:
+            print(parity.format_report(fmt, result), flush=True)
+
+
+def _fixed_activation_scales(model, x_rep, x_eval):
+    """(model, {layer: S}): a BSQ model with per-batch activation scales becomes a copy with
+    fixed ones (their max over the calibration images, else the eval images): an exported
+    file must give one output per image, not one that depends on its batch mates."""
+    from quadkeras.bsq.convert import activation_scales, batch_scaled_activations, fix_activation_scales  # noqa: PLC0415
+
+    if not batch_scaled_activations(model):
+        return model, {}
+    images = x_rep if x_rep is not None and len(x_rep) else x_eval
+    if images is None or not len(images):
+        raise ValueError("Invalid representative_data=None for a BSQ model with per-batch activation "
+                         "scales: pass calibration images or a dataset name (export fixes each "
+                         "scale at its max over them; docs/bsq.md).")
+    fixed = fix_activation_scales(model, images)
+    return fixed, activation_scales(fixed)
 
 
 def _export_one(fmt, model, out_dir, sm_dir, x_rep, x_eval, y_eval, reference, samples, runs, threads,
@@ -180,6 +328,8 @@ def _litert_content(mode, model, out_dir, sm_dir, x_rep, reference, samples, cal
             convert.write_saved_model(model, source, calibration_images=x_rep)
         return convert.to_litert(source, mode, x_rep, samples)
     except Exception as err:  # converter errors are long MLIR dumps: keep the first line
+        if environment_error(err) is not None:
+            raise  # a full disk fails the whole export, not one format
         return {"error": _first_line(err)}
 
 
@@ -199,6 +349,8 @@ def _export_onnx(fmt, model, out_dir, sm_dir, x_rep, x_eval, y_eval, reference, 
                 return litert[mode]
             onnx_export.litert_to_onnx(litert[mode], path)
     except Exception as err:  # tf2onnx errors: keep the first line
+        if environment_error(err) is not None:
+            raise
         return {"error": _first_line(err)}
     if reference is None:
         return {"path": path, "size_bytes": os.path.getsize(path), "opset": onnx_export.ONNX_OPSET,

@@ -91,14 +91,16 @@ def work_dir_dataset(path):
     return None if run is None else run.dataset
 
 
-def reload_under_tensorflow(model_path, out_dir, formats=None, dataset=None, timeout=900):
+def reload_under_tensorflow(model_path, out_dir, formats=None, dataset=None, timeout=900,
+                            overwrite=False):
     """Export a `.keras` file saved under any backend in a `KERAS_BACKEND=tensorflow` subprocess.
 
-    Returns the report dict (also written to `out_dir/parity_report.json`).
+    Returns the report dict (also written to `out_dir/parity_report.json`); `overwrite` as
+    in `export_model` (an existing non-empty `out_dir` is refused without it).
     """
     resolve_model_path(model_path)
     args = {"model_or_path": os.fspath(model_path), "out_dir": os.fspath(out_dir),
-            "representative_data": dataset, "eval_data": dataset}
+            "dataset": dataset, "overwrite": bool(overwrite)}
     if formats is not None:
         args["formats"] = list(formats)
     code = ("import json, sys; from quadkeras.export import export_model; "

@@ -8,7 +8,10 @@ Writing: `temp_path` makes a hidden `.tmp-*` file beside the target with the per
 normal `open()` would give (umask, e.g. 0644; not mkstemp's 0600); `write_atomic` /
 `write_json` / `write_atomic` write there and `os.replace` onto the target, so a reader,
 a kill or a full disk never leaves a partial file under the real name; `clean_temp_files`
-removes the orphans a kill -9 leaves; `atomic_dir` builds a whole output folder the same way.
+removes the orphans a kill -9 leaves; `atomic_dir` builds a whole output folder beside the
+target and swaps it in (the old folder or the complete new one, never a mix), and the next
+`atomic_dir` removes the build folders killed processes left (`clean_stale_builds`);
+`environment_error` recognises a full disk behind a library's own error.
 
 Example:
 
@@ -27,9 +30,12 @@ True
 """
 
 import contextlib
+import errno
+import fcntl
 import json
 import os
 import pickle
+import re
 import shutil
 import tarfile
 import tempfile
@@ -188,46 +194,182 @@ def clean_temp_files(folder):
     return removed
 
 
-@contextlib.contextmanager
-def atomic_dir(out_dir, last=()):
-    """Build output files in a temp folder beside `out_dir`, move them into place on success.
+BUILD_LOCK = ".lock"  # inside a build folder: held (flock) by the live process building it
+_ENV_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # found in wrapped errors' text
 
-    Yields the temp folder. On an error it is removed and `out_dir` is left exactly as it
-    was (no half-written output). On success a new `out_dir` appears in one rename; into an
-    existing `out_dir` each built entry replaces its namesake in one rename (other files
-    there are kept), the names in `last` (e.g. a report that says the rest is complete)
-    after all others.
+
+def check_replaceable(out_dir, overwrite=False, flag="out_dir"):
+    """Raise a one-line ValueError unless `out_dir` may receive a new whole folder: absent,
+    an empty folder, or (with `overwrite`) a folder to replace."""
+    out_dir = os.fspath(out_dir)
+    if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"Invalid {flag}={out_dir!r}: a file, expected a folder (nothing was written).")
+    if not overwrite and os.path.isdir(out_dir) and os.listdir(out_dir):
+        raise ValueError(f"Invalid {flag}={out_dir!r}: the folder is not empty and would be replaced "
+                         "whole; pass --overwrite (overwrite=True) or choose another folder "
+                         "(nothing was written).")
+
+
+@contextlib.contextmanager
+def atomic_dir(out_dir, overwrite=False, flag="out_dir"):
+    """Build a whole output folder beside `out_dir`, then swap it in: all or nothing.
+
+    Yields an empty folder to build in, inside a sibling build folder
+    `.tmp-<name>-<pid>-<hex>/` (`new/`, and the lock file `.lock` this process holds while it
+    builds). On success the new folder replaces `out_dir` whole: an existing `out_dir` is
+    renamed aside (to the build folder's `old/`), the new one renamed in, the old one deleted;
+    so `out_dir` is at every moment the old folder or the complete new one, never a mix. On
+    any error `out_dir` is left exactly as it was and the build folder is removed. An existing
+    non-empty `out_dir` is refused (`check_replaceable`) unless `overwrite`.
+
+    A killed process leaves its build folder behind; the next `atomic_dir` of the same
+    `out_dir` removes it (`clean_stale_builds`): the kernel releases a dead process's lock,
+    and a folder whose lock is still held belongs to a live build and is never touched.
 
     >>> d = tempfile.mkdtemp()
     >>> with atomic_dir(os.path.join(d, "out")) as tmp:
     ...     _ = open(os.path.join(tmp, "f.txt"), "w").write("x")
     >>> os.listdir(os.path.join(d, "out")), sorted(os.listdir(d))
     (['f.txt'], ['out'])
+    >>> with atomic_dir(os.path.join(d, "out")) as tmp:
+    ...     pass  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: Invalid out_dir='.../out': the folder is not empty and would be replaced whole; ...
     """
-    out_dir = os.path.abspath(os.fspath(out_dir))
+    out_dir = os.path.realpath(os.fspath(out_dir))
+    check_replaceable(out_dir, overwrite, flag)
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.path.basename(out_dir)}-", dir=parent)
-    os.chmod(tmp, 0o777 & ~current_umask())
+    clean_stale_builds(out_dir)
+    work, fd = _new_build_folder(out_dir)
     try:
-        yield tmp
-        if not os.path.exists(out_dir):
-            os.replace(tmp, out_dir)
-            return
-        names = sorted(os.listdir(tmp), key=lambda n: (n in last, n))
-        for name in names:
-            _replace_entry(os.path.join(tmp, name), os.path.join(out_dir, name), parent)
+        new = os.path.join(work, "new")
+        os.mkdir(new)  # the mode a plain mkdir gives (umask), unlike mkdtemp's 0700
+        yield new
+        check_replaceable(out_dir, overwrite, flag)  # again: another process may have written it
+        _swap_in(new, out_dir, os.path.join(work, "old"))
     finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+        os.close(fd)  # releases the lock (after the folder is gone)
 
 
-def _replace_entry(src, dst, scratch):
-    """`os.replace(src, dst)`; an existing folder `dst` is first moved aside and removed."""
-    if os.path.isdir(dst) and not os.path.islink(dst):
-        old = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}old-", dir=scratch)
-        os.replace(dst, os.path.join(old, "previous"))
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
+def _build_prefix(out_dir):
+    return f"{TEMP_PREFIX}{os.path.basename(out_dir)}-"
+
+
+def _new_build_folder(out_dir):
+    """(path, locked fd) of a new `.tmp-<name>-<pid>-<hex>` folder beside `out_dir`."""
+    parent = os.path.dirname(out_dir)
+    while True:
+        work = os.path.join(parent, f"{_build_prefix(out_dir)}{os.getpid()}-{os.urandom(4).hex()}")
+        try:
+            os.mkdir(work, 0o700)
+            break
+        except FileExistsError:
+            continue
+    fd = os.open(os.path.join(work, BUILD_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
+    os.write(fd, str(os.getpid()).encode())
+    return work, fd
+
+
+def _swap_in(new, out_dir, old):
+    """Rename `out_dir` (if any) to `old`, `new` to `out_dir`; the old one back on failure."""
+    if not os.path.lexists(out_dir):
+        os.rename(new, out_dir)
+        return
+    os.rename(out_dir, old)
+    try:
+        os.rename(new, out_dir)
+    except BaseException:
+        if not os.path.lexists(out_dir):
+            os.rename(old, out_dir)
+        raise
+
+
+def clean_stale_builds(out_dir):
+    """Remove the build folders of `out_dir` that killed processes left; returns their names.
+
+    A build folder is stale when nobody holds its lock (the kernel drops a dead process's
+    lock), or, without a lock file (killed right after creating it), when the pid in its name
+    is no live process. A process killed between the two renames of the swap left the old
+    `out_dir` in the build folder's `old/`: it is renamed back first.
+    """
+    out_dir = os.path.realpath(os.fspath(out_dir))
+    parent = os.path.dirname(out_dir)
+    pattern = re.compile(re.escape(_build_prefix(out_dir)) + r"(\d+)-[0-9a-f]{8}$")
+    removed = []
+    for name in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
+        match = pattern.match(name)
+        work = os.path.join(parent, name)
+        if not match or not os.path.isdir(work) or os.path.islink(work):
+            continue
+        fd = _try_lock(os.path.join(work, BUILD_LOCK), int(match.group(1)))
+        if fd is None:
+            continue  # a live build
+        try:
+            old = os.path.join(work, "old")
+            if os.path.isdir(old) and not os.path.lexists(out_dir):
+                os.rename(old, out_dir)
+            shutil.rmtree(work, ignore_errors=True)
+            removed.append(name)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+    return removed
+
+
+def _try_lock(path, pid):
+    """A locked fd of `path` if no live process holds it (-1: no lock file and `pid` is
+    dead), else None."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return None if _alive(pid) else -1
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def environment_error(err, path=None):
+    """The environment OSError (full disk, quota, read-only folder) behind a failed write, or
+    None for anything else.
+
+    `err` is such an OSError, or a library's own error that wraps one and says so in its text
+    (TensorFlow's C++ file system raises `ResourceExhaustedError: ... No space left on
+    device`). The result names `path` (e.g. the output folder the user gave rather than a
+    temp file inside a build folder) when given, else the file `err` names, so the apps show
+    it as their one line (`quadkeras.utils.errors.user_error_line`).
+
+    >>> environment_error(RuntimeError("SaveV2: /t/x.data; No space left on device"), "/out").args
+    (28, 'No space left on device')
+    >>> environment_error(ValueError("bad value")) is None
+    True
+    """
+    from quadkeras.utils.errors import ENVIRONMENT_ERRNOS  # noqa: PLC0415
+
+    if isinstance(err, OSError) and err.errno in ENVIRONMENT_ERRNOS:
+        code = err.errno
+        path = path or err.filename
     else:
-        os.replace(src, dst)
+        text = str(err)
+        code = next((c for c in _ENV_WRITE_ERRNOS if os.strerror(c) in text), None)
+        if code is None:
+            return None
+    return OSError(code, os.strerror(code), path) if path else OSError(code, os.strerror(code))

@@ -46,6 +46,8 @@ def bad_inputs(tmp_path):
     (tmp_path / "a_file").write_text("not a folder")
     os.makedirs(tmp_path / "bsq")
     (tmp_path / "bsq" / "model_bin.keras").write_bytes(blob)
+    rgb = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    rgb.save(tmp_path / "rgb.keras")  # a CIFAR-shaped model, for --dataset=digits
     return tmp_path
 
 
@@ -60,9 +62,12 @@ def test_every_app_gives_one_line_errors_and_writes_nothing(bad_inputs):
         "quickstart_batch": ("quickstart.py", "--batch_size=100000", f"--work_dir={t}/w/qs"),
         "export_corrupt": ("export.py", f"--model={t}/trunc.keras", f"--out_dir={t}/w/ex1"),
         "export_no_formats": ("export.py", f"--model={t}/ok.keras", "--formats=", f"--out_dir={t}/w/ex2"),
+        "export_dataset": ("export.py", f"--model={t}/rgb.keras", "--dataset=digits", f"--out_dir={t}/w/ex3"),
         "bsq_decay": ("bsq.py", "--decay=-0.5", f"--checkpoint={t}/w/bsq"),
         "bsq_overwrite": ("bsq.py", "--mode=train", f"--model={t}/bsq/model_bin.keras",
                           f"--checkpoint={t}/bsq"),
+        "bsq_dict": ("bsq.py", "--mode=convert", f"--model={t}/ok.keras", f"--dict={t}/ok.keras",
+                     f"--work_dir={t}/w/bsq_dict"),
         "auto_build_corrupt": ("auto_build.py", f"--model={t}/garbage.keras", "--dataset=digits"),
         "summary_yaml": ("summary.py", f"--model={t}/bad.yaml"),
     }
@@ -73,8 +78,11 @@ def test_every_app_gives_one_line_errors_and_writes_nothing(bad_inputs):
         "quickstart_batch": r"Invalid batch_size=100000: larger than the 1437 training examples",
         "export_corrupt": r"Invalid model='.*trunc.keras': corrupt or truncated .keras file",
         "export_no_formats": r"Invalid formats=\[\]: expected at least one of",
+        "export_dataset": r"Invalid dataset='digits' for this model: the dataset's images are \(16, 16, 1\) "
+                          r"with 10 classes, the model takes \(32, 32, 3\) inputs",
         "bsq_decay": r"Invalid --decay=-0.5: expected a number >= 0",
         "bsq_overwrite": r"Invalid --work_dir='.*bsq': --mode=train would overwrite the input --model",
+        "bsq_dict": r"Invalid --dict='.*ok.keras': it holds no BSQ layers",
         "auto_build_corrupt": r"Invalid model='.*garbage.keras': corrupt or truncated .keras file",
         "summary_yaml": r"Invalid model='.*bad.yaml': corrupt or truncated model config file",
     }
