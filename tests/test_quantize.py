@@ -127,7 +127,7 @@ def test_scheme_from_flags_and_builder():
     assert scheme_from_flags("lsq", 4, 32)["input"] is None
     with pytest.raises(ValueError, match="quant method='foo'"):
         scheme_from_flags("foo", 4, 4)
-    with pytest.raises(ValueError, match="bits .*'xnor'"):
+    with pytest.raises(ValueError, match="bits=2 for quantizer 'xnor'"):
         scheme_from_flags("xnor", 2, 1)
     model = build_model("qresnet14", num_classes=4, input_shape=(8, 8, 3),
                         quantize=scheme_from_flags("lsq", 2, 2))
