@@ -8,10 +8,17 @@
 `--from_torch` accepts a raw state_dict or QuadraLib's `{"net": ..., "acc": ..., "epoch": ...}`,
 with or without `module.` prefixes, for the ResNet family (qresnet14, resnet20, resnet32) and
 the VGG family (qvgg7, vgg13, qvgg13) or any model config of those families. The class count
-and the quadratic convs' bias are read from the checkpoint. After the conversion the Keras
-and PyTorch forwards are compared on random inputs (`--verify`, needs torch). Missing,
-unexpected or mis-shaped keys end in one `error:` line and nothing is written.
+and the quadratic convs' bias are read from the checkpoint. The file is checked first (the
+zip CRCs, every tensor's dtype, NaN/inf: `quadkeras.interop.torch_checkpoint`). `--verify`
+(needs torch) then compares the Keras and PyTorch forwards on random inputs against
+`--verify_rtol` (`quadkeras.interop.verify`) and prints PASS / FAIL; a FAIL, a corrupt file
+or missing, unexpected or mis-shaped keys end in one `error:` line, exit 1, nothing written.
+`--to_torch` checks the written file before it replaces the target: read back bit-exact and,
+for a model carrying its config, the same forward check.
 """
+
+import sys
+import warnings
 
 from absl import flags
 
@@ -27,8 +34,15 @@ flags.DEFINE_string("from_torch", None, "PyTorch checkpoint (.pth) to convert to
 flags.DEFINE_string("to_torch", None, "PyTorch checkpoint (.pth) to write from --model (.keras).")
 flags.DEFINE_string("out", None, "With --from_torch: the .keras file to write.")
 flags.DEFINE_enum("torch_format", "state_dict", ["state_dict", "quadralib"],
-                  "With --to_torch: a raw state_dict, or QuadraLib's {'net': ..., 'acc', 'epoch'}.")
-flags.DEFINE_bool("verify", True, "Compare the Keras and PyTorch forwards on random inputs.")
+                  "With --to_torch: a raw state_dict, or QuadraLib's {'net': ..., 'acc', 'epoch'} "
+                  "(acc: the run's best validation accuracy in percent when --model is a run's "
+                  "best.keras, else 0.0; epoch: int, 0-based index of the last finished epoch).")
+flags.DEFINE_bool("verify", True, "Compare the Keras and PyTorch forwards on random inputs; exit 1 "
+                  "(nothing written) when the difference exceeds --verify_rtol or is not finite.")
+flags.DEFINE_float("verify_rtol", None, "--verify tolerance, relative to max |logit|: max |logit(keras) "
+                   "- logit(torch)| <= rtol * max |logit(torch)|. Default: 100 * depth * float32 eps, "
+                   "depth = the network's conv/dense layers (a quadratic one counts 2); see "
+                   "docs/pytorch.md.")
 flags.DEFINE_bool("overwrite", False, "Replace an existing output file.")
 
 
@@ -37,15 +51,43 @@ def _check_output(path, suffix, flag):
 
     if not path or not path.endswith(suffix):
         raise ValueError(f"Invalid --{flag}={path!r}: expected a path ending in {suffix}.")
+    if os.path.lexists(path) and not os.path.isfile(path):
+        raise ValueError(f"Invalid --{flag}={path!r}: exists and is not a regular file (a folder or "
+                         "device); choose a file path.")
     if os.path.exists(path) and not FLAGS.overwrite:
         raise ValueError(f"Invalid --{flag}={path!r}: file exists; pass --overwrite to replace it.")
+
+
+def _check_rtol():
+    import math
+
+    rtol = FLAGS.verify_rtol
+    if rtol is not None and not (math.isfinite(rtol) and rtol > 0):
+        raise ValueError(f"Invalid --verify_rtol={rtol!r}: expected a finite number > 0 (or leave it "
+                         "unset for the default derived from the network's depth).")
+
+
+def _verify_logits(model, state, source):
+    """Print the forward check's verdict; a FAIL is a one-line ValueError (exit 1)."""
+    from quadkeras.interop.verify import check_logits
+
+    result = check_logits(model, state, rtol=FLAGS.verify_rtol)
+    print(f"verify: {result.line()}")
+    if result.passed:
+        return
+    why = (f"exceeds --verify_rtol={result.rtol:.3g} x max |logit| {result.scale:.3g} = "
+           f"{result.limit:.3g} (is --model the checkpoint's network? --verify_rtol raises the "
+           "tolerance)" if result.finite else
+           "is not finite: a forward overflows float32 (NaN/inf) on random inputs, so they cannot "
+           "be compared")
+    raise ValueError(f"verify failed for {source}: max |logit(keras) - logit(torch)| = "
+                     f"{result.difference:.3g} {why}; nothing was written (--noverify skips the check).")
 
 
 def _from_torch():
     import os
 
     from quadkeras.interop import import_torch_checkpoint, read_state_dict
-    from quadkeras.interop.verify import torch_logit_difference
     from quadkeras.models.model_config import save_model
 
     _check_output(FLAGS.out, ".keras", "out")
@@ -54,8 +96,7 @@ def _from_torch():
     print(f"imported {FLAGS.from_torch} as {FLAGS.model}: {model.count_params():,} parameters "
           f"({len(model.layers)} Keras layers)")
     if FLAGS.verify:
-        diff = torch_logit_difference(model, read_state_dict(FLAGS.from_torch))
-        print(f"verify: max |logit(keras) - logit(torch)| = {diff:.3g} on random inputs")
+        _verify_logits(model, read_state_dict(FLAGS.from_torch), f"--from_torch={FLAGS.from_torch!r}")
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
     save_model(model, FLAGS.out)
     print(f"wrote {FLAGS.out}")
@@ -64,15 +105,45 @@ def _from_torch():
 def _to_torch():
     from quadkeras.export.loading import load_model
     from quadkeras.interop import export_torch_checkpoint, read_state_dict, state_dict_of
+    from quadkeras.interop.torch_checkpoint import run_resume_fields
+    from quadkeras.interop.verify import readback_differences
+    from quadkeras.models.model_config import config_of
 
     _check_output(FLAGS.to_torch, ".pth", "to_torch")
     model = load_model(FLAGS.model)
-    export_torch_checkpoint(model, FLAGS.to_torch, wrap=FLAGS.torch_format == "quadralib")
-    if FLAGS.verify:  # what torch reads back is exactly what the Keras model holds
-        written, expected = read_state_dict(FLAGS.to_torch), state_dict_of(model)
-        worst = max(float(abs(written[k] - expected[k]).max()) for k in expected if expected[k].size)
-        print(f"verify: {len(written)} tensors read back, max |difference| = {worst:.3g}")
-    print(f"wrote {FLAGS.to_torch} ({FLAGS.torch_format})")
+    quadralib = FLAGS.torch_format == "quadralib"
+    acc, epoch = run_resume_fields(FLAGS.model) if quadralib else (None, None)
+
+    def check(tmp):  # runs on the complete temp file, before it replaces --to_torch
+        written, expected = read_state_dict(tmp), state_dict_of(model)
+        differing, worst = readback_differences(written, expected)
+        print(f"verify: {len(written)} tensors read back, {len(differing)} differ, max |difference| = "
+              f"{worst:.3g}: {'FAIL' if differing else 'PASS'}")
+        if differing:
+            raise ValueError(f"verify failed for --to_torch={FLAGS.to_torch!r}: {len(differing)} tensors "
+                             f"read back differ from the model ({', '.join(differing[:3])}); nothing "
+                             "was written.")
+        if config_of(model) is not None:
+            _verify_logits(model, written, f"--to_torch={FLAGS.to_torch!r}")
+
+    export_torch_checkpoint(model, FLAGS.to_torch, wrap=quadralib, acc=acc, epoch=epoch,
+                            check=check if FLAGS.verify else None, source=FLAGS.model)
+    extra = f", acc={acc}, epoch={epoch}" if quadralib else ""
+    print(f"wrote {FLAGS.to_torch} ({FLAGS.torch_format}{extra})")
+
+
+def _show_checkpoint_warnings():
+    """Checkpoint warnings (a legacy file's unverifiable integrity) as one `warning:` line."""
+    from quadkeras.interop.torch_checkpoint import CheckpointWarning
+
+    show = warnings.showwarning
+
+    def one_line(message, category, *args, **kwargs):
+        if issubclass(category, CheckpointWarning):
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, *args, **kwargs)
+    warnings.showwarning = one_line
 
 
 def main(argv):
@@ -81,6 +152,8 @@ def main(argv):
     if bool(FLAGS.from_torch) == bool(FLAGS.to_torch):
         raise ValueError("Invalid flags: pass exactly one of --from_torch=<file.pth> (with --out) or "
                          "--to_torch=<file.pth> (with --model=<file.keras>).")
+    _check_rtol()
+    _show_checkpoint_warnings()
     return _from_torch() if FLAGS.from_torch else _to_torch()
 
 
