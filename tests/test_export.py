@@ -336,13 +336,13 @@ def test_exported_bsq_model_output_does_not_depend_on_the_batch(tmp_path):
     calibration, images = rng.rand(32, 6, 6, 2).astype("float32"), rng.rand(4, 6, 6, 2).astype("float32")
     report = export_model(bsq, str(tmp_path / "out"), formats=("litert_float",), eval_data=calibration,
                           representative_data=calibration, latency_runs=1, verbose=False)
-    assert report["formats"]["litert_float"]["max_abs_diff"] <= 1e-5  # vs the fixed-scale Keras copy
-    assert set(report["bsq_activation_scales"]) == {"block"} and report["bsq_activation_scales"]["block"] > 0
-    assert bsq.get_layer("block").scale is None  # the model itself keeps the reference behaviour
     content = (tmp_path / "out" / "model_float.tflite").read_bytes()
     with_others = np.concatenate([images, 50 * rng.rand(12, 6, 6, 2).astype("float32")])
     alone = run_litert(content, images)
     np.testing.assert_allclose(alone, run_litert(content, with_others)[:4], atol=1e-6)
+    assert report["formats"]["litert_float"]["max_abs_diff"] <= 1e-5  # vs the fixed-scale Keras copy
+    assert set(report["bsq_activation_scales"]) == {"block"} and report["bsq_activation_scales"]["block"] > 0
+    assert bsq.get_layer("block").scale is None  # the model itself keeps the reference behaviour
     keras_alone = keras.ops.convert_to_numpy(bsq(images))  # the reference: it does depend
     assert np.abs(keras_alone - keras.ops.convert_to_numpy(bsq(with_others))[:4]).max() > 1e-3
     assert isinstance(bsq.get_layer("block"), BSQActivation)

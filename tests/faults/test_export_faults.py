@@ -100,9 +100,10 @@ def test_build_folders_of_killed_exports_are_removed_live_ones_kept(tmp_path):
         killed.send_signal(signal.SIGKILL)
         killed.wait()
         report = export_model(_tiny(), str(out), formats=("litert_float",), verbose=False)
-        assert report["written"]
         left = sorted(n for n in os.listdir(tmp_path) if n.startswith(".tmp-"))
         assert left == [n for n in builds if n.startswith(f".tmp-out-{live.pid}-")]  # the live one
+        assert report["written"]
+        assert sorted(os.listdir(out)) == ["model_float.tflite", "parity_report.json", "saved_model"]
     finally:
         live.kill()
         live.wait()
