@@ -109,6 +109,23 @@ def test_build_folders_of_killed_exports_are_removed_live_ones_kept(tmp_path):
         live.wait()
 
 
+def test_a_swap_killed_between_its_renames_gets_the_old_out_dir_back(tmp_path):
+    """Killed after renaming out_dir aside, before renaming the new one in: out_dir is missing
+    and the old one sits in the dead build folder's old/; the next export restores it first."""
+    from quadkeras.utils.safe_io import BUILD_LOCK, clean_stale_builds
+
+    build = tmp_path / ".tmp-out-4194305-0badc0de"  # a pid above Linux's maximum: dead
+    (build / "old").mkdir(parents=True)
+    (build / "old" / "parity_report.json").write_text("old export")
+    (build / "new").mkdir()
+    (build / BUILD_LOCK).write_text("4194305")  # nobody holds its lock
+    other = tmp_path / ".tmp-outer-4194305-0badc0de"  # another out_dir's: not touched
+    other.mkdir()
+    assert clean_stale_builds(tmp_path / "out") == [build.name]
+    assert (tmp_path / "out" / "parity_report.json").read_text() == "old export"
+    assert sorted(os.listdir(tmp_path)) == [other.name, "out"]
+
+
 def _can_mount_tmpfs():
     if shutil.which("unshare") is None:
         return False
