@@ -79,3 +79,52 @@ def test_self_normalising_model_is_not_normalised_twice(tmp_path):
     assert result["checkpoint"] == run.path("last.keras")
     assert result["test_acc"] == pytest.approx(summary["test_acc"])
     np.testing.assert_array_equal(y, dataset_arrays("digits", limit=64)[1])
+
+
+@pytest.mark.jax
+def test_model_identity_is_recorded_and_a_foreign_model_is_refused(tmp_path):
+    """Every `.keras` quadkeras writes records its identity (config hash + layer signature);
+    `check_model_identity` refuses another model in one line naming the file and the
+    difference, and still accepts files written before identities existed."""
+    from quadkeras.models.model_config import check_model_identity, identity, saved_identity
+
+    model = build_model(TINY)
+    path = save_model(model, str(tmp_path / "m.keras"))
+    assert saved_identity(path) == identity(model)
+    assert check_model_identity(path, TINY)["signature"]["params"] == model.count_params()
+    assert check_model_identity(load_model(path), TINY, identity(model)) == identity(model)
+    wider = {**TINY, "stem_filters": 8}
+    with pytest.raises(ValueError, match=r"^Invalid model='.*m.keras': not the expected model \(config "
+                                         r"differs in \['stem_filters'\]: stem_filters: 4 vs expected 8") as err:
+        check_model_identity(path, wider)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match=r"params vs expected .*; file layer 'stem"):
+        check_model_identity(path, expected=identity(build_model(wider)))
+    # a file without quadkeras' members (plain Keras, or written before them): its layers
+    # are compared with the model the expected config builds
+    keras.models.save_model(model, tmp_path / "plain.keras")
+    assert saved_identity(str(tmp_path / "plain.keras")) is None
+    check_model_identity(str(tmp_path / "plain.keras"), TINY)
+    with pytest.raises(ValueError, match=r"plain.keras.*not the expected model.*params"):
+        check_model_identity(str(tmp_path / "plain.keras"), wider)
+    legacy = os.path.join(os.path.dirname(__file__), "data", "legacy_quantizers.keras")
+    assert saved_identity(legacy) is None
+    assert check_model_identity(load_model(legacy))["signature"]["layers"]  # loads, no identity
+
+
+@pytest.mark.jax
+def test_quickstart_resume_continues_the_newest_run_folder(tmp_path):
+    from quadkeras.training.work_dir import stage_run_folder
+
+    base = tmp_path / "runs"
+    fresh = stage_run_folder(str(base), False, "float")
+    assert os.path.dirname(fresh) == str(base) and not os.path.exists(fresh)
+    with pytest.raises(ValueError, match=r"^Invalid resume=True: work_dir=.*runs' holds no earlier run"):
+        stage_run_folder(str(base), True, "float")
+    for name in ("20240101-000000", "20240102-000000"):
+        os.makedirs(base / name / "float")
+        (base / name / "float" / "state.json").write_text("{}")
+    os.makedirs(base / "20240103-000000" / "float")  # no state.json: not a run to continue
+    assert stage_run_folder(str(base), True, "float") == str(base / "20240102-000000")
+    run = str(base / "20240101-000000")
+    assert stage_run_folder(run, True, "float") == run  # a run folder named directly

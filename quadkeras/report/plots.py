@@ -1,5 +1,5 @@
 """PNG plots (matplotlib, Agg backend, headless): training curves, per-layer cost, BSQ bits and
-sweep, auto-builder RI. Every function writes `path` and returns it.
+sweep, auto-builder RI. Every function writes `path` (atomically: temp + rename) and returns it.
 
 matplotlib is optional (the `plot` extra); `try_plot` runs a plot function and prints a one-line
 note instead of failing when it is missing.
@@ -28,10 +28,17 @@ def _pyplot():
 
 
 def _save(fig, path):
+    """Write `fig` to `path` atomically (a temp file beside it, then a rename: a reader, a
+    kill or a full disk never sees a partial PNG) and close it."""
+    from quadkeras.utils.safe_io import write_atomic  # noqa: PLC0415
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    _pyplot().close(fig)
+    fmt = os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png"
+    try:
+        write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=100, format=fmt))
+    finally:
+        _pyplot().close(fig)
     return path
 
 

@@ -11,6 +11,7 @@ import os
 
 import keras
 
+from quadkeras.models.model_config import identity
 from quadkeras.training import checkpoint
 from quadkeras.utils.errors import RunAborted
 
@@ -28,7 +29,15 @@ class LearningRateLogger(keras.callbacks.Callback):
 
 class CheckpointSaver(keras.callbacks.Callback):
     """After each epoch: `best.keras` if `monitor` strictly improved, then `last.keras`, then
-    `state.json` (epochs done, best metric, config and its hash) — all atomic."""
+    `state.json` (epochs done, best metric, config and its hash, the model's identity) — all
+    atomic.
+
+    A model whose variables are not all finite (weights, BatchNorm moving statistics,
+    quantizer state) never becomes `best.keras`. With `stop_on_nan` the `NonFiniteGuard`
+    before this callback stops such an epoch first (the previous epoch's files stay the last
+    good ones); without it (`--nostop_on_nan`) `last.keras` follows the run, as asked, with a
+    warning.
+    """
 
     def __init__(self, work_dir, config, monitor="val_acc"):
         super().__init__()
@@ -37,15 +46,34 @@ class CheckpointSaver(keras.callbacks.Callback):
         self.monitor = monitor
 
     def on_epoch_end(self, epoch, logs=None):
+        bad = checkpoint.nonfinite_variables(self.model)
+        if bad:
+            print(f"warning: epoch {epoch + 1}: non-finite variables {_listed(bad)}; last.keras "
+                  "keeps them (--nostop_on_nan), best.keras is not replaced", flush=True)
         metric = (logs or {}).get(self.monitor)
-        if metric is not None:
-            checkpoint.save_best_if_better(self.model, self.work_dir, float(metric), epoch + 1)
+        if metric is not None and not bad:
+            checkpoint.save_best_if_better(self.model, self.work_dir, float(metric), epoch + 1,
+                                           finite=True)
         checkpoint.save_model_atomic(self.model, os.path.join(self.work_dir, checkpoint.LAST))
         checkpoint.write_json(os.path.join(self.work_dir, checkpoint.STATE), {
             "epoch": epoch + 1, "best_metric": checkpoint.best_metric(self.work_dir),
             "best_epoch": _best_epoch(self.work_dir),
             "monitor": self.monitor, "config": self.config,
-            "config_hash": checkpoint.config_hash(self.config)})
+            "config_hash": checkpoint.config_hash(self.config),
+            "model": identity(self.model)})
+
+
+def _listed(names, limit=3):
+    shown = ", ".join(names[:limit])
+    return f"{shown} (+{len(names) - limit} more)" if len(names) > limit else shown
+
+
+def _diverged_line(epoch, where, kept_epoch, work_dir):
+    """The one-line message of `TrainingDiverged` (`epoch` 0-based; `kept_epoch` epochs done)."""
+    kept = (f"the checkpoints of epoch {kept_epoch} in {work_dir!r} were kept"
+            if kept_epoch and work_dir else "no checkpoint was written")
+    return (f"training diverged at epoch {epoch + 1}{where}; {kept}. Lower --lr, check the data / "
+            "init model for NaN/inf, or pass --nostop_on_nan to train on regardless.")
 
 
 def _best_epoch(work_dir):
@@ -58,7 +86,9 @@ class TrainingDiverged(RunAborted):
 
 
 class NonFiniteGuard(keras.callbacks.Callback):
-    """Stop at the first non-finite training loss (per step) or training epoch metric.
+    """Stop at the first non-finite training loss (per step), training epoch metric or model
+    variable at the end of an epoch (a weight, or a BatchNorm moving statistic: those can
+    overflow while the training loss, computed with batch statistics, stays finite).
 
     A non-finite validation metric only warns: it comes from the model in inference mode
     (e.g. an early quadratic network whose BN statistics have not settled overflows on some
@@ -82,12 +112,9 @@ class NonFiniteGuard(keras.callbacks.Callback):
                if isinstance(v, (int, float)) and not math.isfinite(v)}
         if not bad:
             return
-        kept = (f"the checkpoints of epoch {self._epoch} in {self.work_dir!r} were kept"
-                if self._epoch and self.work_dir else "no checkpoint was written")
-        raise TrainingDiverged(
-            f"training diverged at epoch {self._epoch + 1}{where}: "
-            f"{', '.join(f'{k}={v}' for k, v in sorted(bad.items()))}; {kept}. Lower --lr, check "
-            "the data / init model for NaN/inf, or pass --nostop_on_nan to train on regardless.")
+        values = ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
+        raise TrainingDiverged(_diverged_line(self._epoch, f"{where}: {values}", self._epoch,
+                                              self.work_dir))
 
     def on_train_batch_end(self, batch, logs=None):
         self._check({k: v for k, v in (logs or {}).items() if k == "loss"}, f" step {batch + 1}")
@@ -95,6 +122,10 @@ class NonFiniteGuard(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         self._check({k: v for k, v in logs.items() if not k.startswith("val_")}, " (end-of-epoch metrics)")
+        bad = checkpoint.nonfinite_variables(self.model) if self.model is not None else []
+        if bad:
+            raise TrainingDiverged(_diverged_line(self._epoch, f": non-finite variables {_listed(bad)}",
+                                                  self._epoch, self.work_dir))
         bad_val = sorted(k for k, v in logs.items() if k.startswith("val_") and isinstance(v, (int, float))
                          and not math.isfinite(v))
         if bad_val:  # evaluation overflow (e.g. an early quadratic net in inference mode), not
@@ -105,8 +136,8 @@ class NonFiniteGuard(keras.callbacks.Callback):
 
 class AtomicModelSaver(keras.callbacks.Callback):
     """Save the model atomically (temp + rename) after every epoch, or only when `monitor`
-    is finite and strictly higher than before (`monitor` given): a kill never leaves a
-    partial file, and a worse epoch never replaces the saved one."""
+    is finite and strictly higher than before and every model variable is finite (`monitor`
+    given): a kill never leaves a partial file, and a worse epoch never replaces the saved one."""
 
     def __init__(self, path, monitor=None):
         super().__init__()
@@ -118,6 +149,8 @@ class AtomicModelSaver(keras.callbacks.Callback):
         if self.monitor is not None:
             value = (logs or {}).get(self.monitor)
             if value is None or not math.isfinite(value) or (self.best is not None and value <= self.best):
+                return
+            if checkpoint.nonfinite_variables(self.model):  # NaN/inf weights: never the best
                 return
             self.best = float(value)
         checkpoint.save_model_atomic(self.model, self.path)

@@ -50,11 +50,28 @@ def best_metric(work_dir):
     return None if metric is None else float(metric)
 
 
-def save_best_if_better(model, work_dir, metric, epoch):
-    """Write `best.keras` only if `metric` is finite and strictly better (higher); returns
+def nonfinite_variables(model):
+    """Paths of `model`'s floating-point variables (weights, BatchNorm moving statistics,
+    quantizer state) holding a NaN or inf; [] when all are finite."""
+    import keras  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    bad = []
+    for variable in model.weights:
+        value = np.asarray(keras.ops.convert_to_numpy(variable))
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            bad.append(variable.path)
+    return bad
+
+
+def save_best_if_better(model, work_dir, metric, epoch, finite=None):
+    """Write `best.keras` only if `metric` is finite and strictly better (higher) and every
+    model variable is finite (`finite`: that answer if the caller already has it); returns
     True if written. The complete file is written first (temp + rename), then `best.json`."""
     current = best_metric(work_dir)
     if not math.isfinite(metric) or (current is not None and not metric > current):
+        return False
+    if not (finite if finite is not None else not nonfinite_variables(model)):
         return False
     save_model_atomic(model, os.path.join(work_dir, BEST))
     record_best(work_dir, metric, int(epoch))
@@ -92,19 +109,37 @@ def existing_run_files(work_dir):
 
 
 def config_differences(saved, current):
-    """Sorted keys whose values differ between two config dicts."""
+    """Sorted keys whose values differ between two config dicts (numbers compare by value:
+    an app's float flag 0.0 equals the library default 0)."""
     keys = set(saved) | set(current)
-    return sorted(k for k in keys if json.dumps(saved.get(k), default=str, sort_keys=True)
-                  != json.dumps(current.get(k), default=str, sort_keys=True))
+    return sorted(k for k in keys if json.dumps(_numbers_as_floats(saved.get(k)), default=str, sort_keys=True)
+                  != json.dumps(_numbers_as_floats(current.get(k)), default=str, sort_keys=True))
 
 
-def check_resumable(work_dir, config):
-    """Raise a one-line ValueError naming the differing keys if `state.json` has another config."""
+def _numbers_as_floats(value):
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _numbers_as_floats(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_numbers_as_floats(v) for v in value]
+    return value
+
+
+def check_resumable(work_dir, config, normalize=None):
+    """Raise a one-line ValueError naming the differing keys if `state.json` has another config.
+
+    `normalize`: applied to both configs before they are compared (e.g. a key's default for a
+    run saved before the key existed, an `auto` value resolved to what it stands for)."""
     state = read_json(os.path.join(work_dir, STATE), "work_dir file")
     if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
         raise ValueError(f"Invalid work_dir file={os.path.join(work_dir, STATE)!r}: no 'config' "
                          "mapping; not a state.json written by quadkeras.training.")
     saved = state["config"]
+    if normalize is not None:
+        saved, config = normalize(saved), normalize(config)
     diff = config_differences(saved, config)
     if diff:
         shown = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {config.get(k)!r}" for k in diff[:5])

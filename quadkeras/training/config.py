@@ -14,7 +14,7 @@ ValueError: Invalid training config key='lr_schedule': expected one of 'model', 
 import numbers
 
 from quadkeras.data.loaders import DATASETS
-from quadkeras.data.pipeline import AUGMENT_PRESETS, PIPELINES
+from quadkeras.data.pipeline import AUGMENT_PRESETS, PIPELINES, resolve_pipeline
 from quadkeras.training.optimizer import MOMENTUM_FORMS
 from quadkeras.training.schedules import SCHEDULES
 from quadkeras.utils.validation import check_choice, check_positive_int
@@ -77,6 +77,12 @@ def resolve_config(config=None, **overrides):
     check_positive_int("bsq_prun_int", merged["bsq_prun_int"])
     for key in ("epochs", "batch_size", "eval_batch_size"):
         check_positive_int(key, merged[key])
+    for key in ("max_train", "max_test"):
+        value = merged[key]
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+            raise ValueError(f"Invalid {key}={value!r}: expected an integer >= 0 (0 = the whole "
+                             "split, N = a seeded subset of N examples).")
+    check_quant_bits(merged["quant"], merged["wbits"], merged["abits"])
     for key in ("lr", "wd", "grad_clip", "label_smoothing", "mixup", "cutmix", "warmup_epochs",
                 "bsq_decay"):
         if float(merged[key]) < 0:
@@ -92,6 +98,30 @@ def resolve_config(config=None, **overrides):
     return merged
 
 
+def check_quant_bits(quant, wbits, abits):
+    """One-line ValueError naming `wbits` / `abits` when the bit width is not one the `quant`
+    method takes (0 or 32 = that part stays float). Presets fix their own bits; without
+    `quant` (or for a BSQ stage) the widths only have to lie in [0, 32]."""
+    from quadkeras.quantize.model import GRAPH_PRESETS  # noqa: PLC0415
+    from quadkeras.quantize.scheme import FULL_PRECISION, METHODS, PRESETS  # noqa: PLC0415
+    from quadkeras.quantizers.base import REGISTRY  # noqa: PLC0415
+
+    method = str(quant or "").lower()
+    names = METHODS.get(method, (None, None)) if method not in PRESETS and method not in GRAPH_PRESETS \
+        else (None, None)
+    for key, value, quantizer in (("wbits", wbits, names[0]), ("abits", abits, names[1])):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value <= 32:
+            raise ValueError(f"Invalid {key}={value!r}: expected an integer bit width in [0, 32] "
+                             "(0 or 32 = float).")
+        if not method or method not in METHODS or value in FULL_PRECISION:
+            continue
+        allowed = REGISTRY[quantizer].allowed_bits if quantizer else ()
+        if value not in allowed:
+            widths = ", ".join(str(b) for b in allowed)
+            raise ValueError(f"Invalid {key}={value!r} for quant={method!r}: expected 0 or 32 "
+                             f"(float){' or one of ' + widths if widths else ''}.")
+
+
 def _check_val_fraction(value):
     """`val_fraction` as a float in [0, 1) (0 = fit on the whole training split)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
@@ -101,6 +131,19 @@ def _check_val_fraction(value):
 
 
 def resume_view(config):
-    """The part of a config that must match for `--resume`."""
-    return {k: v for k, v in config.items()
+    """The part of a config that must match for `--resume` (what `state.json` records):
+    `data_pipeline='auto'` is recorded as the pipeline it resolved to ('tf' or 'numpy')."""
+    view = {k: v for k, v in config.items()
             if k not in RUNTIME_KEYS and not (k in ADDED_KEYS and v == DEFAULTS[k])}
+    if "data_pipeline" in config:
+        view["data_pipeline"] = resolve_pipeline(config["data_pipeline"])
+    return view
+
+
+def comparable_view(view):
+    """A resume view as `--resume` compares it: the keys added after a run was saved at their
+    defaults, `data_pipeline` resolved (a run started with 'auto' resumes with the explicit
+    pipeline auto chose, and the other way round)."""
+    view = {**{k: DEFAULTS[k] for k in ADDED_KEYS}, **view}
+    view["data_pipeline"] = resolve_pipeline(view["data_pipeline"] or "auto")
+    return view

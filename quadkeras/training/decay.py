@@ -3,7 +3,8 @@
 Rules, applied to each trainable variable (matched on `variable.path`, e.g.
 `stage1_block1_conv1/kernel`; a quantizer's parameter also on its older name,
 `conv1/input_alpha` for `conv1/input/alpha`, so existing patterns such as `_alpha` still match):
-1. if a regex of `custom_decay_list` matches -> `custom_decay`;
+1. if a regex of `custom_decay_list` matches -> `custom_decay` (a training run refuses an
+   entry that matches no variable: `check_decay_list`);
 2. elif `decay_small` and the variable is "small" (at most 1-D: biases, BN gamma/beta,
    per-branch BN, scalar quantizer params, or a quantizer param `step`/`alpha`/`basis`/
    `levels`) -> 0;
@@ -46,10 +47,7 @@ def is_small(variable):
 
 def decay_coefficient(variable, wd, decay_small=False, patterns=(), custom_decay=None):
     """L2 coefficient for one variable (see module rules)."""
-    name = variable.path if hasattr(variable, "path") else variable.name
-    names = [name]
-    if is_quantizer_parameter(variable):  # `<host>/<slot>/<param>` was `<host>/<slot>_<param>`
-        names.append(re.sub(r"/([^/]+)/([^/]+)$", r"/\1_\2", name))
+    names = _names(variable)
     if patterns and any(p.search(n) for p in patterns for n in names):
         if custom_decay is None:
             raise ValueError("Invalid custom_decay=None: required when custom_decay_list is set.")
@@ -57,6 +55,27 @@ def decay_coefficient(variable, wd, decay_small=False, patterns=(), custom_decay
     if decay_small and is_small(variable):
         return 0.0
     return float(wd)
+
+
+def check_decay_list(variables, custom_decay_list):
+    """One-line ValueError naming the `custom_decay_list` entries that match none of
+    `variables` (a typo would otherwise decay nothing differently, silently)."""
+    patterns = parse_decay_list(custom_decay_list)
+    names = [n for v in variables for n in _names(v)]
+    unmatched = [p.pattern for p in patterns if not any(p.search(n) for n in names)]
+    if unmatched:
+        examples = ", ".join(repr(n) for n in names[:3])
+        raise ValueError(f"Invalid custom_decay_list entries {unmatched}: they match no trainable "
+                         f"variable; expected regexes of variable paths (e.g. {examples}, or 'bias$').")
+
+
+def _names(variable):
+    """The names a pattern is matched against: the path (and a quantizer parameter's older name)."""
+    name = variable.path if hasattr(variable, "path") else variable.name
+    names = [name]
+    if is_quantizer_parameter(variable):  # `<host>/<slot>/<param>` was `<host>/<slot>_<param>`
+        names.append(re.sub(r"/([^/]+)/([^/]+)$", r"/\1_\2", name))
+    return names
 
 
 def decay_coefficients(variables, wd, decay_small=False, custom_decay_list=None, custom_decay=None):

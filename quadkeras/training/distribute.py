@@ -156,10 +156,40 @@ class TensorFlowPlan(Plan):
                                  self.strategy.run(lambda: tf.constant(1.0)), axis=None)
 
 
-def _tf_config_workers():
-    import json
+def tf_config():
+    """`TF_CONFIG` as a dict ({} when unset), checked: a one-line ValueError naming it when it
+    is not a JSON object, its `cluster` is not a mapping of address lists, or its `task` names
+    a type / index the cluster does not have."""
+    text = os.environ.get("TF_CONFIG") or ""
+    if not text.strip():
+        return {}
+    shown = text if len(text) <= 80 else text[:77] + "..."
+    try:
+        config = json.loads(text)
+    except ValueError as err:
+        raise ValueError(f"Invalid TF_CONFIG={shown!r}: not JSON ({err}); expected e.g. "
+                         '{"cluster": {"worker": ["host1:2222", "host2:2222"]}, "task": '
+                         '{"type": "worker", "index": 0}}.') from None
+    cluster = config.get("cluster", {}) if isinstance(config, dict) else None
+    if not isinstance(cluster, dict) or not all(
+            isinstance(v, list) and all(isinstance(a, str) for a in v) for v in cluster.values()):
+        raise ValueError(f"Invalid TF_CONFIG={shown!r}: expected a JSON object whose 'cluster' maps "
+                         "task types (chief, worker, ...) to lists of 'host:port' addresses.")
+    task = config.get("task", {})
+    if cluster and task:
+        kind, index = (task.get("type"), task.get("index", 0)) if isinstance(task, dict) else (None, None)
+        if not isinstance(kind, str) or kind not in cluster:
+            raise ValueError(f"Invalid TF_CONFIG={shown!r}: task type {kind!r} is not in the cluster "
+                             f"(expected one of {sorted(cluster)}).")
+        size = len(cluster[kind])
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < size:
+            raise ValueError(f"Invalid TF_CONFIG={shown!r}: task index {index!r} is out of range for "
+                             f"the {size} {kind!r} address(es) (expected 0..{size - 1}).")
+    return config
 
-    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+
+def _tf_config_workers():
+    cluster = tf_config().get("cluster", {})
     return cluster.get("chief", []) + cluster.get("worker", [])
 
 
@@ -235,7 +265,7 @@ def is_primary_process():
         import jax
 
         return jax.process_index() == 0
-    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    config = tf_config()
     task = config.get("task", {})
     return _tf_worker_rank(task.get("type", "chief"), task.get("index", 0), config.get("cluster", {})) == 0
 

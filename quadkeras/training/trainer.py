@@ -27,14 +27,15 @@ from quadkeras.training import checkpoint
 from quadkeras.training.callbacks import (CheckpointSaver, LearningRateLogger, NonFiniteGuard,
                                           RunProgbar)
 from quadkeras.training.config import resolve_config, resume_view
+from quadkeras.training.decay import check_decay_list
 from quadkeras.training.distribute import make_plan, open_plan_run
 from quadkeras.training.optimizer import CoupledDecaySGD
 from quadkeras.training.run_summary import run_summary
 from quadkeras.training.schedules import make_schedule
-from quadkeras.models.model_config import load_model
-from quadkeras.training.work_dir import find_model_file, trim_history
+from quadkeras.models.model_config import check_model_identity, load_model
+from quadkeras.training.work_dir import find_model_file, interrupted_run_line, trim_history
 from quadkeras.utils.optional import tensorflow_available
-from quadkeras.utils.errors import os_error_line
+from quadkeras.utils.errors import RunInterrupted, os_error_line
 from quadkeras.utils.safe_io import reading
 
 
@@ -119,6 +120,7 @@ def _one_hot_needed(config):
 
 def compile_model(model, config, steps_per_epoch):
     """Compile with CoupledDecaySGD, the LR schedule, grad-norm clip and the right loss."""
+    check_decay_list(model.trainable_variables, config["custom_decay_list"])
     schedule = make_schedule(config["schedule"], config["lr"], steps_per_epoch, config["epochs"],
                              config["final_lr"], config["milestones"], config["gamma"],
                              config["warmup_epochs"])
@@ -289,6 +291,50 @@ def _finished_summary(work_dir, config, epochs_done):
     return checkpoint.read_json(path)
 
 
+RESUME_HINT = ("restore this run's own file (and the model config file the run started from), "
+               "or start a new --work_dir (nothing was overwritten)")
+
+
+def _expected_model_config(config, data):
+    """The model config this run builds (None for an `init_from` run, or when a model config
+    file the run started from is gone: the identity `state.json` recorded still applies)."""
+    if config["init_from"]:
+        return None
+    try:
+        return model_config(config, data.input_shape, data.num_classes)
+    except ValueError:
+        return None
+
+
+def _resumed_model(config, work_dir, data, steps_per_epoch):
+    """(`last.keras` of the run in `work_dir`, epochs it completed), after checking that it is
+    this run's model (`check_model_identity` against the model config the run builds and the
+    identity `state.json` recorded; `best.keras` too) and that it holds optimizer state."""
+    path = os.path.join(work_dir, checkpoint.LAST)
+    state = checkpoint.read_json(os.path.join(work_dir, checkpoint.STATE))
+    expected_config = _expected_model_config(config, data)
+    best = os.path.join(work_dir, checkpoint.BEST)
+    if os.path.exists(best):  # reads only the identity the file recorded
+        with reading(best, "work_dir best", ".keras file"):
+            check_model_identity(best, expected_config, state.get("model"), "work_dir best", RESUME_HINT)
+    model = load_model(path, "work_dir last")
+    check_model_identity(model, expected_config, state.get("model"), "work_dir last", RESUME_HINT)
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        raise ValueError(
+            f"Invalid work_dir last={path!r}: it holds no optimizer state (saved uncompiled), so "
+            "--resume cannot continue the run exactly; restore this run's own last.keras, or "
+            "fine-tune its weights in a new run: --init_from=<that file> --work_dir=<new folder>.")
+    epochs_done = int(keras.ops.convert_to_numpy(optimizer.iterations)) // steps_per_epoch
+    if epochs_done < int(state.get("epoch") or 0):
+        raise ValueError(
+            f"Invalid work_dir last={path!r}: its optimizer state records {epochs_done} epochs of "
+            f"{steps_per_epoch} steps but {checkpoint.STATE} records {state['epoch']} (optimizer "
+            "state lost or another run's file); restore this run's own last.keras, or fine-tune "
+            "its weights in a new run: --init_from=<that file> --work_dir=<new folder>.")
+    return model, epochs_done
+
+
 def _remeasure_best(work_dir, val_ds, epochs_done):
     """Re-measure `best.keras` when a kill left it without its own `best.json`."""
     if checkpoint.best_is_consistent(work_dir):
@@ -302,14 +348,21 @@ def train(config=None, callbacks=None, **overrides):
     """Train (or resume) a model; returns the summary dict also written to summary.json.
 
     `callbacks`: extra Keras callbacks, run after the checkpoint of each epoch is written.
-    The work_dir is locked for the whole run (a second run on it fails at once).
+    The work_dir is locked for the whole run (a second run on it fails at once). A Ctrl-C
+    (KeyboardInterrupt) ends as `RunInterrupted`, whose message says which epoch the
+    work_dir kept and that `resume=True` (`--resume`) continues from there.
     """
     config = resolve_config(config, **overrides)
     if config["evaluate_only"]:
         return evaluate(config)
     plan = make_plan(config)  # `distribute`: replicas, writer process (training/distribute.py)
-    with plan.scope(), open_plan_run(plan, config) as run:
-        return _train(plan.run_config(config), run, list(callbacks or []), plan)
+    try:
+        with plan.scope(), open_plan_run(plan, config) as run:
+            return _train(plan.run_config(config), run, list(callbacks or []), plan)
+    except KeyboardInterrupt as err:  # Ctrl-C: say what was kept and how to continue
+        if isinstance(err, RunInterrupted):
+            raise
+        raise RunInterrupted(interrupted_run_line(config["work_dir"], config["epochs"])) from err
 
 
 def _train(config, run, extra_callbacks, plan):
@@ -323,8 +376,7 @@ def _train(config, run, extra_callbacks, plan):
     steps_per_epoch = _steps_per_epoch(config, data)
     plan.check_data(config, data)
     if run.resumed:
-        model = load_model(os.path.join(work_dir, checkpoint.LAST), "work_dir last")
-        epochs_done = int(keras.ops.convert_to_numpy(model.optimizer.iterations)) // steps_per_epoch
+        model, epochs_done = _resumed_model(config, work_dir, data, steps_per_epoch)
         finished = _finished_summary(work_dir, config, epochs_done)
         if finished is not None:
             return finished

@@ -36,7 +36,7 @@ import os
 import shutil
 
 from quadkeras.training import checkpoint
-from quadkeras.training.config import DEFAULTS, resume_view
+from quadkeras.training.config import DEFAULTS, comparable_view, resume_view
 from quadkeras.training.lock import RunLock
 from quadkeras.utils.safe_io import clean_temp_files
 
@@ -160,20 +160,50 @@ def write_marker(work_dir, config):
         "config_hash": checkpoint.config_hash(view)})
 
 
+def _epochs_recorded(work_dir):
+    """The epochs `state.json` says the run completed, or None (absent or unreadable)."""
+    try:
+        epoch = checkpoint.read_json(_state_file(work_dir)).get("epoch")
+    except (ValueError, AttributeError, OSError):
+        return None
+    return epoch if isinstance(epoch, int) else None
+
+
 def _check_fresh(work_dir):
     found = checkpoint.existing_run_files(work_dir)
-    if found:
-        hint = ("pass --resume to continue it" if checkpoint.STATE in found else
-                "it holds files of another run without its state.json")
-        raise ValueError(f"Invalid work_dir={work_dir!r}: it already holds a run ({', '.join(found)}); "
-                         f"{hint} or choose another --work_dir (nothing was overwritten).")
+    if not found:
+        return
+    start_over = (f"to start over, remove the folder (rm -r {work_dir!r}) or choose another "
+                  "--work_dir (nothing was overwritten)")
+    if checkpoint.STATE not in found:
+        raise ValueError(f"Invalid work_dir={work_dir!r}: it already holds a run ({', '.join(found)}) "
+                         f"without its {checkpoint.STATE}, so it cannot be resumed; {start_over}.")
+    epochs = _epochs_recorded(work_dir)
+    what = ("a run" if epochs is None else "a run stopped before its first epoch finished"
+            if epochs == 0 and checkpoint.LAST not in found else f"a run of {epochs} epoch(s)")
+    raise ValueError(f"Invalid work_dir={work_dir!r}: it already holds {what} ({', '.join(found)}); "
+                     f"to continue it, pass --resume with the same flags; {start_over}.")
+
+
+def interrupted_run_line(work_dir, epochs):
+    """The one line a Ctrl-C of a run on `work_dir` (`epochs` planned) ends with: what the
+    work_dir kept and how to continue."""
+    work_dir = os.path.abspath(os.fspath(work_dir))
+    if not os.path.exists(os.path.join(work_dir, checkpoint.LAST)):
+        return (f"training stopped by Ctrl-C before its first epoch finished; nothing was kept in "
+                f"{work_dir!r}: run the same command again.")
+    done = _epochs_recorded(work_dir)
+    kept = f"after epoch {done} of {epochs}" if done is not None else "(last.keras kept)"
+    return (f"training stopped by Ctrl-C {kept}; to continue, run the same command with --resume "
+            f"(work_dir={work_dir!r}).")
 
 
 def _check_resume(work_dir, config):
     if not os.path.exists(_state_file(work_dir)):
         raise ValueError(f"Invalid resume=True: no {checkpoint.STATE} in work_dir={work_dir!r}; "
                          "train without --resume first.")
-    state = checkpoint.check_resumable(work_dir, resume_view(config))
+    checkpoint.check_resumable(work_dir, resume_view(config), comparable_view)
+    state = checkpoint.read_json(_state_file(work_dir))
     if os.path.exists(os.path.join(work_dir, checkpoint.LAST)):
         return True
     if state.get("epoch"):
@@ -207,6 +237,29 @@ def open_run(config):
         OpenRun(work_dir, lock, True).close()
         raise
     return OpenRun(work_dir, lock, resumed, created)
+
+
+def stage_run_folder(base, resume, first_stage):
+    """The folder of a multi-stage app run (quickstart: `<folder>/float`, `<folder>/qat`, ...).
+
+    A new run gets a fresh `<base>/<timestamp>` (nothing earlier is overwritten). With
+    `resume` it is the run to continue: `base` itself when `<base>/<first_stage>` holds a
+    `state.json`, else the newest `<base>/<timestamp>` whose first stage does; a one-line
+    ValueError when there is none.
+    """
+    import time  # noqa: PLC0415
+
+    base = os.path.abspath(os.fspath(base))
+    if not resume:
+        return os.path.join(base, time.strftime("%Y%m%d-%H%M%S"))
+    if os.path.isfile(os.path.join(base, first_stage, checkpoint.STATE)):
+        return base
+    runs = sorted(name for name in (os.listdir(base) if os.path.isdir(base) else [])
+                  if os.path.isfile(os.path.join(base, name, first_stage, checkpoint.STATE)))
+    if not runs:
+        raise ValueError(f"Invalid resume=True: work_dir={base!r} holds no earlier run (no "
+                         f"<run>/{first_stage}/{checkpoint.STATE}); run without --resume first.")
+    return os.path.join(base, runs[-1])
 
 
 def _first_missing(folder):

@@ -34,6 +34,21 @@ class RunAborted(RuntimeError):
     """A run stopped on purpose; the message names the cause and what was kept."""
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run; the message says what was kept and how to continue (still a
+    `KeyboardInterrupt`, so code that catches that keeps working)."""
+
+
+INTERRUPTED_EXIT = 130  # the shell's code for a process stopped by SIGINT (128 + 2)
+
+
+def interrupted_line(err):
+    """The one line the apps print for a Ctrl-C (`err`: the KeyboardInterrupt)."""
+    if isinstance(err, RunInterrupted) and str(err).strip():
+        return f"interrupted: {_first_line(err)}"
+    return "interrupted: stopped by Ctrl-C (nothing partial was written); run the command again."
+
+
 def _first_line(err):
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__

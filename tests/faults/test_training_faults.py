@@ -220,3 +220,160 @@ def test_nonfinite_validation_metric_warns_but_a_nonfinite_training_metric_stops
     assert "non-finite val_loss" in capsys.readouterr().out
     with pytest.raises(TrainingDiverged, match="epoch 3"):
         guard.on_epoch_end(2, {"loss": float("inf"), "val_loss": 1.0})
+
+
+def test_resume_refuses_a_foreign_last_keras_and_one_without_optimizer_state(tmp_path):
+    """Another model's last.keras copied into a work_dir is not trained on under this run's
+    config (summary.json would then describe the wrong model): one line naming the file and
+    what differs. Nor is a last.keras without optimizer state."""
+    from quadkeras.models.model_config import load_model, save_model
+
+    work = tmp_path / "run"
+    _stopped_after_one_epoch(work)
+    other = tmp_path / "other"
+    train(_cfg(other, epochs=1, model={**tiny_config(other)["model"], "stem_filters": 8}))
+    own = (work / "last.keras").read_bytes()
+    (work / "last.keras").write_bytes((other / "last.keras").read_bytes())
+    snapshot = _files(work)
+    with pytest.raises(ValueError, match=r"^Invalid work_dir last='.*run/last.keras': not the expected "
+                                         r"model \(config differs in \['stem_filters'\]") as err:
+        train(_cfg(work, resume=True))
+    assert "\n" not in str(err.value) and _files(work) == snapshot
+    (work / "best.keras").write_bytes((other / "best.keras").read_bytes())
+    (work / "last.keras").write_bytes(own)
+    with pytest.raises(ValueError, match=r"^Invalid work_dir best='.*run/best.keras': not the expected"):
+        train(_cfg(work, resume=True))
+    os.remove(work / "best.keras")
+    save_model(load_model(str(work / "last.keras"), compile=False), str(work / "last.keras"))
+    with pytest.raises(ValueError, match=r"^Invalid work_dir last=.*holds no optimizer state.*--init_from"):
+        train(_cfg(work, resume=True))
+
+
+class _PoisonStatistics(keras.callbacks.Callback):
+    """Sets the first BatchNorm's moving mean to NaN at the start of epoch `epoch` (0-based):
+    the training loss (batch statistics) stays finite, inference gives NaN logits."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            bn = next(v for v in self.model.non_trainable_weights if "moving_mean" in v.path)
+            bn.assign(np.full(bn.shape, np.nan, "float32"))
+
+
+def test_non_finite_moving_statistics_never_become_last_good_or_best(tmp_path):
+    work = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"diverged at epoch 2: non-finite variables .*moving_mean"
+                                               r".*checkpoints of epoch 1"):
+        train(_cfg(work), callbacks=[_PoisonStatistics(1)])
+    assert json.loads((work / "state.json").read_text())["epoch"] == 1
+    for name in ("last.keras", "best.keras"):
+        weights = keras.models.load_model(work / name).get_weights()
+        assert all(np.isfinite(w).all() for w in weights), name
+    assert train(_cfg(work, resume=True))["epochs_run"] == 1  # the last good epoch resumes
+    # --nostop_on_nan trains on, but a model with NaN statistics is never the best
+    train(_cfg(tmp_path / "b", epochs=1, stop_on_nan=False), callbacks=[_PoisonStatistics(0)])
+    assert not (tmp_path / "b" / "best.keras").exists()
+
+
+def test_bad_flag_values_name_the_flag(tmp_path, monkeypatch):
+    from quadkeras.training.distribute import is_primary_process, tf_config
+
+    for kw, pattern in (({"max_train": -5}, r"^Invalid max_train=-5: expected an integer >= 0"),
+                        ({"max_test": 2.5}, r"^Invalid max_test=2.5: expected an integer >= 0"),
+                        ({"quant": "lsq", "wbits": -1}, r"^Invalid wbits=-1: expected an integer bit width"),
+                        ({"quant": "lsq", "abits": 1}, r"^Invalid abits=1 for quant='lsq': expected 0 or "
+                                                       r"32 \(float\) or one of 2, 3"),
+                        ({"quant": "xnor", "wbits": 4}, r"^Invalid wbits=4 for quant='xnor'.*one of 1\.")):
+        with pytest.raises(ValueError, match=pattern):
+            train(_cfg(tmp_path / "x", **kw))
+    assert not (tmp_path / "x").exists()
+    for value, pattern in (("{not json", r"^Invalid TF_CONFIG='\{not json': not JSON"),
+                           ('{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 2}}',
+                            r"task index 2 is out of range for the 2 'worker' address\(es\) \(expected 0..1\)"),
+                           ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "chief"}}',
+                            r"task type 'chief' is not in the cluster")):
+        monkeypatch.setenv("TF_CONFIG", value)
+        with pytest.raises(ValueError, match=pattern):
+            tf_config()
+        if keras.backend.backend() == "tensorflow":
+            with pytest.raises(ValueError, match="Invalid TF_CONFIG"):
+                is_primary_process()
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}')
+    assert tf_config()["task"]["index"] == 1
+
+
+def test_custom_decay_list_matching_no_variable_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"^Invalid custom_decay_list entries \['no_such_var'\]: they "
+                                         r"match no trainable variable"):
+        train(_cfg(tmp_path / "run", custom_decay_list="bias$,no_such_var,kernel", custom_decay=0.0))
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_compares_the_resolved_data_pipeline(tmp_path):
+    """A run started with data_pipeline='auto' resumes with the pipeline auto chose given
+    explicitly (and the other way round); another pipeline is refused."""
+    from quadkeras.data.pipeline import resolve_pipeline
+    from quadkeras.training.config import resolve_config
+    from quadkeras.training.work_dir import open_run
+
+    chosen = resolve_pipeline("auto")
+    other = {"tf": "numpy", "numpy": "tf"}[chosen]
+    for started, resumed in (("auto", chosen), (chosen, "auto")):
+        work = tmp_path / started
+        open_run(resolve_config(_cfg(work, data_pipeline=started))).close()
+        open_run(resolve_config(_cfg(work, data_pipeline=resumed, resume=True))).close()
+        with pytest.raises(ValueError, match=rf"differs in keys \['data_pipeline'\].*saved '{chosen}' vs "
+                                             rf"now '{other}'"):
+            open_run(resolve_config(_cfg(work, data_pipeline=other, resume=True)))
+
+
+def test_rerun_on_a_crashed_work_dir_says_how_to_continue_or_start_over(tmp_path):
+    from quadkeras.training.config import resolve_config
+    from quadkeras.training.work_dir import open_run
+
+    work = tmp_path / "run"
+    open_run(resolve_config(_cfg(work))).close()  # a segfault in epoch 1 leaves the marker
+    (work / "history.csv").write_text("epoch,loss\n")
+    with pytest.raises(ValueError, match=r"already holds a run stopped before its first epoch finished "
+                                         r"\(state.json, history.csv\); to continue it, pass --resume "
+                                         r"with the same flags; to start over, remove the folder"):
+        train(_cfg(work))
+    state = json.loads((work / "state.json").read_text())
+    (work / "state.json").write_text(json.dumps({**state, "epoch": 2}))  # last.keras lost
+    with pytest.raises(ValueError, match=r"records 2 epochs but last.keras is missing"):
+        train(_cfg(work, resume=True))
+
+
+def test_ctrl_c_says_what_was_kept_and_how_to_continue(tmp_path):
+    from quadkeras.utils.errors import RunInterrupted, interrupted_line
+
+    with pytest.raises(RunInterrupted) as err:  # still a KeyboardInterrupt
+        train(_cfg(tmp_path / "run"), callbacks=[_Crash(1)])
+    line = interrupted_line(err.value)
+    assert line.startswith("interrupted: training stopped by Ctrl-C after epoch 1 of 2; to continue, "
+                           "run the same command with --resume"), line
+    assert train(_cfg(tmp_path / "run", resume=True))["epochs_run"] == 1
+
+
+def test_history_curves_are_written_atomically(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from quadkeras.report import plot_history
+
+    path = tmp_path / "curves.png"
+    plot_history({"epoch": [0, 1], "loss": [2.0, 1.0]}, str(path))
+    before = path.read_bytes()
+
+    def dies_half_way(self, target, **kw):
+        with open(target, "wb") as f:
+            f.write(before[:20])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+
+    monkeypatch.setattr(Figure, "savefig", dies_half_way)
+    with pytest.raises(OSError):
+        plot_history({"epoch": [0, 1, 2], "loss": [2.0, 1.0, 0.5]}, str(path))
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["curves.png"]
