@@ -29,13 +29,18 @@ def one_line_errors(main):
     argument (or file) and the allowed values, `RunAborted` when a run stops on purpose
     (diverged loss, locked work_dir); an OSError of the environment (full disk, read-only
     folder) is shown with its path. Anything else keeps its traceback: it is a bug.
+    Ctrl-C ends as one line `interrupted: ...` (for a training run: what was kept and
+    "--resume" to continue it), exit 130 like any process stopped by SIGINT.
     """
-    from quadkeras.utils.errors import user_error_line
+    from quadkeras.utils.errors import INTERRUPTED_EXIT, interrupted_line, user_error_line
 
     @functools.wraps(main)
     def wrapped(argv):
         try:
             return main(argv)
+        except KeyboardInterrupt as err:
+            print(interrupted_line(err), file=sys.stderr, flush=True)
+            raise SystemExit(INTERRUPTED_EXIT) from None
         except Exception as err:  # noqa: BLE001 (user_error_line picks; the rest is re-raised)
             line = user_error_line(err)
             if line is None:

@@ -15,9 +15,9 @@ train, bsq, summary, export, auto_build and convert all define their shared flag
 
 Example:
 
->>> kind, _ = TABLE["wbits"]
->>> kind
-'integer'
+>>> kind, _, bounds = TABLE["wbits"]
+>>> kind, bounds
+('integer', {'lower_bound': 0, 'upper_bound': 32})
 """
 
 from absl import flags
@@ -31,15 +31,45 @@ from quadkeras.training.config import BSQ_STAGES
 from quadkeras.training.optimizer import MOMENTUM_FORMS
 from quadkeras.training.schedules import SCHEDULES
 
-# name: (absl kind, help) or (kind, help, enum values).
+BITS = {"lower_bound": 0, "upper_bound": 32}  # a bit-width flag (each method narrows it)
+
+
+class ShapeParser(flags.ListParser):
+    """`H,W,C` -> [H, W, C] (positive integers); anything else is a one-line flag error.
+
+    >>> ShapeParser().parse("16,16,1")
+    [16, 16, 1]
+    >>> ShapeParser().parse("abc")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: 'abc' is not H,W,C: expected three positive integers ...
+    """
+
+    def parse(self, argument):
+        parts = super().parse(argument)
+        if not parts:  # --input_shape= : keep the model config's shape
+            return []
+        dims = [int(p) for p in parts if p.strip().isdigit()]
+        if len(parts) != 3 or len(dims) != 3 or min(dims) < 1:
+            raise ValueError(f"{','.join(parts)!r} is not H,W,C: expected three positive "
+                             "integers (e.g. 16,16,1).")
+        return dims
+
+    def flag_type(self):
+        return "shape"
+
+
+# name: (absl kind, help), (kind, help, enum values) or (kind, help, {absl keyword: value}).
 TABLE = {
     "model": ("string", "Zoo name, model config (.yaml/.json), .keras model or training work_dir "
                         "(what each app accepts is in its docstring)."),
     "dataset": ("enum", "Data set.", list(DATASETS)),
     "data_dir": ("string", "CIFAR .tar.gz, image folder or pickle folder."),
     "cache_dir": ("string", "Decoded-data cache (default $QUADKERAS_CACHE or ~/.cache/quadkeras)."),
-    "max_train": ("integer", "Use a seeded random subset of N training examples (0 = all; smoke runs)."),
-    "max_test": ("integer", "Use a seeded random subset of N test examples (0 = all)."),
+    "max_train": ("integer", "Use a seeded random subset of N training examples (0 = all; smoke runs).",
+                  {"lower_bound": 0}),
+    "max_test": ("integer", "Use a seeded random subset of N test examples (0 = all).",
+                 {"lower_bound": 0}),
     "val_fraction": ("float", "Hold out this seeded fraction of the training split (seed = --seed) "
                               "as validation data: best.keras and val_acc use it, the test split is "
                               "evaluated once at the end; 0 = validate on the test split (seed recipe)."),
@@ -74,8 +104,9 @@ TABLE = {
     "quant": ("string", "Quantization: a method ('' = float; lsq, dorefa, pact, fakequant, ...) "
                         "with --wbits/--abits, or a preset (int8_qat, int8_qat_fold_bn; int8_all = "
                         "BN folded, every CONV/MUL/ADD int8, needs --init_from)."),
-    "wbits": ("integer", "Weight bits with a --quant method (BSQ: starting precision)."),
-    "abits": ("integer", "Activation bits with a --quant method."),
+    "wbits": ("integer", "Weight bits with a --quant method (BSQ: starting precision); 0 or 32 = "
+                         "float.", BITS),
+    "abits": ("integer", "Activation bits with a --quant method; 0 or 32 = float.", BITS),
     "quant_first_last": ("boolean", "Also quantize the first and last layers."),
     "quant_shortcut": ("boolean", "Also quantize ResNet 1x1 shortcut convs."),
     "init_from": ("string", "Start from this .keras model's weights (e.g. QAT from a float "
@@ -97,7 +128,7 @@ TABLE = {
                             "Python overhead dominates, docs/benchmarks.md), false.",
                     ["auto", "true", "false"]),
     "verbose": ("integer", "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch."),
-    "input_shape": ("list", "Replace the model config's input shape: H,W,C (e.g. 16,16,1)."),
+    "input_shape": ("shape", "Replace the model config's input shape: H,W,C (e.g. 16,16,1)."),
     "plot": ("string", "Also draw this app's figure into this PNG."),
     # BSQ stages on the training engine (quadkeras.bsq.stage; apps/bsq.py sets --bsq itself).
     "bsq": ("enum", "BSQ stage of this run: 'search' (bit planes + bit-level group Lasso, precision "
@@ -118,19 +149,24 @@ ALIASES = {"quantize": "quant", "weight_bits": "wbits", "activation_bits": "abit
            "nbits": "wbits"}
 
 
-def define(names, notes=None, **defaults):
+def define(names, notes=None, flag_values=flags.FLAGS, **defaults):
     """Define the flags `names` from `TABLE` (defaults: `defaults`, else `DEFAULTS`).
 
-    `notes`: {name: what the flag means in this app}, added to the table's help."""
+    `notes`: {name: what the flag means in this app}, added to the table's help.
+    `flag_values`: where to define them (absl's global `FLAGS`; a test passes its own)."""
     notes = notes or {}
     for name in names:
-        kind, text, *choices = TABLE[name]
+        kind, text, *extra = TABLE[name]
         text = f"{text} {notes[name]}" if name in notes else text
         default = defaults.get(name, DEFAULTS.get(name))
         if kind == "enum":
-            flags.DEFINE_enum(name, default, choices[0], text)
+            flags.DEFINE_enum(name, default, extra[0], text, flag_values=flag_values)
+        elif kind == "shape":
+            flags.DEFINE(ShapeParser(), name, default, text, flag_values=flag_values,
+                         serializer=flags.CsvListSerializer(","))
         else:
-            getattr(flags, f"DEFINE_{kind}")(name, default, text)
+            getattr(flags, f"DEFINE_{kind}")(name, default, text, flag_values=flag_values,
+                                             **(extra[0] if extra else {}))
 
 
 def define_aliases(*names, **renamed):

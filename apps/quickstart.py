@@ -7,6 +7,7 @@
 
     python apps/quickstart.py                          # KERAS_BACKEND=tensorflow by default
     KERAS_BACKEND=torch python apps/quickstart.py --epochs=10 --work_dir=runs/qs_torch
+    python apps/quickstart.py --resume      # after Ctrl-C: continues the newest run in work_dir
 
 Any `apps/train.py` flag overrides the flagfile (e.g. `--epochs`); `--qat_epochs=0` skips QAT.
 """
@@ -29,11 +30,6 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer("qat_epochs", 3, "int8 QAT fine-tuning epochs after float training (0 = skip).")
 flags.DEFINE_float("qat_lr", 0.01, "Learning rate of the QAT fine-tune (cosine to final_lr).")
 DEFAULT_FLAGFILE = os.path.join(_common.REPO, "configs", "quickstart.cfg")
-
-
-def _fresh_work_dir(base):
-    """`base`/<timestamp>: every `make run` is its own run (nothing earlier is overwritten)."""
-    return os.path.join(base, time.strftime("%Y%m%d-%H%M%S"))
 
 
 def _export(model_path, out_dir, formats):
@@ -76,16 +72,21 @@ def main(argv):
     print(f"quadkeras apps/quickstart.py: {_common.backend_line()}", flush=True)
     from quadkeras.training import DEFAULTS, train
 
+    from quadkeras.training.work_dir import stage_run_folder
+
     config = {name: FLAGS[name].value for name in DEFAULTS}
-    run_dir = _fresh_work_dir(config["work_dir"])
+    # every run is its own <work_dir>/<timestamp>; --resume continues the newest one
+    run_dir = stage_run_folder(config["work_dir"], config["resume"], "float")
     config.update(work_dir=os.path.join(run_dir, "float"), tensorboard=False)
     start = time.perf_counter()
     float_summary = train(config)
     model_paths = {"float": os.path.join(config["work_dir"], "best.keras")}
     if FLAGS.qat_epochs > 0:
-        qat = dict(config, work_dir=os.path.join(run_dir, "qat"), init_from=model_paths["float"],
+        qat_dir = os.path.join(run_dir, "qat")
+        qat = dict(config, work_dir=qat_dir, init_from=model_paths["float"],
                    quant="fakequant", wbits=8, abits=8, quant_first_last=True,
-                   quant_shortcut=True, epochs=FLAGS.qat_epochs, lr=FLAGS.qat_lr)
+                   quant_shortcut=True, epochs=FLAGS.qat_epochs, lr=FLAGS.qat_lr,
+                   resume=config["resume"] and os.path.exists(os.path.join(qat_dir, "state.json")))
         qat_summary = train(qat)
         model_paths["qat"] = os.path.join(qat["work_dir"], "last.keras")
     train_s = time.perf_counter() - start

@@ -29,10 +29,11 @@ def main(argv):
     from quadkeras.training.distribute import is_primary_process
 
     config = {name: FLAGS[name].value for name in DEFAULTS}
+    primary = is_primary_process()  # before training: a malformed TF_CONFIG fails here
     result = train(config)
     if FLAGS.evaluate_only:
         print(f"test_acc={result['test_acc']:.4f} ({result['checkpoint']})")
-    elif FLAGS.plots and is_primary_process():  # the process that wrote the work_dir
+    elif FLAGS.plots and primary:  # the process that wrote the work_dir
         from quadkeras.report import plot_history, try_plot
 
         try_plot(plot_history, f"{FLAGS.work_dir}/history.csv", f"{FLAGS.work_dir}/curves.png")

@@ -117,3 +117,46 @@ def test_one_line_errors_wrapper_keeps_bugs_as_tracebacks():
         raises(KeyError("bug"))([])
     with pytest.raises(OSError):  # so does an unexpected OSError
         raises(OSError(errno.EBADF, "Bad file descriptor"))([])
+
+
+def test_ctrl_c_is_one_line_and_exit_130(capsys):
+    sys.path.insert(0, os.path.join(REPO, "apps"))
+    import _common
+
+    def main(err):
+        def run(argv):
+            raise err
+        return _common.one_line_errors(run)
+
+    with pytest.raises(SystemExit) as stop:
+        main(errors.RunInterrupted("training stopped by Ctrl-C after epoch 2 of 9; to continue, run "
+                                   "the same command with --resume (work_dir='/r')."))([])
+    assert stop.value.code == 130
+    assert capsys.readouterr().err == ("interrupted: training stopped by Ctrl-C after epoch 2 of 9; to "
+                                       "continue, run the same command with --resume (work_dir='/r').\n")
+    with pytest.raises(SystemExit) as stop:
+        main(KeyboardInterrupt())([])
+    assert stop.value.code == 130 and capsys.readouterr().err.startswith("interrupted: stopped by Ctrl-C")
+
+
+def test_flag_values_are_checked_by_the_flag_table():
+    """--input_shape / --max_train / --wbits: a bad value is one absl error naming the flag
+    (apps/_common.parse_flags prints it as `error: flag --x=...: ...`)."""
+    sys.path.insert(0, os.path.join(REPO, "apps"))
+    from absl import flags
+
+    from flag_table import define
+
+    values = flags.FlagValues()
+    define(["input_shape", "max_train", "max_test", "wbits", "abits"], flag_values=values)
+    for arg, pattern in (("--input_shape=abc", r"flag --input_shape=abc: 'abc' is not H,W,C: expected "
+                                               r"three positive integers"),
+                         ("--input_shape=16,0,1", "is not H,W,C"),
+                         ("--max_train=-5", r"flag --max_train=-5: -5 is not a non-negative integer"),
+                         ("--wbits=-1", r"flag --wbits=-1: -1 is not an integer in the range \[0, 32\]"),
+                         ("--abits=33", r"flag --abits=33")):
+        with pytest.raises(flags.IllegalFlagValueError, match=pattern):
+            values(["app", arg])
+        values.unparse_flags()
+    values(["app", "--input_shape=16,16,1"])
+    assert values.input_shape == [16, 16, 1]

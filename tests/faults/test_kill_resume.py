@@ -6,6 +6,7 @@ backend; these start real processes (about a minute), so they are `slow`: they r
 JAX process of `make test` (`-m "jax or slow"`), or anywhere with `-m slow`.)
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -97,3 +98,43 @@ def test_kill_mid_checkpoint_write_then_resume_is_exact(tmp_path, straight):
     _kill9(_killed("mid_write", work))
     assert [n for n in os.listdir(work) if n.startswith(".tmp-")]  # the half-written orphan
     _assert_resumes_to(work, straight)
+
+
+TINY_YAML = """family: resnet
+input_shape: [16, 16, 1]
+num_classes: 10
+stem_filters: 4
+stages: [{filters: 4, blocks: 1, stride: 1}]
+conv: {type: quad, neuron: ours, use_bias: false}
+use_bias: false
+"""
+
+
+def test_ctrl_c_of_the_train_app_is_one_line_exit_130_and_resumable(tmp_path):
+    """SIGINT (Ctrl-C) of apps/train.py after its first checkpoint: one line saying where it
+    stopped and that --resume continues, exit 130, no traceback; the resume then finishes."""
+    (tmp_path / "tiny.yaml").write_text(TINY_YAML)
+    work = tmp_path / "run"
+    args = [sys.executable, os.path.join(REPO, "apps", "train.py"), f"--model={tmp_path / 'tiny.yaml'}",
+            "--dataset=digits", "--max_train=64", "--max_test=32", "--batch_size=32", "--epochs=4",
+            "--augment=none", f"--work_dir={work}", "--verbose=0", "--notensorboard", "--noplots"]
+    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend(), TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 240
+    while not (work / "last.keras").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert proc.poll() is None, f"finished before the Ctrl-C: {proc.stderr.read()[-2000:]}"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    lines = err.strip().splitlines()
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert lines[-1].startswith("interrupted: training stopped by Ctrl-C after epoch ") and lines[-1].endswith(
+        f"of 4; to continue, run the same command with --resume (work_dir='{work}')."), err[-3000:]
+    assert not [n for n in os.listdir(work) if n.startswith(".tmp-")]
+    # the app's config: its flags, DEFAULTS elsewhere (as apps/train.py builds it)
+    summary = train(model=str(tmp_path / "tiny.yaml"), dataset="digits", max_train=64, max_test=32,
+                    batch_size=32, epochs=4, augment="none", work_dir=str(work), verbose=0,
+                    tensorboard=False, resume=True)
+    assert summary["epochs"] == 4 and 0 < summary["epochs_run"] < 4
+    assert summary == json.loads((work / "summary.json").read_text())
