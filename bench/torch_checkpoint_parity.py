@@ -4,8 +4,11 @@ Imports QuadraLib's released QResNet14 (`../shared/data/quadralib/qresnet14_cifa
 with `quadkeras.interop.import_torch_checkpoint`, evaluates it on the CIFAR-10 test split
 under the current Keras backend, and compares with the same checkpoint in the plain PyTorch
 network (`quadkeras.interop.torch_nets`): accuracy of both, top-1 agreement, max |Δlogit|.
+Any layout `import_torch_checkpoint` reads, e.g. BSQ's released float ResNet-20 (bearpaw's):
 
     KERAS_BACKEND=jax python bench/torch_checkpoint_parity.py [--limit=10000]
+    python bench/torch_checkpoint_parity.py --model=resnet20 \
+        --checkpoint=../shared/data/bsq/resnet20_cifar10_fp.pth.tar
 """
 
 import argparse
@@ -32,6 +35,7 @@ def main(argv=None):
 
     from quadkeras.data import load_data, seeded_subset
     from quadkeras.interop import import_torch_checkpoint, read_state_dict
+    from quadkeras.interop.layouts import canonical_state
     from quadkeras.interop.verify import torch_logits
 
     data = load_data("cifar10", args.data_dir)
@@ -41,7 +45,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     keras_logits = model.predict(images, batch_size=500, verbose=0)
     keras_s = time.perf_counter() - t0
-    state = read_state_dict(args.checkpoint)
+    state = canonical_state(read_state_dict(args.checkpoint))  # QuadraLib's names (bearpaw's renamed)
     torch_out = np.concatenate([torch_logits(model.quadkeras_config, state, images[i:i + 500])
                                 for i in range(0, len(images), 500)])
     print(f"backend={keras.backend.backend()} images={len(y)} checkpoint={os.path.basename(args.checkpoint)}")

@@ -128,7 +128,88 @@ def _dense_entries(layer, prefix, feature_shape=None):
     return [kernel] + ([_var_entry(f"{prefix}.bias", layer.bias)] if layer.use_bias else [])
 
 
-def _layer_entries(layer, prefix, feature_shape=None):
+def _scale_entry(key, variable):
+    """A scalar variable as PyTorch's shape-(1,) parameter (BSQ's `scale`, `biasscale`)."""
+    return Entry(key, (1,), lambda: _np(variable).reshape(1).astype("float32"),
+                 lambda array: variable.assign(float(np.asarray(array, "float32").reshape(-1)[0])))
+
+
+def _plane_entry(key, wrapper, part, index, to_torch_axes):
+    """BSQ's planes (`pweight` / `nweight` / `pbias` / `nbias`): the wrapper's n active planes
+    (ours: last axis, LSB first) as PyTorch's weight layout + (n,), MSB first. Setting them
+    sets the precision to the array's plane count (the rest of the planes become zero)."""
+    variable = getattr(wrapper, ("pos_", "neg_")[index] + ("planes" if part == "kernel" else "bias_planes"))
+    from_torch_axes = tuple(int(a) for a in np.argsort(to_torch_axes))
+    n = wrapper.current_precision(part)
+
+    def get():
+        planes = _np(variable)[..., :n][..., ::-1]
+        return np.ascontiguousarray(planes.transpose(to_torch_axes).astype("float32"))
+
+    def set_(array):
+        planes = np.asarray(array, "float32").transpose(from_torch_axes)[..., ::-1]
+        count = planes.shape[-1]
+        if not 1 <= count <= variable.shape[-1]:
+            raise ValueError(f"Invalid {key}: {count} bit planes; layer {wrapper.name!r} holds 1.."
+                             f"{variable.shape[-1]} (convert with more --wbits).")
+        full = np.zeros(tuple(variable.shape), "float32")
+        full[..., :count] = planes
+        variable.assign(full)
+        getattr(wrapper, "precision" if part == "kernel" else "bias_precision").assign(float(count))
+    shape = tuple(np.zeros(tuple(variable.shape[:-1]) + (n,), "float32").transpose(to_torch_axes).shape)
+    return Entry(key, shape, get, set_)
+
+
+def _bsq_entries(wrapper, prefix, form, feature_shape=None):
+    """Entries of a `BitQuantWrapper` (see the module docstring)."""
+    inner = wrapper.layer
+    if form == "float":
+        wrapper.sync_inner_kernel()  # the inner layer now holds the represented kernel / bias
+        entries = _layer_entries(inner, prefix, feature_shape)
+        quantized = ({f"{prefix}.conv{i}.weight" for i in (1, 2, 3)} if isinstance(inner, QuadConv2D) else
+                     {f"{prefix}.{'weight' if part == 'kernel' else 'bias'}" for part in wrapper.parts})
+
+        def read_only(entry):
+            if entry.key not in quantized:
+                return entry
+
+            def refuse(array):
+                raise ValueError(f"Invalid target layer {wrapper.name!r} (BitQuantWrapper) for float key "
+                                 f"{entry.key}: a float weight cannot set BSQ bit planes; import the float "
+                                 "checkpoint into a float model and convert it (to_bsq), or import BSQ's "
+                                 "bit form.")
+            return Entry(entry.key, entry.shape, entry.get, refuse)
+        return [read_only(e) for e in entries]
+    if wrapper.representation != "bits":
+        raise ValueError(f"Invalid layer {wrapper.name!r} for BSQ's bit form: it holds the finetune (float) "
+                         "representation; convert with quadkeras.bsq.to_representation(model, 'bits') first.")
+    if isinstance(inner, keras.layers.Dense) and (feature_shape is None or int(np.prod(feature_shape[:2])) == 1):
+        axes, bias_axes = (1, 0, 2), (0, 1)
+    elif isinstance(inner, keras.layers.Conv2D) and not isinstance(inner, keras.layers.DepthwiseConv2D) \
+            and not isinstance(inner, QuadConv2D):
+        axes, bias_axes = (3, 2, 0, 1, 4), (0, 1)
+    else:
+        raise ValueError(f"Invalid layer {wrapper.name!r} ({type(inner).__name__} in a BitQuantWrapper) for "
+                         "BSQ's bit form: expected Conv2D or Dense (BSQ's BitConv2d / BitLinear).")
+    entries = [_plane_entry(f"{prefix}.pweight", wrapper, "kernel", 0, axes),
+               _plane_entry(f"{prefix}.nweight", wrapper, "kernel", 1, axes),
+               _scale_entry(f"{prefix}.scale", wrapper.scale)]
+    if "bias" in wrapper.parts:
+        entries += [_plane_entry(f"{prefix}.pbias", wrapper, "bias", 0, bias_axes),
+                    _plane_entry(f"{prefix}.nbias", wrapper, "bias", 1, bias_axes),
+                    _scale_entry(f"{prefix}.biasscale", wrapper.bias_scale)]
+    elif inner.use_bias:
+        raise ValueError(f"Invalid layer {wrapper.name!r} for BSQ's bit form: its bias is float, and BSQ's "
+                         "bit layers hold every bias in bits; convert with --bsq_quantize_bias "
+                         "(to_bsq(quantize_bias=True)), or export the float form.")
+    return entries
+
+
+def _layer_entries(layer, prefix, feature_shape=None, form="float"):
+    from quadkeras.bsq import BitQuantWrapper  # noqa: PLC0415 (bsq imports the layers, not interop)
+
+    if isinstance(layer, BitQuantWrapper):
+        return _bsq_entries(layer, prefix, form, feature_shape)
     if isinstance(layer, QuadConv2D):
         return _quad_entries(layer, prefix)
     if isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, keras.layers.DepthwiseConv2D):
@@ -156,6 +237,19 @@ _WEIGHTLESS = (keras.layers.InputLayer, keras.layers.ReLU, keras.layers.Add, ker
                keras.layers.Normalization)
 
 
+def _weightless(layer):
+    """Layers with no state-dict entry: pads, pools, ReLU, BSQ's ReLU6 + quantizer."""
+    from quadkeras.bsq import BSQActivation  # noqa: PLC0415
+
+    if isinstance(layer, BSQActivation):
+        if layer.pact is not None:
+            raise ValueError(f"Invalid layer {layer.name!r} (BSQActivation, {layer.bits}-bit with PACT's "
+                             "trained alpha) for a PyTorch layout: only abits >= 4 (ReLU6, nothing "
+                             "stored) converts.")
+        return True
+    return isinstance(layer, _WEIGHTLESS)
+
+
 def model_family(model):
     """`"resnet"` or `"vgg"` from a zoo-built model's layer names (one-line error otherwise)."""
     names = {layer.name for layer in model.layers}
@@ -168,41 +262,82 @@ def model_family(model):
                      "conv1... + flatten).")
 
 
-def _resnet_entries(model):
+_RESNET_LAYERS = [
+    (re.compile(r"conv1$"), lambda m: "stem_conv"),
+    (re.compile(r"layer(\d+)\.(\d+)\.conv(\d)$"), lambda m: f"stage{m[1]}_block{int(m[2]) + 1}_conv{m[3]}"),
+    (re.compile(r"layer(\d+)\.(\d+)\.(?:shortcut|downsample)\.0$"), lambda m: f"stage{m[1]}_block{int(m[2]) + 1}_shortcut"),
+    (re.compile(r"(?:linear|fc)$"), lambda m: "logits"),
+]
+
+
+def resnet_layer_name(module_name):
+    """The zoo ResNet layer name of a PyTorch conv / linear module (either layout), or None.
+
+    >>> resnet_layer_name("layer2.0.downsample.0"), resnet_layer_name("fc")
+    ('stage2_block1_shortcut', 'logits')
+    """
+    for pattern, name in _RESNET_LAYERS:
+        match = pattern.match(module_name)
+        if match:
+            return name(match)
+    return None
+
+
+def resnet_module_name(layer_name):
+    """The PyTorch module name (canonical) of a zoo ResNet layer, or None."""
+    for pattern, prefix in _RESNET_NAMES:
+        match = pattern.match(layer_name)
+        if match:
+            return prefix(match)
+    return None
+
+
+def _resnet_entries(model, form="float"):
     entries = []
     for layer in model.layers:
-        if isinstance(layer, _WEIGHTLESS):
+        if _weightless(layer):
             continue
-        for pattern, prefix in _RESNET_NAMES:
-            match = pattern.match(layer.name)
-            if match:
-                entries += _layer_entries(layer, prefix(match))
-                break
+        prefix = resnet_module_name(layer.name)
+        if prefix is not None:
+            entries += _layer_entries(layer, prefix, form=form)
         else:
             raise ValueError(f"Invalid layer {layer.name!r} ({type(layer).__name__}) for the PyTorch "
                              "ResNet layout: not a zoo ResNet layer name.")
     return entries
 
 
-def _vgg_entries(model):
+def _vgg_entries(model, form="float"):
     entries, index = [], 0
     feature_shape = tuple(model.get_layer("flatten").input.shape[1:])
     for layer in model.layers:
         if isinstance(layer, keras.layers.MaxPooling2D):
             index += 1
-        elif isinstance(layer, (keras.layers.Conv2D, QuadConv2D)):
-            entries += _layer_entries(layer, f"features.{index}")
+        elif isinstance(layer, (keras.layers.Conv2D, QuadConv2D)) or _is_wrapped(layer, (keras.layers.Conv2D, QuadConv2D)):
+            entries += _layer_entries(layer, f"features.{index}", form=form)
         elif isinstance(layer, keras.layers.BatchNormalization):
             entries += _layer_entries(layer, f"features.{index + 1}")
             index += 3  # conv, BN, ReLU
         elif layer.name == "logits":
-            entries += _layer_entries(layer, "classifier", feature_shape)
-        elif not isinstance(layer, _WEIGHTLESS):
+            entries += _layer_entries(layer, "classifier", feature_shape, form=form)
+        elif not _weightless(layer):
             raise ValueError(f"Invalid layer {layer.name!r} ({type(layer).__name__}) for the PyTorch "
                              "VGG layout: expected conv / BN / ReLU / MaxPool / Flatten / Dense.")
     return entries
 
 
-def torch_entries(model):
-    """Every state-dict entry of `model` in QuadraLib's PyTorch layout, in module order."""
-    return _resnet_entries(model) if model_family(model) == "resnet" else _vgg_entries(model)
+def _is_wrapped(layer, kind):
+    inner = getattr(layer, "layer", None)
+    return inner is not None and isinstance(inner, kind)
+
+
+FORMS = ("float", "bits")
+
+
+def torch_entries(model, form="float"):
+    """Every state-dict entry of `model` in QuadraLib's PyTorch layout (canonical names), in
+    module order; `form`: how BSQ layers appear ("float" or BSQ's "bits")."""
+    if form not in FORMS:
+        raise ValueError(f"Invalid form={form!r}: expected one of {', '.join(FORMS)}.")
+    if model_family(model) == "resnet":
+        return _resnet_entries(model, form)
+    return _vgg_entries(model, form)
