@@ -196,3 +196,25 @@ def test_read_back_comparison_never_reads_nan_as_zero():
     differing, worst = readback_differences({"b": np.zeros(2)}, {"a": np.ones(1), "b": np.zeros(2)})
     assert differing == ["a"] and worst == np.inf
     assert readback_differences({"a": np.ones(3)}, {"a": np.ones(3)}) == ([], 0.0)
+
+
+def test_the_forward_check_runs_in_full_float32_and_restores_the_precision_settings():
+    from quadkeras.interop.verify import float32_precision
+
+    def settings():
+        if keras.backend.backend() == "torch":
+            return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            return tf.config.experimental.tensor_float_32_execution_enabled()
+        return None
+
+    before = settings()
+    with float32_precision():
+        inside = settings()
+    assert settings() == before
+    if keras.backend.backend() == "torch":
+        assert inside == (False, False)
+    elif keras.backend.backend() == "tensorflow":
+        assert inside is False

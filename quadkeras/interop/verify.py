@@ -12,7 +12,8 @@ QResNet14 checkpoint on every backend, 0.06 for random ResNet-20/QResNet14, up t
 random QVGG-7 and 1.2 for VGG-13). QResNet14 (depth 28): rtol 3.3e-4; QVGG-7 (15): 1.8e-4;
 ResNet-20 (22): 2.6e-4. A real mismatch (another padding, a wrong flatten order, another BN
 epsilon) is orders of magnitude larger. A difference that is not finite (NaN/inf: the
-network overflows float32 on the inputs) never passes.
+network overflows float32 on the inputs) never passes. The Keras forward runs with TF32 /
+reduced-precision matmuls off (`float32_precision`), the PyTorch one on the CPU.
 
 `readback_differences` is the exact check of a written checkpoint: every tensor read back
 must equal the model's (NaN never equals anything, so it can never read as a 0 difference).
@@ -28,6 +29,7 @@ Example:
 True
 """
 
+import contextlib
 import dataclasses
 import math
 
@@ -98,6 +100,40 @@ def torch_logits(config, state, images):
         return net(torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))).numpy()
 
 
+@contextlib.contextmanager
+def float32_precision():
+    """Full float32 matmuls / convs for the Keras forward while the tolerance is checked: on
+    an Ampere-or-later GPU, torch (cuDNN convs) and TensorFlow default to TF32 (10-bit
+    mantissa, ~1e-3 relative) and JAX to its "default" matmul precision, which the float32
+    tolerance does not cover. Restored afterwards; nothing changes on a CPU."""
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch  # noqa: PLC0415
+
+        saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    elif backend == "tensorflow":
+        import tensorflow as tf  # noqa: PLC0415
+
+        saved = tf.config.experimental.tensor_float_32_execution_enabled()
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+        try:
+            yield
+        finally:
+            tf.config.experimental.enable_tensor_float_32_execution(saved)
+    elif backend == "jax":
+        import jax  # noqa: PLC0415
+
+        with jax.default_matmul_precision("float32"):
+            yield
+    else:
+        yield
+
+
 def _both_logits(model, state, images, batch, seed):
     config = config_of(model)
     if config is None:
@@ -106,8 +142,9 @@ def _both_logits(model, state, images, batch, seed):
     if images is None:
         shape = (batch, *config["input_shape"])
         images = np.random.default_rng(seed).standard_normal(shape).astype("float32")
-    keras_logits = np.asarray(keras.ops.convert_to_numpy(model(images, training=False)))
-    return keras_logits, torch_logits(config, state, images)
+    with float32_precision():
+        keras_logits = np.asarray(keras.ops.convert_to_numpy(model(images, training=False)))
+    return keras_logits, torch_logits(config, state, images)  # torch_nets runs on the CPU
 
 
 def check_logits(model, state, rtol=None, images=None, batch=8, seed=0):
