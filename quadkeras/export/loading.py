@@ -21,6 +21,7 @@ import sys
 
 import keras
 
+from quadkeras.models.model_config import check_model_identity
 from quadkeras.models.model_config import load_model as load_saved_model
 from quadkeras.training.work_dir import MODEL_FILES, Run, find_model_file
 
@@ -54,7 +55,7 @@ def load_model(path, custom_objects=None):
     """Load a `.keras` file (or work_dir) with quadkeras' layers registered; clear errors."""
     path = resolve_model_path(path)
     try:
-        return load_saved_model(path, "model", custom_objects=custom_objects, compile=False)
+        model = load_saved_model(path, "model", custom_objects=custom_objects, compile=False)
     except (TypeError, ValueError) as err:
         text = str(err).replace("\n", " ")
         if "Could not locate" in text or "Unknown" in text or "custom_objects" in text:
@@ -63,6 +64,25 @@ def load_model(path, custom_objects=None):
                 "Import the module that defines it (decorated with "
                 "@keras.saving.register_keras_serializable) or pass custom_objects={...}.") from err
         raise
+    check_run_identity(model, path)
+    return model
+
+
+def check_run_identity(model, path):
+    """Refuse, in one line, a model file that is not its work_dir's run's model (another
+    model's file copied in): its recorded identity against what was rebuilt, the model
+    config the run builds and the identity `state.json` recorded (files and runs from before
+    identities existed check what they have)."""
+    run = Run.of(path)
+    expected_config = expected = None
+    if run is not None:
+        expected = run.state.get("model")
+        try:
+            expected_config = run.model_config(tuple(model.input_shape[1:]), int(model.output_shape[-1]))
+        except (ValueError, KeyError, TypeError):  # the config file the run started from is gone
+            expected_config = None
+    check_model_identity(model, expected_config, expected, flag="model",
+                         hint="export the file the run wrote, or a .keras outside a work_dir")
 
 
 def check_finite_weights(model, source="model"):

@@ -225,7 +225,7 @@ def test_nonfinite_validation_metric_warns_but_a_nonfinite_training_metric_stops
 def test_resume_refuses_a_foreign_last_keras_and_one_without_optimizer_state(tmp_path):
     """Another model's last.keras copied into a work_dir is not trained on under this run's
     config (summary.json would then describe the wrong model): one line naming the file and
-    what differs. Nor is a last.keras without optimizer state."""
+    what differs; export refuses it the same way. Nor is a last.keras without optimizer state."""
     from quadkeras.models.model_config import load_model, save_model
 
     work = tmp_path / "run"
@@ -239,6 +239,11 @@ def test_resume_refuses_a_foreign_last_keras_and_one_without_optimizer_state(tmp
                                          r"model \(config differs in \['stem_filters'\]") as err:
         train(_cfg(work, resume=True))
     assert "\n" not in str(err.value) and _files(work) == snapshot
+    from quadkeras.export.loading import load_model as load_for_export  # export refuses it too
+
+    with pytest.raises(ValueError, match=r"^Invalid model='.*run/last.keras': not the expected model"):
+        load_for_export(str(work / "last.keras"))
+    load_for_export(str(other / "last.keras"))  # in its own run it loads
     (work / "best.keras").write_bytes((other / "best.keras").read_bytes())
     (work / "last.keras").write_bytes(own)
     with pytest.raises(ValueError, match=r"^Invalid work_dir best='.*run/best.keras': not the expected"):
