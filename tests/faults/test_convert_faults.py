@@ -58,7 +58,8 @@ def _fixtures(t):
     os.makedirs(run)
     save_model(model, str(run / "best.keras"))
     checkpoint.record_best(str(run), 0.8123, 5)
-    checkpoint.write_json(str(run / "state.json"), {"epoch": 7, "monitor": "val_acc", "config": {}})
+    checkpoint.write_json(str(run / "state.json"), {"epoch": 7, "monitor": "val_acc",  # as training writes it
+                                                    "config": {"model": str(t / "net.yaml")}})
     os.makedirs(t / "out")
     os.makedirs(t / "full")
 
