@@ -283,13 +283,12 @@ def test_import_quadkeras_is_enough_to_load_a_run_checkpoint(tmp_path):
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch.compile: the torch backend's jit")
 def test_jit_compile_trains_the_same_model(tmp_path):
     """`jit_compile: true` (torch.compile) trains the quadratic net like the eager step (BN
-    statistics move); a quantized model is refused in one line (compiled, it is slower)."""
+    statistics move); invalid values are refused in one line. (Quantized models compiled:
+    tests/test_torch_compile.py.)"""
     runs = {jit: train(tiny_config(tmp_path / jit, epochs=2, jit_compile=jit)) for jit in ("false", "true")}
     assert runs["true"]["test_acc"] == pytest.approx(runs["false"]["test_acc"], abs=0.1)
     model = keras.models.load_model(str(tmp_path / "true" / "last.keras"))
     bn = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert bn and np.abs(keras.ops.convert_to_numpy(bn[0].moving_mean)).max() > 1e-4
-    with pytest.raises(ValueError, match="jit_compile='true' for a quantized model"):
-        train(tiny_config(tmp_path / "q", epochs=1, quant="lsq", jit_compile=True))
     with pytest.raises(ValueError, match="jit_compile='yes'.*'auto', 'true', 'false'"):
         train(tiny_config(tmp_path / "bad", jit_compile="yes"))

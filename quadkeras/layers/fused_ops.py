@@ -43,7 +43,6 @@ True
 (8, 4, 4, 2)
 """
 
-import functools
 import math
 
 import keras
@@ -200,7 +199,8 @@ def native_scaled_round(x, s, low, high):
     per_channel = len(s.shape) == 1 and s.shape[0] == x.shape[-1] and s.shape[0] != 1
     if not (per_channel or math.prod(s.shape) == 1):
         return None
-    return _scaled_round_torch().apply(x, s, float(low), float(high))
+    below, above = _just_outside(float(low), float(high))
+    return _scaled_round_torch().apply(x, s, float(low), float(high), below, above)
 
 
 def select_form_fuses():
@@ -209,28 +209,42 @@ def select_form_fuses():
     return _backend() == "jax"
 
 
-@functools.cache  # a handful of (low, high) pairs per model: computed once each
+_BOUNDS = {}  # (low, high) -> thresholds: a handful of pairs per model
+
+
 def _just_outside(low, high):
     """float32 thresholds one ulp outside [low, high]: for float32 `v`, the strict test
-    `below < v < above` is exactly the inclusive `low <= v <= high`."""
-    import numpy as np
+    `below < v < above` is exactly the inclusive `low <= v <= high`. A plain dict cache,
+    which torch.compile reads as a constant (it would trace through `functools.cache`)."""
+    bounds = _BOUNDS.get((low, high))
+    if bounds is None:
+        import numpy as np
 
-    below = np.nextafter(np.float32(low), np.float32(-np.inf))
-    above = np.nextafter(np.float32(high), np.float32(np.inf))
-    return float(below), float(above)
+        below = np.nextafter(np.float32(low), np.float32(-np.inf))
+        above = np.nextafter(np.float32(high), np.float32(np.inf))
+        bounds = _BOUNDS[(low, high)] = (float(below), float(above))
+    return bounds
 
 
-@functools.cache  # the torch autograd Function, defined on first use (torch is optional)
+_SCALED_ROUND = []  # the torch autograd Function, made once (torch is optional)
+
+
 def _scaled_round_torch():
+    if not _SCALED_ROUND:
+        _SCALED_ROUND.append(_make_scaled_round_torch())
+    return _SCALED_ROUND[0]
+
+
+def _make_scaled_round_torch():
     import torch
 
     class ScaledRound(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, x, s, low, high):
+        def forward(ctx, x, s, low, high, below, above):
             v = x / s
             r = torch.clamp(v, low, high).round_()
             ctx.save_for_backward(v, r, s)
-            ctx.bounds = _just_outside(low, high)
+            ctx.bounds = (below, above)
             return r * s
 
         @staticmethod
@@ -246,6 +260,10 @@ def _scaled_round_torch():
                       - (dx * v).reshape(-1, channels).sum(0))
             else:
                 ds = torch.dot(upstream.reshape(-1), r.reshape(-1)) - torch.dot(dx.reshape(-1), v.reshape(-1))
-            return dx, ds.reshape(s.shape), None, None
+            return dx, ds.reshape(s.shape), None, None, None, None
 
     return ScaledRound
+
+
+if _backend() == "torch":  # made at import, so torch.compile never traces a class body
+    _scaled_round_torch()

@@ -384,14 +384,20 @@ class Quantizer(keras.layers.Layer):
         """How many elements share one parameter (N of LSQ's gradient scale): weights per
         tensor / channel / group, or features per sample for activations. Dimensions unknown
         at build (None) are taken from `x`'s runtime shape (a float tensor then)."""
-        shape = tuple(self.shape if x is None else x.shape)
-        dims = list(shape[1:] if self.role == "activation" else shape)
-        params = max(1, int(np.prod(self.param_shape)))
-        if None not in dims:
-            return max(1, int(np.prod(dims)) // params) if dims else 1
+        params = max(1, _size(self.param_shape))
+        # the build shape first: its known sizes are Python ints, so a compiled step
+        # (torch.compile, XLA) sees a constant instead of a symbolic or traced size
+        for shape in (getattr(self, "shape", None), None if x is None else x.shape):
+            if shape is None:
+                continue
+            dims = list(tuple(shape)[1:] if self.role == "activation" else shape)
+            if None not in dims:
+                return max(1, _size(dims) // params) if dims else 1
         if x is None:
             raise ValueError(f"Invalid shape {self.shape} for elements_per_param: expected known "
                              "dimensions, or pass the runtime tensor x.")
+        shape = tuple(x.shape)
+        dims = list(shape[1:] if self.role == "activation" else shape)
         total = ops.convert_to_tensor(1.0)
         for d in ops.shape(x)[len(shape) - len(dims):]:
             total = total * ops.cast(d, "float32")
@@ -417,6 +423,14 @@ class Quantizer(keras.layers.Layer):
 def keep_finite(new, old):
     """`new` where it is finite, else `old` (a NaN/inf statistic must not become state)."""
     return ops.where(ops.isfinite(new), new, ops.convert_to_tensor(old))
+
+
+def _size(dims):
+    """The product of known sizes as a Python int (a plain loop: torch.compile traces it)."""
+    size = 1
+    for d in dims:
+        size *= int(d)
+    return size
 
 
 def positive(x, floor=1e-8):

@@ -14,10 +14,12 @@ from quadkeras.training.config import DEFAULTS, resolve_config
 from quadkeras.training.decay import decay_coefficients
 from quadkeras.training.optimizer import CoupledDecaySGD
 from quadkeras.training.schedules import EpochCosine, EpochMultiStep, make_schedule
-from quadkeras.training.trainer import compile_model, evaluate, model_config, train
+from quadkeras.training.trainer import (compile_model, evaluate, model_config,
+                                        static_shape_torch_compile, train)
 from quadkeras.training.work_dir import Run
 
 # Checkpoint / resume internals stay in `quadkeras.training.checkpoint` and `.work_dir`.
 __all__ = ["CoupledDecaySGD", "DEFAULTS", "EpochCosine", "EpochMultiStep", "Run",
            "TrainingDiverged", "compile_model", "decay_coefficients", "evaluate",
-           "make_schedule", "model_config", "resolve_config", "train"]
+           "make_schedule", "model_config", "resolve_config", "static_shape_torch_compile",
+           "train"]

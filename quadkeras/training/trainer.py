@@ -139,18 +139,15 @@ def compile_model(model, config, steps_per_epoch):
         acc = keras.metrics.SparseCategoricalAccuracy(name="acc")
     jit = {"auto": "auto", "true": True, "false": False}[config["jit_compile"]]
     if jit is True and keras.backend.backend() == "torch":
-        from quadkeras.quantize import quantized_layers  # noqa: PLC0415
-
-        if quantized_layers(model):  # runs with static shapes, but 20x slower than eager (docs)
-            raise ValueError("Invalid jit_compile='true' for a quantized model on the torch backend "
-                             "(torch.compile is slower than eager on it): expected 'auto' or 'false'.")
-        _static_shape_torch_compile()
+        static_shape_torch_compile()  # float and quantized models alike (no data-init branch:
+        # `train` initialises the quantizers eagerly before the first compiled step)
     model.compile(optimizer=optimizer, loss=loss, metrics=[acc], jit_compile=jit)
     return model
 
 
-def _static_shape_torch_compile():
-    """Dynamo settings for torch.compile of a Keras model. Keras' `Layer.__call__` breaks the
+def static_shape_torch_compile():
+    """Dynamo settings for torch.compile of a Keras model (call before `model.compile(...,
+    jit_compile=True)` on the torch backend; `compile_model` does). Keras' `Layer.__call__` breaks the
     dynamo graph at each layer (its `inspect.Signature.bind`), so the model runs as many
     compiled frames, called with different shapes; dynamo's automatic dynamic shapes then
     recompile them with symbolic sizes, on which inductor fails (ResNet-20: "cannot determine
@@ -161,6 +158,9 @@ def _static_shape_torch_compile():
     config.automatic_dynamic_shapes = False
     config.cache_size_limit = max(config.cache_size_limit, 256)
     config.accumulated_cache_size_limit = max(config.accumulated_cache_size_limit, 4096)
+
+
+_static_shape_torch_compile = static_shape_torch_compile  # the benches' older name
 
 
 def datasets(config, data, epoch, stats):
