@@ -1,12 +1,20 @@
-"""Convert checkpoints between PyTorch (QuadraLib's layout) and Keras (.keras).
+"""Convert checkpoints between PyTorch (QuadraLib's or bearpaw's / BSQ's layout) and Keras (.keras).
 
     # a QuadraLib / PyTorch checkpoint -> .keras (loads on every backend)
     python apps/convert.py --from_torch=qresnet14.pth --model=qresnet14 --out=qresnet14.keras
     # a model trained here -> a PyTorch state_dict for the same QuadraLib layout
     python apps/convert.py --model=runs/qresnet14/best.keras --to_torch=qresnet14.pth
+    # BSQ's released float ResNet-20 (bearpaw's layout: module., downsample.{0,1}, fc) -> .keras
+    python apps/convert.py --from_torch=../shared/data/bsq/resnet20_cifar10_fp.pth.tar \
+        --model=resnet20 --out=resnet20_bsq_fp.keras
+    # a BSQ model -> BSQ's bit form (pweight / nweight / scale + Nbit_dict), or its float form
+    python apps/convert.py --model=runs/bsq/model_bin.keras --to_torch=bsq.pth --torch_format=bsq_bits
 
-`--from_torch` accepts a raw state_dict or QuadraLib's `{"net": ..., "acc": ..., "epoch": ...}`,
-with or without `module.` prefixes, for the ResNet family (qresnet14, resnet20, resnet32) and
+`--from_torch` accepts a raw state_dict, QuadraLib's `{"net": ..., "acc": ..., "epoch": ...}`
+or bearpaw's / BSQ's `{"state_dict": ..., "acc", "best_acc", "epoch", "optimizer"}`, with or
+without `module.` prefixes, in QuadraLib's or bearpaw's key names (detected from the keys;
+`quadkeras.interop.layouts`; keys that fit neither: one line naming the closest layout and
+the first differing keys), for the ResNet family (qresnet14, resnet20, resnet32) and
 the VGG family (qvgg7, vgg13, qvgg13) or any model config of those families. The class count
 and the quadratic convs' bias are read from the checkpoint. The file is checked first (the
 zip CRCs, every tensor's dtype, NaN/inf: `quadkeras.interop.torch_checkpoint`). `--verify`
@@ -14,7 +22,9 @@ zip CRCs, every tensor's dtype, NaN/inf: `quadkeras.interop.torch_checkpoint`). 
 `--verify_rtol` (`quadkeras.interop.verify`) and prints PASS / FAIL; a FAIL, a corrupt file
 or missing, unexpected or mis-shaped keys end in one `error:` line, exit 1, nothing written.
 `--to_torch` checks the written file before it replaces the target: read back bit-exact and,
-for a model carrying its config, the same forward check.
+for a model carrying its config, the same forward check (a BSQ model: its float weights with
+ReLU activations, what a plain PyTorch ResNet computes). BSQ's bit form is imported by
+`apps/bsq.py --mode=convert --from_torch=<file>` (it needs `--abits`).
 """
 
 import sys
@@ -33,10 +43,14 @@ define(["model", "input_shape"], model="qresnet14", notes={
 flags.DEFINE_string("from_torch", None, "PyTorch checkpoint (.pth) to convert to --out (.keras).")
 flags.DEFINE_string("to_torch", None, "PyTorch checkpoint (.pth) to write from --model (.keras).")
 flags.DEFINE_string("out", None, "With --from_torch: the .keras file to write.")
-flags.DEFINE_enum("torch_format", "state_dict", ["state_dict", "quadralib"],
-                  "With --to_torch: a raw state_dict, or QuadraLib's {'net': ..., 'acc', 'epoch'} "
-                  "(acc: the run's best validation accuracy in percent when --model is a run's "
-                  "best.keras, else 0.0; epoch: int, 0-based index of the last finished epoch).")
+flags.DEFINE_enum("torch_format", "state_dict", ["state_dict", "quadralib", "bearpaw", "bsq_bits"],
+                  "With --to_torch: a raw state_dict (QuadraLib's names), QuadraLib's {'net': ..., "
+                  "'acc', 'epoch'} (acc: the run's best validation accuracy in percent when --model is "
+                  "a run's best.keras, else 0.0; epoch: int, 0-based index of the last finished epoch), "
+                  "bearpaw's / BSQ's {'state_dict': {'module.' + key: ...}, 'epoch' (epochs done), 'acc', "
+                  "'best_acc'} in its names (downsample.{0,1}, fc; a BSQ model adds BSQ's Nbit_dict: "
+                  "its best_float.pth.tar), or bsq_bits: the same in BSQ's bit form (pweight / nweight "
+                  "/ scale per bit layer; a BSQ model only).")
 flags.DEFINE_bool("verify", True, "Compare the Keras and PyTorch forwards on random inputs; exit 1 "
                   "(nothing written) when the difference exceeds --verify_rtol or is not finite.")
 flags.DEFINE_float("verify_rtol", None, "--verify tolerance, relative to max |logit|: max |logit(keras) "
@@ -88,6 +102,7 @@ def _from_torch():
     import os
 
     from quadkeras.interop import import_torch_checkpoint, read_state_dict
+    from quadkeras.interop.layouts import canonical_state
     from quadkeras.models.model_config import save_model
 
     _check_output(FLAGS.out, ".keras", "out")
@@ -96,26 +111,43 @@ def _from_torch():
     print(f"imported {FLAGS.from_torch} as {FLAGS.model}: {model.count_params():,} parameters "
           f"({len(model.layers)} Keras layers)")
     if FLAGS.verify:
-        _verify_logits(model, read_state_dict(FLAGS.from_torch), f"--from_torch={FLAGS.from_torch!r}")
+        _verify_logits(model, canonical_state(read_state_dict(FLAGS.from_torch)),
+                       f"--from_torch={FLAGS.from_torch!r}")
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
     save_model(model, FLAGS.out)
     print(f"wrote {FLAGS.out}")
 
 
+# --torch_format -> (key layout, form of BSQ layers, wrapped in the framework's checkpoint dict)
+FORMATS = {"state_dict": ("quadralib", "float", False), "quadralib": ("quadralib", "float", True),
+           "bearpaw": ("bearpaw", "float", True), "bsq_bits": ("bearpaw", "bits", True)}
+
+
 def _to_torch():
+    from quadkeras.bsq import BSQActivation, bsq_layers, to_representation
     from quadkeras.export.loading import load_model
     from quadkeras.interop import export_torch_checkpoint, read_state_dict, state_dict_of
+    from quadkeras.interop.bsq_checkpoint import export_bsq_checkpoint, float_comparison
     from quadkeras.interop.torch_checkpoint import run_resume_fields
     from quadkeras.interop.verify import readback_differences
     from quadkeras.models.model_config import config_of
+    from quadkeras.training.work_dir import Run
 
     _check_output(FLAGS.to_torch, ".pth", "to_torch")
     model = load_model(FLAGS.model)
-    quadralib = FLAGS.torch_format == "quadralib"
-    acc, epoch = run_resume_fields(FLAGS.model) if quadralib else (None, None)
+    layout, form, wrap = FORMATS[FLAGS.torch_format]
+    bsq = bool(bsq_layers(model))
+    if form == "bits" and not bsq:
+        raise ValueError(f"Invalid --torch_format=bsq_bits for --model={FLAGS.model!r}: it holds no BSQ "
+                         "layers; use --torch_format=bearpaw (float) or convert it with apps/bsq.py first.")
+    if form == "bits" and any(w.representation != "bits" for w in bsq_layers(model)):
+        model = to_representation(model, "bits")  # a finetune (float-representation) model: its codes
+    acc, epoch = run_resume_fields(FLAGS.model) if wrap else (None, None)
+    if layout == "bearpaw" and Run.of(FLAGS.model) is not None:
+        epoch += 1  # bearpaw's / BSQ's `epoch` counts the epochs done (QuadraLib's is their index)
 
     def check(tmp):  # runs on the complete temp file, before it replaces --to_torch
-        written, expected = read_state_dict(tmp), state_dict_of(model)
+        written, expected = read_state_dict(tmp), state_dict_of(model, layout, form)
         differing, worst = readback_differences(written, expected)
         print(f"verify: {len(written)} tensors read back, {len(differing)} differ, max |difference| = "
               f"{worst:.3g}: {'FAIL' if differing else 'PASS'}")
@@ -124,12 +156,19 @@ def _to_torch():
                              f"read back differ from the model ({', '.join(differing[:3])}); nothing "
                              "was written.")
         if config_of(model) is not None:
-            _verify_logits(model, written, f"--to_torch={FLAGS.to_torch!r}")
+            _verify_logits(*float_comparison(model, written), f"--to_torch={FLAGS.to_torch!r}")
 
-    export_torch_checkpoint(model, FLAGS.to_torch, wrap=quadralib, acc=acc, epoch=epoch,
-                            check=check if FLAGS.verify else None, source=FLAGS.model)
-    extra = f", acc={acc}, epoch={epoch}" if quadralib else ""
+    kwargs = {"acc": acc, "epoch": epoch, "check": check if FLAGS.verify else None, "source": FLAGS.model}
+    if bsq and wrap and layout == "bearpaw":  # BSQ's checkpoint dict, with its Nbit_dict
+        export_bsq_checkpoint(model, FLAGS.to_torch, form=form, layout=layout, **kwargs)
+    else:
+        export_torch_checkpoint(model, FLAGS.to_torch, wrap=wrap, layout=layout, form=form, **kwargs)
+    extra = f", acc={acc}, epoch={epoch}" if wrap else ""
     print(f"wrote {FLAGS.to_torch} ({FLAGS.torch_format}{extra})")
+    acts = {layer.bits for layer in model.layers if isinstance(layer, BSQActivation)}
+    if acts:
+        print(f"note: the {'/'.join(map(str, sorted(acts)))}-bit block activations (BSQActivation) are not "
+              "in a state dict: BSQ's ResNet applies them from its --act flag; a plain ResNet runs ReLU.")
 
 
 def _show_checkpoint_warnings():

@@ -134,6 +134,13 @@ def import_bsq_checkpoint(path, model="resnet20", abits=4, wbits=8, **overrides)
     planes = max([int(wbits), *scheme.values()])
     with_bias = any(k.endswith(".pbias") for k in state)
     bsq = to_bsq(fp, bits=planes, scheme=scheme, abits=abits, quantize_bias=with_bias)
+    for wrapper in bsq_layers(bsq):  # bias precision = the file's plane count (the kernel's: scheme)
+        key = f"{resnet_module_name(wrapper.name)}.pbias"
+        if "bias" in wrapper.parts and key in state:
+            count = int(np.shape(state[key])[-1])
+            if not 1 <= count <= planes:
+                raise ValueError(f"Invalid checkpoint {source}: {key} has {count} bit planes; expected 1..{planes}.")
+            wrapper.set_codes(np.zeros(tuple(wrapper.layer.bias.shape), "int64"), 1.0, count, part="bias")
     load_state_dict_into(bsq, raw, source, form="bits")
     for wrapper in bsq_layers(bsq):
         wrapper.sync_inner_kernel()

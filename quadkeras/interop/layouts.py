@@ -130,9 +130,9 @@ def match_layout(entries, state, source="state_dict"):
     """`state` (a checkpoint's {key: array}, any known layout, `module.` allowed) under
     canonical names, after checking its keys and shapes against `entries` (canonical).
 
-    The layout is the one whose names `state` matches best; when keys or shapes differ, a
-    one-line ValueError names that closest layout and the first missing (with the expected
-    shape), unexpected and mis-shaped keys, in that layout's names.
+    The layout is the one whose names `state` matches best; when keys differ, a one-line
+    ValueError names that closest layout and the first missing (with the expected shape) and
+    unexpected keys, in that layout's names; a mis-shaped key is named with both shapes.
     """
     state = strip_prefix(state)
     canonical = {e.key: tuple(e.shape) for e in entries}
@@ -144,18 +144,20 @@ def match_layout(entries, state, source="state_dict"):
             best = (layout, found, expected)
     layout, found, expected = best
     missing, unexpected, shaped = _differences(expected, state)
-    if missing or unexpected or shaped:
+    if missing or unexpected:
         parts = []
         if missing:
             parts.append("missing keys " + _listed(f"{k} {s}" for k, s in missing))
         if unexpected:
             parts.append("unexpected keys " + _listed(unexpected))
-        if shaped:
-            parts.append("mis-shaped keys " + _listed(f"{k} {g} (expected {w})" for k, g, w in shaped))
         known = ", ".join(f"{name} ({DESCRIPTION[name]})" for name in layouts_for(entries))
         raise ValueError(f"Invalid checkpoint {source}: its keys match no known layout of the model "
                          f"({known}); closest: {layout}, {found} of {len(expected)} keys: "
                          f"{'; '.join(parts)}.")
+    if shaped:
+        key, got, want = shaped[0]
+        more = f" (+{len(shaped) - 1} more mis-shaped keys)" if len(shaped) > 1 else ""
+        raise ValueError(f"Invalid checkpoint {source}: key {key} has shape {got}, expected {want}{more}.")
     return {canonical_key(k, layout): v for k, v in state.items()}
 
 
