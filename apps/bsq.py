@@ -2,6 +2,10 @@
 
     # FP model -> 8-bit bit representation (BSQ's convert.py; --dict copies another scheme)
     python apps/bsq.py --flagfile=configs/resnet20_bsq_convert.cfg
+    # ... from a PyTorch checkpoint: BSQ's released float ResNet-20 (or BSQ's own bit form)
+    python apps/bsq.py --mode=convert --from_torch=../shared/data/bsq/resnet20_cifar10_fp.pth.tar \
+        --model=resnet20 --dataset=cifar10 --wbits=8 --abits=4 --bsq_quantize_bias \
+        --work_dir=runs/bsq_r20/convert
     # BSQ search from the 8-bit model (cifar_prune_STE.py: --bsq_decay, --bsq_prun_int)
     python apps/bsq.py --flagfile=configs/resnet20_bsq.cfg
     python apps/bsq.py --flagfile=configs/resnet20_bsq.cfg --resume   # after a kill
@@ -23,9 +27,24 @@ them: `model_bin.keras` (search result), `best_bin.keras` / `best_float.keras` (
 aliases: `--checkpoint` (= `--work_dir`), `--schedule` (= `--milestones`), `--nbits` (=
 `--wbits`), `--decay`, `--prun_int`, `--precision_increase`, `--quantize_bias` (=
 `--bsq_*`) and `--quantize_shortcuts` (= `--quant_shortcut`).
+
+PyTorch in (`quadkeras.interop`): `--from_torch=<file.pth>` (convert) starts from a PyTorch
+checkpoint instead of a `.keras` model, `--model` naming its network (zoo name / config): a
+float one in QuadraLib's or bearpaw's / BSQ's layout is converted as BSQ's `convert.py` does;
+BSQ's own bit form (`pweight` / `nweight` planes + `Nbit_dict`) is imported as it is (planes,
+scales, precisions), with `--abits` as BSQ's `--act`. `--dict` takes a BSQ `.keras` or a BSQ
+`.pth` (its `Nbit_dict`). Out: `apps/convert.py --to_torch --torch_format=bsq_bits|bearpaw`.
+
+Flags this invocation would not read are refused in one line, not ignored: `--fp_epochs` /
+`--fp_lr` without a fresh zoo model to train (a `.keras` `--model` or `--from_torch`),
+`--dict` / `--from_torch` outside `--mode=convert`, and `--dict`, `--quant_shortcut`,
+`--bsq_quantize_bias` with a bit-form `--from_torch` (its planes decide). The evaluation batch
+is BSQ's `--test-batch`, 100 (the activation grid is each batch's max, so accuracy depends on
+it; `--eval_batch_size`).
 """
 
 import os
+import warnings
 
 import keras
 from absl import flags
@@ -34,6 +53,7 @@ import _common
 from flag_table import define, define_aliases
 
 from quadkeras.bsq import bsq_layers, bsq_report, format_report, save_report, to_bsq, to_float, to_representation
+from quadkeras.interop.layouts import is_bit_form
 from quadkeras.models import build_model
 from quadkeras.models.model_config import load_model, save_model
 from quadkeras.training import checkpoint
@@ -49,11 +69,17 @@ KEYS = [k for k in DEFAULTS if k not in HIDDEN]
 # BSQ's recipe (Yang et al.'s cifar_*.py) where it differs from the training defaults.
 define(KEYS, model="resnet20", work_dir="runs/bsq", dataset="digits", wbits=8, abits=0, epochs=350,
        lr=0.1, milestones=["250"], wd=1e-4, grad_clip=0.0, augment="none", batch_size=128,
-       verbose=2)
+       eval_batch_size=100, verbose=2, notes={"eval_batch_size": "BSQ: its --test-batch, 100 (the "
+                                               "activation grid is each batch's max)."})
 define_aliases("nbits", checkpoint="work_dir", schedule="milestones", decay="bsq_decay",
                prun_int="bsq_prun_int", precision_increase="bsq_precision_increase",
                quantize_bias="bsq_quantize_bias", quantize_shortcuts="quant_shortcut")
-flags.DEFINE_string("dict", None, "convert: BSQ .keras model whose per-layer scheme to copy.")
+flags.DEFINE_string("dict", None, "convert: BSQ model whose per-layer scheme to copy: a .keras file, or "
+                    "a BSQ .pth (its Nbit_dict).")
+flags.DEFINE_string("from_torch", None, "convert: start from this PyTorch checkpoint (.pth) instead of a "
+                    ".keras --model (which then names its network: zoo name or config): a float one "
+                    "(QuadraLib's or bearpaw's / BSQ's layout) is converted to --wbits; BSQ's bit form "
+                    "is imported as it is, with --abits as BSQ's --act.")
 flags.DEFINE_integer("fp_epochs", 0, "convert: train a freshly built FP model this many epochs "
                      "first (an engine run in <work_dir>/fp).")
 flags.DEFINE_float("fp_lr", 0.1, "convert: LR of that FP training.")
@@ -68,8 +94,35 @@ OUTPUTS = {"convert": ("model_bin.keras", "convert_report.json", "convert_bits.p
            "evaluate": ("evaluate_report.json", "evaluate_bits.png")}
 
 
+def _given(name):
+    return FLAGS[name].present
+
+
+def check_ignored_flags():
+    """A flag this invocation would not read is refused (one line), not silently ignored."""
+    convert = FLAGS.mode == "convert"
+    for name in ("dict", "from_torch"):
+        if _given(name) and not convert:
+            raise ValueError(f"Invalid --{name}={FLAGS[name].value!r} with --mode={FLAGS.mode}: it is read "
+                             "only by --mode=convert.")
+    fp_run = convert and not FLAGS.from_torch and not FLAGS.model.endswith(".keras")
+    why = ("--mode=convert" if not convert else "--from_torch (the checkpoint is the FP model)"
+           if FLAGS.from_torch else f"a .keras --model={FLAGS.model!r} (the FP model is given)")
+    for name in ("fp_epochs", "fp_lr"):
+        if _given(name) and not fp_run:
+            raise ValueError(f"Invalid --{name}={FLAGS[name].value!r}: no FP training runs with {why}; it "
+                             "trains a fresh zoo --model (e.g. --model=resnet20) before converting.")
+    if _given("fp_lr") and not FLAGS.fp_epochs:
+        raise ValueError(f"Invalid --fp_lr={FLAGS.fp_lr!r}: no FP training runs without --fp_epochs > 0.")
+    if FLAGS.from_torch and FLAGS.model.endswith(".keras"):
+        raise ValueError(f"Invalid --model={FLAGS.model!r} with --from_torch: --model names the "
+                         "checkpoint's network here (zoo name or model config, e.g. resnet20).")
+
+
 def check_flags():
-    """One-line errors before any work: bad --abits / --bsq_decay, an output that is an input."""
+    """One-line errors before any work: bad --abits / --bsq_decay, an output that is an input,
+    a flag that would be ignored (`check_ignored_flags`)."""
+    check_ignored_flags()
     if not 0 <= FLAGS.abits <= 8:
         raise ValueError(f"Invalid --abits={FLAGS.abits}: expected 0 (float activations) or 1..8.")
     if FLAGS.bsq_decay < 0:
@@ -113,9 +166,14 @@ def _report(model, data, prefix):
 
 
 def _load_dict():
-    """The --dict model (a BSQ model whose per-layer scheme to copy), checked before any work."""
+    """The --dict scheme (a BSQ .keras model, or a BSQ .pth's Nbit_dict as {layer: bits}),
+    checked before any work."""
     if not FLAGS.dict:
         return None
+    if FLAGS.dict.endswith((".pth", ".pth.tar", ".pt")):
+        from quadkeras.interop.bsq_checkpoint import bsq_scheme
+
+        return bsq_scheme(FLAGS.dict)
     model = _load(FLAGS.dict, "--dict")
     if not bsq_layers(model):
         raise ValueError(f"Invalid --dict={FLAGS.dict!r}: it holds no BSQ layers (a plain model, "
@@ -124,10 +182,39 @@ def _load_dict():
     return model
 
 
+def _torch_model():
+    """(model, is_bit_form) of --from_torch: a float zoo model, or BSQ's bit form imported."""
+    from quadkeras.interop import import_torch_checkpoint, read_state_dict
+    from quadkeras.interop.bsq_checkpoint import import_bsq_checkpoint
+
+    with warnings.catch_warnings():  # the import below reads (and warns about) the file again
+        warnings.simplefilter("ignore")
+        bit_form = is_bit_form(read_state_dict(FLAGS.from_torch))
+    if not bit_form:
+        return import_torch_checkpoint(FLAGS.from_torch, FLAGS.model), False
+    for name in ("dict", "quant_shortcut", "bsq_quantize_bias"):
+        if _given(name):
+            raise ValueError(f"Invalid --{name}={FLAGS[name].value!r} with --from_torch={FLAGS.from_torch!r}: "
+                             "BSQ's bit form holds its own scheme, shortcuts and bias bits.")
+    return import_bsq_checkpoint(FLAGS.from_torch, FLAGS.model, abits=FLAGS.abits, wbits=FLAGS.wbits), True
+
+
+def _check_fits(model, data):
+    """One line when --dataset's images or classes do not fit the model."""
+    shape, classes = tuple(model.input_shape[1:]), int(model.output_shape[-1])
+    if shape != tuple(data.input_shape) or classes != data.num_classes:
+        raise ValueError(f"Invalid --dataset={FLAGS.dataset!r} for the model of --from_torch / --model: "
+                         f"images {tuple(data.input_shape)}, {data.num_classes} classes; the model takes "
+                         f"{shape}, {classes} classes.")
+
+
 def convert():
     scheme = _load_dict()  # before the FP training: a bad --dict must not cost a run
+    fp, bits = (_torch_model() if FLAGS.from_torch else (None, False))
     data = load_run_data(engine_config())
-    if FLAGS.model.endswith(".keras"):
+    if fp is not None:
+        _check_fits(fp, data)
+    elif FLAGS.model.endswith(".keras"):
         fp = _load(FLAGS.model)
     elif FLAGS.fp_epochs:
         fp_dir = os.path.join(FLAGS.work_dir, "fp")
@@ -135,8 +222,9 @@ def convert():
         fp = load_model(os.path.join(fp_dir, checkpoint.LAST), "work_dir last")
     else:
         fp = build_model(FLAGS.model, num_classes=data.num_classes, input_shape=data.input_shape)
-    model = to_bsq(fp, bits=FLAGS.wbits, scheme=scheme, abits=FLAGS.abits,
-                   quantize_shortcuts=FLAGS.quant_shortcut, quantize_bias=FLAGS.bsq_quantize_bias)
+    model = fp if bits else to_bsq(fp, bits=FLAGS.wbits, scheme=scheme, abits=FLAGS.abits,
+                                   quantize_shortcuts=FLAGS.quant_shortcut,
+                                   quantize_bias=FLAGS.bsq_quantize_bias)
     save_model(model, _out("model_bin.keras"))
     _report(model, data, "convert")
 
