@@ -29,6 +29,13 @@ function (same biased batch variance, same epsilon) with fewer kernels and copie
   `((top, bottom), (left, right))` padding. torch: `F.conv2d` with native padding on the
   channels-last view of the NHWC input (keras' `ops.conv` makes two full copies of the
   input, and the explicit `ops.pad` a third); elsewhere `ops.pad` + `ops.conv`.
+  A 1x1 kernel with a stride > 1 and no padding (the ResNet shortcut) runs on torch and
+  tensorflow as a stride-1 conv of `x[:, ::sh, ::sw, :]`: exactly the same function, but it
+  keeps oneDNN off its strided 1x1 NHWC backward-weights kernel, which writes past its
+  workspace (upstream: uxlfoundation/oneDNN#6035; wrong kernel gradients for in_channels
+  < 8 on AVX2, segfaults on AVX-512 up to in_channels 15). Measured here: torch 2.13's
+  oneDNN 3.12 on an AVX2 host gave such a shortcut's kernel gradient errors of 0.1-2.5x its
+  size (in_channels 3-4).
 
 Example:
 
@@ -152,6 +159,7 @@ def batch_norm_infer(z, mean, variance, gamma, beta, epsilon):
 def conv2d(x, kernel, strides, padding, dilation_rate):
     """NHWC conv, HWIO kernel (groups = in_channels / kernel in-channels); `padding` is
     `"valid"`, `"same"` or `((top, bottom), (left, right))`."""
+    x, strides = _unit_stride_1x1(x, kernel, strides, padding)
     if _backend() == "torch" and len(x.shape) == 4:
         pads = _explicit_padding(padding, kernel.shape[:2], strides, dilation_rate)
         if pads is not None:
@@ -161,6 +169,21 @@ def conv2d(x, kernel, strides, padding, dilation_rate):
         x, padding = ops.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]]), "valid"
     return ops.conv(x, kernel, strides=strides, padding=padding, dilation_rate=dilation_rate,
                     data_format="channels_last")
+
+
+def _unit_stride_1x1(x, kernel, strides, padding):
+    """(x[:, ::sh, ::sw, :], (1, 1)) for an unpadded strided 1x1 conv on torch / tensorflow
+    (oneDNN's strided 1x1 backward is broken: module docstring); else (x, strides).
+    Exact: a 1x1 conv reads only the pixels its stride lands on, and unpadded ("valid",
+    zero pads, or "same", which pads a 1x1 kernel by 0) the output is ceil(size / stride)
+    either way."""
+    strides = tuple(int(s) for s in strides)
+    if (_backend() not in ("torch", "tensorflow") or len(x.shape) != 4 or strides == (1, 1)
+            or tuple(int(k) for k in kernel.shape[:2]) != (1, 1)):
+        return x, strides
+    if not (isinstance(padding, str) or all(int(p) == 0 for pair in padding for p in pair)):
+        return x, strides
+    return x[:, ::strides[0], ::strides[1], :], (1, 1)
 
 
 def _explicit_padding(padding, kernel_size, strides, dilation_rate):
