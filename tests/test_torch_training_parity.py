@@ -42,10 +42,20 @@ def _torch_run(net, batches):
     return {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
 
 
+def _seeded_torch_model(seed=1234):
+    """The PyTorch net with a fixed init on every backend. conftest's `set_random_seed` seeds
+    torch only under KERAS_BACKEND=torch; elsewhere the init was new in every process, and
+    about 1 init in 40 (seed 25 of 0-39) puts a branch-BN bias 5e-6 off, 4x over the floor:
+    the "run to run" flake of this test under tensorflow. Forked RNG: nothing leaks."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return build_torch_model(RESNET)
+
+
 @pytest.mark.jax
 def test_sgd_steps_match_pytorch():
     model = build_model(RESNET)
-    net = build_torch_model(RESNET)
+    net = _seeded_torch_model()
     state = {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
     load_state_dict_into(model, state)
     model.compile(optimizer=CoupledDecaySGD(LR, momentum=MOMENTUM, l2=WD, global_clipnorm=CLIP),
@@ -66,7 +76,7 @@ def test_sgd_steps_match_pytorch():
         tol = 2e-3 if key.endswith("running_var") else 2e-4
         scale = max(np.abs(expected[key]).max(), 1e-3)
         # floor 1e-6: a BN bias moved by ~1e-3 sums gradients with heavy cancellation, and the
-        # two frameworks' float32 summation orders differ (TF's also varies run to run: once
-        # 2.35e-7 off on a 1.06e-3-scale bias); a wrong forward or optimizer is off by >> 1e-5
+        # two frameworks' float32 summation orders differ; a wrong forward or optimizer is off
+        # by >> 1e-5. With the seeded init the result is the same in every run.
         atol = max(tol * scale, 1e-6)
         np.testing.assert_allclose(value, expected[key], rtol=tol, atol=atol, err_msg=key)
