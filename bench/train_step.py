@@ -27,6 +27,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/plain_torch.py
 
 
 def parse_args(argv=None):
@@ -47,60 +48,63 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def keras_side(name, batch, jit_compile, size=32):
-    """(train step fn, predict fn) of the quadkeras zoo model, compiled like the trainer."""
+def keras_side(name, batch, jit_compile, size=32, quantize=None, init_x=None):
+    """(train step fn, predict fn) of the quadkeras zoo model, compiled like the trainer.
+
+    `quantize`: a scheme (e.g. `scheme_from_flags("lsq", 4, 4)`); its quantizers are
+    initialised from `init_x` (default: a random batch) with `initialize_quantizers` before
+    compiling, as `quadkeras.training.train` does. `jit_compile="true"` on torch applies the
+    trainer's static-shape `torch.compile` settings first. The train fn runs the step `fit`
+    runs: `train_on_batch` on tensorflow; `train_function` on one batch on torch and jax (on
+    jax with the state carried from step to step as `fit` does, not written back to the
+    variables after every step as `train_on_batch` does; `predict` writes it back first)."""
     import keras
 
     from quadkeras.models import build_model
+    from quadkeras.quantize import initialize_quantizers
     from quadkeras.training.optimizer import CoupledDecaySGD
 
-    model = build_model(name, num_classes=10, input_shape=(size, size, 3))
+    backend = keras.backend.backend()
+    model = build_model(name, num_classes=10, input_shape=(size, size, 3), quantize=quantize)
+    if quantize is not None:
+        initialize_quantizers(model, init_x if init_x is not None else _data(batch, size)[0])
     opt = CoupledDecaySGD(learning_rate=0.1, momentum=0.9, l2=5e-4, global_clipnorm=0.5)
     jit = {"auto": "auto", "true": True, "false": False}[jit_compile]
+    if jit is True and backend == "torch":
+        from quadkeras.training.trainer import static_shape_torch_compile
+
+        static_shape_torch_compile()
     model.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
 
     state = {}
 
     def train(x, y):
-        if keras.backend.backend() != "torch":
+        if backend == "tensorflow":
             return float(model.train_on_batch(x, y))
-        # torch: the step `fit` runs (`train_function` on one batch); `train_on_batch` also
-        # redoes the symbolic-build bookkeeping on every call (~4 ms a step here)
+        # torch: `train_on_batch` also redoes the symbolic-build bookkeeping on every call
+        # (~4 ms a step here); jax: it also assigns every variable after every step
         if not state:
             model.train_on_batch(x, y)  # builds model, optimizer and metrics
             model.make_train_function()
-            state["data"] = [(keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y))]
-        logs = model.train_function(state["data"])
+            state["data"] = (keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y))
+        if backend == "jax":
+            if "jax" not in state:  # (again) after `predict` wrote the state back
+                state["jax"] = model._get_jax_state(
+                    trainable_variables=True, non_trainable_variables=True,
+                    optimizer_variables=True, metrics_variables=True)
+            logs, state["jax"] = model.train_function(state["jax"], iter([state["data"]]))
+            model._jax_state = dict(zip(("trainable_variables", "non_trainable_variables",
+                                         "optimizer_variables", "metrics_variables"), state["jax"]))
+            model._jax_state_synced = False  # as `fit`: written back when something reads them
+        else:
+            logs = model.train_function([state["data"]])
         return float(keras.ops.convert_to_numpy(logs["loss"]))
 
     def predict(x):
+        if backend == "jax":
+            model.jax_state_sync()
+            state.pop("jax", None)  # variables now hold it; the next step reads them again
         return model.predict(x, batch_size=batch, verbose=0)
-    return train, predict
-
-
-def torch_side(name, batch):
-    """(train step fn, predict fn) of the plain PyTorch network (NCHW input)."""
-    import torch
-
-    from quadkeras.interop.torch_nets import build_torch_model
-
-    net = build_torch_model(name)
-    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    loss_fn = torch.nn.CrossEntropyLoss()
-
-    def train(x, y):
-        net.train()
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(net(x), y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 0.5)
-        opt.step()
-        return float(loss.detach())
-
-    def predict(x):
-        net.eval()
-        with torch.inference_mode():
-            return [net(chunk) for chunk in torch.split(x, batch)]
     return train, predict
 
 
@@ -112,13 +116,15 @@ def torch_worker(conn, name, batch, infer_batches, threads, size=32):
     import numpy as np
     import torch
 
+    from plain_torch import torch_side
+
     if threads:
         torch.set_num_threads(threads)
     x, y = _data(batch, size)
     xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     yt = torch.from_numpy(y).long()
     xit = torch.cat([xt] * infer_batches)
-    train, predict = torch_side(name, batch)
+    train, predict = torch_side(name, batch, init_x=xt)
     while True:
         cmd, repeat = conn.recv()
         if cmd == "stop":
