@@ -1,7 +1,7 @@
 """Eager vs `torch.compile` train step of a zoo model on the torch backend, side by side.
 
 Compiles the way `quadkeras.training.train` does for `jit_compile: true` (static shapes, see
-`quadkeras.training.trainer._static_shape_torch_compile`); reports the median step time of
+`quadkeras.training.static_shape_torch_compile`); reports the median step time of
 each mode, their ratio, and how long the first two (compiling) steps took.
 
     python bench/torch_compile.py --model=resnet20
@@ -36,9 +36,9 @@ def main(argv=None):
 
     from quadkeras.models import build_model
     from quadkeras.quantize import initialize_quantizers, scheme_from_flags
-    from quadkeras.training.trainer import _static_shape_torch_compile
+    from quadkeras.training import static_shape_torch_compile
 
-    _static_shape_torch_compile()
+    static_shape_torch_compile()
     scheme = scheme_from_flags("lsq", args.wbits, args.abits) if args.wbits or args.abits else None
     x = torch.rand(args.batch, args.image, args.image, 3)
     y = torch.randint(0, 10, (args.batch,))

@@ -160,9 +160,6 @@ def static_shape_torch_compile():
     config.accumulated_cache_size_limit = max(config.accumulated_cache_size_limit, 4096)
 
 
-_static_shape_torch_compile = static_shape_torch_compile  # the benches' older name
-
-
 def datasets(config, data, epoch, stats):
     """(train dataset for `epoch`, test dataset) with labels shaped for the loss.
 
