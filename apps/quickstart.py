@@ -1,113 +1,19 @@
-"""The main job end to end on the embedded digits data (what `make run` runs).
+"""`python apps/quickstart.py ...` (what `make run` runs) = `quadkeras-quickstart ...`: the app is
+`quadkeras.cli.quickstart`.
 
-1. trains the small QResNet of `configs/quickstart.cfg` (quadratic BasicBlocks) on digits;
-2. fine-tunes it for int8 QAT (`--quant=fakequant`, 8/8 bits, first/last/shortcut included);
-3. exports LiteRT float, PTQ int8 and QAT int8 under the TensorFlow backend (a run under
-   torch or JAX exports through a TensorFlow subprocess) and prints the parity reports.
-
-    python apps/quickstart.py                          # KERAS_BACKEND=tensorflow by default
-    KERAS_BACKEND=torch python apps/quickstart.py --epochs=10 --work_dir=runs/qs_torch
-    python apps/quickstart.py --resume      # after Ctrl-C: continues the newest run in work_dir
-
-Any `apps/train.py` flag overrides the flagfile (e.g. `--epochs`); `--qat_epochs=0` skips QAT.
+KERAS_BACKEND defaults to tensorflow and TF_CPP_MIN_LOG_LEVEL to 2 here (set before Keras and
+TensorFlow are imported), as they always did.
 """
 
-import json
 import os
-import subprocess
 import sys
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags, logging  # noqa: E402
-
-import _common  # noqa: E402
-import train  # noqa: E402,F401  (defines the training flags)
-
-FLAGS = flags.FLAGS
-flags.DEFINE_integer("qat_epochs", 3, "int8 QAT fine-tuning epochs after float training (0 = skip).")
-flags.DEFINE_float("qat_lr", 0.01, "Learning rate of the QAT fine-tune (cosine to final_lr).")
-DEFAULT_FLAGFILE = os.path.join(_common.REPO, "configs", "quickstart.cfg")
-
-
-def _export(model_path, out_dir, formats):
-    """Export with parity on the digits test split; in-process under TF, else a TF subprocess."""
-    import keras
-
-    if keras.backend.backend() == "tensorflow":
-        from quadkeras.export import export_model
-
-        return export_model(model_path, out_dir, formats=formats, eval_data="digits",
-                            eval_limit=360, latency_runs=50)
-    print(f"quickstart: exporting {model_path} through a KERAS_BACKEND=tensorflow subprocess", flush=True)
-    cmd = [sys.executable, os.path.join(_common.REPO, "apps", "export.py"), f"--model={model_path}",
-           f"--out_dir={out_dir}", f"--formats={','.join(formats)}", "--dataset=digits", "--eval_limit=360"]
-    proc = subprocess.run(cmd, env={**os.environ, "KERAS_BACKEND": "tensorflow"},
-                          stderr=subprocess.PIPE, text=True)
-    if proc.returncode != 0:
-        from quadkeras.utils.errors import RunAborted
-
-        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-        raise RunAborted(f"export of {model_path!r} failed in the TensorFlow subprocess "
-                         f"(rc={proc.returncode}): {last}")
-    with open(os.path.join(out_dir, "parity_report.json")) as f:
-        return json.load(f)
-
-
-def _result_line(name, r):
-    if "top1_agreement" not in r:
-        return f"  {name:14s} {r.get('error') or r.get('skipped') or 'no parity data'}"
-    c = r["census"]
-    return (f"  {name:14s} acc {100 * r['accuracy']:6.2f}%  agree {100 * r['top1_agreement']:6.2f}%  "
-            f"max|dlogit| {r['max_abs_diff']:.2e}  conv/dense int8 {c['weight_ops_int8']}/{c['weight_ops']}  "
-            f"{r['size_bytes'] / 1024:7.1f} KiB  {r['latency_ms']:.3f} ms/img")
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unknown arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)  # TF's SavedModel writer logs at INFO through absl
-    print(f"quadkeras apps/quickstart.py: {_common.backend_line()}", flush=True)
-    from quadkeras.training import DEFAULTS, train
-
-    from quadkeras.training.work_dir import stage_run_folder
-
-    config = {name: FLAGS[name].value for name in DEFAULTS}
-    # every run is its own <work_dir>/<timestamp>; --resume continues the newest one
-    run_dir = stage_run_folder(config["work_dir"], config["resume"], "float")
-    config.update(work_dir=os.path.join(run_dir, "float"), tensorboard=False)
-    start = time.perf_counter()
-    float_summary = train(config)
-    model_paths = {"float": os.path.join(config["work_dir"], "best.keras")}
-    if FLAGS.qat_epochs > 0:
-        qat_dir = os.path.join(run_dir, "qat")
-        qat = dict(config, work_dir=qat_dir, init_from=model_paths["float"],
-                   quant="fakequant", wbits=8, abits=8, quant_first_last=True,
-                   quant_shortcut=True, epochs=FLAGS.qat_epochs, lr=FLAGS.qat_lr,
-                   resume=config["resume"] and os.path.exists(os.path.join(qat_dir, "state.json")))
-        qat_summary = train(qat)
-        model_paths["qat"] = os.path.join(qat["work_dir"], "last.keras")
-    train_s = time.perf_counter() - start
-    reports = {"float": _export(model_paths["float"], os.path.join(run_dir, "export"),
-                                ("litert_float", "litert_int8"))}
-    if "qat" in model_paths:
-        reports["qat"] = _export(model_paths["qat"], os.path.join(run_dir, "export_qat"), ("litert_qat",))
-
-    print(f"\nquickstart summary ({_common.backend_line()}, digits 16x16x1, 360 test images)")
-    print(f"  float model: test acc {100 * float_summary['test_acc']:.2f}% (best "
-          f"{100 * float_summary['best_acc']:.2f}%), {float_summary['params_trainable']:,} params, "
-          f"{float_summary['macs']:,} MACs, {float_summary['epochs_run']} epochs")
-    if "qat" in model_paths:
-        print(f"  int8 QAT fine-tune: test acc {100 * qat_summary['test_acc']:.2f}% after "
-              f"{qat_summary['epochs_run']} epochs")
-    print(f"  training {train_s:.1f} s; LiteRT parity vs the Keras model:")
-    for source, report in reports.items():
-        for fmt, r in report["formats"].items():
-            print(_result_line(fmt, r))
-    print(f"  files: {run_dir}")
-
+from quadkeras.cli import quickstart  # noqa: E402
 
 if __name__ == "__main__":
-    _common.run(main, argv=[sys.argv[0], f"--flagfile={DEFAULT_FLAGFILE}", *sys.argv[1:]])
+    quickstart.main()
+else:  # `import quickstart` with apps/ on sys.path is the app module itself
+    sys.modules[__name__] = quickstart

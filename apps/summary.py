@@ -1,46 +1,10 @@
-"""Per-layer model summary: type, neuron, output shape, params, MACs, bits, memory, BOPs.
+"""`python apps/summary.py ...` from a checkout = `quadkeras-summary ...`: the app is `quadkeras.cli.summary`."""
 
-    python apps/summary.py --model=qresnet14
-    python apps/summary.py --model=qvgg7 --quant=lsq --wbits=4 --abits=4 \
-        --json=/tmp/qvgg7_summary.json --plot=/tmp/qvgg7_layers.png
+import sys
 
-(`--quantize` / `--weight_bits` / `--activation_bits`: deprecated spellings of the quantizer
-flags.)
-"""
-
-from absl import flags
-
-import _common
-from flag_table import define, define_aliases
-
-from quadkeras.autobuilder.source import load_model_and_config
-from quadkeras.summary import print_summary
-
-FLAGS = flags.FLAGS
-define(["model", "quant", "wbits", "abits", "input_shape", "plot"], wbits=8, abits=8,
-       notes={"plot": "Here: params, MACs and weight bits per layer."})
-define_aliases("quantize", "weight_bits", "activation_bits")
-flags.DEFINE_integer("num_classes", None, "Replace the config's number of classes.")
-flags.DEFINE_string("json", None, "Also write the summary as JSON to this path.")
-
-
-def main(argv):
-    del argv
-    shape = tuple(int(d) for d in FLAGS.input_shape) if FLAGS.input_shape else None
-    model, _ = load_model_and_config(FLAGS.model, num_classes=FLAGS.num_classes, input_shape=shape)
-    if FLAGS.quant:
-        from quadkeras.quantize.model import quant_scheme, quantize_model  # noqa: PLC0415
-
-        model = quantize_model(model, quant_scheme(FLAGS.quant, FLAGS.wbits, FLAGS.abits))
-    summary = print_summary(model)
-    if FLAGS.json:
-        summary.to_json(FLAGS.json)
-        print(f"wrote {FLAGS.json}")
-    if FLAGS.plot:
-        from quadkeras.report import plot_layers, try_plot  # noqa: PLC0415
-
-        try_plot(plot_layers, summary, FLAGS.plot)
-
+from quadkeras.cli import summary
 
 if __name__ == "__main__":
-    _common.run(main)
+    summary.main()
+else:  # `import summary` with apps/ on sys.path (old scripts and tests) is the app module itself
+    sys.modules[__name__] = summary

@@ -1,43 +1,10 @@
-"""Train a zoo / YAML model on digits, CIFAR-10 or CIFAR-100 (absl flags, flagfiles).
+"""`python apps/train.py ...` from a checkout = `quadkeras-train ...`: the app is `quadkeras.cli.train`."""
 
-    KERAS_BACKEND=tensorflow python apps/train.py --flagfile=configs/quickstart.cfg
-    python apps/train.py --flagfile=configs/qresnet14.cfg --work_dir=runs/q14 --resume
-    KERAS_BACKEND=torch torchrun --nproc_per_node=2 apps/train.py --flagfile=configs/quickstart.cfg \
-        --distribute=data_parallel
+import sys
 
-All logic lives in `quadkeras.training.train`; this file only maps flags to its config.
-"""
-
-from absl import app, flags
-
-import _common  # noqa: F401 (puts the repo on sys.path)
-from flag_table import define
-
-from quadkeras.training.config import DEFAULTS
-
-FLAGS = flags.FLAGS
-define(DEFAULTS)  # every training config key is a flag, with its DEFAULTS value
-flags.DEFINE_boolean("plots", True, "At the end, draw loss/accuracy/LR curves from history.csv into "
-                     "<work_dir>/curves.png (needs matplotlib).")
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unknown arguments: {argv[1:]}")
-    print(f"quadkeras apps/train.py: {_common.backend_line()}", flush=True)
-    from quadkeras.training import train
-    from quadkeras.training.distribute import is_primary_process
-
-    config = {name: FLAGS[name].value for name in DEFAULTS}
-    primary = is_primary_process()  # before training: a malformed TF_CONFIG fails here
-    result = train(config)
-    if FLAGS.evaluate_only:
-        print(f"test_acc={result['test_acc']:.4f} ({result['checkpoint']})")
-    elif FLAGS.plots and primary:  # the process that wrote the work_dir
-        from quadkeras.report import plot_history, try_plot
-
-        try_plot(plot_history, f"{FLAGS.work_dir}/history.csv", f"{FLAGS.work_dir}/curves.png")
-
+from quadkeras.cli import train
 
 if __name__ == "__main__":
-    _common.run(main)
+    train.main()
+else:  # `import train` with apps/ on sys.path (old scripts and tests) is the app module itself
+    sys.modules[__name__] = train

@@ -1,6 +1,6 @@
 """Every app's contract on bad input: ONE line `error: ...` naming the flag or file, exit 1,
 nothing written or overwritten. Real subprocesses (started in parallel), once, in the
-TensorFlow process (the contract lives in apps/_common.py and is backend-independent)."""
+TensorFlow process (the contract lives in quadkeras/cli/common.py and is backend-independent)."""
 
 import os
 import subprocess
@@ -141,7 +141,7 @@ def test_ctrl_c_is_one_line_and_exit_130(capsys):
 
 def test_flag_values_are_checked_by_the_flag_table():
     """--input_shape / --max_train / --wbits: a bad value is one absl error naming the flag
-    (apps/_common.parse_flags prints it as `error: flag --x=...: ...`)."""
+    (quadkeras.cli.common.parse_flags prints it as `error: flag --x=...: ...`)."""
     sys.path.insert(0, os.path.join(REPO, "apps"))
     from absl import flags
 
