@@ -1,5 +1,5 @@
 #!/bin/bash
-# The GPU rows of docs/benchmarks.md in one prepared run (#10 parity seeds, #11 LSQ on the
+# The GPU rows of bench/results/2026-11-26.md in one prepared run (#10 parity seeds, #11 LSQ on the
 # whole CIFAR-10 train split, #12 GPU speed), for a lent GPU machine whose image has torch
 # but no TensorFlow: quadkeras runs on the torch backend with its NumPy input pipeline.
 # Needs keras (+ namex, optree) importable and the shared data at ./shared/data.

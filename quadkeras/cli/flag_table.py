@@ -123,7 +123,7 @@ TABLE = {
                            "(docs/training.md).", list(DISTRIBUTE)),
     "jit_compile": ("enum", "Compile the train step: auto (Keras' choice: XLA on tensorflow/jax, "
                             "eager on torch), true (torch: torch.compile; 1.2x plain PyTorch where "
-                            "Python overhead dominates, docs/benchmarks.md), false.",
+                            "Python overhead dominates, docs/results.md), false.",
                     ["auto", "true", "false"]),
     "verbose": ("integer", "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch."),
     "input_shape": ("shape", "Replace the model config's input shape: H,W,C (e.g. 16,16,1)."),

@@ -6,7 +6,7 @@ float BN MUL/ADD is left between QUANTIZE/DEQUANTIZE pairs. With a symmetric per
 kernel quantizer the fold commutes with the kernel quantization. `quantize_model` inserts it
 only for schemes with `"output_after_bn": True`: the opt-in preset `int8_qat_fold_bn`. The
 default `int8_qat` preset and `--quant=fakequant` keep the output fake-quant on the conv/dense
-itself, before the BN (the fold measured lower Keras-vs-LiteRT agreement, docs/benchmarks.md).
+itself, before the BN (the fold measured lower Keras-vs-LiteRT agreement, bench/results/2026-11-25.md).
 
 Example:
 
