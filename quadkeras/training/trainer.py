@@ -153,9 +153,15 @@ def static_shape_torch_compile():
     recompile them with symbolic sizes, on which inductor fails (ResNet-20: "cannot determine
     truth value of Relational"). Static shapes, with room for one cache entry per layer shape."""
     import torch
+    from keras.src.utils import naming
 
     config = torch._dynamo.config
     config.automatic_dynamic_shapes = False
+    # Some Keras ops (`ops.pad`, so `ZeroPadding2D`; `ops.cond`) build a new auto-named
+    # `Operation` on every eager call: its name comes from a global counter that dynamo
+    # guarded on, so every step recompiled (ResNet-20: ~5 s a step). Traced as a constant:
+    # no guard, the throwaway op's name is fixed at trace time.
+    torch.compiler.assume_constant_result(naming.uniquify)
     config.cache_size_limit = max(config.cache_size_limit, 256)
     config.accumulated_cache_size_limit = max(config.accumulated_cache_size_limit, 4096)
 
