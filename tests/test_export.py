@@ -297,7 +297,7 @@ def test_export_app_quant_flag_takes_the_ptq_presets_and_the_old_spelling(tmp_pa
 
     missing = f"--model={tmp_path / 'none.keras'}"
     rc, last = app(missing, "--quant=lsq")
-    assert rc == 1 and last == "error: Invalid quant='lsq': expected one of 'int8_qat', 'int8_all'."
+    assert rc == 1 and last == "error: Invalid quant='lsq': expected one of 'int8', 'int8_all', 'int8_qat'."
     rc, last = app(missing, "--ptq_graph=int8_all")  # parsed as --quant, fails on the model
     assert rc == 1 and last.startswith("error: ") and "none.keras" in last, last
 

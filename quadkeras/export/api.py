@@ -24,13 +24,14 @@ from quadkeras.utils.safe_io import atomic_dir, check_replaceable, environment_e
 from quadkeras.utils.validation import check_choice
 
 CALIBRATIONS = ("converter", "minmax", "percentile", "mse")
-PTQ_GRAPHS = ("int8_qat", "int8_all")  # the fake-quant graph quadkeras' own calibration fills
+# the fake-quant graph quadkeras' own calibration fills; `int8` (default) = `int8_all`
+PTQ_GRAPHS = ("int8", "int8_all", "int8_qat")
 FORMATS = ("saved_model", "litert_float", "litert_dynamic", "litert_int8", "litert_qat", "onnx",
-           "onnx_int8", "onnx_qat")
+           "onnx_int8", "onnx_qat", "onnx_int4")
 DEFAULT_FORMATS = ("saved_model", "litert_float", "litert_dynamic", "litert_int8", "litert_qat")
 REPORT = "parity_report.json"  # written last into the build folder; marks an export folder
-QAT_HINT = ("model has no fakequant quantizers; fine-tune it with quantize_model(model, 'int8_qat') "
-            "(or --quant=fakequant) to export QAT int8")
+QAT_HINT = ("model has no fakequant quantizers; fine-tune it with quantize_model(model, 'int8') "
+            "(or --quant=int8 --init_from=<trained.keras>) to export QAT int8")
 
 
 def _as_arrays(data, split, limit, model, arg):
@@ -106,7 +107,7 @@ def _load(model_or_path, custom_objects):
 def export_model(model_or_path, out_dir, formats=DEFAULT_FORMATS, representative_data=None,
                  eval_data=None, custom_objects=None, eval_limit=1000, calibration_samples=200,
                  latency_runs=50, num_threads=1, verbose=True, calibration="converter",
-                 ptq_graph="int8_qat", overwrite=False, dataset=None):
+                 ptq_graph="int8", overwrite=False, dataset=None):
     """Export a model and return (and write `out_dir/parity_report.json`) the parity report.
 
     `out_dir` is written whole or not at all: everything is built in a sibling folder
@@ -126,7 +127,8 @@ def export_model(model_or_path, out_dir, formats=DEFAULT_FORMATS, representative
             (test split) where those are not given; refused unless its images have the model's
             input shape and its class count the model's outputs (`check_dataset_fits`).
         formats: subset of `FORMATS`; `onnx` is the float graph, `onnx_int8` / `onnx_qat` the
-            LiteRT int8 / QAT file as a QDQ ONNX graph (see `onnx_export`), all run by
+            LiteRT int8 / QAT file as a QDQ ONNX graph (see `onnx_export`), `onnx_int4` the
+            float graph of a <= 4-bit model with packed INT4 weights (opset 21), all run by
             onnxruntime for the parity report.
         representative_data: calibration inputs for `litert_int8`: a dataset name (its train
             split), float NHWC images, or (images, labels). Default: `eval_data` if it is a name.
@@ -135,12 +137,13 @@ def export_model(model_or_path, out_dir, formats=DEFAULT_FORMATS, representative
         latency_runs, num_threads: LiteRT latency measurement (batch 1, median).
         calibration: how `litert_int8` (PTQ) sets activation ranges: `converter` (the LiteRT
             converter's own min/max calibration), or `minmax` / `percentile` / `mse`: the model
-            is wrapped with `int8_qat` fake-quant (incl. quadratic layers' branch output and
-            product) and `quadkeras.quantize.calibration.calibrate` sets the ranges.
-        ptq_graph: with those calibrations, the fake-quant graph: `int8_qat` (conv/dense
-            layers, quadratic branch output and product; block BN and residual adds stay
-            float in the file) or `int8_all` (every BN folded, fake-quant on every ReLU and
-            add too: every CONV/MUL/ADD int8, smaller and faster; `int8_model`).
+            is wrapped with the `ptq_graph` fake-quant (incl. quadratic layers' branch output
+            and product) and `quadkeras.quantize.calibration.calibrate` sets the ranges.
+        ptq_graph: with those calibrations, the fake-quant graph: `int8` (default) =
+            `int8_all` (every BN folded, fake-quant on every ReLU and add too: every
+            CONV/MUL/ADD int8, smaller and faster; `int8_model`), or the per-layer `int8_qat`
+            (conv/dense layers, quadratic branch output and product; block BN and residual
+            adds stay float in the file).
 
     Returns:
         {"model", "out_dir", "num_eval_images", "formats": {format: report}}; a LiteRT report
@@ -341,6 +344,8 @@ def _export_onnx(fmt, model, out_dir, sm_dir, x_rep, x_eval, y_eval, reference, 
     try:
         if mode is None:
             onnx_export.keras_to_onnx(model, path)
+        elif mode == "int4":
+            onnx_export.keras_to_onnx_int4(model, path)
         else:
             if mode not in litert:
                 litert[mode] = _litert_content(mode, model, out_dir, sm_dir, x_rep, reference,
@@ -353,7 +358,7 @@ def _export_onnx(fmt, model, out_dir, sm_dir, x_rep, x_eval, y_eval, reference, 
             raise
         return {"error": _first_line(err)}
     if reference is None:
-        return {"path": path, "size_bytes": os.path.getsize(path), "opset": onnx_export.ONNX_OPSET,
+        return {"path": path, "size_bytes": os.path.getsize(path), "opset": onnx_export.file_opset(path),
                 "census": onnx_export.onnx_census(path)}
     return {"path": path, **onnx_export.onnx_parity_report(path, reference, x_eval, y_eval,
                                                            latency_runs=runs, num_threads=threads)}
@@ -363,8 +368,8 @@ def _first_line(err):
     return f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300] if str(err).strip() else ''}"
 
 
-def _calibrated_ptq(model, out_dir, images, method, graph="int8_qat"):
-    """SavedModel of `model` with the `graph` fake-quant (`int8_qat` / `int8_all`), ranges
+def _calibrated_ptq(model, out_dir, images, method, graph="int8"):
+    """SavedModel of `model` with the `graph` fake-quant (`int8` / `int8_all` / `int8_qat`), ranges
     calibrated on `images`."""
     from quadkeras.quantize import quantize_model  # noqa: PLC0415
     from quadkeras.quantize.calibration import calibrate  # noqa: PLC0415

@@ -4,11 +4,14 @@
   TensorFlow backend).
 - `onnx_int8` / `onnx_qat`: the LiteRT int8 (PTQ) / QAT int8 flatbuffer converted to ONNX with
   `tf2onnx.convert.from_tflite`: a QDQ graph (QuantizeLinear / DequantizeLinear around Conv,
-  MatMul, Mul, Add; int8 per-channel weights, int32 bias) with the LiteRT file's int8 levels.
+  MatMul, Mul, Add; per-channel weights, int32 bias) with the LiteRT file's int8 levels,
+  activations and weights stored as uint8 (U8U8: exact, `onnx_graph.unsigned_*`).
   tf2onnx cannot convert the fake-quant graph directly (no per-channel or narrow-range FakeQuant).
+- `onnx_int4`: the float graph of a <= 4-bit model with its conv/dense weights packed as INT4
+  + DequantizeLinear (opset 21, `onnx_graph.pack_int4_weights`).
 
-All files use opset `ONNX_OPSET`. Needs the optional packages of the `onnx` extra
-(`pip install quadkeras[onnx]`: onnx, onnxruntime, tf2onnx).
+The float and int8 files use opset `ONNX_OPSET`. Needs the optional packages of the `onnx`
+extra (`pip install quadkeras[onnx]`: onnx, onnxruntime, tf2onnx).
 
 Example (TensorFlow backend):
 
@@ -30,9 +33,10 @@ import numpy as np
 from quadkeras.utils.progress import track
 
 ONNX_OPSET = 17
-ONNX_FORMATS = ("onnx", "onnx_int8", "onnx_qat")
+ONNX_FORMATS = ("onnx", "onnx_int8", "onnx_qat", "onnx_int4")
 WEIGHT_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 INT8_TYPES = (2, 3)  # onnx.TensorProto.UINT8, INT8
+INT4_TYPES = (21, 22)  # onnx.TensorProto.UINT4, INT4
 # what onnxruntime fuses a QDQ Conv / MatMul / Gemm into when it runs it in int8
 ORT_INT8_WEIGHT_OPS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
                        "com.microsoft.QGemm", "com.microsoft.QLinearConv")
@@ -64,31 +68,71 @@ def keras_to_onnx(model, path, opset=ONNX_OPSET):
     return path
 
 
-def litert_to_onnx(content, path, opset=ONNX_OPSET):
-    """QDQ ONNX file from LiteRT flatbuffer bytes (int8 ops become Q/DQ + float op)."""
+def keras_to_onnx_int4(model, path):
+    """ONNX file of a <= 4-bit model with its weights packed as INT4 (opset 21).
+
+    The float graph of `model` (`keras_to_onnx`: the traced quantizers are folded into
+    constant, already-quantized kernels), then every conv/dense weight on a signed 4-bit grid
+    per output channel stored as INT4 + DequantizeLinear (`onnx_graph.pack_int4_weights`);
+    activation quantizers stay as the float ops they trace to. Raises a one-line ValueError
+    if no weight is on such a grid (nothing to pack).
+    """
+    import onnx  # noqa: PLC0415
+
+    from quadkeras.export.onnx_graph import pack_int4_weights  # noqa: PLC0415
+
+    keras_to_onnx(model, path)
+    graph = onnx.load(path)
+    if not pack_int4_weights(graph):
+        raise ValueError("Invalid format 'onnx_int4' for this model: no conv/dense weight lies on a "
+                         "signed 4-bit grid; it is for models with <= 4-bit weights (e.g. "
+                         "--quant=lsq --wbits=4), use onnx_int8 / onnx_qat for 8-bit ones.")
+    onnx.save(graph, path)
+    return path
+
+
+def litert_to_onnx(content, path, opset=ONNX_OPSET, unsigned=True):
+    """QDQ ONNX file from LiteRT flatbuffer bytes (int8 ops become Q/DQ + float op).
+
+    With `unsigned` (default) activations and conv/dense weights are stored as uint8 (zero
+    points + 128: exact, `onnx_graph.unsigned_activations` / `unsigned_weights`), the U8U8
+    form onnxruntime fuses into int8 kernels with default session options and computes
+    without int16 saturation on any x86 CPU; `unsigned=False` keeps tf2onnx's int8 (S8S8)
+    graph (fused on x86 only with `session.qdqisint8allowed`, ~3x slower here).
+    """
+    import onnx  # noqa: PLC0415
     import tf2onnx  # noqa: PLC0415
+
+    from quadkeras.export.onnx_graph import unsigned_activations, unsigned_weights  # noqa: PLC0415
 
     require_onnx()
     with tempfile.TemporaryDirectory() as tmp:
         tflite = os.path.join(tmp, "model.tflite")
         with open(tflite, "wb") as f:
             f.write(content)
-        tf2onnx.convert.from_tflite(tflite, opset=opset, output_path=path)
+        model, _ = tf2onnx.convert.from_tflite(tflite, opset=opset)
+    if unsigned:
+        unsigned_activations(model)
+        unsigned_weights(model)
+    onnx.save(model, path)
     return path
 
 
-def session(path, num_threads=1, optimized_path=None, s8s8=True):
-    """An onnxruntime CPU session (`num_threads` intra-op threads; `s8s8`: see below)."""
+def session(path, num_threads=1, optimized_path=None, s8s8=False):
+    """An onnxruntime CPU session (`num_threads` intra-op threads), default options.
+
+    Our QDQ files have uint8 activations and weights (U8U8), which onnxruntime fuses into QLinearConv /
+    QGemm / QLinearAdd / QLinearMul with its default options, as a user's session would.
+    `s8s8=True` adds `session.qdqisint8allowed`, the entry an int8-activation (S8S8) graph,
+    e.g. `litert_to_onnx(..., unsigned=False)`, needs to be fused on x86 at all (its S8S8
+    kernels were ~4x slower than U8S8 here: docs/export.md).
+    """
     import onnxruntime as ort  # noqa: PLC0415
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = num_threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    # LiteRT int8 activations are signed: onnxruntime on x86 fuses such (S8S8) QDQ ops into
-    # QLinearConv / QLinearMatMul / QLinearMul / QLinearAdd only with this entry; without it the
-    # QDQ graph runs as float ops between Q/DQ pairs. The parity run measures the int8 kernels
-    # (on QResNet14 they give exactly LiteRT int8's outputs; docs/benchmarks.md for speed).
     if s8s8:
         options.add_session_config_entry("session.qdqisint8allowed", "1")
     if optimized_path:  # the graph onnxruntime runs, without hardware-specific layouts
@@ -134,10 +178,11 @@ def onnx_census(path):
                 float_weight.append(node.name)
     ops = _count(graph.node)
     quantized = sum(v for k, v in ops.items() if "Quantize" in k or k.startswith("QLinear"))
+    int4 = sum(t.data_type in INT4_TYPES for t in graph.initializer)
     return {"ops": ops, "total_ops": len(graph.node), "int8_ops": quantized,
             "weight_ops": weight_ops, "weight_ops_int8": weight_int8,
             "all_weight_ops_int8": weight_ops > 0 and weight_int8 == weight_ops,
-            "float_weight_ops": float_weight, "ort_ops": ort_ops,
+            "float_weight_ops": float_weight, "int4_weights": int4, "ort_ops": ort_ops,
             "ort_weight_ops_int8": sum(ort_ops.get(k, 0) for k in ORT_INT8_WEIGHT_OPS)}
 
 
@@ -157,7 +202,7 @@ def _int8_dequantized(graph):
             and zero_points.get(node.input[2]) in INT8_TYPES}
 
 
-def latency_ms(path, example, runs=50, warmup=5, num_threads=1, s8s8=True):
+def latency_ms(path, example, runs=50, warmup=5, num_threads=1, s8s8=False):
     """Median onnxruntime latency per image (batch 1), in milliseconds."""
     sess = session(path, num_threads, s8s8=s8s8)
     feed = {sess.get_inputs()[0].name: np.asarray(example, "float32")[None]}
@@ -180,10 +225,18 @@ def onnx_parity_report(path, reference, x, labels=None, latency_runs=50, num_thr
     from quadkeras.export.parity import agreement  # noqa: PLC0415
 
     got = run_onnx(path, x, num_threads=num_threads)
-    return {**agreement(got, reference, labels), "opset": ONNX_OPSET,
+    return {**agreement(got, reference, labels), "opset": file_opset(path),
             "runtime": f"onnxruntime {_ort_version()}", "size_bytes": os.path.getsize(path),
             "latency_ms": latency_ms(path, np.asarray(x[0]), latency_runs, num_threads=num_threads),
             "census": onnx_census(path)}
+
+
+def file_opset(path):
+    """The default-domain opset of an ONNX file."""
+    import onnx  # noqa: PLC0415
+
+    return next(o.version for o in onnx.load(path, load_external_data=False).opset_import
+                if o.domain in ("", "ai.onnx"))
 
 
 def _ort_version():

@@ -94,7 +94,18 @@ def op_census(content):
     return {"ops": dict(sorted(counts.items())), "total_ops": total, "int8_ops": int8_ops,
             "weight_ops": weight_ops, "weight_ops_int8": weight_int8,
             "all_weight_ops_int8": weight_ops > 0 and weight_int8 == weight_ops,
-            "float_weight_ops": float_weight}
+            "float_weight_ops": float_weight, "int4_tensors": int4_tensors(content)}
+
+
+def int4_tensors(content):
+    """How many tensors of the flatbuffer are stored as packed INT4 (the converter writes a
+    weight whose fake-quant has `num_bits` <= 4 so; the interpreter reports them as int8)."""
+    from ai_edge_litert import schema_py_generated as schema  # noqa: PLC0415
+
+    model = schema.Model.GetRootAs(content, 0)
+    return sum(sub.Tensors(i).Type() == schema.TensorType.INT4
+               for sub in (model.Subgraphs(j) for j in range(model.SubgraphsLength()))
+               for i in range(sub.TensorsLength()))
 
 
 def latency_ms(content, example, runs=50, warmup=5, num_threads=1):
