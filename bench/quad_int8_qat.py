@@ -1,11 +1,12 @@
 """QAT int8 LiteRT of a trained quadratic network with an all-int8 graph (BN folded).
 
-Float model -> `quadkeras.quantize.int8_graph.int8_model` (every BN folded into the layer
-before it, the block BN of each quadratic conv into its branch BNs; fake-quant on every
-conv/dense input, per-channel kernel, output, quadratic branch output and product, and on
-every residual add) -> calibrate the activation ranges on training images (PTQ start) ->
-short QAT fine-tune on a training subset -> LiteRT (`litert_qat`) -> accuracy on the test
-split, op census (int8 vs float CONV/MUL/ADD), size and latency against the float file,
+Float model -> `quantize_model(model, --graph)`: by default `int8_all`, i.e.
+`quadkeras.quantize.int8_graph.int8_model` (every BN folded into the layer before it, the
+block BN of each quadratic conv into its branch BNs; fake-quant on every conv/dense input,
+per-channel kernel, output, quadratic branch output and product, and on every residual add);
+`--graph=int8_qat` the per-layer preset (block BN and residual adds float) -> calibrate the
+activation ranges on training images (PTQ start) -> short QAT fine-tune on a training
+subset -> LiteRT (`litert_qat`) -> accuracy on the test split, op census (int8 vs float CONV/MUL/ADD), size and latency against the float file,
 both interpreters timed side by side in this one run with the same thread count.
 Default model: QuadraLib's released QResNet14 imported from `../shared/data/quadralib/`.
 
@@ -43,6 +44,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=DEFAULT, help=".pth (QuadraLib layout) or .keras")
     p.add_argument("--zoo", default="qresnet14", help="zoo name of a .pth model")
+    p.add_argument("--graph", default="int8_all", help="int8_all (BN folded, every op int8) | "
+                   "int8_qat (block BN and residual adds float): quantize_model's preset")
     p.add_argument("--calibration", default="minmax", help="minmax | percentile | mse")
     p.add_argument("--calibration_images", type=int, default=500)
     p.add_argument("--train_images", type=int, default=4000, help="0: PTQ only")
@@ -66,7 +69,8 @@ def main(argv=None):
     from quadkeras.export.parity import op_census, run_litert
     from quadkeras.quantize.calibration import calibrate
     from quadkeras.quantize.fold import fold_batch_norms
-    from quadkeras.quantize.int8_graph import format_census, int8_model
+    from quadkeras.quantize import quantize_model
+    from quadkeras.quantize.int8_graph import format_census
 
     keras.utils.set_random_seed(args.seed)
     model = load_float_model(args.model, args.zoo)
@@ -83,9 +87,9 @@ def main(argv=None):
           f"{accuracy(folded_logits, y):.4f}, max |dlogit| {abs(folded_logits - float_logits).max():.2e}",
           flush=True)
 
-    qmodel = int8_model(model)
+    qmodel = quantize_model(model, args.graph)
     calibrate(qmodel, calib, method=args.calibration)
-    print(f"PTQ start ({args.calibration}, {len(calib)} images): keras acc "
+    print(f"PTQ start ({args.graph}, {args.calibration}, {len(calib)} images): keras acc "
           f"{accuracy(qmodel.predict(x, batch_size=250, verbose=0), y):.4f}", flush=True)
     if args.train_images:
         speed = finetune(qmodel, x_ft, y_ft, args.epochs, args.lr, args.batch_size, args.seed)

@@ -136,8 +136,22 @@ def test_int8_all_preset_is_the_int8_graph_and_needs_a_trained_model():
         initial_model(resolve_config({"dataset": "digits", "quant": "int8_all"}), None)
 
 
+def test_int8_preset_is_int8_all_for_a_trained_model_and_int8_qat_from_scratch():
+    from quadkeras.quantize import quantize_model
+    from quadkeras.training.config import resolve_config
+    from quadkeras.training.trainer import model_config, quant_scheme
+
+    model = residual_quad_model()
+    names = [type(layer).__name__ for layer in quantize_model(model, "int8").layers]
+    assert names == [type(layer).__name__ for layer in quantize_model(model, "int8_all").layers]
+    assert quant_scheme(resolve_config({"quant": "int8", "init_from": "f.keras"})) == "int8_all"
+    scratch = resolve_config({"dataset": "digits", "quant": "int8"})
+    assert quant_scheme(scratch) == "int8_qat"  # no BN statistics to fold yet
+    assert model_config(scratch, (16, 16, 1), 10)["quantize"] == "int8_qat"
+
+
 @pytest.mark.skipif(not TF, reason="LiteRT export runs under the TensorFlow backend")
-def test_calibrated_ptq_with_the_int8_all_graph_is_int8_everywhere(tmp_path):
+def test_calibrated_ptq_by_default_uses_the_int8_all_graph_int8_everywhere(tmp_path):
     from quadkeras.export import export_model
     from quadkeras.export.parity import op_census
     from quadkeras.quantize.int8_graph import mul_add_census
@@ -145,7 +159,7 @@ def test_calibrated_ptq_with_the_int8_all_graph_is_int8_everywhere(tmp_path):
     x = images(64)
     report = export_model(residual_quad_model(), str(tmp_path), formats=("litert_int8",),
                           representative_data=x, eval_data=(x, np.zeros(64)), calibration="minmax",
-                          ptq_graph="int8_all", calibration_samples=64, latency_runs=2,
+                          calibration_samples=64, latency_runs=2,  # default ptq_graph: int8
                           verbose=False)["formats"]["litert_int8"]
     with open(tmp_path / "model_int8.tflite", "rb") as f:
         census = mul_add_census(op_census(f.read()))

@@ -27,18 +27,33 @@ from quadkeras.quantize.wrapper import QUAD_LAYERS, QuantizeWrapper, is_quantiza
 
 # Presets that transform the whole graph (BN folding) instead of wrapping layers per a scheme.
 GRAPH_PRESETS = ("int8_all",)
+# `int8`: the best int8 graph for the model: `int8_all` (every BN folded, every op of the
+# LiteRT file int8: TFMOT's 36-op ResNet-20 graph) for a trained model, the per-layer
+# `int8_qat` for one trained from scratch (BN cannot be folded before it has statistics).
+INT8_PRESET = "int8"
 
 
-def quant_scheme(quant, wbits, abits, quant_first_last=False, quant_shortcut=False):
+def best_int8_graph(trained=True):
+    """The preset `int8` stands for: `int8_all` for a trained model, else `int8_qat`.
+
+    >>> best_int8_graph(), best_int8_graph(trained=False)
+    ('int8_all', 'int8_qat')
+    """
+    return GRAPH_PRESETS[0] if trained else "int8_qat"
+
+
+def quant_scheme(quant, wbits, abits, quant_first_last=False, quant_shortcut=False, trained=True):
     """The scheme of the apps' `--quant` / `--wbits` / `--abits` / `--quant_*` flags: a preset
-    name (`int8_qat`, `int8_qat_fold_bn`: bits and coverage fixed) as is, else
-    `scheme_from_flags` of the method.
+    name (`int8_qat`, `int8_qat_fold_bn`, `int8_all`: bits and coverage fixed) as is, `int8`
+    as `best_int8_graph(trained)`, else `scheme_from_flags` of the method.
 
-    >>> quant_scheme("int8_qat", 4, 4)
-    'int8_qat'
+    >>> quant_scheme("int8_qat", 4, 4), quant_scheme("int8", 8, 8, trained=False)
+    ('int8_qat', 'int8_qat')
     >>> quant_scheme("lsq", 4, 2)["input"]
     'lsq:2'
     """
+    if quant == INT8_PRESET:
+        return best_int8_graph(trained)
     if quant in PRESETS or quant in GRAPH_PRESETS:
         return quant
     return scheme_from_flags(quant, wbits, abits, quant_first_last, quant_shortcut)
@@ -53,8 +68,11 @@ def quantize_model(model, scheme):
             `quadkeras.quantize.scheme`), e.g. the output of `scheme_from_flags`; or
             `"int8_all"`: the all-int8 graph of a *trained* float model
             (`quadkeras.quantize.int8_graph.int8_model`: every BN folded, fake-quant on every
-            product and add too), for PTQ / QAT fine-tunes, not for training from scratch.
+            product and add too), for PTQ / QAT fine-tunes, not for training from scratch;
+            `"int8"`: the best int8 graph, i.e. `"int8_all"` (`best_int8_graph`).
     """
+    if scheme == INT8_PRESET:  # a model handed in here is a trained one
+        scheme = best_int8_graph()
     if isinstance(scheme, str) and scheme in GRAPH_PRESETS:
         from quadkeras.quantize.int8_graph import int8_model  # noqa: PLC0415 (imports this module)
 

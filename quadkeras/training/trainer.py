@@ -62,7 +62,7 @@ def quant_scheme(config):
     from quadkeras.quantize.model import quant_scheme as scheme
 
     return scheme(config["quant"], config["wbits"], config["abits"], config["quant_first_last"],
-                  config["quant_shortcut"])
+                  config["quant_shortcut"], trained=bool(config["init_from"]))
 
 
 def initial_model(config, data):
@@ -137,12 +137,51 @@ def compile_model(model, config, steps_per_epoch):
     else:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         acc = keras.metrics.SparseCategoricalAccuracy(name="acc")
-    jit = {"auto": "auto", "true": True, "false": False}[config["jit_compile"]]
+    jit = resolve_jit_compile(config["jit_compile"])
     if jit is True and keras.backend.backend() == "torch":
         static_shape_torch_compile()  # float and quantized models alike (no data-init branch:
         # `train` initialises the quantizers eagerly before the first compiled step)
     model.compile(optimizer=optimizer, loss=loss, metrics=[acc], jit_compile=jit)
     return model
+
+
+def resolve_jit_compile(value):
+    """The `jit_compile` `model.compile` gets for the config value `auto` | `true` | `false`.
+
+    `auto`: on torch, `torch.compile` (True) where a CUDA device is present, eager (False) on
+    a CPU: there the compile costs minutes of first step and is slower wherever the step is
+    compute-bound (docs/training.md, "Which backend and jit_compile"); on tensorflow and jax,
+    Keras' own "auto" (XLA on a TensorFlow GPU, not on a CPU; `jax.jit` always).
+
+    >>> resolve_jit_compile("false"), resolve_jit_compile("true")
+    (False, True)
+    """
+    value = {"auto": "auto", "true": True, "false": False}[str(value).lower()]
+    if value == "auto" and keras.backend.backend() == "torch":
+        import torch
+
+        value = bool(torch.cuda.is_available())
+    return value
+
+
+class FirstStepTimer(keras.callbacks.Callback):
+    """Seconds of the run's first train step (with `jit_compile`, the compilation; later
+    epochs reuse it): printed once (verbose) and kept in `seconds`."""
+
+    def __init__(self, verbose=1):
+        super().__init__()
+        self.verbose, self.seconds, self._start = verbose, None, None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.seconds is None and self._start is None:
+            self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.seconds is None and self._start is not None:
+            self.seconds = round(time.perf_counter() - self._start, 3)
+            if self.verbose:
+                print(f"\nquadkeras.train: first train step {self.seconds} s (jit_compile="
+                      f"{self.model.jit_compile}: compiling included)", flush=True)
 
 
 def static_shape_torch_compile():
@@ -399,7 +438,8 @@ def _train(config, run, extra_callbacks, plan):
     if config["tensorboard"] and _tensorboard_available(config["verbose"]):
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(work_dir, "tensorboard"),
                                                      write_graph=False, profile_batch=0))
-    callbacks += [CheckpointSaver(work_dir, resume_view(config)), *extra_callbacks,
+    first_step = FirstStepTimer(config["verbose"])
+    callbacks += [first_step, CheckpointSaver(work_dir, resume_view(config)), *extra_callbacks,
                   RunProgbar(config["epochs"])]
     train_time, last_val = 0.0, None
     has_val = data.x_val is not None  # else the test split is the validation data (seed recipe)
@@ -426,6 +466,7 @@ def _train(config, run, extra_callbacks, plan):
                           time.perf_counter() - start, train_time,
                           epochs_run * steps_per_epoch * config["batch_size"],
                           epochs_run, val_acc=last_val if has_val else None)
+    summary["first_step_s"] = first_step.seconds  # compiling included (jit_compile)
     if config["bsq"]:
         from quadkeras.bsq.stage import stage_summary
 
