@@ -106,13 +106,19 @@ def test_bit_representation_reconstructs_quantized_kernel(quad):
     for layer in bsq.layers:
         if isinstance(layer, BitQuantWrapper):
             kernel = keras.ops.convert_to_numpy(model.get_layer(layer.name).kernel)
-            codes, scale = bitplanes.quantize_codes(kernel, 5)
-            expected = scale * codes / 31.0
+            expected = np.zeros(kernel.shape)
+            # the quadratic `t4` conv: each branch kernel with its own scale max|W_branch|
+            index = layer.layer._kernel_branch_index if quad and layer.name == "conv" else [slice(None)]
+            assert len(index) == (2 if quad and layer.name == "conv" else 1)
+            for channels in index:
+                codes, scale = bitplanes.quantize_codes(kernel[..., channels], 5)
+                expected[..., channels] = scale * codes / 31.0
             np.testing.assert_allclose(ops.convert_to_numpy(layer.quantized_kernel()), expected, atol=1e-6)
             np.testing.assert_allclose(ops.convert_to_numpy(reference.get_layer(layer.name).kernel), expected,
                                        atol=1e-6)
     np.testing.assert_allclose(bsq.predict_on_batch(x), reference.predict_on_batch(x), atol=1e-5)
-    assert scheme_of(bsq) == {"conv": 5, "dw": 5, "fc": 5}
+    conv = {"conv[a]": 5, "conv[b]": 5} if quad else {"conv": 5}
+    assert scheme_of(bsq) == {**conv, "dw": 5, "fc": 5}
     assert bsq.get_layer("fc").quantization_bits() == {"weight": 5, "activation": None}
 
 
@@ -229,7 +235,7 @@ def test_overflowing_layer_gains_one_bit_and_keeps_its_kernel():
 def test_save_load_keeps_scheme(tmp_path):
     model = _tiny_model(quad=True)
     bsq = to_bsq(model, scheme={"conv": 3, "fc": 5})
-    assert scheme_of(bsq) == {"conv": 3, "fc": 5}
+    assert scheme_of(bsq) == {"conv[a]": 3, "conv[b]": 3, "fc": 5}  # `t4`: bits per branch
     bsq.get_layer("conv").requantize()
     path = os.path.join(tmp_path, "bsq.keras")
     bsq.save(path)
@@ -237,7 +243,7 @@ def test_save_load_keeps_scheme(tmp_path):
     assert scheme_of(loaded) == scheme_of(bsq)
     x = np.random.RandomState(0).randn(2, 6, 6, 2).astype("float32")
     np.testing.assert_allclose(loaded.predict_on_batch(x), bsq.predict_on_batch(x), atol=1e-5)
-    again = to_bsq(_tiny_model(), bits=8, scheme=loaded)  # BSQ's --dict
+    again = to_bsq(_tiny_model(quad=True), bits=8, scheme=loaded)  # BSQ's --dict
     assert scheme_of(again) == scheme_of(loaded)
 
 
@@ -311,12 +317,15 @@ def test_quad_dense_ours_wrapper_matches_inner_layer_with_quantized_kernel():
     x = np.random.RandomState(0).randn(4, 5).astype("float32")
     y = ops.convert_to_numpy(layer(x, training=False))
     kernel = layer.dequantized_kernel()
-    assert len(np.unique(np.abs(kernel / float(ops.convert_to_numpy(layer.scale))) * 7).round(4)) <= 8
+    for branch, channels in zip("abc", layer.layer._kernel_branch_index):  # 3 bits per branch
+        scale = float(ops.convert_to_numpy(getattr(layer, f"scale_{branch}")))
+        assert len(np.unique((np.abs(kernel[..., channels]) / scale * 7).round(4))) <= 8
     expected = ops.convert_to_numpy(layer.layer.call_with_kernel(x, kernel, training=False))
     np.testing.assert_allclose(y, expected, atol=1e-5)
     assert layer.layer.kernel.trainable is False
     names = sorted(v.path.split("/")[-1] for v in layer.trainable_variables)
-    assert names == ["bias", "branch_beta", "branch_gamma", "neg_planes", "pos_planes", "scale"]
+    assert names == ["bias", "branch_beta", "branch_gamma", *(f"{v}_{b}" for v in ("neg_planes", "pos_planes")
+                                                               for b in "abc"), "scale_a", "scale_b", "scale_c"]
 
 
 def test_bsq_model_saved_here_loads_under_another_backend(tmp_path):

@@ -3,7 +3,8 @@
 * `to_bsq(model, bits=8, scheme=None, layers=None, abits=0, quantize_shortcuts=False)`:
   full-precision model -> bit representation (every Conv2D / DepthwiseConv2D / Dense /
   quadratic layer by default, except the 1x1 shortcut convs, which stay float as in BSQ);
-  `scheme` (a {layer: bits} dict or another BSQ model, BSQ's `--dict`) sets per-layer bits;
+  `scheme` (a {layer: bits} dict or another BSQ model, BSQ's `--dict`) sets per-layer bits
+  (`name[a]` keys: one branch kernel of a quadratic layer; a plain name sets all its branches);
   `abits` > 0 replaces the block ReLUs (every ReLU but the first, the stem's) by
   `BSQActivation(abits)` (ReLU6 / PACT + per-batch max-abs STE quantizer).
 * `to_representation(model, "float" | "bits")`: same scheme, other representation
@@ -31,7 +32,7 @@ import keras
 import numpy as np
 
 from quadkeras.bsq.activation import BSQActivation
-from quadkeras.bsq.wrapper import BitQuantWrapper
+from quadkeras.bsq.wrapper import BitQuantWrapper, part_key, split_key
 from quadkeras.layers.kernel_call import FIRST_ORDER_LAYERS, supports_kernel_call
 from quadkeras.models.model_config import carry
 from quadkeras.utils.validation import check_int_range
@@ -44,8 +45,22 @@ def bsq_layers(model):
 
 
 def scheme_of(model):
-    """{layer name: current weight precision} of a BSQ model."""
-    return {layer.name: layer.current_precision() for layer in bsq_layers(model)}
+    """{layer name: current weight precision} of a BSQ model; a quadratic layer with per-branch
+    bits gives one key per branch kernel (`name[a]`, `name[b]`, `name[c]`)."""
+    return {key: bits for layer in bsq_layers(model) for key, bits in layer.precisions().items()}
+
+
+def _part_bits(scheme, name, part, default):
+    """Bits of `part` of layer `name`: its `name[x]` key, else the layer's key, else `default`."""
+    if scheme is None:
+        return default
+    key = part_key(name, part)
+    if key in scheme:
+        return scheme[key]
+    if name in scheme:
+        return scheme[name]
+    raise ValueError(f"Invalid scheme for layer {name!r}: no bits for its {part} (expected a key "
+                     f"{key!r} or {name!r}).")
 
 
 def _scheme_dict(scheme):
@@ -104,6 +119,7 @@ def to_bsq(model, bits=8, scheme=None, layers=None, abits=0, quantize_shortcuts=
     scheme = _scheme_dict(scheme)
     wanted = set(scheme) if scheme is not None else (set(layers) if layers is not None else None)
     if wanted is not None:
+        wanted = {split_key(key)[0] for key in wanted}
         missing = sorted(wanted - {layer.name for layer in model.layers})
         if missing:
             raise ValueError(f"Invalid layer name {missing[0]!r} in scheme/layers: not in model {model.name!r}.")
@@ -126,9 +142,11 @@ def to_bsq(model, bits=8, scheme=None, layers=None, abits=0, quantize_shortcuts=
     for old, layer in zip(model.layers, new.layers):
         if isinstance(layer, BitQuantWrapper):
             _copy_weights_by_name(old, layer.layer)
-            n = scheme[old.name] if scheme is not None else bits
-            for part in layer.parts:
-                layer.set_kernel(keras.ops.convert_to_numpy(getattr(old, part)), int(n), part=part)
+            kernel_bits = {part: int(_part_bits(scheme, old.name, part, bits)) for part in layer.kernel_parts}
+            layer.set_kernel(keras.ops.convert_to_numpy(old.kernel),
+                             kernel_bits if layer.branch_bits else kernel_bits["kernel"])
+            if "bias" in layer.parts:  # first-order layers: the bias at the kernel's bits
+                layer.set_kernel(keras.ops.convert_to_numpy(old.bias), kernel_bits["kernel"], part="bias")
         elif old.weights:
             layer.set_weights(old.get_weights())
     return new
@@ -139,7 +157,8 @@ def to_representation(model, representation):
     def clone(layer):
         if isinstance(layer, BitQuantWrapper):
             return BitQuantWrapper(_clone_layer(layer.layer), bits=layer.bits, representation=representation,
-                                   quantize_bias=layer.quantize_bias, name=layer.name)
+                                   quantize_bias=layer.quantize_bias, per_branch=layer.per_branch,
+                                   name=layer.name)
         return _clone_layer(layer)
 
     new = _clone(model, clone)

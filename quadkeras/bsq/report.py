@@ -2,7 +2,9 @@
 
 Average bits = sum_l #params_l * n_l / sum_l #params_l over the BSQ layers; compression
 rate = 32 / average bits (BSQ's `TP*32/TB`; BSQ's ResNet excludes the 1x1 shortcut convs
-from these totals, we count every wrapped layer).
+from these totals, we count every wrapped layer). A quadratic layer with per-branch bits is
+listed once per branch kernel (`stage1_block1_conv1[a]`, `[b]`, `[c]`), each with its
+parameters and precision.
 
 Example:
 
@@ -18,15 +20,16 @@ import json
 
 from quadkeras.bsq import bitplanes
 from quadkeras.bsq.convert import bsq_layers
+from quadkeras.bsq.wrapper import part_key
 
 
 def average_bits(model):
     """Parameter-weighted mean precision of the BSQ layers (bit-quantized biases included)."""
     params = bits = 0
     for w in bsq_layers(model):
-        params += w.num_params + w.bias_params
-        bits += w.num_params * w.current_precision() + (
-            w.bias_params * w.current_precision("bias") if w.bias_params else 0)
+        for part in w.parts:  # the kernel (or each branch kernel) and a bit-quantized bias
+            params += w.part_params(part)
+            bits += w.part_params(part) * w.current_precision(part)
     return float(bits / params) if params else 0.0
 
 
@@ -35,12 +38,14 @@ def bsq_report(model, accuracy=None):
     measured by the caller, e.g. with `quadkeras.training.trainer.test_accuracy`)."""
     layers = []
     for w in bsq_layers(model):
-        codes, _, n = w.get_codes()
-        entry = {"name": w.name, "type": type(w.layer).__name__, "params": w.num_params,
-                 "precision": n, "ones_percent_msb_first": bitplanes.ones_percent(codes, n)}
-        if w.bias_params:  # bit-quantized bias: counted in the totals as BSQ's total_param/bit
-            entry.update(bias_params=w.bias_params, bias_precision=w.current_precision("bias"))
-        layers.append(entry)
+        for part in w.kernel_parts:  # one entry per branch kernel of a per-branch quadratic layer
+            codes, _, n = w.get_codes(part)
+            entry = {"name": part_key(w.name, part), "type": type(w.layer).__name__,
+                     "params": w.part_params(part), "precision": n,
+                     "ones_percent_msb_first": bitplanes.ones_percent(codes, n)}
+            if w.bias_params:  # bit-quantized bias: counted in the totals as BSQ's total_param/bit
+                entry.update(bias_params=w.bias_params, bias_precision=w.current_precision("bias"))
+            layers.append(entry)
     params = sum(layer["params"] + layer.get("bias_params", 0) for layer in layers)
     bits = sum(layer["params"] * layer["precision"] + layer.get("bias_params", 0) * layer.get("bias_precision", 0)
                for layer in layers)
