@@ -110,3 +110,33 @@ def test_compiled_fit_does_not_recompile_per_step(monkeypatch):
     model.fit(x, y, batch_size=2, epochs=3, validation_data=(x, y), callbacks=[record],
               verbose=0, shuffle=False)
     assert graphs[0] > 0 and graphs[1:] == graphs[:1] * 2, graphs
+
+
+def test_jit_compile_auto_picks_torch_compile_on_cuda_only(monkeypatch):
+    """`jit_compile: auto` on torch: torch.compile where CUDA is present, eager on a CPU;
+    `true` / `false` as given."""
+    import torch
+
+    from quadkeras.training.trainer import resolve_jit_compile
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_jit_compile("auto") is False
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_jit_compile("auto") is True
+    assert (resolve_jit_compile("true"), resolve_jit_compile("FALSE")) == (True, False)
+
+
+def test_first_step_seconds_are_taken_once():
+    """`FirstStepTimer` times the run's first step (the compile, with jit) and not again in
+    later `fit` calls (the trainer runs one per epoch)."""
+    from quadkeras.training.trainer import FirstStepTimer
+
+    model = _tiny_quantized_model(None)
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.default_rng(0).random((4, 8, 8, 3), dtype=np.float32)
+    y = np.zeros((4,), "int32")
+    timer = FirstStepTimer(verbose=0)
+    model.fit(x, y, batch_size=2, epochs=1, callbacks=[timer], verbose=0)
+    first = timer.seconds
+    model.fit(x, y, batch_size=2, epochs=1, callbacks=[timer], verbose=0)
+    assert first is not None and first > 0 and timer.seconds == first
