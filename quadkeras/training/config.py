@@ -39,8 +39,8 @@ DEFAULTS = {
     "init_from": None,
     "work_dir": "runs/default", "resume": False, "evaluate_only": False, "checkpoint": None,
     "tensorboard": True, "verbose": 1, "stop_on_nan": True, "distribute": "",
-    # compile the train step: auto = Keras' choice (XLA on tensorflow/jax, eager on torch);
-    # true on torch = torch.compile (worth it where per-layer Python overhead dominates: GPUs)
+    # compile the train step: auto = torch.compile on torch with CUDA, eager on a torch CPU,
+    # Keras' choice on tensorflow/jax (XLA on GPU); trainer.resolve_jit_compile, docs/training.md
     "jit_compile": "auto",
     # BSQ stages on this engine (quadkeras.bsq.stage): '' = plain training.
     "bsq": "", "bsq_decay": 0.01, "bsq_prun_int": 50, "bsq_precision_increase": True,
