@@ -215,7 +215,7 @@ def pack_int4_weights(model, bits=4):
     for node, index, name, weight, axis, (levels, steps) in packed:
         q_name, s_name, out = f"{name}__int4", f"{name}__scale", f"{name}__dequant"
         graph.initializer.append(helper.make_tensor(q_name, TensorProto.INT4, weight.shape,
-                                                    levels.flatten().astype(np.int8).tolist()))
+                                                    pack_nibbles(levels), raw=True))
         graph.initializer.append(numpy_helper.from_array(steps, s_name))
         graph.node.insert(0, helper.make_node("DequantizeLinear", [q_name, s_name], [out],
                                               name=f"{name}__DequantizeLinear", axis=axis))
@@ -225,6 +225,19 @@ def pack_int4_weights(model, bits=4):
                     consumer.input[i] = out
     _drop_unused_initializers(graph)
     return len(packed)
+
+
+def pack_nibbles(levels):
+    """Bytes of signed 4-bit `levels`, two per byte, the first in the low nibble (ONNX's INT4
+    raw layout; an odd count ends with a zero nibble).
+
+    >>> pack_nibbles(np.array([-8, 7, 1])).hex()
+    '7801'
+    """
+    flat = np.asarray(levels, np.int64).reshape(-1) & 0xF
+    if len(flat) % 2:
+        flat = np.append(flat, 0)
+    return (flat[0::2] | (flat[1::2] << 4)).astype(np.uint8).tobytes()
 
 
 def _raise_opset(model, opset):
