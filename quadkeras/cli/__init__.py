@@ -9,6 +9,7 @@
 | `quadkeras-auto-build`   | `quadkeras.cli.auto_build`   | `python apps/auto_build.py` |
 | `quadkeras-summary`      | `quadkeras.cli.summary`      | `python apps/summary.py`  |
 | `quadkeras-quickstart`   | `quadkeras.cli.quickstart`   | `python apps/quickstart.py` |
+| `quadkeras-quadratize`   | `quadkeras.cli.quadratize`   | `python apps/quadratize.py` |
 
 `pip install .` (or the wheel) puts the console scripts on PATH; `python -m quadkeras.cli.<app>`
 runs the same `main()`. Every app prints the package version with `--version`. The shared
