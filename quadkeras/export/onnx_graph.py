@@ -62,7 +62,7 @@ def unsigned_activations(model):
     tensors changed type. Raises ValueError if an int8 activation feeds another op (the
     rewrite would then be wrong), leaving `model` unchanged.
     """
-    from onnx import TensorProto, numpy_helper  # noqa: PLC0415
+    from onnx import TensorProto  # noqa: PLC0415
 
     graph = model.graph
     inits, consumers = _initializers(graph), _consumers(graph)
@@ -85,16 +85,7 @@ def unsigned_activations(model):
                 raise ValueError(f"Invalid QDQ graph: the int8 activation {name!r} feeds "
                                  f"{node.op_type} {node.name!r}, not a DequantizeLinear.")
             rewrite.append(node)
-    shifted = {}
-
-    def shift(name):
-        if name not in shifted:
-            values = numpy_helper.to_array(inits[name]).astype(np.int16) + 128
-            tensor = numpy_helper.from_array(values.astype(np.uint8), f"{name}__u8")
-            graph.initializer.append(tensor)
-            shifted[name] = tensor.name
-        return shifted[name]
-
+    shift = _uint8_copies(graph, inits)
     for node in graph.node:
         if node.op_type == "QuantizeLinear" and node.output[0] in activations:
             node.input[2] = shift(node.input[2])
@@ -119,20 +110,11 @@ def unsigned_weights(model):
     |dlogit| 11), while U8U8 widens to int16 first and matches LiteRT (99.9 %). Returns how
     many weights changed.
     """
-    from onnx import TensorProto, numpy_helper  # noqa: PLC0415
+    from onnx import TensorProto  # noqa: PLC0415
 
     graph = model.graph
     inits, consumers = _initializers(graph), _consumers(graph)
-    shifted, count = {}, 0
-
-    def shift(name):
-        if name not in shifted:
-            values = numpy_helper.to_array(inits[name]).astype(np.int16) + 128
-            tensor = numpy_helper.from_array(values.astype(np.uint8), f"{name}__u8")
-            graph.initializer.append(tensor)
-            shifted[name] = tensor.name
-        return shifted[name]
-
+    shift, count = _uint8_copies(graph, inits), 0
     for node in graph.node:
         if (node.op_type != "DequantizeLinear" or len(node.input) < 3
                 or node.input[0] not in inits or inits[node.input[0]].data_type != TensorProto.INT8):
@@ -144,6 +126,23 @@ def unsigned_weights(model):
             count += 1
     _drop_unused_initializers(graph)
     return count
+
+
+def _uint8_copies(graph, inits):
+    """A function: int8 initializer name -> the name of its uint8 copy (+ 128), made once."""
+    from onnx import numpy_helper  # noqa: PLC0415
+
+    made = {}
+
+    def shift(name):
+        if name not in made:
+            values = numpy_helper.to_array(inits[name]).astype(np.int16) + 128
+            tensor = numpy_helper.from_array(values.astype(np.uint8), f"{name}__u8")
+            graph.initializer.append(tensor)
+            made[name] = tensor.name
+        return made[name]
+
+    return shift
 
 
 def _drop_unused_initializers(graph):
