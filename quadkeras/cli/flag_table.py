@@ -5,9 +5,9 @@ type and help come from `TABLE`, the default from `quadkeras.training.config.DEF
 defaults live) unless the app passes its own recipe's value (BSQ's 350 epochs, ...).
 The quantizer flags are spelled `--quant` / `--wbits` / `--abits` in every app; the old
 per-app spellings stay as deprecated aliases (`define_aliases`). `--quant` takes a method
-(`lsq`, `dorefa`, `fakequant`, ...) or a preset (`int8_qat`, `int8_qat_fold_bn`, and with
+(`lsq`, `dorefa`, `fakequant`, ...) or a preset (`int8`, `int8_qat`, `int8_qat_fold_bn`, and with
 `--init_from` `int8_all`: the all-int8 graph of a trained model); the export app's `--quant`
-takes the presets whose fake-quant graph its calibration fills (`int8_qat`, `int8_all`).
+takes the presets whose fake-quant graph its calibration fills (`int8`, `int8_all`, `int8_qat`).
 train, bsq, summary, export, auto_build and convert all define their shared flags here;
 `define(names, notes={name: ...})` adds what a flag means in one app to the table's help.
 `--work_dir` is always the output folder, `--checkpoint` always a model file to read, and
@@ -100,7 +100,8 @@ TABLE = {
     "seed": ("integer", "Random seed (init, data order, augmentation)."),
     "deterministic": ("boolean", "TensorFlow op determinism."),
     "quant": ("string", "Quantization: a method ('' = float; lsq, dorefa, pact, fakequant, ...) "
-                        "with --wbits/--abits, or a preset (int8_qat, int8_qat_fold_bn; int8_all = "
+                        "with --wbits/--abits, or a preset (int8 = the best int8 graph: int8_all "
+                        "with --init_from, else int8_qat; int8_qat, int8_qat_fold_bn; int8_all = "
                         "BN folded, every CONV/MUL/ADD int8, needs --init_from)."),
     "wbits": ("integer", "Weight bits with a --quant method (BSQ: starting precision); 0 or 32 = "
                          "float.", BITS),
