@@ -79,7 +79,8 @@ def test_regularizer_is_the_formula_summed_over_branches():
     expected = 0.0
     for part in w.kernel_parts:
         b = part[-1]
-        pos, neg = (ops.convert_to_numpy(getattr(w, f"{v}_{b}")).astype("float64") for v in ("pos_planes", "neg_planes"))
+        pos, neg = (ops.convert_to_numpy(getattr(w, f"{v}_{b}")).astype("float64")
+                    for v in ("pos_planes", "neg_planes"))
         n = w.current_precision(part)
         axes = tuple(range(pos.ndim - 1))
         lasso = np.sqrt(1e-8 + (pos ** 2).sum(axes) + (neg ** 2).sum(axes))[:n].sum()
