@@ -60,3 +60,11 @@ def test_try_plot_notes_a_missing_matplotlib(capsys, tmp_path):
     assert try_plot(needs_missing_package, str(tmp_path / "x.png")) is None
     assert "quadkeras_no_such_plot_lib is not installed" in capsys.readouterr().out
     assert not os.path.exists(tmp_path / "x.png")
+
+
+def test_accuracy_vs_added_params(tmp_path):
+    from quadkeras.report import plot_accuracy_vs_params
+
+    rows = [{"label": "float", "added_params": 0, "accuracy": 81.3},
+            {"label": "quad gradient", "added_params": 130_000, "accuracy": 82.0}]
+    assert_png(plot_accuracy_vs_params(rows, str(tmp_path / "acc.png"), baseline=81.28))

@@ -60,7 +60,6 @@ True
 """
 
 import json
-import re
 import zlib
 
 import numpy as np
@@ -121,11 +120,9 @@ def select_layers(model, layers=None, layer_regex=None):
     else:
         chosen = allowed
     if layer_regex:
-        try:
-            pattern = re.compile(layer_regex)
-        except re.error as err:
-            raise ValueError(f"Invalid layer_regex={layer_regex!r}: not a regular expression "
-                             f"({err}).") from None
+        from quadkeras.autobuilder.candidates import compile_layer_regex  # noqa: PLC0415 (cycle)
+
+        pattern = compile_layer_regex(layer_regex)
         chosen = [n for n in chosen if pattern.fullmatch(n)]
         if not chosen:
             raise ValueError(f"Invalid layer_regex={layer_regex!r}: matches no convertible layer; "

@@ -7,8 +7,8 @@ Example:
 True
 """
 
-from quadkeras.report.plots import (plot_bits_per_layer, plot_history, plot_layers, plot_ri,
-                                    plot_sweep, read_history, try_plot)
+from quadkeras.report.plots import (plot_accuracy_vs_params, plot_bits_per_layer, plot_history,
+                                    plot_layers, plot_ri, plot_sweep, read_history, try_plot)
 
-__all__ = ["plot_bits_per_layer", "plot_history", "plot_layers", "plot_ri", "plot_sweep",
-           "read_history", "try_plot"]
+__all__ = ["plot_accuracy_vs_params", "plot_bits_per_layer", "plot_history", "plot_layers",
+           "plot_ri", "plot_sweep", "read_history", "try_plot"]

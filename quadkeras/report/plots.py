@@ -1,5 +1,6 @@
 """PNG plots (matplotlib, Agg backend, headless): training curves, per-layer cost, BSQ bits and
-sweep, auto-builder RI. Every function writes `path` (atomically: temp + rename) and returns it.
+sweep, auto-builder RI, accuracy vs added parameters (quadratize). Every function writes `path`
+(atomically: temp + rename) and returns it.
 
 matplotlib is optional (the `plot` extra); `try_plot` runs a plot function and prints a one-line
 note instead of failing when it is missing.
@@ -134,6 +135,23 @@ def plot_ri(scores, path, baseline=None):
     fig, ax = plt.subplots(figsize=(max(6, 0.4 * len(scores)), 4))
     _bars(ax, [get(s, "name") for s in scores], [get(s, "ri") for s in scores], "RI", log=True)
     ax.set_title("RI per layer (P_M * P_W / dA)" + (f", A0={baseline:.4f}" if baseline is not None else ""))
+    return _save(fig, path)
+
+
+def plot_accuracy_vs_params(rows, path, baseline=None):
+    """Accuracy (%) vs parameters ADDED to a base model, one labelled point per row
+    ({"label", "added_params", "accuracy"}); `baseline` (an accuracy) as a dashed line."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, r in enumerate(rows):  # labels alternate above / below: close points stay readable
+        ax.plot(r["added_params"], r["accuracy"], "o")
+        ax.annotate(r["label"], (r["added_params"], r["accuracy"]), fontsize=8,
+                    xytext=(4, 4 if i % 2 == 0 else -12), textcoords="offset points")
+    if baseline is not None:
+        ax.axhline(baseline, linestyle="--", color="grey", linewidth=1)
+    ax.set_xlabel("parameters added to the base model")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("accuracy vs added parameters")
     return _save(fig, path)
 
 
