@@ -1,15 +1,14 @@
 """Rewrites of exported ONNX graphs: uint8 activations and weights (U8U8), packed int4 weights.
 
 - `unsigned_activations`: tf2onnx writes the LiteRT int8 file as a QDQ graph with *signed*
-  int8 activations (S8S8). onnxruntime's x86 int8 kernels are built for uint8 activations with
-  int8 weights (U8S8): an S8S8 QDQ graph either stays unfused (float ops between Q/DQ pairs)
-  or, with `session.qdqisint8allowed`, runs QLinearConv's slow S8S8 path (measured 3.9x slower
-  than the float graph; docs/export.md). Shifting every activation zero point by +128 and
+  int8 activations (S8S8). On x86, onnxruntime (1.32, default options) leaves such a graph
+  mostly unfused (float ops between Q/DQ pairs) or, with `session.qdqisint8allowed`, runs QLinearConv's slow S8S8 path (2.3-2.4x slower
+  than the uint8 graph here; docs/export.md). Shifting every activation zero point by +128 and
   storing activations as uint8 is exact (`q_u8 = q_s8 + 128`, same scale, same clamp), so the
   file keeps the LiteRT file's int8 levels and onnxruntime fuses it into QLinearConv / QGemm /
   QLinearAdd / QLinearMul with its default options.
-- `unsigned_weights`: the conv/dense weights as uint8 too (zero point 128, exact): U8S8
-  saturates on x86 CPUs without VNNI (see there), U8U8 does not.
+- `unsigned_weights`: the conv/dense weights as uint8 too (zero point 128, exact): U8S8 lost
+  accuracy on an x86 CPU without VNNI (see there), U8U8 did not.
 - `pack_int4_weights`: Conv / MatMul / Gemm weight initializers whose values lie on a signed
   4-bit grid per output channel (a <= 4-bit model) are stored as INT4 with a per-channel
   DequantizeLinear (opset 21; two weights per byte in the file).
@@ -104,11 +103,10 @@ def unsigned_activations(model):
 def unsigned_weights(model):
     """Store the int8 weights of Conv / MatMul / Gemm as uint8 (zero point 128), in place.
 
-    Exact (`w_u8 = w_s8 + 128`). With uint8 activations this is onnxruntime's U8U8 form: its
-    x86 U8S8 kernels without AVX-512 VNNI multiply with VPMADDUBSW, whose int16 pair sums
-    saturate (measured on this AVX2 CPU: 94.6 % top-1 agreement with the LiteRT file, max
-    |dlogit| 11), while U8U8 widens to int16 first and matches LiteRT (99.9 %). Returns how
-    many weights changed.
+    Exact (`w_u8 = w_s8 + 128`). With uint8 activations this is onnxruntime's U8U8 form. Its
+    U8S8 form lost accuracy on an AVX2 CPU without VNNI (94.6 % top-1 agreement with the
+    LiteRT file, max |dlogit| 11: int16 saturation, as VPMADDUBSW's pair sums would give),
+    U8U8 matched it (99.9 %; docs/export.md). Returns how many weights changed.
     """
     from onnx import TensorProto  # noqa: PLC0415
 
