@@ -2,8 +2,8 @@
 
 - `unsigned_activations`: tf2onnx writes the LiteRT int8 file as a QDQ graph with *signed*
   int8 activations (S8S8). On x86, onnxruntime (1.32, default options) leaves such a graph
-  mostly unfused (float ops between Q/DQ pairs) or, with `session.qdqisint8allowed`, runs QLinearConv's slow S8S8 path (2.3-2.4x slower
-  than the uint8 graph here; docs/export.md). Shifting every activation zero point by +128 and
+  mostly unfused (float ops between Q/DQ pairs) or, with `session.qdqisint8allowed`, runs
+  QLinearConv's slow S8S8 path (2.3-2.4x slower than the uint8 graph here; docs/export.md). Shifting every activation zero point by +128 and
   storing activations as uint8 is exact (`q_u8 = q_s8 + 128`, same scale, same clamp), so the
   file keeps the LiteRT file's int8 levels and onnxruntime fuses it into QLinearConv / QGemm /
   QLinearAdd / QLinearMul with its default options.
