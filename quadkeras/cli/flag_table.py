@@ -122,9 +122,11 @@ TABLE = {
                            "jax DataParallel, tf MirroredStrategy / MultiWorkerMirroredStrategy, "
                            "torch DDP (launch with torchrun); --batch_size is the global batch "
                            "(docs/training.md).", list(DISTRIBUTE)),
-    "jit_compile": ("enum", "Compile the train step: auto (Keras' choice: XLA on tensorflow/jax, "
-                            "eager on torch), true (torch: torch.compile; 1.2x plain PyTorch where "
-                            "Python overhead dominates, docs/results.md), false.",
+    "jit_compile": ("enum", "Compile the train, eval and predict steps: auto (torch: torch.compile "
+                            "with CUDA, eager on a CPU; tensorflow/jax: Keras' choice, XLA / jax.jit), "
+                            "true (torch: torch.compile with static shapes), false. The first "
+                            "step's seconds (compile) are printed once (docs/training.md, 'Which "
+                            "backend and jit_compile for which device').",
                     ["auto", "true", "false"]),
     "verbose": ("integer", "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch."),
     "input_shape": ("shape", "Replace the model config's input shape: H,W,C (e.g. 16,16,1)."),
