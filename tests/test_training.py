@@ -212,6 +212,7 @@ def test_init_from_fine_tunes_a_saved_model_quantized(tmp_path):
                                       np.asarray(float_model.get_layer(layer.name).kernel))
     summary = train(config)
     assert summary["epochs_run"] == 1 and summary["quant"] == "lsq"
+    assert summary["model"] == f"init_from={saved}"  # not the unused default zoo name
     with pytest.raises(ValueError, match="Invalid init_from=.*no such .keras file"):
         train(tiny_config(tmp_path / "x", init_from=str(tmp_path / "missing.keras")))
     other = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])

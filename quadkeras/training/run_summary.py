@@ -26,6 +26,20 @@ def _acc(value):
     return None if value is None else float(value)
 
 
+def model_label(config):
+    """What a run trains, as the banner and summary.json name it: the zoo name, "config" for a
+    model config, or `init_from=<file>` for a fine-tune (its `model` key is then unused).
+
+    >>> model_label({"model": "resnet20", "init_from": None})
+    'resnet20'
+    >>> model_label({"model": "qresnet14", "init_from": "runs/fp/best.keras"})
+    'init_from=runs/fp/best.keras'
+    """
+    if config.get("init_from"):
+        return f"init_from={config['init_from']}"
+    return config["model"] if isinstance(config["model"], str) else "config"
+
+
 def run_summary(model, config, test_acc, best_acc, wall_time_s, train_time_s, train_images,
                 epochs_run, val_acc=None):
     """Dict written to summary.json: accuracies, params, MACs, timing, img/s, backend, epochs.
@@ -35,7 +49,7 @@ def run_summary(model, config, test_acc, best_acc, wall_time_s, train_time_s, tr
     validation accuracy, or the test accuracy without a validation split).
     """
     return {
-        "model": config["model"] if isinstance(config["model"], str) else "config",
+        "model": model_label(config),
         "dataset": config["dataset"], "backend": keras.backend.backend(),
         "test_acc": _acc(test_acc), "val_acc": _acc(val_acc), "best_acc": _acc(best_acc),
         "val_fraction": float(config.get("val_fraction", 0.0)),

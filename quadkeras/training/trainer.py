@@ -30,7 +30,7 @@ from quadkeras.training.config import resolve_config, resume_view
 from quadkeras.training.decay import check_decay_list
 from quadkeras.training.distribute import make_plan, open_plan_run
 from quadkeras.training.optimizer import CoupledDecaySGD
-from quadkeras.training.run_summary import run_summary
+from quadkeras.training.run_summary import model_label, run_summary
 from quadkeras.training.schedules import make_schedule
 from quadkeras.models.model_config import check_model_identity, load_model
 from quadkeras.training.work_dir import find_model_file, interrupted_run_line, trim_history
@@ -411,7 +411,7 @@ def _train(config, run, extra_callbacks, plan):
     start = time.perf_counter()
     work_dir = run.work_dir
     if config["verbose"]:
-        print(f"quadkeras.train: backend={keras.backend.backend()} model={config['model']} "
+        print(f"quadkeras.train: backend={keras.backend.backend()} model={model_label(config)} "
               f"dataset={config['dataset']} work_dir={work_dir} ({plan.describe()})", flush=True)
     _set_precision_and_seed(config)
     data = _load(config)
