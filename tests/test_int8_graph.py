@@ -169,3 +169,75 @@ def test_calibrated_ptq_by_default_uses_the_int8_all_graph_int8_everywhere(tmp_p
     with pytest.raises(ValueError, match="ptq_graph='all'"):
         export_model(residual_quad_model(), str(tmp_path / "x"), formats=("litert_int8",),
                      representative_data=x, calibration="minmax", ptq_graph="all")
+
+
+def dead_gate_model():
+    """`residual_quad_model` with one product-gate channel of `quad` dead (branch gamma_a =
+    beta_a = 0, as `quadratize` starts it): that fused channel's inference BN scale is 0."""
+    model = residual_quad_model()
+    quad = model.get_layer("quad")
+    dead = int(quad._branch_index[0][2])
+    for var in (quad.branch_gamma, quad.branch_beta):
+        value = keras.ops.convert_to_numpy(var).copy()
+        value[dead] = 0.0
+        var.assign(value)
+    return model, dead
+
+
+@pytest.mark.skipif(not TF, reason="LiteRT export runs under the TensorFlow backend")
+@pytest.mark.parametrize("graph", ["int8", "int8_qat"])
+def test_dead_product_gate_channel_exports_as_int8_conv_with_zero_output(graph, tmp_path):
+    # Before the fix the converter stopped with "scale out of expressed type range" on the
+    # quad conv (BN scale 0 folded into its per-channel kernel scale) and kept it in float32.
+    import tensorflow as tf
+
+    from quadkeras.export import export_model
+    from quadkeras.export.parity import op_census
+    from quadkeras.quantize.int8_graph import mul_add_census
+
+    model, dead = dead_gate_model()
+    x = images(32)
+    report = export_model(model, str(tmp_path), formats=("litert_int8",), representative_data=x,
+                          eval_data=(x, np.zeros(32)), calibration="minmax", calibration_samples=32,
+                          latency_runs=1, ptq_graph=graph, verbose=False)["formats"]["litert_int8"]
+    with open(tmp_path / "model_int8.tflite", "rb") as f:
+        content = f.read()
+    census = mul_add_census(op_census(content))
+    assert census["CONV_2D"] == (2, 2) and census["MUL"][0] >= 1, census  # int8_qat: float BN MULs
+    assert report["top1_agreement"] >= 0.9
+    interpreter = tf.lite.Interpreter(model_content=content, experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x[:1])
+    interpreter.invoke()
+    fused = [t for t in interpreter.get_tensor_details() if t["dtype"] == np.int8
+             and len(t["shape"]) == 4 and t["shape"][-1 if t["shape"][0] == 1 else 0] == 18]
+    kernels = [t for t in fused if t["shape"][0] == 18]
+    outputs = [t for t in fused if t["shape"][0] == 1 and t["shape"][-1] == 18]
+    assert len(kernels) == 1 and outputs, [t["name"] for t in fused]
+    assert not interpreter.get_tensor(kernels[0]["index"])[dead].any()  # exact int8 zeros
+    assert np.all(kernels[0]["quantization_parameters"]["scales"] > 0)
+    out = outputs[0]
+    zero_point = out["quantization_parameters"]["zero_points"][0]
+    assert np.all(interpreter.get_tensor(out["index"])[..., dead] == zero_point)  # exactly 0.0
+
+
+def test_live_dead_channels_is_the_same_function_and_restores_the_model():
+    from quadkeras.export.dead_channels import dead_channels, live_dead_channels
+    from quadkeras.quantize.calibration import calibrate
+    from quadkeras.quantize.int8_graph import int8_model
+
+    model, dead = dead_gate_model()
+    q = int8_model(model)
+    x = images(8)
+    calibrate(q, x, method="minmax")
+    quad = q.get_layer("quad")
+    assert list(dead_channels(quad.layer)) == [dead]
+    before = [keras.ops.convert_to_numpy(v).copy() for v in q.weights]
+    expected = keras.ops.convert_to_numpy(q(x, training=False))
+    with live_dead_channels(q):
+        assert not dead_channels(quad.layer).size
+        assert not keras.ops.convert_to_numpy(quad.layer.kernel)[..., dead].any()
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(q(x, training=False)), expected,
+                                   rtol=1e-5, atol=1e-6)
+    for v, value in zip(q.weights, before):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(v), value)

@@ -18,6 +18,7 @@ import os
 import keras
 import numpy as np
 
+from quadkeras.export.dead_channels import live_dead_channels
 from quadkeras.export.quad_qat import branch_fake_quant
 from quadkeras.utils.progress import track
 from quadkeras.utils.validation import check_choice
@@ -64,12 +65,14 @@ def write_saved_model(model, path, calibration_images=None):
 
     With `calibration_images`, quantized quadratic layers also get a calibrated fake-quant on
     their fused linear output (see `quad_qat.branch_fake_quant`; for QAT -> int8 only).
+    Dead `ours` product channels (branch-BN scale 0) are traced as an equal, int8-convertible
+    function (`dead_channels.live_dead_channels`).
     """
     archive = keras.export.ExportArchive()
     archive.track(model)
     extra = (branch_fake_quant(model, calibration_images) if calibration_images is not None
              else contextlib.nullcontext())
-    with frozen_quantizers(model), extra:
+    with live_dead_channels(model), frozen_quantizers(model), extra:
         archive.add_endpoint("serve", lambda x: model(x, training=False),
                              input_signature=input_signature(model))
         archive.write_out(path, verbose=False)
