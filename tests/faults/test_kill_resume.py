@@ -110,6 +110,10 @@ use_bias: false
 """
 
 
+def _sigint_default():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_of_the_train_app_is_one_line_exit_130_and_resumable(tmp_path):
     """SIGINT (Ctrl-C) of apps/train.py after its first checkpoint: one line saying where it
     stopped and that --resume continues, exit 130, no traceback; the resume then finishes."""
@@ -119,8 +123,11 @@ def test_ctrl_c_of_the_train_app_is_one_line_exit_130_and_resumable(tmp_path):
             "--dataset=digits", "--max_train=64", "--max_test=32", "--batch_size=32", "--epochs=4",
             "--augment=none", f"--work_dir={work}", "--verbose=0", "--notensorboard", "--noplots"]
     env = dict(os.environ, KERAS_BACKEND=keras.backend.backend(), TF_CPP_MIN_LOG_LEVEL="3")
+    # a test runner started in the background (nohup, `cmd &` without job control) hands its
+    # children SIGINT ignored, and Python then installs no KeyboardInterrupt handler: the app
+    # would never see the Ctrl-C. The child starts with SIGINT at its default, as in a terminal.
     proc = subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_sigint_default)
     deadline = time.monotonic() + 240
     while not (work / "last.keras").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
