@@ -54,6 +54,21 @@ def compile_layer_regex(regex):
     return re.compile(regex)
 
 
+def filter_by_layer_regex(names, regex, kind="candidate"):
+    """The `names` that `regex` fully matches (re.fullmatch); a one-line ValueError naming
+    `layer_regex` and the names it could have matched when none does.
+
+    >>> filter_by_layer_regex(["stem_conv", "stage1_conv"], "stage.*")
+    ['stage1_conv']
+    """
+    pattern = compile_layer_regex(regex)
+    chosen = [n for n in names if pattern.fullmatch(n)]
+    if not chosen:
+        raise ValueError(f"Invalid layer_regex={regex!r}: matches no {kind} layer; expected a "
+                         f"pattern over {', '.join(names)}.")
+    return chosen
+
+
 def select_candidates(model, config=None, names=None, regex=None, layer_index=None):
     """Candidate names filtered by explicit `names`, a `regex` (re.fullmatch) or `layer_index`."""
     config = config if config is not None else config_of(model)
@@ -73,9 +88,5 @@ def select_candidates(model, config=None, names=None, regex=None, layer_index=No
                              f"[0, {len(base) - 1}] (indices into {len(base)} candidate layers).")
         chosen = [base[int(i)] for i in layer_index]
     if regex:
-        pattern = compile_layer_regex(regex)
-        chosen = [n for n in chosen if pattern.fullmatch(n)]
-        if not chosen:
-            raise ValueError(f"Invalid layer_regex={regex!r}: matches no candidate layer of "
-                             f"{', '.join(base)}.")
+        chosen = filter_by_layer_regex(chosen, regex)
     return chosen

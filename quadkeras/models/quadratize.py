@@ -120,13 +120,9 @@ def select_layers(model, layers=None, layer_regex=None):
     else:
         chosen = allowed
     if layer_regex:
-        from quadkeras.autobuilder.candidates import compile_layer_regex  # noqa: PLC0415 (cycle)
+        from quadkeras.autobuilder.candidates import filter_by_layer_regex  # noqa: PLC0415 (cycle)
 
-        pattern = compile_layer_regex(layer_regex)
-        chosen = [n for n in chosen if pattern.fullmatch(n)]
-        if not chosen:
-            raise ValueError(f"Invalid layer_regex={layer_regex!r}: matches no convertible layer; "
-                             f"expected a pattern over {', '.join(allowed)}.")
+        chosen = filter_by_layer_regex(chosen, layer_regex, "convertible")
     if not chosen:
         raise ValueError("Invalid model: it has no first-order Conv2D layer to quadratize.")
     return chosen
