@@ -29,13 +29,13 @@ Example:
 True
 """
 
-import contextlib
 import dataclasses
 import math
 
 import numpy as np
 import keras
 
+from quadkeras import backend
 from quadkeras.models.model_config import config_of
 
 EPS32 = float(np.finfo(np.float32).eps)  # 2**-23
@@ -100,38 +100,13 @@ def torch_logits(config, state, images):
         return net(torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))).numpy()
 
 
-@contextlib.contextmanager
 def float32_precision():
     """Full float32 matmuls / convs for the Keras forward while the tolerance is checked: on
     an Ampere-or-later GPU, torch (cuDNN convs) and TensorFlow default to TF32 (10-bit
     mantissa, ~1e-3 relative) and JAX to its "default" matmul precision, which the float32
-    tolerance does not cover. Restored afterwards; nothing changes on a CPU."""
-    backend = keras.backend.backend()
-    if backend == "torch":
-        import torch  # noqa: PLC0415
-
-        saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-        try:
-            yield
-        finally:
-            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-    elif backend == "tensorflow":
-        import tensorflow as tf  # noqa: PLC0415
-
-        saved = tf.config.experimental.tensor_float_32_execution_enabled()
-        tf.config.experimental.enable_tensor_float_32_execution(False)
-        try:
-            yield
-        finally:
-            tf.config.experimental.enable_tensor_float_32_execution(saved)
-    elif backend == "jax":
-        import jax  # noqa: PLC0415
-
-        with jax.default_matmul_precision("float32"):
-            yield
-    else:
-        yield
+    tolerance does not cover. Restored afterwards; nothing changes on a CPU. A context
+    manager (`quadkeras.backend.active().float32_precision`)."""
+    return backend.active().float32_precision()
 
 
 def _both_logits(model, state, images, batch, seed):

@@ -1,7 +1,7 @@
 """Backend shim: the few ops of the quadratic layers that have a faster native kernel.
 
-This is the ONLY module of `quadkeras.layers` with backend branches. Every function has a
-`keras.ops` fallback that is the reference numerics; the native paths compute the same
+The native kernels live in `quadkeras.backend` (`active()`: the running backend's module);
+every function here has a `keras.ops` fallback that is the reference numerics; the native paths compute the same
 function (same biased batch variance, same epsilon) with fewer kernels and copies:
 
 - `batch_norm_train(z, gamma, beta, epsilon)`: training BatchNorm over every axis but the
@@ -52,20 +52,12 @@ True
 
 import math
 
+import numpy as np
 import keras
 from keras import ops
 
-try:  # Keras-internal; without it every update takes the `assign` path
-    from keras.src.backend.common.stateless_scope import in_stateless_scope
-except ImportError:  # pragma: no cover
-    def in_stateless_scope():
-        return True
-
+from quadkeras import backend
 from quadkeras.layers.replica_moments import global_moments
-
-
-def _backend():
-    return keras.backend.backend()
 
 
 def _is_float32(*tensors):
@@ -83,12 +75,10 @@ def batch_norm_train(z, gamma, beta, epsilon):
     synced = global_moments(z)  # data-parallel training: statistics of the global batch
     if synced is not None:
         return _normalise(z, gamma, beta, epsilon, *synced)
-    backend = _backend()
     if _is_float32(z, gamma, beta) and len(z.shape) >= 2:
-        if backend == "torch":
-            return _batch_norm_train_torch(z, gamma, beta, epsilon)
-        if backend == "tensorflow":
-            return _batch_norm_train_tf(z, gamma, beta, epsilon)
+        native = backend.active().batch_norm_train(z, gamma, beta, epsilon)
+        if native is not None:
+            return native
     return _batch_norm_train_generic(z, gamma, beta, epsilon)
 
 
@@ -104,41 +94,10 @@ def _normalise(z, gamma, beta, epsilon, mean, var):
     return z * scale + (beta - m * scale), mean, var
 
 
-def _batch_norm_train_torch(z, gamma, beta, epsilon):
-    import torch
-
-    zc = torch.movedim(z, -1, 1)  # channels-last memory seen as NC...: no copy
-    y, mean, invstd = torch.native_batch_norm(zc, gamma, beta, None, None, True, 0.0, epsilon)
-    with torch.no_grad():  # the moving statistics take no gradient (the caller stops it too)
-        var = torch.clamp_min(invstd.square().reciprocal() - epsilon, 0.0)
-    return torch.movedim(y, 1, -1), mean.detach(), var
-
-
-def _batch_norm_train_tf(z, gamma, beta, epsilon):
-    import tensorflow as tf
-
-    shape = tf.shape(z)
-    z4 = tf.reshape(z, [1, -1, 1, shape[-1]])  # FusedBatchNorm wants 4-D NHWC; same reduction
-    empty = tf.constant([], tf.float32)
-    y, mean, var = tf.raw_ops.FusedBatchNormV3(
-        x=z4, scale=gamma, offset=beta, mean=empty, variance=empty, epsilon=epsilon,
-        exponential_avg_factor=1.0, data_format="NHWC", is_training=True)[:3]
-    n = tf.cast(tf.shape(z4)[1], tf.float32)
-    var = tf.stop_gradient(var) * ((n - 1.0) / n)  # the op returns the unbiased variance
-    return tf.reshape(y, shape), tf.stop_gradient(mean), var
-
-
 def update_moving(variable, value, momentum):
     """`variable <- variable * momentum + value * (1 - momentum)`; `value` carries no gradient."""
-    if _backend() == "torch" and not in_stateless_scope():
-        raw = getattr(variable, "_value", None)  # the tensor itself, not an autocast copy
-        if raw is not None and variable.value is raw and raw.dtype == value.dtype:
-            import torch
-
-            with torch.no_grad():
-                raw.mul_(momentum).add_(value, alpha=1.0 - momentum)
-            return
-    variable.assign(variable * momentum + value * (1.0 - momentum))
+    if not backend.active().update_moving(variable, value, momentum):
+        variable.assign(variable * momentum + value * (1.0 - momentum))
 
 
 def batch_norm_infer(z, mean, variance, gamma, beta, epsilon):
@@ -146,12 +105,10 @@ def batch_norm_infer(z, mean, variance, gamma, beta, epsilon):
     `(z - mean) * gamma / sqrt(variance + epsilon) + beta`. torch: one `F.batch_norm` kernel
     on the channels-last view; elsewhere `ops.batch_normalization` (what Keras' layer uses)."""
     z = ops.convert_to_tensor(z)
-    if _backend() == "torch" and len(z.shape) >= 2 and _is_float32(z):
-        from torch.nn import functional as F
-
-        stats = (ops.convert_to_tensor(t) for t in (mean, variance, gamma, beta))
-        y = F.batch_norm(z.movedim(-1, 1), *stats, False, 0.0, epsilon)
-        return y.movedim(1, -1)
+    if len(z.shape) >= 2 and _is_float32(z):
+        native = backend.active().batch_norm_infer(z, mean, variance, gamma, beta, epsilon)
+        if native is not None:
+            return native
     return ops.batch_normalization(z, mean, variance, axis=-1, offset=beta, scale=gamma, epsilon=epsilon)
 
 
@@ -160,10 +117,11 @@ def conv2d(x, kernel, strides, padding, dilation_rate):
     """NHWC conv, HWIO kernel (groups = in_channels / kernel in-channels); `padding` is
     `"valid"`, `"same"` or `((top, bottom), (left, right))`."""
     x, strides = _unit_stride_1x1(x, kernel, strides, padding)
-    if _backend() == "torch" and len(x.shape) == 4:
-        pads = _explicit_padding(padding, kernel.shape[:2], strides, dilation_rate)
-        if pads is not None:
-            return _conv2d_torch(x, kernel, strides, pads, dilation_rate)
+    pads = _explicit_padding(padding, kernel.shape[:2], strides, dilation_rate)
+    if pads is not None:
+        native = backend.active().conv2d(x, kernel, strides, pads, dilation_rate)
+        if native is not None:
+            return native
     if not isinstance(padding, str):
         (top, bottom), (left, right) = padding
         x, padding = ops.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]]), "valid"
@@ -178,7 +136,7 @@ def _unit_stride_1x1(x, kernel, strides, padding):
     zero pads, or "same", which pads a 1x1 kernel by 0) the output is ceil(size / stride)
     either way."""
     strides = tuple(int(s) for s in strides)
-    if (_backend() not in ("torch", "tensorflow") or len(x.shape) != 4 or strides == (1, 1)
+    if (not backend.active().STRIDED_1X1_AS_SLICE or len(x.shape) != 4 or strides == (1, 1)
             or tuple(int(k) for k in kernel.shape[:2]) != (1, 1)):
         return x, strides
     if not (isinstance(padding, str) or all(int(p) == 0 for pair in padding for p in pair)):
@@ -197,39 +155,24 @@ def _explicit_padding(padding, kernel_size, strides, dilation_rate):
     return padding
 
 
-def _conv2d_torch(x, kernel, strides, pads, dilation_rate):
-    import torch
-    from torch.nn import functional as F
-
-    xc = ops.convert_to_tensor(x).permute(0, 3, 1, 2)  # NHWC memory == channels-last NCHW
-    w = ops.convert_to_tensor(kernel).permute(3, 2, 0, 1).contiguous(memory_format=torch.channels_last)
-    (top, bottom), (left, right) = pads
-    if top != bottom or left != right:
-        xc = F.pad(xc, (left, right, top, bottom))
-        top = left = 0
-    groups = xc.shape[1] // w.shape[1]
-    y = F.conv2d(xc, w, None, tuple(strides), (top, left), tuple(dilation_rate), groups)
-    return y.permute(0, 2, 3, 1)
-
-
 # ---------------------------------------------------------------------- LSQ rounding
 def native_scaled_round(x, s, low, high):
     """`s * round(clip(x / s, low, high))` with LSQ's gradients as one native op, or None where
     there is none (then the caller's `keras.ops` version runs). `s`: a scalar or one value per
     channel (last axis)."""
-    if _backend() != "torch" or not _is_float32(x, s):
+    if not _is_float32(x, s):
         return None
     per_channel = len(s.shape) == 1 and s.shape[0] == x.shape[-1] and s.shape[0] != 1
     if not (per_channel or math.prod(s.shape) == 1):
         return None
     below, above = _just_outside(float(low), float(high))
-    return _scaled_round_torch().apply(x, s, float(low), float(high), below, above)
+    return backend.active().scaled_round(x, s, float(low), float(high), below, above)
 
 
 def select_form_fuses():
     """True where the compiler fuses `where` selects into a reduction (XLA on jax), so LSQ's
     `keras.ops` backward keeps its select form; elsewhere it derives d/ds from d/dx."""
-    return _backend() == "jax"
+    return backend.active().SELECT_FORM_FUSES
 
 
 _BOUNDS = {}  # (low, high) -> thresholds: a handful of pairs per model
@@ -241,52 +184,10 @@ def _just_outside(low, high):
     which torch.compile reads as a constant (it would trace through `functools.cache`)."""
     bounds = _BOUNDS.get((low, high))
     if bounds is None:
-        import numpy as np
-
         below = np.nextafter(np.float32(low), np.float32(-np.inf))
         above = np.nextafter(np.float32(high), np.float32(np.inf))
         bounds = _BOUNDS[(low, high)] = (float(below), float(above))
     return bounds
 
 
-_SCALED_ROUND = []  # the torch autograd Function, made once (torch is optional)
-
-
-def _scaled_round_torch():
-    if not _SCALED_ROUND:
-        _SCALED_ROUND.append(_make_scaled_round_torch())
-    return _SCALED_ROUND[0]
-
-
-def _make_scaled_round_torch():
-    import torch
-
-    class ScaledRound(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x, s, low, high, below, above):
-            v = x / s
-            r = torch.clamp(v, low, high).round_()
-            ctx.save_for_backward(v, r, s)
-            ctx.bounds = (below, above)
-            return r * s
-
-        @staticmethod
-        def backward(ctx, upstream):
-            v, r, s = ctx.saved_tensors
-            # the straight-through mask as one kernel (hardtanh's backward: upstream where
-            # below < v < above, else 0) -- CPU kernels on bool masks are 3-4x slower than this
-            dx = torch.ops.aten.hardtanh_backward(upstream, v, *ctx.bounds)
-            # d/ds: (round(v) - v) inside the range, the clip level outside; summed to s
-            if s.dim() == 1 and s.shape[0] != 1:
-                channels = s.shape[0]
-                ds = ((upstream * r).reshape(-1, channels).sum(0)
-                      - (dx * v).reshape(-1, channels).sum(0))
-            else:
-                ds = torch.dot(upstream.reshape(-1), r.reshape(-1)) - torch.dot(dx.reshape(-1), v.reshape(-1))
-            return dx, ds.reshape(s.shape), None, None, None, None
-
-    return ScaledRound
-
-
-if _backend() == "torch":  # made at import, so torch.compile never traces a class body
-    _scaled_round_torch()
+backend.active()  # the backend's kernels load at import, so torch.compile never traces an import

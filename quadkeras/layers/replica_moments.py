@@ -21,34 +21,14 @@ Example:
 True
 """
 
-import keras
 from keras import ops
 
-
-def _tf_replicas():
-    import tensorflow as tf
-
-    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
-        return 1
-    return tf.distribute.get_replica_context().num_replicas_in_sync
-
-
-def _torch_processes():
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return 1
-    return dist.get_world_size()
+from quadkeras import backend
 
 
 def replicas_in_sync():
     """How many replicas share the current training step (1 outside data parallelism)."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        return _tf_replicas()
-    if backend == "torch":
-        return _torch_processes()
-    return 1
+    return backend.active().replicas_in_sync()
 
 
 def global_moments(z):
@@ -69,13 +49,4 @@ def global_moments(z):
 
 def _all_reduce_sum(t):
     """Differentiable sum over the replicas (the gradient is the sum of the replicas' ones)."""
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, t)
-    import torch.distributed as dist
-    from torch.distributed import _functional_collectives as collectives
-
-    # torch's functional all-reduce has a registered autograd (the backward all-reduces the
-    # gradient); `torch.distributed.nn.functional.all_reduce` is its deprecated predecessor.
-    return collectives.wait_tensor(collectives.all_reduce(t, "sum", dist.group.WORLD))
+    return backend.active().all_reduce_sum(t)

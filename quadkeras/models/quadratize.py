@@ -65,6 +65,7 @@ import zlib
 import numpy as np
 import keras
 
+from quadkeras.backend import keras_private
 from quadkeras.layers import QuadLayerBase
 from quadkeras.models.builder import build_model
 from quadkeras.models.model_config import config_of
@@ -130,8 +131,7 @@ def select_layers(model, layers=None, layer_regex=None):
 
 def _following_bn(model, name):
     """The BatchNormalization the layer `name` feeds (its only consumer), or None."""
-    nodes = model.get_layer(name)._outbound_nodes
-    ops_ = [node.operation for node in nodes]
+    ops_ = keras_private.consumers(model.get_layer(name))
     if len(ops_) == 1 and isinstance(ops_[0], keras.layers.BatchNormalization):
         return ops_[0]
     return None

@@ -39,6 +39,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from quadkeras.backend import keras_private
 from quadkeras.layers import QuadConv2D, QuadDense, QuadDepthwiseConv2D
 
 LINEAR_LAYERS = (keras.layers.Conv2D, keras.layers.Dense, keras.layers.DepthwiseConv2D)
@@ -76,9 +77,9 @@ def graph_edges(model):
     """({id(layer): [producer layers]}, {id(layer): [consumer layers]}) within `model`'s own
     graph (a layer object shared with other models has nodes there too: those are ignored)."""
     producers, consumers = {}, {}
-    for node in [n for nodes in model._nodes_by_depth.values() for n in nodes]:
+    for node in keras_private.graph_nodes(model):
         for tensor in node.input_tensors:
-            source = tensor._keras_history.operation
+            source = keras_private.producer(tensor)
             producers.setdefault(id(node.operation), []).append(source)
             consumers.setdefault(id(source), []).append(node.operation)
     return producers, consumers

@@ -18,6 +18,8 @@ import functools
 
 import keras
 
+from quadkeras.backend import keras_private
+
 
 def use_ddp(model, cuda):
     """Route `model`'s training forward through DDP; returns the model (still a Keras one)."""
@@ -39,8 +41,8 @@ def _ddp_train_step(self, ddp, data):
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     y_pred = ddp(x, training=True)
     self.zero_grad()
-    loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-    self._loss_tracker.update_state(loss, sample_weight=keras.tree.flatten(x)[0].shape[0])
+    loss = keras_private.compute_loss(self, x, y, y_pred, sample_weight)
+    keras_private.track_loss(self, loss, keras.tree.flatten(x)[0].shape[0])
     loss = self.optimizer.scale_loss(loss)
     loss.backward()  # DDP's hooks average the gradients over the processes here
     weights = self.trainable_weights[:]

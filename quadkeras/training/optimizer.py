@@ -30,6 +30,8 @@ MOMENTUM_FORMS = ("keras", "torch")
 import keras
 from keras import ops
 
+from quadkeras import backend
+from quadkeras.backend import keras_private
 from quadkeras.training.decay import decay_coefficients
 from quadkeras.utils.validation import check_choice
 
@@ -63,30 +65,25 @@ class CoupledDecaySGD(keras.optimizers.SGD):
         self._decay_coefs = decay_coefficients(
             variables, self.l2, self.decay_small, self.custom_decay_list, self.custom_decay)
 
+    # `_backend_update_step`, `_clip_gradients`, `_all_reduce_sum_gradients`: private Keras
+    # hooks (keras_private.OPTIMIZER_HOOKS, checked by tests/test_backend_package.py).
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        if keras.backend.backend() == "torch" and _same_dtypes(grads, trainable_variables):
-            grads = _torch_decay_foreach(self, grads, trainable_variables)
-            step = _torch_form_foreach if self._torch_form() else _keras_form_foreach
-            step(self, grads, trainable_variables, learning_rate)
-            return
-        decayed = []
-        for grad, var in zip(grads, trainable_variables):
-            coef = self._decay_coefs[self._get_variable_index(var)]
-            decayed.append(grad if coef == 0.0 else grad + ops.cast(var, grad.dtype) * coef)
-        if self._torch_form() and keras.backend.backend() == "torch":
-            # mixed dtypes on torch: Keras' per-variable loop would use the keras form
-            _torch_form_foreach(self, decayed, trainable_variables, learning_rate)
-            return
-        super()._backend_update_step(decayed, trainable_variables, learning_rate)
+        coefs = [self._decay_coefs[keras_private.variable_index(self, v)] for v in trainable_variables]
+        if backend.active().sgd_update(self, grads, trainable_variables, learning_rate, coefs):
+            return  # torch: fused multi-tensor kernels
+        decayed = [grad if coef == 0.0 else grad + ops.cast(var, grad.dtype) * coef
+                   for grad, var, coef in zip(grads, trainable_variables, coefs)]
+        keras_private.optimizer_update_step(keras.optimizers.SGD, self, decayed, trainable_variables,
+                                            learning_rate)
 
     def _clip_gradients(self, grads):
         # Under tf.distribute each replica holds its share of the gradient: sum them first
         # (the all-reduce Keras' TF optimizer would do after clipping), so the global-norm clip
         # and the coupled decay see the global gradient, as on one device.
-        if (keras.backend.backend() == "torch" and self.global_clipnorm and not self.clipnorm
-                and not self.clipvalue and all(g is not None for g in grads)):
-            return _torch_clip_by_global_norm(grads, self.global_clipnorm)
-        return super()._clip_gradients(tf_replica_sum(grads))
+        clipped = backend.active().clip_by_global_norm(self, grads)  # torch: fused kernels
+        if clipped is not None:
+            return clipped
+        return keras_private.optimizer_clip_gradients(keras.optimizers.SGD, self, tf_replica_sum(grads))
 
     def _all_reduce_sum_gradients(self, grads_and_vars):
         return grads_and_vars  # TensorFlow only: already summed in `_clip_gradients`
@@ -100,7 +97,7 @@ class CoupledDecaySGD(keras.optimizers.SGD):
         lr = ops.cast(learning_rate, variable.dtype)
         gradient = ops.cast(gradient, variable.dtype)
         momentum = ops.cast(self.momentum, variable.dtype)
-        buf = self.momentums[self._get_variable_index(variable)]
+        buf = self.momentums[keras_private.variable_index(self, variable)]
         self.assign(buf, buf * momentum + gradient)
         step = gradient + buf * momentum if self.nesterov else buf
         self.assign_sub(variable, step * lr)
@@ -116,85 +113,4 @@ class CoupledDecaySGD(keras.optimizers.SGD):
 def tf_replica_sum(grads):
     """Gradients summed over the `tf.distribute` replicas (unchanged outside a multi-replica
     replica context and on the other backends)."""
-    if keras.backend.backend() != "tensorflow":
-        return grads
-    import tensorflow as tf
-
-    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
-        return grads
-    context = tf.distribute.get_replica_context()
-    present = [g for g in grads if g is not None]
-    if context.num_replicas_in_sync == 1 or not present:
-        return grads
-    summed = iter(context.all_reduce(tf.distribute.ReduceOp.SUM, present))
-    return [None if g is None else next(summed) for g in grads]
-
-
-def _same_dtypes(grads, variables):
-    return all(g is not None and g.dtype == v.value.dtype for g, v in zip(grads, variables))
-
-
-def _torch_decay_foreach(optimizer, grads, variables):
-    """`grad + coef * variable` for every variable, one `torch._foreach_add` per coefficient
-    (PyTorch's SGD does the same) instead of three small ops per variable."""
-    import torch
-
-    coefs = [optimizer._decay_coefs[optimizer._get_variable_index(v)] for v in variables]
-    out = list(grads)
-    with torch.no_grad():
-        for coef in set(coefs) - {0.0}:
-            idx = [i for i, c in enumerate(coefs) if c == coef]
-            summed = torch._foreach_add([grads[i] for i in idx], [variables[i].value for i in idx], alpha=coef)
-            for i, g in zip(idx, summed):
-                out[i] = g
-    return out
-
-
-def _torch_clip_by_global_norm(grads, clip_norm):
-    """Keras' `clip_by_global_norm` (scale = clip * min(1/norm, 1/clip); NaN when the norm is
-    not finite) with one `torch._foreach_norm` instead of a norm per gradient."""
-    import torch
-
-    with torch.no_grad():
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-        scale = clip_norm * torch.minimum(1.0 / norm, torch.tensor(1.0 / clip_norm, device=norm.device))
-        scale = torch.where(torch.isfinite(norm), scale, torch.tensor(float("nan"), device=norm.device))
-        return torch._foreach_mul(grads, scale.to(grads[0].dtype))
-
-
-def _torch_form_foreach(optimizer, grads, variables, learning_rate):
-    """The torch-form step with `torch._foreach` kernels (what `torch.optim.SGD` runs)."""
-    import torch
-
-    params = [v.value for v in variables]
-    bufs = [optimizer.momentums[optimizer._get_variable_index(v)].value for v in variables]
-    with torch.no_grad():
-        torch._foreach_mul_(bufs, optimizer.momentum)
-        torch._foreach_add_(bufs, grads)
-        if optimizer.nesterov:
-            torch._foreach_add_(params, grads, alpha=-learning_rate)
-            torch._foreach_add_(params, bufs, alpha=-learning_rate * optimizer.momentum)
-        else:
-            torch._foreach_add_(params, bufs, alpha=-learning_rate)
-
-
-def _keras_form_foreach(optimizer, grads, variables, learning_rate):
-    """The keras-form step with `torch._foreach` kernels: the update Keras' own torch SGD
-    runs (a subclass of `keras.optimizers.SGD` is not swapped for it and would otherwise
-    update each variable with five small ops: 16 of 61 ms in a profiled QResNet14 step at
-    batch 2)."""
-    import torch
-
-    params = [v.value for v in variables]
-    with torch.no_grad():
-        if optimizer.momentum == 0:
-            torch._foreach_add_(params, grads, alpha=-learning_rate)
-            return
-        bufs = [optimizer.momentums[optimizer._get_variable_index(v)].value for v in variables]
-        torch._foreach_mul_(bufs, optimizer.momentum)
-        torch._foreach_add_(bufs, grads, alpha=-learning_rate)
-        if optimizer.nesterov:  # w += m * v - lr * g
-            torch._foreach_add_(params, grads, alpha=-learning_rate)
-            torch._foreach_add_(params, bufs, alpha=optimizer.momentum)
-        else:
-            torch._foreach_add_(params, bufs)
+    return backend.active().replica_sum(grads)

@@ -12,37 +12,14 @@ Example:
 1.0
 """
 
-import keras
 from keras import ops
 
-
-def in_torch_compile():
-    """True while `torch.compile` (dynamo) traces the code that asks; False elsewhere."""
-    if keras.backend.backend() != "torch":
-        return False
-    import torch
-
-    return torch.compiler.is_compiling()
+from quadkeras import backend
 
 
 def is_concrete(x):
     """True when `x` (a tensor or variable) has a value that can be read without tracing."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.executing_eagerly()
-    if backend == "torch":
-        import torch
-
-        on_meta = isinstance(x, torch.Tensor) and x.device.type == "meta"  # Keras' shape inference
-        return not (on_meta or in_torch_compile())
-    if backend == "jax":
-        import jax
-
-        value = x.value if isinstance(x, keras.Variable) else x
-        return not isinstance(value, jax.core.Tracer)
-    return True
+    return backend.active().is_concrete(x)
 
 
 def concrete_value(x):

@@ -1,0 +1,105 @@
+"""Every private Keras API quadkeras relies on, each behind one named function.
+
+Keras 3 keeps the functional graph, the optimizer's hooks and some helpers outside its public
+API. quadkeras reads them ONLY through this module, so a Keras upgrade that moves one fails
+here (and in `tests/test_backend_package.py`, which calls each accessor on a tiny model),
+not somewhere deep in a training run. pyproject.toml pins Keras to the tested minor version.
+
+Example:
+
+>>> import keras
+>>> inputs = keras.Input((3,))
+>>> dense = keras.layers.Dense(2)
+>>> model = keras.Model(inputs, keras.layers.ReLU()(dense(inputs)))
+>>> [type(layer).__name__ for layer in consumers(dense)]
+['ReLU']
+"""
+
+import keras
+from keras.src.utils import naming as _naming
+
+try:  # keras.src.backend.common.stateless_scope: without it every update takes `assign`
+    from keras.src.backend.common.stateless_scope import in_stateless_scope as _in_stateless_scope
+except ImportError:  # pragma: no cover
+    _in_stateless_scope = None
+
+# The private `keras.optimizers.Optimizer` methods `CoupledDecaySGD` overrides (the last one
+# exists on the tensorflow backend only).
+OPTIMIZER_HOOKS = ("_backend_update_step", "_clip_gradients")
+TF_OPTIMIZER_HOOKS = ("_all_reduce_sum_gradients",)
+
+
+def in_stateless_scope():
+    """True inside a Keras `StatelessScope` (variables must not be written in place); wraps
+    `keras.src.backend.common.stateless_scope.in_stateless_scope` (True where it is missing)."""
+    return True if _in_stateless_scope is None else bool(_in_stateless_scope())
+
+
+def raw_value(variable):
+    """The backend tensor a Keras variable holds (`variable._value`: not the autocast copy
+    `variable.value` may return), or None where the variable has none."""
+    return getattr(variable, "_value", None)
+
+
+def consumers(layer):
+    """The operations that consume `layer`'s output in its functional model(s): the
+    `operation` of each of `layer._outbound_nodes`."""
+    return [node.operation for node in layer._outbound_nodes]
+
+
+def graph_nodes(model):
+    """Every node of a functional `model`, depth by depth (`model._nodes_by_depth`)."""
+    return [node for nodes in model._nodes_by_depth.values() for node in nodes]
+
+
+def producer(tensor):
+    """The operation that produced a symbolic Keras tensor (`tensor._keras_history.operation`)."""
+    return tensor._keras_history.operation
+
+
+def sublayers(layer):
+    """The list of a layer's tracked sublayers, in creation order (`layer._layers`; mutable:
+    its order is the order of `layer.weights`)."""
+    return layer._layers
+
+
+def variable_index(optimizer, variable):
+    """The slot of `variable` in the optimizer's per-variable lists (`momentums`, ...):
+    `optimizer._get_variable_index(variable)`."""
+    return optimizer._get_variable_index(variable)
+
+
+def optimizer_update_step(cls, optimizer, grads, variables, learning_rate):
+    """Keras' own update of `variables` for `cls` (a Keras optimizer class, e.g.
+    `keras.optimizers.SGD`): `cls._backend_update_step(optimizer, ...)`, as `super()` would
+    call it from a direct subclass of `cls`."""
+    return cls._backend_update_step(optimizer, grads, variables, learning_rate)
+
+
+def optimizer_clip_gradients(cls, optimizer, grads):
+    """Keras' clipping (`clipnorm` / `clipvalue` / `global_clipnorm`) of `cls`:
+    `cls._clip_gradients(optimizer, grads)`."""
+    return cls._clip_gradients(optimizer, grads)
+
+
+def compute_loss(model, x, y, y_pred, sample_weight):
+    """The training loss of `model` (`model._compute_loss(..., training=True)`, what Keras'
+    own `train_step` calls)."""
+    return model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+
+
+def track_loss(model, loss, batch_size):
+    """Record `loss` in the `loss` metric of `model` (`model._loss_tracker.update_state`)."""
+    model._loss_tracker.update_state(loss, sample_weight=batch_size)
+
+
+def op_name_uniquifier():
+    """The function that names new Keras operations from a global counter
+    (`keras.src.utils.naming.uniquify`)."""
+    return _naming.uniquify
+
+
+def check_optimizer_hooks(cls=keras.optimizers.SGD):
+    """The hooks `CoupledDecaySGD` overrides that `cls` lacks on this backend (empty: all exist)."""
+    hooks = OPTIMIZER_HOOKS + (TF_OPTIMIZER_HOOKS if keras.backend.backend() == "tensorflow" else ())
+    return [hook for hook in hooks if not callable(getattr(cls, hook, None))]
