@@ -19,6 +19,7 @@ Example:
 
 import keras
 
+from quadkeras.backend import keras_private
 from quadkeras.models.model_config import attach, config_of
 from quadkeras.quantize.output import QuantizeOutput
 from quadkeras.quantize.scheme import PRESETS, plan_layer, resolve_scheme, scheme_from_flags
@@ -114,7 +115,7 @@ def _outputs_after_bn(plans, candidates):
         plan = plans.get(id(layer))
         if plan is None or plan["output"] is None or isinstance(layer, QUAD_LAYERS):
             continue
-        consumers = [node.operation for node in layer._outbound_nodes]
+        consumers = keras_private.consumers(layer)
         if len(consumers) == 1 and isinstance(consumers[0], keras.layers.BatchNormalization):
             moved[id(consumers[0])] = plan["output"]
             plan["output"] = None
