@@ -2,6 +2,8 @@
 # Run the test suite once per Keras backend, each in its own process.
 # tensorflow and torch run everything but the `slow` end-to-end runs; jax runs the subset
 # marked `jax` plus the `slow` ones (JAX is the fastest backend for them on CPU).
+# The docstring examples of the package (`--doctest-modules quadkeras`, set up by the root
+# conftest.py) run once, in the tensorflow process.
 #
 # The backends' processes are independent, so by default they run side by side in two lanes
 # (tensorflow | torch then jax): most tests are single-threaded Python, and two lanes keep both
@@ -12,10 +14,12 @@ PY=${1:-.venv/bin/python}
 BACKENDS=${BACKENDS:-"tensorflow torch jax"}
 PARALLEL=${PARALLEL:-1}
 TESTS=${TESTS:-tests}  # what pytest collects (a file or folder, for a quick check of this script)
+DOCTESTS=${DOCTESTS-quadkeras}  # whose docstring examples the tensorflow process runs ("" = none)
 
 run_backend() {  # run_backend <backend>: one pytest process, lines prefixed with the backend
   local backend=$1 sel=()
   if [ "$backend" = jax ]; then sel=(-m "jax or slow"); fi
+  if [ "$backend" = tensorflow ] && [ -n "$DOCTESTS" ]; then sel=(--doctest-modules $DOCTESTS); fi
   echo "=== KERAS_BACKEND=$backend ==="
   KERAS_BACKEND=$backend TF_CPP_MIN_LOG_LEVEL=3 "$PY" -m pytest -q -p no:cacheprovider \
     --durations=15 "${sel[@]}" $TESTS 2>&1 | sed -u "s/^/[$backend] /"

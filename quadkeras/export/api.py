@@ -2,10 +2,11 @@
 
 Example (TensorFlow backend):
 
->>> import keras
+>>> import keras, os, tempfile
 >>> model = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Conv2D(4, 3),
 ...                           keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
->>> report = export_model(model, "/tmp/qk_doc_export", formats=("litert_float", "litert_int8"),
+>>> out_dir = os.path.join(tempfile.mkdtemp(), "export")
+>>> report = export_model(model, out_dir, formats=("litert_float", "litert_int8"),
 ...                       representative_data="digits", eval_data="digits", verbose=False)
 >>> report["formats"]["litert_float"]["max_abs_diff"] < 1e-4
 True

@@ -5,9 +5,9 @@ so `ai_edge_litert` runs them without extra delegates.
 
 Example:
 
->>> import keras, numpy as np
+>>> import keras, tempfile
 >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
->>> sm = write_saved_model(model, "/tmp/qk_doc_sm")
+>>> sm = write_saved_model(model, tempfile.mkdtemp())
 >>> len(to_litert(sm, "float")) > 0
 True
 """

@@ -15,9 +15,9 @@ extra (`pip install quadkeras[onnx]`: onnx, onnxruntime, tf2onnx).
 
 Example (TensorFlow backend):
 
->>> import keras, numpy as np
+>>> import keras, numpy as np, os, tempfile
 >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
->>> path = keras_to_onnx(model, "/tmp/qk_doc.onnx")
+>>> path = keras_to_onnx(model, os.path.join(tempfile.mkdtemp(), "model.onnx"))
 >>> x = np.random.rand(8, 4).astype("float32")
 >>> r = onnx_parity_report(path, model.predict(x, verbose=0), x, latency_runs=2)
 >>> r["max_abs_diff"] < 1e-5, r["top1_agreement"], r["opset"]

@@ -5,9 +5,10 @@ deprecated).
 
 Example:
 
->>> import keras, numpy as np, tensorflow as tf
+>>> import keras, numpy as np, tempfile
+>>> from quadkeras.export.convert import to_litert, write_saved_model
 >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
->>> content = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+>>> content = to_litert(write_saved_model(model, tempfile.mkdtemp()), "float")
 >>> x = np.random.rand(8, 4).astype("float32")
 >>> r = parity_report(content, model.predict(x, verbose=0), x, latency_runs=2)
 >>> r["max_abs_diff"] < 1e-4, r["top1_agreement"]

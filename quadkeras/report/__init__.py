@@ -2,8 +2,9 @@
 
 Example:
 
+>>> import os, tempfile
 >>> from quadkeras.report import plot_history
->>> plot_history({"loss": [1.0, 0.5]}, "/tmp/qk_doc_loss.png").endswith(".png")
+>>> plot_history({"loss": [1.0, 0.5]}, os.path.join(tempfile.mkdtemp(), "loss.png")).endswith(".png")
 True
 """
 

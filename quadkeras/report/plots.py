@@ -7,8 +7,9 @@ note instead of failing when it is missing.
 
 Example:
 
+>>> import os, tempfile
 >>> path = plot_history({"epoch": [0, 1], "loss": [2.0, 1.0], "acc": [0.3, 0.6],
-...                      "lr": [0.1, 0.05]}, "/tmp/qk_doc_curves.png")
+...                      "lr": [0.1, 0.05]}, os.path.join(tempfile.mkdtemp(), "curves.png"))
 >>> open(path, "rb").read(8) == b"\\x89PNG\\r\\n\\x1a\\n"
 True
 """
