@@ -24,7 +24,7 @@ from absl import flags
 
 from quadkeras.data.loaders import DATASETS
 from quadkeras.data.pipeline import AUGMENT_PRESETS, PIPELINES
-from quadkeras.training.config import DEFAULTS, DISTRIBUTE, MIXED_PRECISION
+from quadkeras.training.config import DEFAULTS, DISTRIBUTE, JIT_COMPILE, MIXED_PRECISION
 from quadkeras.training.config import BSQ_STAGES
 from quadkeras.training.optimizer import MOMENTUM_FORMS
 from quadkeras.training.schedules import SCHEDULES
@@ -124,10 +124,13 @@ TABLE = {
                            "(docs/training.md).", list(DISTRIBUTE)),
     "jit_compile": ("enum", "Compile the train, eval and predict steps: auto (torch: torch.compile "
                             "with CUDA, eager on a CPU; tensorflow/jax: Keras' choice, XLA / jax.jit), "
-                            "true (torch: torch.compile with static shapes), false. The first "
-                            "step's seconds (compile) are printed once (docs/training.md, 'Which "
-                            "backend and jit_compile for which device').",
-                    ["auto", "true", "false"]),
+                            "true (torch: torch.compile with static shapes), false, reduce_overhead "
+                            "(torch only: torch.compile mode='reduce-overhead', CUDA graphs on a GPU; "
+                            "like true on a CPU). Unset: auto, and --resume keeps the run's own "
+                            "setting; given on --resume, it wins. The first step's seconds (compile) "
+                            "are printed once (docs/training.md, 'Which backend and jit_compile for "
+                            "which device').",
+                    list(JIT_COMPILE)),
     "verbose": ("integer", "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch."),
     "input_shape": ("shape", "Replace the model config's input shape: H,W,C (e.g. 16,16,1)."),
     "plot": ("string", "Also draw this app's figure into this PNG."),

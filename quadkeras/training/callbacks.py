@@ -29,8 +29,8 @@ class LearningRateLogger(keras.callbacks.Callback):
 
 class CheckpointSaver(keras.callbacks.Callback):
     """After each epoch: `best.keras` if `monitor` strictly improved, then `last.keras`, then
-    `state.json` (epochs done, best metric, config and its hash, the model's identity) — all
-    atomic.
+    `state.json` (epochs done, best metric, config and its hash, the model's identity, the
+    `runtime` settings the epoch ran with, which a resume without them keeps) — all atomic.
 
     A model whose variables are not all finite (weights, BatchNorm moving statistics,
     quantizer state) never becomes `best.keras`. With `stop_on_nan` the `NonFiniteGuard`
@@ -39,10 +39,11 @@ class CheckpointSaver(keras.callbacks.Callback):
     warning.
     """
 
-    def __init__(self, work_dir, config, monitor="val_acc"):
+    def __init__(self, work_dir, config, monitor="val_acc", runtime=None):
         super().__init__()
         self.work_dir = work_dir
         self.config = config
+        self.runtime = dict(runtime or {})  # settings a resume may change (jit_compile)
         self.monitor = monitor
 
     def on_epoch_end(self, epoch, logs=None):
@@ -60,7 +61,7 @@ class CheckpointSaver(keras.callbacks.Callback):
             "best_epoch": _best_epoch(self.work_dir),
             "monitor": self.monitor, "config": self.config,
             "config_hash": checkpoint.config_hash(self.config),
-            "model": identity(self.model)})
+            "model": identity(self.model), "runtime": self.runtime})
 
 
 def _listed(names, limit=3):

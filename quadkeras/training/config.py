@@ -15,6 +15,7 @@ import numbers
 
 from quadkeras.data.loaders import DATASETS
 from quadkeras.data.pipeline import AUGMENT_PRESETS, PIPELINES, resolve_pipeline
+from quadkeras.training.jit import JIT_COMPILE, check_jit_backend
 from quadkeras.training.optimizer import MOMENTUM_FORMS
 from quadkeras.training.schedules import SCHEDULES
 from quadkeras.utils.validation import check_choice, check_positive_int
@@ -24,7 +25,6 @@ from quadkeras.utils.validation import check_choice, check_positive_int
 # grad-norm clip 0.5. val_fraction 0 keeps its "best test accuracy" checkpoint; > 0 holds out
 # that seeded fraction of the training split
 # (seed = `seed`) as validation data for best.keras / val_acc instead.
-JIT_COMPILE = ("auto", "true", "false")
 DEFAULTS = {
     "model": "qresnet14", "dataset": "cifar10", "data_dir": None, "cache_dir": None,
     "max_train": 0, "max_test": 0, "val_fraction": 0.0,
@@ -40,8 +40,10 @@ DEFAULTS = {
     "work_dir": "runs/default", "resume": False, "evaluate_only": False, "checkpoint": None,
     "tensorboard": True, "verbose": 1, "stop_on_nan": True, "distribute": "",
     # compile the train step: auto = torch.compile on torch with CUDA, eager on a torch CPU,
-    # Keras' choice on tensorflow/jax (XLA on GPU); trainer.resolve_jit_compile, docs/training.md
-    "jit_compile": "auto",
+    # Keras' choice on tensorflow/jax (XLA on GPU); reduce_overhead = torch.compile with CUDA
+    # graphs (torch only). None = not given: auto, or a resumed run's recorded setting
+    # (quadkeras.training.jit, docs/training.md)
+    "jit_compile": None,
     # BSQ stages on this engine (quadkeras.bsq.stage): '' = plain training.
     "bsq": "", "bsq_decay": 0.01, "bsq_prun_int": 50, "bsq_precision_increase": True,
     "bsq_quantize_bias": False,
@@ -71,8 +73,10 @@ def resolve_config(config=None, **overrides):
     check_choice("mixed_precision", merged["mixed_precision"], MIXED_PRECISION)
     check_choice("momentum_form", merged["momentum_form"], MOMENTUM_FORMS)
     check_choice("distribute", merged["distribute"], DISTRIBUTE)
-    merged["jit_compile"] = str(merged["jit_compile"]).lower()
-    check_choice("jit_compile", merged["jit_compile"], JIT_COMPILE)
+    if merged["jit_compile"] is not None:
+        merged["jit_compile"] = str(merged["jit_compile"]).lower()
+        check_choice("jit_compile", merged["jit_compile"], JIT_COMPILE)
+        check_jit_backend(merged["jit_compile"])
     check_choice("bsq", merged["bsq"], BSQ_STAGES)
     check_positive_int("bsq_prun_int", merged["bsq_prun_int"])
     for key in ("epochs", "batch_size", "eval_batch_size"):

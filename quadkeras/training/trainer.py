@@ -29,6 +29,8 @@ from quadkeras.training.callbacks import (CheckpointSaver, LearningRateLogger, N
 from quadkeras.training.config import resolve_config, resume_view
 from quadkeras.training.decay import check_decay_list
 from quadkeras.training.distribute import make_plan, open_plan_run
+from quadkeras.training.jit import (FirstStepTimer, apply_jit_compile, resolve_jit_compile,  # noqa: F401
+                                    run_jit_setting, static_shape_torch_compile)
 from quadkeras.training.optimizer import CoupledDecaySGD
 from quadkeras.training.run_summary import model_label, run_summary
 from quadkeras.training.schedules import make_schedule
@@ -137,72 +139,13 @@ def compile_model(model, config, steps_per_epoch):
     else:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         acc = keras.metrics.SparseCategoricalAccuracy(name="acc")
-    jit = resolve_jit_compile(config["jit_compile"])
-    if jit is True and keras.backend.backend() == "torch":
-        static_shape_torch_compile()  # float and quantized models alike (no data-init branch:
-        # `train` initialises the quantizers eagerly before the first compiled step)
-    model.compile(optimizer=optimizer, loss=loss, metrics=[acc], jit_compile=jit)
+    setting = run_jit_setting(config["jit_compile"], None)
+    model.compile(optimizer=optimizer, loss=loss, metrics=[acc],
+                  jit_compile=resolve_jit_compile(setting))
+    # torch: static shapes, the mode; float and quantized models alike (no data-init branch:
+    # `train` initialises the quantizers eagerly before the first compiled step)
+    apply_jit_compile(model, setting)
     return model
-
-
-def resolve_jit_compile(value):
-    """The `jit_compile` `model.compile` gets for the config value `auto` | `true` | `false`.
-
-    `auto`: on torch, `torch.compile` (True) where a CUDA device is present, eager (False) on
-    a CPU: there the compile costs minutes of first step and is slower wherever the step is
-    compute-bound (docs/training.md, "Which backend and jit_compile"); on tensorflow and jax,
-    Keras' own "auto" (XLA on a TensorFlow GPU, not on a CPU; `jax.jit` always).
-
-    >>> resolve_jit_compile("false"), resolve_jit_compile("true")
-    (False, True)
-    """
-    value = {"auto": "auto", "true": True, "false": False}[str(value).lower()]
-    if value == "auto" and keras.backend.backend() == "torch":
-        import torch
-
-        value = bool(torch.cuda.is_available())
-    return value
-
-
-class FirstStepTimer(keras.callbacks.Callback):
-    """Seconds of the run's first train step (with `jit_compile`, the compilation; later
-    epochs reuse it): printed once (verbose) and kept in `seconds`."""
-
-    def __init__(self, verbose=1):
-        super().__init__()
-        self.verbose, self.seconds, self._start = verbose, None, None
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if self.seconds is None and self._start is None:
-            self._start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.seconds is None and self._start is not None:
-            self.seconds = round(time.perf_counter() - self._start, 3)
-            if self.verbose:
-                print(f"\nquadkeras.train: first train step {self.seconds} s (jit_compile="
-                      f"{self.model.jit_compile}: compiling included)", flush=True)
-
-
-def static_shape_torch_compile():
-    """Dynamo settings for torch.compile of a Keras model (call before `model.compile(...,
-    jit_compile=True)` on the torch backend; `compile_model` does). Keras' `Layer.__call__` breaks the
-    dynamo graph at each layer (its `inspect.Signature.bind`), so the model runs as many
-    compiled frames, called with different shapes; dynamo's automatic dynamic shapes then
-    recompile them with symbolic sizes, on which inductor fails (ResNet-20: "cannot determine
-    truth value of Relational"). Static shapes, with room for one cache entry per layer shape."""
-    import torch
-    from keras.src.utils import naming
-
-    config = torch._dynamo.config
-    config.automatic_dynamic_shapes = False
-    # Some Keras ops (`ops.pad`, so `ZeroPadding2D`; `ops.cond`) build a new auto-named
-    # `Operation` on every eager call: its name comes from a global counter that dynamo
-    # guarded on, so every step recompiled (ResNet-20: ~5 s a step). Traced as a constant:
-    # no guard, the throwaway op's name is fixed at trace time.
-    torch.compiler.assume_constant_result(naming.uniquify)
-    config.cache_size_limit = max(config.cache_size_limit, 256)
-    config.accumulated_cache_size_limit = max(config.accumulated_cache_size_limit, 4096)
 
 
 def datasets(config, data, epoch, stats):
@@ -231,7 +174,7 @@ def _initialize_quantizers(model, train_ds):
     """First-batch quantizer initialisation outside `fit` (JAX's trainer would drop it)."""
     from quadkeras.quantize import initialize_quantizers, quantized_layers
 
-    if quantized_layers(model):
+    if any(layer.quantizers() for layer in quantized_layers(model)):  # BSQ hosts hold none
         initialize_quantizers(model, next(iter(train_ds))[0])
 
 
@@ -422,7 +365,12 @@ def _train(config, run, extra_callbacks, plan):
         finished = _finished_summary(work_dir, config, epochs_done)
         if finished is not None:
             return finished
+        # the resume command's --jit_compile, else the run's recorded one (not the file's)
+        config = {**config, "jit_compile": run_jit_setting(
+            config["jit_compile"], checkpoint.read_json(os.path.join(work_dir, checkpoint.STATE)))}
+        apply_jit_compile(model, config["jit_compile"])
     else:
+        config = {**config, "jit_compile": run_jit_setting(config["jit_compile"], None)}
         model = compile_model(initial_model(config, data), config, steps_per_epoch)
         epochs_done = 0
     model = plan.prepare(model)
@@ -439,8 +387,9 @@ def _train(config, run, extra_callbacks, plan):
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(work_dir, "tensorboard"),
                                                      write_graph=False, profile_batch=0))
     first_step = FirstStepTimer(config["verbose"])
-    callbacks += [first_step, CheckpointSaver(work_dir, resume_view(config)), *extra_callbacks,
-                  RunProgbar(config["epochs"])]
+    saver = CheckpointSaver(work_dir, resume_view(config),
+                            runtime={"jit_compile": config["jit_compile"]})
+    callbacks += [first_step, saver, *extra_callbacks, RunProgbar(config["epochs"])]
     train_time, last_val = 0.0, None
     has_val = data.x_val is not None  # else the test split is the validation data (seed recipe)
     fit_data = dataclasses.replace(data, x_test=data.x_val, y_test=data.y_val) if has_val else data
