@@ -19,9 +19,10 @@ from quadkeras.autobuilder import (auto_build, emit_config, heldout, heldout_opt
 from quadkeras.autobuilder.data import load_arrays
 from quadkeras.data import split_validation
 from quadkeras.autobuilder.masking import mask_for, masked
-from quadkeras.autobuilder.scores import accuracy, mac_shares, param_shares
+from quadkeras.autobuilder.scores import accuracy, param_shares, shares
 from quadkeras.models import build_model, load_config
 from quadkeras.summary import count_macs
+from quadkeras.summary.macs import per_layer_macs
 from tests.backend_utils import assert_png
 from tests.test_autobuilder_fixtures import RESNET_TINY, VGG_TINY, train_runs
 
@@ -40,7 +41,7 @@ def _weights(model):
 @pytest.mark.parametrize("config", [RESNET_TINY, VGG_TINY], ids=["resnet", "vgg"])
 def test_param_and_mac_shares_sum_to_one(config):
     model = build_model(config)
-    pm, pw = param_shares(model), mac_shares(model)
+    pm, pw = param_shares(model), shares(per_layer_macs(model))
     assert sum(pm.values()) == pytest.approx(1.0, abs=1e-12)
     assert sum(pw.values()) == pytest.approx(1.0, abs=1e-12)
     name = select_candidates(model)[0]

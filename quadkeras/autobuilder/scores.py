@@ -42,19 +42,15 @@ class LayerScore:
     ri: float
 
 
-def _shares(counts):
+def shares(counts):
+    """{name: count / total} of {name: count} (all 0 when the total is 0)."""
     total = float(sum(counts.values()))
     return {name: (c / total if total else 0.0) for name, c in counts.items()}
 
 
 def param_shares(model):
     """{layer name: params / total params} over every layer (sums to 1)."""
-    return _shares({layer.name: layer.count_params() for layer in model.layers})
-
-
-def mac_shares(model):
-    """{layer name: MACs / total MACs} over every layer (sums to 1)."""
-    return _shares(per_layer_macs(model))
+    return shares({layer.name: layer.count_params() for layer in model.layers})
 
 
 def accuracy(model, x, y, batch_size=256):
@@ -86,7 +82,7 @@ def probe_layers(model, x, y, candidates, masking_ratio=0.5, seed=0, epsilon=1e-
     evaluate = evaluate or (lambda m: accuracy(m, x, y, batch_size))
     counts = {layer.name: layer.count_params() for layer in model.layers}
     macs = per_layer_macs(model)
-    pm, pw = _shares(counts), _shares(macs)
+    pm, pw = shares(counts), shares(macs)
     baseline = evaluate(model)
     scores = []
     for name in track(candidates, label=f"probing {len(candidates)} layers", unit_name="layer"):

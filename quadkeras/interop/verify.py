@@ -136,12 +136,6 @@ def check_logits(model, state, rtol=None, images=None, batch=8, seed=0):
     return LogitCheck(difference, scale, rtol)
 
 
-def torch_logit_difference(model, state, images=None, batch=8, seed=0):
-    """max |logit| difference between `model` and the PyTorch network holding `state` (NaN
-    when either forward is not finite; see `check_logits` for the verdict)."""
-    return check_logits(model, state, images=images, batch=batch, seed=seed).difference
-
-
 def readback_differences(written, expected):
     """(keys of `expected` whose tensor in `written` is missing or differs in shape or any
     element, max |difference| over all keys). NaN equals nothing and propagates into the

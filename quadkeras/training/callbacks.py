@@ -135,28 +135,6 @@ class NonFiniteGuard(keras.callbacks.Callback):
                   "data (inference-mode overflow on some images); training continues", flush=True)
 
 
-class AtomicModelSaver(keras.callbacks.Callback):
-    """Save the model atomically (temp + rename) after every epoch, or only when `monitor`
-    is finite and strictly higher than before and every model variable is finite (`monitor`
-    given): a kill never leaves a partial file, and a worse epoch never replaces the saved one."""
-
-    def __init__(self, path, monitor=None):
-        super().__init__()
-        self.path = path
-        self.monitor = monitor
-        self.best = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.monitor is not None:
-            value = (logs or {}).get(self.monitor)
-            if value is None or not math.isfinite(value) or (self.best is not None and value <= self.best):
-                return
-            if checkpoint.nonfinite_variables(self.model):  # NaN/inf weights: never the best
-                return
-            self.best = float(value)
-        checkpoint.save_model_atomic(self.model, self.path)
-
-
 class RunProgbar(keras.callbacks.ProgbarLogger):
     """Keras progress bar that shows `Epoch e/total` although `fit` runs one epoch per call."""
 

@@ -91,14 +91,6 @@ def read_json(path, flag="file", what="JSON file"):
         return json.load(f)
 
 
-def read_yaml(path, flag="file", what="YAML file"):
-    """`yaml.safe_load` of `path` with `reading`'s one-line errors."""
-    import yaml
-
-    with reading(path, flag, what) as p, open(p) as f:
-        return yaml.safe_load(f)
-
-
 def load_keras_model(path, flag="model", **kwargs):
     """`keras.models.load_model` with quadkeras' objects registered and one-line errors.
 

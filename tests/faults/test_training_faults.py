@@ -192,25 +192,6 @@ def test_evaluate_only_on_a_read_only_run(tmp_path, monkeypatch):
     assert 0 <= result["test_acc"] <= 1 and not (work / "eval.json").exists()
 
 
-def test_atomic_model_saver_every_epoch_and_only_on_improvement(tmp_path):
-    from quadkeras.training.callbacks import AtomicModelSaver
-
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    every, best = AtomicModelSaver(str(tmp_path / "last.keras")), AtomicModelSaver(
-        str(tmp_path / "best.keras"), monitor="val_accuracy")
-    for cb in (every, best):
-        cb.set_model(model)
-    saved = []
-    for epoch, acc in enumerate([0.5, 0.4, float("nan"), 0.6]):
-        model.layers[0].bias.assign([float(epoch)])
-        for cb in (every, best):
-            cb.on_epoch_end(epoch, {"val_accuracy": acc})
-        saved.append(float(keras.models.load_model(tmp_path / "best.keras").layers[0].bias[0]))
-        assert float(keras.models.load_model(tmp_path / "last.keras").layers[0].bias[0]) == epoch
-    assert saved == [0.0, 0.0, 0.0, 3.0]  # a worse or NaN epoch never replaces the best
-    assert sorted(os.listdir(tmp_path)) == ["best.keras", "last.keras"]
-
-
 def test_nonfinite_validation_metric_warns_but_a_nonfinite_training_metric_stops(capsys):
     from quadkeras.training.callbacks import NonFiniteGuard, TrainingDiverged
 
