@@ -1,5 +1,11 @@
 """quadkeras: quadratic neural networks and quantization-aware training for Keras 3.
 
+`import quadkeras` registers everything a saved `.keras` file may reference (layers,
+quantizers and wrappers, BSQ wrappers, the training optimizer and LR schedules), so
+`keras.models.load_model(path)` works after it, also on a run's last.keras. The rest
+(`quadkeras.training`'s trainer, BSQ's conversion and callbacks, export, interop, ...)
+loads on first use: `quadkeras.<subpackage>` is imported when first read (PEP 562).
+
 Example:
 
 >>> import quadkeras
@@ -9,14 +15,28 @@ Example:
 True
 """
 
+import importlib
+
 __version__ = "0.1.0"
 
-from quadkeras import layers  # noqa: E402,F401
-from quadkeras import models  # noqa: E402,F401
+# The modules that register serializable objects (and the packages the example uses).
+from quadkeras import layers, models, quantize, quantizers  # noqa: E402,F401
+from quadkeras.bsq import activation as _bsq_activation  # noqa: E402,F401
+from quadkeras.bsq import wrapper as _bsq_wrapper  # noqa: E402,F401
+from quadkeras.quantize import fold as _fold  # noqa: E402,F401
+from quadkeras.training import optimizer as _optimizer  # noqa: E402,F401
+from quadkeras.training import schedules as _schedules  # noqa: E402,F401
 
-# Everything a saved `.keras` file may reference (layers, quantizers and wrappers, BSQ
-# wrappers, the training optimizer and LR schedules) is registered by `import quadkeras`,
-# so `keras.models.load_model(path)` works after it, also on a run's last.keras.
-from quadkeras import bsq  # noqa: E402,F401
-from quadkeras import quantize  # noqa: E402,F401
-from quadkeras import training  # noqa: E402,F401
+SUBPACKAGES = ("autobuilder", "backend", "bsq", "cli", "data", "export", "interop", "layers", "models",
+               "quantize", "quantizers", "report", "summary", "training", "utils")
+
+
+def __getattr__(name):
+    """`quadkeras.<subpackage>`, imported on first access."""
+    if name in SUBPACKAGES:
+        return importlib.import_module(f"quadkeras.{name}")
+    raise AttributeError(f"module 'quadkeras' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(SUBPACKAGES))

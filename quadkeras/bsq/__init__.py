@@ -9,17 +9,28 @@ Example:
 {'fc': 8}
 """
 
-from quadkeras.bsq.activation import BSQActivation
-from quadkeras.bsq.callback import BSQCallback, reset_optimizer_slots
-from quadkeras.bsq.convert import (
-    activation_scales, batch_scaled_activations, block_activations, bsq_layers, fix_activation_scales,
-    requantize_model, scheme_of, set_bsq_decay, shortcut_convs, to_bsq, to_float, to_representation)
-from quadkeras.bsq.report import bsq_report, format_report, save_report
-from quadkeras.bsq.wrapper import BitQuantWrapper, ClipConstraint
+import importlib
 
-__all__ = [
-    "BSQActivation", "BSQCallback", "BitQuantWrapper", "ClipConstraint", "activation_scales",
-    "batch_scaled_activations", "block_activations", "bsq_layers", "bsq_report", "fix_activation_scales",
-    "format_report", "requantize_model", "reset_optimizer_slots", "save_report", "scheme_of",
-    "set_bsq_decay", "shortcut_convs", "to_bsq", "to_float", "to_representation",
-]
+# public name -> the module that defines it; each loads on first access (PEP 562), so
+# `import quadkeras` (which registers the BSQ layers) loads no conversion / callback code.
+_SOURCES = {
+    "BSQActivation": "activation", "BSQCallback": "callback", "reset_optimizer_slots": "callback",
+    **dict.fromkeys(("activation_scales", "batch_scaled_activations", "block_activations", "bsq_layers",
+                     "fix_activation_scales", "requantize_model", "scheme_of", "set_bsq_decay",
+                     "shortcut_convs", "to_bsq", "to_float", "to_representation"), "convert"),
+    "bsq_report": "report", "format_report": "report", "save_report": "report",
+    "BitQuantWrapper": "wrapper", "ClipConstraint": "wrapper",
+}
+__all__ = sorted(_SOURCES)
+
+
+def __getattr__(name):
+    if name not in _SOURCES:
+        raise AttributeError(f"module 'quadkeras.bsq' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"quadkeras.bsq.{_SOURCES[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_SOURCES))

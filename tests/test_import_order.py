@@ -1,0 +1,275 @@
+"""quadkeras' dependency order, from the import statements themselves (`ast`, no import):
+
+backend -> utils -> layers -> quantizers -> quantize -> models -> summary/report -> data ->
+training -> bsq/export/interop/autobuilder -> cli (a module may import its own level or a lower
+one), no import cycles, no function-local imports of quadkeras modules (each with a list of
+known debt that may only shrink), and `import quadkeras.layers` / `import quadkeras` load no
+trainer, data, export or BSQ conversion code."""
+
+import ast
+import collections
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent / "quadkeras"
+ORDER = [("backend",), ("utils",), ("layers",), ("quantizers",), ("quantize",), ("models",),
+         ("summary", "report"), ("data",), ("training",), ("bsq", "export", "interop", "autobuilder"),
+         ("cli",)]
+LEVEL = {name: level for level, names in enumerate(ORDER) for name in names}
+
+# Known debt, each list may only shrink (the tests fail when an entry is no longer needed):
+# imports against the order (importer, imported), and function-local imports of quadkeras
+# modules (optional third-party imports -- torch, onnx, matplotlib, ... -- are not counted).
+PENDING_UPWARD = {
+    ('quadkeras.models.quadratize', 'quadkeras.autobuilder'),
+    ('quadkeras.models.quadratize', 'quadkeras.autobuilder.candidates'),
+    ('quadkeras.models.quadratize_rank', 'quadkeras.autobuilder'),
+    ('quadkeras.models.quadratize_rank', 'quadkeras.autobuilder.scores'),
+    ('quadkeras.quantize.int8_graph', 'quadkeras.models'),
+    ('quadkeras.quantize.int8_graph', 'quadkeras.models.model_config'),
+    ('quadkeras.quantize.model', 'quadkeras.models'),
+    ('quadkeras.quantize.model', 'quadkeras.models.model_config'),
+    ('quadkeras.training.trainer', 'quadkeras.bsq'),
+    ('quadkeras.training.trainer', 'quadkeras.bsq.stage'),
+}
+
+PENDING_LOCAL = {
+    ('quadkeras.bsq.report', 'quadkeras.report.plots'),
+    ('quadkeras.cli.auto_build', 'quadkeras.report'),
+    ('quadkeras.cli.bsq', 'quadkeras.interop'),
+    ('quadkeras.cli.bsq', 'quadkeras.interop.bsq_checkpoint'),
+    ('quadkeras.cli.common', 'quadkeras.utils.errors'),
+    ('quadkeras.cli.convert', 'quadkeras.bsq'),
+    ('quadkeras.cli.convert', 'quadkeras.export.loading'),
+    ('quadkeras.cli.convert', 'quadkeras.interop'),
+    ('quadkeras.cli.convert', 'quadkeras.interop.bsq_checkpoint'),
+    ('quadkeras.cli.convert', 'quadkeras.interop.layouts'),
+    ('quadkeras.cli.convert', 'quadkeras.interop.torch_checkpoint'),
+    ('quadkeras.cli.convert', 'quadkeras.interop.verify'),
+    ('quadkeras.cli.convert', 'quadkeras.models.model_config'),
+    ('quadkeras.cli.convert', 'quadkeras.training.work_dir'),
+    ('quadkeras.cli.quadratize', 'quadkeras.autobuilder'),
+    ('quadkeras.cli.quadratize', 'quadkeras.autobuilder.emit'),
+    ('quadkeras.cli.quadratize', 'quadkeras.models.model_config'),
+    ('quadkeras.cli.quadratize', 'quadkeras.models.quadratize'),
+    ('quadkeras.cli.quadratize', 'quadkeras.summary'),
+    ('quadkeras.cli.quickstart', 'quadkeras.export'),
+    ('quadkeras.cli.quickstart', 'quadkeras.training'),
+    ('quadkeras.cli.quickstart', 'quadkeras.training.work_dir'),
+    ('quadkeras.cli.quickstart', 'quadkeras.utils.errors'),
+    ('quadkeras.cli.summary', 'quadkeras.quantize.model'),
+    ('quadkeras.cli.summary', 'quadkeras.report'),
+    ('quadkeras.cli.train', 'quadkeras.report'),
+    ('quadkeras.cli.train', 'quadkeras.training'),
+    ('quadkeras.cli.train', 'quadkeras.training.distribute'),
+    ('quadkeras.data.pipeline', 'quadkeras.data.array_batches'),
+    ('quadkeras.data.prepare', 'quadkeras.data.loaders'),
+    ('quadkeras.data.prepare', 'quadkeras.data.splits'),
+    ('quadkeras.data.prepare', 'quadkeras.models.model_config'),
+    ('quadkeras.export.api', 'quadkeras.bsq.convert'),
+    ('quadkeras.export.api', 'quadkeras.data'),
+    ('quadkeras.export.api', 'quadkeras.quantize'),
+    ('quadkeras.export.api', 'quadkeras.quantize.calibration'),
+    ('quadkeras.export.convert', 'quadkeras.quantize'),
+    ('quadkeras.export.convert', 'quadkeras.quantizers'),
+    ('quadkeras.export.dead_channels', 'quadkeras.quantize'),
+    ('quadkeras.export.dead_channels', 'quadkeras.quantize.wrapper'),
+    ('quadkeras.export.dead_channels', 'quadkeras.quantizers'),
+    ('quadkeras.export.onnx_export', 'quadkeras.export.convert'),
+    ('quadkeras.export.onnx_export', 'quadkeras.export.onnx_graph'),
+    ('quadkeras.export.onnx_export', 'quadkeras.export.parity'),
+    ('quadkeras.export.quad_qat', 'quadkeras.quantize'),
+    ('quadkeras.export.quad_qat', 'quadkeras.quantize.wrapper'),
+    ('quadkeras.export.quad_qat', 'quadkeras.quantizers'),
+    ('quadkeras.interop.bsq_checkpoint', 'quadkeras.bsq'),
+    ('quadkeras.interop.bsq_checkpoint', 'quadkeras.models.model_config'),
+    ('quadkeras.interop.torch_checkpoint', 'quadkeras.training.checkpoint'),
+    ('quadkeras.interop.torch_checkpoint', 'quadkeras.training.work_dir'),
+    ('quadkeras.interop.torch_layout', 'quadkeras.bsq'),
+    ('quadkeras.interop.verify', 'quadkeras.interop.torch_nets'),
+    ('quadkeras.interop.verify', 'quadkeras.layers'),
+    ('quadkeras.models.builder', 'quadkeras.quantize'),
+    ('quadkeras.models.model_config', 'quadkeras.models'),
+    ('quadkeras.models.model_config', 'quadkeras.utils.safe_io'),
+    ('quadkeras.models.quadratize', 'quadkeras.autobuilder.candidates'),
+    ('quadkeras.models.quadratize', 'quadkeras.models.quadratize_rank'),
+    ('quadkeras.models.quadratize_rank', 'quadkeras.autobuilder.scores'),
+    ('quadkeras.quantize.calibration', 'quadkeras.quantizers.fakequant'),
+    ('quadkeras.quantize.lsq_init', 'quadkeras.quantizers.lsq'),
+    ('quadkeras.quantize.model', 'quadkeras.quantize.int8_graph'),
+    ('quadkeras.report.plots', 'quadkeras.utils.safe_io'),
+    ('quadkeras.training.config', 'quadkeras.quantize.model'),
+    ('quadkeras.training.config', 'quadkeras.quantize.scheme'),
+    ('quadkeras.training.config', 'quadkeras.quantizers.base'),
+    ('quadkeras.training.distribute', 'quadkeras.data.array_batches'),
+    ('quadkeras.training.distribute', 'quadkeras.training.ddp_step'),
+    ('quadkeras.training.run_summary', 'quadkeras.summary'),
+    ('quadkeras.training.trainer', 'quadkeras.bsq.stage'),
+    ('quadkeras.training.trainer', 'quadkeras.data'),
+    ('quadkeras.training.trainer', 'quadkeras.models'),
+    ('quadkeras.training.trainer', 'quadkeras.quantize'),
+    ('quadkeras.training.trainer', 'quadkeras.quantize.model'),
+    ('quadkeras.training.work_dir', 'quadkeras.training.trainer'),
+    ('quadkeras.utils.safe_io', 'quadkeras.utils.errors'),
+}
+
+
+def _module_name(path):
+    parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _targets(module, is_package, node, modules):
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    base = node.module or ""
+    if node.level:
+        package = module.split(".") if is_package else module.split(".")[:-1]
+        package = package[:len(package) - node.level + 1]
+        base = ".".join(package + ([base] if base else []))
+    return [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+
+
+def _ancestors(name):
+    parts = name.split(".")
+    return {".".join(parts[:i]) for i in range(2, len(parts))}
+
+
+def _runs(module, target):
+    """What importing `target` from `module` executes: it and its not-yet-imported packages."""
+    return ({target} | _ancestors(target)) - _ancestors(module) - {module}
+
+
+def full_graph():
+    """`import_graph` with the function-local imports as edges too."""
+    graph, local = import_graph()
+    for module, target, _ in local:
+        graph[module] |= _runs(module, target)
+    return graph
+
+
+def import_graph():
+    """({module: {quadkeras modules its module-level imports run, parent packages included}},
+    [(module, imported module, line) of function-local quadkeras imports])."""
+    paths = {_module_name(p): p for p in ROOT.rglob("*.py")}
+    graph, local = collections.defaultdict(set), []
+    for module, path in paths.items():
+        def visit(node, in_function):
+            for child in ast.iter_child_nodes(node):
+                inner = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+                if isinstance(child, (ast.Import, ast.ImportFrom)):
+                    for target in _targets(module, path.name == "__init__.py", child, paths):
+                        if target.startswith("quadkeras.") and target in paths:
+                            if in_function:
+                                local.append((module, target, child.lineno))
+                            else:
+                                graph[module] |= _runs(module, target)
+                visit(child, inner)
+        visit(ast.parse(path.read_text()), False)
+    return graph, local
+
+
+def _cycles(graph):
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def connect(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                connect(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            connect(node)
+    return found
+
+
+def _level(module):
+    parts = module.split(".")
+    return LEVEL.get(parts[1]) if len(parts) > 1 else len(ORDER)  # the package top: above all
+
+
+def test_every_subpackage_has_a_level():
+    subpackages = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()}
+    assert subpackages == set(LEVEL), subpackages ^ set(LEVEL)
+
+
+def test_imports_follow_the_dependency_order():
+    upward = {(a, b) for a, targets in full_graph().items() for b in targets if _level(b) > _level(a)}
+    assert upward - PENDING_UPWARD == set(), sorted(upward - PENDING_UPWARD)
+    assert PENDING_UPWARD - upward == set(), "fixed: drop from PENDING_UPWARD"
+
+
+def test_no_module_level_import_cycles():
+    graph, _ = import_graph()
+    assert _cycles(graph) == []
+
+
+def test_no_import_cycles_but_through_known_debt():
+    """Function-local imports included, the only cycles left pass through a pending entry."""
+    graph = full_graph()
+    for module, target in PENDING_UPWARD | PENDING_LOCAL:
+        graph[module] -= _runs(module, target)
+    assert _cycles(graph) == []
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_new_function_local_imports():
+    _, local = import_graph()
+    found = {(module, target) for module, target, _ in local}
+    assert found - set(PENDING_LOCAL) == set(), sorted(found - set(PENDING_LOCAL))
+    assert set(PENDING_LOCAL) - found == set(), "moved: drop from PENDING_LOCAL"
+
+
+def _loaded_after(statement):
+    code = f"import sys; {statement}; print(' '.join(m for m in sys.modules if m.startswith('quadkeras')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=ROOT.parent)
+    return set(out.stdout.split())
+
+
+# Not loaded by `import quadkeras` / `import quadkeras.layers` (both run quadkeras/__init__,
+# which registers the serializable classes: layers, quantizers, BSQ layers, the optimizer and
+# schedules, so `keras.models.load_model` works after `import quadkeras`).
+HEAVY = ("quadkeras.training.trainer", "quadkeras.training.config", "quadkeras.training.distribute",
+         "quadkeras.data", "quadkeras.bsq.convert", "quadkeras.bsq.callback", "quadkeras.export",
+         "quadkeras.interop", "quadkeras.autobuilder", "quadkeras.cli")
+
+
+@pytest.mark.parametrize("statement", ["import quadkeras.layers", "import quadkeras"])
+def test_light_imports(statement):
+    loaded = _loaded_after(statement)
+    assert statement.split()[-1] in loaded
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_lazy_names_resolve():
+    import quadkeras
+    from quadkeras.bsq import to_bsq
+    from quadkeras.training import train
+
+    assert quadkeras.__version__
+    assert quadkeras.training.train is train and quadkeras.bsq.to_bsq is to_bsq
+    with pytest.raises(AttributeError):
+        quadkeras.not_a_subpackage  # noqa: B018
