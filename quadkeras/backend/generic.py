@@ -21,8 +21,12 @@ import contextlib
 STRIDED_1X1_AS_SLICE = False
 # The compiler fuses `where` selects into a reduction (XLA on jax): LSQ's backward keeps them.
 SELECT_FORM_FUSES = False
+# A built quantizer may run its `call` without Keras' `Layer.__call__` (torch: eager, or traced
+# by torch.compile: one graph break less per quantizer; TF and JAX trace the step once, so the
+# bookkeeping costs nothing per step there and stays).
+DIRECT_LAYER_CALL = False
 
-__all__ = ["STRIDED_1X1_AS_SLICE", "SELECT_FORM_FUSES", "all_reduce_sum", "batch_norm_infer",
+__all__ = ["DIRECT_LAYER_CALL", "STRIDED_1X1_AS_SLICE", "SELECT_FORM_FUSES", "all_reduce_sum", "batch_norm_infer",
            "batch_norm_train", "clip_by_global_norm", "conv2d", "enable_determinism",
            "float32_precision", "is_compiling", "is_concrete", "prepare_jit_compile",
            "replica_sum", "replicas_in_sync", "resolve_auto_jit", "scaled_round", "sgd_update",

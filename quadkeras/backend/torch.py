@@ -26,6 +26,7 @@ from quadkeras.backend.generic import *  # noqa: F403 (the defaults this module 
 from quadkeras.backend.generic import __all__  # noqa: F401
 
 STRIDED_1X1_AS_SLICE = True
+DIRECT_LAYER_CALL = True
 
 
 # ------------------------------------------------------------------------- BatchNorm

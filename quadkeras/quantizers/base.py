@@ -39,6 +39,7 @@ import numpy as np
 import keras
 from keras import ops
 
+from quadkeras import backend
 from quadkeras.utils.concrete import concrete_value
 from quadkeras.utils.validation import check_choice, check_positive_int
 
@@ -259,7 +260,7 @@ class Quantizer(keras.layers.Layer):
         tensor, `training` given (the host passes its resolved value; None would be resolved
         from the call context). TF and JAX trace the step once, so the bookkeeping costs
         nothing per step there and stays."""
-        return (training is not None and self.built and keras.backend.backend() == "torch"
+        return (training is not None and self.built and backend.active().DIRECT_LAYER_CALL
                 and not isinstance(x, keras.KerasTensor))
 
     def call(self, x, training=None):
