@@ -50,6 +50,7 @@ from keras import ops
 from quadkeras.bsq import bitplanes
 from quadkeras.bsq.kernel_ops import bit_group_lasso, reconstruct, ste_quantize
 from quadkeras.layers.kernel_call import FIRST_ORDER_LAYERS, QUAD_LAYERS, call_with_kernel
+from quadkeras.quantizers.hosting import QuantizerHost
 from quadkeras.utils.validation import check_choice, check_int_range
 
 REPRESENTATIONS = ("bits", "float")
@@ -96,8 +97,11 @@ class ClipConstraint(keras.constraints.Constraint):
 
 
 @keras.saving.register_keras_serializable(package="quadkeras")
-class BitQuantWrapper(keras.layers.Wrapper):
+class BitQuantWrapper(QuantizerHost):
     """Weights of `layer` (Conv2D, DepthwiseConv2D, Dense, QuadConv2D/Dense/Depthwise) in BSQ form.
+
+    A `QuantizerHost` without quantizer slots: the bit planes, scales and precisions are the
+    host's own variables, saved through `variable_spec`.
 
     Args:
         layer: the layer to wrap (its `kernel` is replaced; bias / BN stay float).
@@ -123,6 +127,7 @@ class BitQuantWrapper(keras.layers.Wrapper):
                              if self.per_branch and branches > 1 else ["kernel"])
         self.parts = list(self.kernel_parts)
         self._part_shapes = {}
+        self._created = []  # (variable name, trainable) in creation order: `variable_spec`
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
@@ -153,20 +158,25 @@ class BitQuantWrapper(keras.layers.Wrapper):
         fused = join(list(branch_kernels), axis=-1)
         return fused if self._fuse_order is None else take(fused, self._fuse_order, axis=-1)
 
+    def _add_variable(self, name, shape, trainable=True, **kwargs):
+        variable = self.add_weight(name=name, shape=shape, trainable=trainable, autocast=False, **kwargs)
+        self._created.append((name, bool(trainable)))
+        return variable
+
     def _add_part(self, part, shape):
         self._part_shapes[part] = tuple(int(d) for d in shape)
         pos, neg, norm, scale, precision = part_variables(part)
         if self.representation == "bits":
             clip = ClipConstraint(0.0, 2.0)
             for name in (pos, neg):
-                setattr(self, name, self.add_weight(name=name, shape=shape + (self.bits,), initializer="zeros",
-                                                    constraint=clip, autocast=False))
+                setattr(self, name, self._add_variable(name, shape + (self.bits,), initializer="zeros",
+                                                       constraint=clip))
         else:
-            setattr(self, norm, self.add_weight(name=norm, shape=shape, initializer="zeros",
-                                                constraint=ClipConstraint(-1.0, 1.0), autocast=False))
-        setattr(self, scale, self.add_weight(name=scale, shape=(), initializer="ones", autocast=False))
-        setattr(self, precision, self.add_weight(name=precision, shape=(), trainable=False, autocast=False,
-                                                 initializer=keras.initializers.Constant(float(self.bits))))
+            setattr(self, norm, self._add_variable(norm, shape, initializer="zeros",
+                                                   constraint=ClipConstraint(-1.0, 1.0)))
+        setattr(self, scale, self._add_variable(scale, (), initializer="ones"))
+        setattr(self, precision, self._add_variable(precision, (), trainable=False,
+                                                    initializer=keras.initializers.Constant(float(self.bits))))
 
     def build(self, input_shape=None):
         if not self.layer.built:
@@ -183,8 +193,7 @@ class BitQuantWrapper(keras.layers.Wrapper):
         shape = tuple(int(d) for d in kernel.shape)
         for part in self.kernel_parts:
             self._add_part(part, shape[:-1] + (len(self._part_value(np.zeros(shape[-1:]), part)),))
-        self.reg_strength = self.add_weight(name="reg_strength", shape=(), trainable=False,
-                                            initializer="zeros", autocast=False)
+        self.reg_strength = self._add_variable("reg_strength", (), trainable=False, initializer="zeros")
         if self.quantize_bias and getattr(self.layer, "bias", None) is not None:
             self.layer.bias.trainable = False
             self._add_part("bias", tuple(self.layer.bias.shape))
@@ -204,11 +213,16 @@ class BitQuantWrapper(keras.layers.Wrapper):
             raw = self._var(part, 2)
         return ste_quantize(raw, self._var(part, 4))
 
-    def quantized_kernel(self, part="kernel"):
-        """The represented kernel (or part) as a tensor; "kernel" is the fused kernel of all branches."""
+    def kernel_tensor(self, part="kernel"):
+        """The represented kernel (or part) as a tensor (what `call` computes with); "kernel" is
+        the fused kernel of all branches."""
         if part == "kernel" and self.branch_bits:
-            return self._fuse([self.quantized_kernel(p) for p in self.kernel_parts])
+            return self._fuse([self.kernel_tensor(p) for p in self.kernel_parts])
         return self.normalized_kernel(part) * self._var(part, 3)
+
+    def quantized_kernel(self, part="kernel"):
+        """`kernel_tensor` in NumPy (every quantizer host returns its kernel so)."""
+        return ops.convert_to_numpy(self.kernel_tensor(part))
 
     def regularization(self):
         """reg_strength * sum over the parts (kernel or each branch kernel, bias) of
@@ -225,11 +239,15 @@ class BitQuantWrapper(keras.layers.Wrapper):
     def call(self, inputs, training=None):
         if self.representation == "bits" and training:
             self.add_loss(self.regularization())
-        bias = self.quantized_kernel("bias") if "bias" in self.parts else None
-        return call_with_kernel(self.layer, inputs, self.quantized_kernel(), training=training, bias=bias)
+        bias = self.kernel_tensor("bias") if "bias" in self.parts else None
+        return call_with_kernel(self.layer, inputs, self.kernel_tensor(), training=training, bias=bias)
 
-    def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
+    def variable_spec(self):
+        """The variables saved under the layer, in file order: the trainable ones (planes or
+        normalised kernel, scale; per part), then the others (precisions, `reg_strength`), each
+        in creation order, as Keras saves a layer's own variables."""
+        return ([getattr(self, name) for name, trainable in self._created if trainable]
+                + [getattr(self, name) for name, trainable in self._created if not trainable])
 
     # ------------------------------------------------------- NumPy state access
     @property

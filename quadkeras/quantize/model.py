@@ -24,6 +24,7 @@ from quadkeras.models.model_config import attach, config_of
 from quadkeras.quantize.output import QuantizeOutput
 from quadkeras.quantize.scheme import PRESETS, plan_layer, resolve_scheme, scheme_from_flags
 from quadkeras.quantize.wrapper import QUAD_LAYERS, QuantizeWrapper, is_quantizable
+from quadkeras.quantizers.hosting import QuantizerHost
 
 
 # Presets that transform the whole graph (BN folding) instead of wrapping layers per a scheme.
@@ -123,11 +124,12 @@ def _outputs_after_bn(plans, candidates):
 
 
 def quantized_layers(model):
-    """The layers of a model that hold quantizers (`QuantizeWrapper`, `QuantizeOutput`), in
-    order, nested models included: the one way to find them."""
+    """The layers of a model that hold quantizers (every `QuantizerHost`: `QuantizeWrapper`,
+    `QuantizeOutput`, BSQ's `BitQuantWrapper`), in order, nested models included: the one way
+    to find them."""
     found = []
     for layer in model.layers:
-        if isinstance(layer, (QuantizeWrapper, QuantizeOutput)):
+        if isinstance(layer, QuantizerHost):
             found.append(layer)
         elif isinstance(layer, keras.Model):
             found += quantized_layers(layer)

@@ -20,12 +20,11 @@ Example:
 
 import keras
 
-from quadkeras.quantizers.hosting import load_host_variables, quantizers_first
-from quadkeras.quantizers.spec import clone, deserialize, serialize
+from quadkeras.quantizers.hosting import QuantizerHost, Slot
 
 
 @keras.saving.register_keras_serializable(package="quadkeras")
-class QuantizeOutput(keras.layers.Wrapper):
+class QuantizeOutput(QuantizerHost):
     """Run `layer`, then `output_quantizer` on its output (training and inference).
 
     Args:
@@ -33,37 +32,18 @@ class QuantizeOutput(keras.layers.Wrapper):
         output_quantizer: anything `quadkeras.quantizers.get` accepts (required).
     """
 
-    def __init__(self, layer, output_quantizer, **kwargs):
-        kwargs.setdefault("name", layer.name)
-        super().__init__(layer, **kwargs)
-        self.output_quantizer = clone(deserialize(output_quantizer), name="output")
-        if self.output_quantizer is None:
+    SLOTS = (Slot("output", "activation"),)
+
+    def __init__(self, layer, *quantizers, **kwargs):
+        kwargs.setdefault("name", getattr(layer, "name", None))
+        super().__init__(layer, *quantizers, **kwargs)
+
+    def check_slots(self, layer, given):
+        if given["output"] is None:
             raise ValueError("Invalid output_quantizer=None for QuantizeOutput: expected a quantizer "
                              "spec such as 'fakequant:8'.")
-        if self.output_quantizer.role is None:
-            self.output_quantizer.role = "activation"
-        quantizers_first(self, [self.output_quantizer])
-
-    def build(self, input_shape):
-        if not self.layer.built:
-            self.layer.build(input_shape)
-        self.output_quantizer.build(self.compute_output_shape(input_shape))
-        self.built = True
-
-    def load_own_variables(self, store):
-        load_host_variables(self, store, [self.output_quantizer])
 
     def call(self, inputs, training=None, mask=None):
         masks = mask if isinstance(mask, (list, tuple)) else [mask]
         kwargs = {"mask": mask} if any(m is not None for m in masks) else {}  # Add: [None, None]
         return self.output_quantizer(self.layer(inputs, training=training, **kwargs), training=training)
-
-    def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
-
-    def quantizers(self):
-        """[the output quantizer] (same interface as `QuantizeWrapper.quantizers`)."""
-        return [self.output_quantizer]
-
-    def get_config(self):
-        return {**super().get_config(), "output_quantizer": serialize(self.output_quantizer)}

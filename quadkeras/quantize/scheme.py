@@ -40,10 +40,11 @@ import re
 import keras
 
 from quadkeras.layers import QuadConv2D, QuadDense, QuadDepthwiseConv2D
+from quadkeras.quantize.wrapper import QuantizeWrapper
 from quadkeras.quantizers import get
 from quadkeras.utils.validation import check_choice
 
-SLOTS = ("kernel", "input", "output", "branch", "product")
+SLOTS = QuantizeWrapper.slot_names()  # the wrapper's slot table: kernel, input, output, branch, product
 SCHEME_KEYS = SLOTS + ("quantize_first_last", "quantize_shortcut", "shortcut_pattern", "rules", "method",
                        "output_after_bn")
 RULE_KEYS = ("name", "type", "skip") + SLOTS

@@ -4,9 +4,10 @@ Works on every layer `quadkeras.layers.kernel_call` supports (keras `Conv2D`,
 `DepthwiseConv2D`, `Dense` and the quadkeras quadratic layers), through its
 `call_with_kernel`. Each quantizer is a sublayer named after its slot that owns its
 variables (`conv1/kernel/step`, `conv1/input/alpha`, ...), so they save, load and train with
-the model; the wrapped layer keeps its own variables (`.layer`). Files written before
-quantizers owned their variables load too (`quadkeras.quantizers.hosting`). Depthwise kernels `(kh, kw, C, M)` are seen by the
-kernel quantizer as `(kh, kw, 1, C·M)`, so "per channel" means per output channel. For
+the model; the wrapped layer keeps its own variables (`.layer`). Construction, config, save
+and load (files written before quantizers owned their variables included) are
+`quadkeras.quantizers.hosting.QuantizerHost`'s; this class declares its slots and how each is built
+and called. Depthwise kernels `(kh, kw, C, M)` are seen by the kernel quantizer as `(kh, kw, 1, C·M)`, so "per channel" means per output channel. For
 quadratic layers the kernel quantizer sees the fused kernel (per-channel = per fused output
 channel); `t1`'s `linear_kernel` stays float.
 
@@ -32,15 +33,11 @@ from keras import ops
 from quadkeras.layers import QuadDepthwiseConv2D
 from quadkeras.layers.kernel_call import QUAD_LAYERS, SUPPORTED, call_with_kernel
 from quadkeras.layers.kernel_call import supports_kernel_call as is_quantizable
-from quadkeras.quantizers.hosting import load_host_variables, quantizers_first
-from quadkeras.quantizers.spec import clone, deserialize, serialize
-
-# the quantizer slots, in the order `build` creates them (older files list their variables so)
-SLOTS = ("input", "kernel", "output", "branch", "product")
+from quadkeras.quantizers.hosting import QuantizerHost, Slot
 
 
 @keras.saving.register_keras_serializable(package="quadkeras")
-class QuantizeWrapper(keras.layers.Wrapper):
+class QuantizeWrapper(QuantizerHost):
     """Fake-quantize a layer's kernel, input and output during training and inference.
 
     Args:
@@ -57,54 +54,37 @@ class QuantizeWrapper(keras.layers.Wrapper):
             the exported MUL and ADD run in int8 too.
     """
 
-    def __init__(self, layer, kernel_quantizer=None, input_quantizer=None, output_quantizer=None,
-                 branch_quantizer=None, product_quantizer=None, **kwargs):
+    SLOTS = (Slot("kernel", "weight"), Slot("input", "activation"), Slot("output", "activation"),
+             Slot("branch", "activation"), Slot("product", "activation"))
+    VARIABLE_ORDER = ("input", "kernel", "output", "branch", "product")  # older files list them so
+    QUAD_ONLY = ("product", "branch")  # slots of quadratic layers only
+
+    def __init__(self, layer, *quantizers, **kwargs):
         if not is_quantizable(layer):
             names = ", ".join(cls.__name__ for cls in SUPPORTED)
             raise ValueError(f"Invalid layer {type(layer).__name__} ('{layer.name}') for "
                              f"QuantizeWrapper: expected one of {names}.")
         kwargs.setdefault("name", layer.name)
         kwargs.setdefault("dtype", layer.dtype_policy)
-        super().__init__(layer, **kwargs)
-        given = {"input": input_quantizer, "kernel": kernel_quantizer, "output": output_quantizer,
-                 "branch": branch_quantizer, "product": product_quantizer}
-        for slot in SLOTS:
-            setattr(self, f"{slot}_quantizer", clone(deserialize(given[slot]), name=slot))
-        if self.product_quantizer is not None and not isinstance(layer, QUAD_LAYERS):
-            raise ValueError(f"Invalid product_quantizer for {type(layer).__name__} ('{layer.name}'): "
-                             f"expected a quadratic layer ({', '.join(c.__name__ for c in QUAD_LAYERS)}).")
-        if self.branch_quantizer is not None and not isinstance(layer, QUAD_LAYERS):
-            raise ValueError(f"Invalid branch_quantizer for {type(layer).__name__} ('{layer.name}'): "
-                             f"expected a quadratic layer ({', '.join(c.__name__ for c in QUAD_LAYERS)}).")
-        for q, role in ((self.kernel_quantizer, "weight"), (self.input_quantizer, "activation"),
-                        (self.output_quantizer, "activation"), (self.branch_quantizer, "activation"),
-                        (self.product_quantizer, "activation")):
-            if q is not None and q.role is None:
-                q.role = role
-        quantizers_first(self, self._built_order())
+        super().__init__(layer, *quantizers, **kwargs)
+
+    def check_slots(self, layer, given):
+        for slot in self.QUAD_ONLY:
+            if given[slot] is not None and not isinstance(layer, QUAD_LAYERS):
+                raise ValueError(f"Invalid {slot}_quantizer for {type(layer).__name__} ('{layer.name}'): "
+                                 f"expected a quadratic layer ({', '.join(c.__name__ for c in QUAD_LAYERS)}).")
 
     # -------------------------------------------------------------------- build
-    def build(self, input_shape):
-        if not self.layer.built:
-            self.layer.build(input_shape)
-        if self.input_quantizer is not None:
-            self.input_quantizer.build(input_shape)
-        if self.kernel_quantizer is not None:
-            self.kernel_quantizer.build_from_value(self._kernel_view(self.layer.kernel))
-        if self.output_quantizer is not None:
-            self.output_quantizer.build(self.compute_output_shape(input_shape))
-        if self.branch_quantizer is not None:
+    def build_slot(self, slot, quantizer, input_shape):
+        if slot == "input":
+            quantizer.build(input_shape)
+        elif slot == "kernel":
+            quantizer.build_from_value(self._kernel_view(self.layer.kernel))
+        elif slot == "branch":
             out = tuple(self.compute_output_shape(input_shape))
-            self.branch_quantizer.build(out[:-1] + (self.layer.num_branches * self.layer.units_per_branch,))
-        if self.product_quantizer is not None:
-            self.product_quantizer.build(self.compute_output_shape(input_shape))
-        self.built = True
-
-    def _built_order(self):
-        return [q for q in (getattr(self, f"{slot}_quantizer") for slot in SLOTS) if q is not None]
-
-    def load_own_variables(self, store):
-        load_host_variables(self, store, self._built_order())
+            quantizer.build(out[:-1] + (self.layer.num_branches * self.layer.units_per_branch,))
+        else:  # output, product
+            quantizer.build(self.compute_output_shape(input_shape))
 
     def _is_depthwise(self):
         return isinstance(self.layer, (keras.layers.DepthwiseConv2D, QuadDepthwiseConv2D))
@@ -124,46 +104,23 @@ class QuantizeWrapper(keras.layers.Wrapper):
         x = inputs
         if self.input_quantizer is not None:
             x = self.input_quantizer(x, training=training)
-        kernel = ops.convert_to_tensor(self.layer.kernel)
-        if self.kernel_quantizer is not None:
-            kernel = self._kernel_unview(self.kernel_quantizer(self._kernel_view(kernel), training=training))
-        y = ops.cast(self._forward(x, kernel, training), self.compute_dtype)
+        y = ops.cast(self._forward(x, self._kernel(training), training), self.compute_dtype)
         if self.output_quantizer is not None:
             y = self.output_quantizer(y, training=training)
         return y
+
+    def _kernel(self, training):
+        """The kernel the wrapped layer computes with (a tensor)."""
+        kernel = ops.convert_to_tensor(self.layer.kernel)
+        if self.kernel_quantizer is None:
+            return kernel
+        return self._kernel_unview(self.kernel_quantizer(self._kernel_view(kernel), training=training))
 
     def _forward(self, x, kernel, training):
         return call_with_kernel(self.layer, x, kernel, training, self.branch_quantizer,
                                 self.product_quantizer, compute_dtype=self.compute_dtype)
 
-    def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
-
     # ----------------------------------------------------------------- metadata
-    def quantizers(self):
-        """The wrapper's quantizers (kernel, input, output, branch, product), those that are set."""
-        return [q for q in (self.kernel_quantizer, self.input_quantizer, self.output_quantizer,
-                            self.branch_quantizer, self.product_quantizer) if q is not None]
-
-    def quantization_bits(self):
-        """{"weight": kernel bits or None, "activation": input bits or None}."""
-        bits = lambda q: None if q is None else q.bits  # noqa: E731
-        return {"weight": bits(self.kernel_quantizer), "activation": bits(self.input_quantizer)}
-
     def quantized_kernel(self):
-        """The kernel as the wrapped layer sees it at inference (NumPy)."""
-        kernel = ops.convert_to_tensor(self.layer.kernel)
-        if self.kernel_quantizer is not None:
-            kernel = self._kernel_unview(self.kernel_quantizer(self._kernel_view(kernel), training=False))
-        return ops.convert_to_numpy(kernel)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({
-            "kernel_quantizer": serialize(self.kernel_quantizer),
-            "input_quantizer": serialize(self.input_quantizer),
-            "output_quantizer": serialize(self.output_quantizer),
-            "branch_quantizer": serialize(self.branch_quantizer),
-            "product_quantizer": serialize(self.product_quantizer),
-        })
-        return config
+        """The kernel as the wrapped layer sees it at inference (NumPy, like every host's)."""
+        return ops.convert_to_numpy(self._kernel(training=False))
