@@ -9,5 +9,7 @@ from quadkeras.layers.quad_conv import QuadConv2D
 from quadkeras.layers.quad_dense import QuadDense
 from quadkeras.layers.quad_depthwise import QuadDepthwiseConv2D
 
+QUAD_LAYERS = (QuadConv2D, QuadDense, QuadDepthwiseConv2D)  # the quadratic layer types
+
 __all__ = ["BatchNormalization", "Conv2D", "NEURONS", "QuadConv2D", "QuadDense", "QuadDepthwiseConv2D",
-           "QuadLayerBase", "num_branches"]
+           "QuadLayerBase", "QUAD_LAYERS", "num_branches"]

@@ -22,11 +22,7 @@ Example:
 import keras
 from keras import ops
 
-from quadkeras.layers.quad_conv import QuadConv2D
-from quadkeras.layers.quad_dense import QuadDense
-from quadkeras.layers.quad_depthwise import QuadDepthwiseConv2D
-
-QUAD_LAYERS = (QuadConv2D, QuadDense, QuadDepthwiseConv2D)
+from quadkeras.layers import QUAD_LAYERS
 FIRST_ORDER_LAYERS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 SUPPORTED = QUAD_LAYERS + FIRST_ORDER_LAYERS
 

@@ -40,10 +40,9 @@ import numpy as np
 from keras import ops
 
 from quadkeras.backend import keras_private
-from quadkeras.layers import QuadConv2D, QuadDense, QuadDepthwiseConv2D
+from quadkeras.layers import QUAD_LAYERS
 
 LINEAR_LAYERS = (keras.layers.Conv2D, keras.layers.Dense, keras.layers.DepthwiseConv2D)
-QUAD_LAYERS = (QuadConv2D, QuadDense, QuadDepthwiseConv2D)
 
 
 @keras.saving.register_keras_serializable(package="quadkeras")

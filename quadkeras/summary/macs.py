@@ -20,7 +20,7 @@ Example:
 import numpy as np
 import keras
 
-from quadkeras.layers import QuadConv2D, QuadDense, QuadDepthwiseConv2D
+from quadkeras.layers import QUAD_LAYERS
 from quadkeras.layers.neurons import products_per_output
 
 
@@ -42,7 +42,7 @@ def layer_macs(layer, input_shape, output_shape, include_products=True):
     inner = getattr(layer, "layer", None)  # quantize / BSQ wrappers hold the real layer
     if inner is not None and isinstance(inner, keras.layers.Layer):
         return layer_macs(inner, input_shape, output_shape, include_products)
-    if isinstance(layer, (QuadConv2D, QuadDense, QuadDepthwiseConv2D)):
+    if isinstance(layer, QUAD_LAYERS):
         return _quad_macs(layer, output_shape, include_products)
     if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)):
         return _kernel_macs(layer, output_shape)
