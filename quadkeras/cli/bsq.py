@@ -59,6 +59,7 @@ from quadkeras.models.model_config import load_model, save_model
 from quadkeras.training import checkpoint
 from quadkeras.training.config import DEFAULTS
 from quadkeras.training.trainer import load_run_data, test_accuracy, train
+from quadkeras.training.work_dir import find_model_file
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("mode", "train", ["convert", "train", "finetune", "evaluate"], "What to do.")
@@ -241,9 +242,7 @@ def search():
 def finetune():
     config = engine_config(bsq="finetune", init_from=_check_keras(FLAGS.model))
     train(config)
-    best = os.path.join(FLAGS.work_dir, checkpoint.BEST)
-    if not os.path.exists(best):
-        best = os.path.join(FLAGS.work_dir, checkpoint.LAST)
+    best = find_model_file(FLAGS.work_dir, "work_dir")
     model = to_representation(load_model(best, "work_dir best"), "bits")
     save_model(model, _out("best_bin.keras"))
     save_model(to_float(model), _out("best_float.keras"))

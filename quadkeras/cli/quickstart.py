@@ -83,7 +83,7 @@ def app_main(argv):
         raise app.UsageError(f"Unknown arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # TF's SavedModel writer logs at INFO through absl
     print(f"quadkeras-quickstart: {common.backend_line()}", flush=True)
-    from quadkeras.training import DEFAULTS, train
+    from quadkeras.training import DEFAULTS, checkpoint, train
 
     from quadkeras.training.work_dir import stage_run_folder
 
@@ -93,15 +93,15 @@ def app_main(argv):
     config.update(work_dir=os.path.join(run_dir, "float"), tensorboard=False)
     start = time.perf_counter()
     float_summary = train(config)
-    model_paths = {"float": os.path.join(config["work_dir"], "best.keras")}
+    model_paths = {"float": os.path.join(config["work_dir"], checkpoint.BEST)}
     if FLAGS.qat_epochs > 0:
         qat_dir = os.path.join(run_dir, "qat")
         qat = dict(config, work_dir=qat_dir, init_from=model_paths["float"],
                    quant="fakequant", wbits=8, abits=8, quant_first_last=True,
                    quant_shortcut=True, epochs=FLAGS.qat_epochs, lr=FLAGS.qat_lr,
-                   resume=config["resume"] and os.path.exists(os.path.join(qat_dir, "state.json")))
+                   resume=config["resume"] and os.path.exists(os.path.join(qat_dir, checkpoint.STATE)))
         qat_summary = train(qat)
-        model_paths["qat"] = os.path.join(qat["work_dir"], "last.keras")
+        model_paths["qat"] = os.path.join(qat["work_dir"], checkpoint.LAST)
     train_s = time.perf_counter() - start
     reports = {"float": _export(model_paths["float"], os.path.join(run_dir, "export"),
                                 ("litert_float", "litert_int8"))}

@@ -26,7 +26,7 @@ def app_main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unknown arguments: {argv[1:]}")
     print(f"quadkeras-train: {common.backend_line()}", flush=True)
-    from quadkeras.training import train
+    from quadkeras.training import checkpoint, train
     from quadkeras.training.distribute import is_primary_process
 
     config = {name: FLAGS[name].value for name in DEFAULTS}
@@ -37,7 +37,7 @@ def app_main(argv):
     elif FLAGS.plots and primary:  # the process that wrote the work_dir
         from quadkeras.report import plot_history, try_plot
 
-        try_plot(plot_history, f"{FLAGS.work_dir}/history.csv", f"{FLAGS.work_dir}/curves.png")
+        try_plot(plot_history, f"{FLAGS.work_dir}/{checkpoint.HISTORY}", f"{FLAGS.work_dir}/curves.png")
 
 
 def main(argv=None):

@@ -402,8 +402,8 @@ def _branch_initializer(init, branch):
 
     A Keras random initializer holds a fixed integer seed (the one given, or one drawn when
     it is created), so calling the same object once per branch would give identical
-    branches (it did before 2026-11-26: every quadratic layer started with three equal
-    kernels). Branch i uses seed + i; a `SeedGenerator` seed advances on each call anyway.
+    branches (a quadratic layer would start with equal kernels). Branch i uses seed + i; a
+    `SeedGenerator` seed advances on each call anyway.
     """
     seed = getattr(init, "seed", None)
     if branch == 0 or isinstance(seed, bool) or not isinstance(seed, int):

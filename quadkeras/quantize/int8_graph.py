@@ -31,6 +31,7 @@ import re
 
 import keras
 
+from quadkeras.models.model_config import carry
 from quadkeras.quantize.fold import FoldedBatchNorm, fold_batch_norms, graph_edges
 from quadkeras.quantize.model import quantize_model
 from quadkeras.quantize.output import QuantizeOutput
@@ -110,11 +111,7 @@ def quantize_merges(model, names, spec="fakequant:8"):
             return QuantizeOutput(layer, output_quantizer=spec, name=layer.name)
         return layer
 
-    quantized = keras.models.clone_model(model, clone_function=clone)
-    config = getattr(model, "quadkeras_config", None)
-    if config is not None:
-        quantized.quadkeras_config = config
-    return quantized
+    return carry(model, keras.models.clone_model(model, clone_function=clone))
 
 
 def mul_add_census(census):

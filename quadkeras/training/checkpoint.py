@@ -26,9 +26,11 @@ from quadkeras.models.model_config import save_model as save_model_atomic
 from quadkeras.utils import safe_io
 from quadkeras.utils.safe_io import write_json  # noqa: F401 (re-exported)
 
+# A work_dir's layout: the only place its file names are spelled (`work_dir.Run` reads them).
 LAST, BEST, STATE, BEST_META = "last.keras", "best.keras", "state.json", "best.json"
+HISTORY, SUMMARY, EVAL, TENSORBOARD = "history.csv", "summary.json", "eval.json", "tensorboard"
 # Files that make a folder a run: a fresh run refuses a work_dir holding any of them.
-RUN_FILES = (STATE, LAST, BEST, BEST_META, "history.csv", "summary.json")
+RUN_FILES = (STATE, LAST, BEST, BEST_META, HISTORY, SUMMARY)
 
 
 def config_hash(config):

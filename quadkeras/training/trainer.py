@@ -220,7 +220,7 @@ def evaluate(config):
               "backend": keras.backend.backend(), "dataset": config["dataset"]}
     if os.path.isdir(work_dir):
         try:
-            checkpoint.write_json(os.path.join(work_dir, "eval.json"), result)
+            checkpoint.write_json(os.path.join(work_dir, checkpoint.EVAL), result)
         except OSError as err:  # a read-only finished run can still be evaluated
             if os_error_line(err) is None:
                 raise
@@ -267,7 +267,7 @@ def _steps_per_epoch(config, data):
 
 def _finished_summary(work_dir, config, epochs_done):
     """The saved summary of a run that already did all its epochs (resume is then a no-op)."""
-    path = os.path.join(work_dir, "summary.json")
+    path = os.path.join(work_dir, checkpoint.SUMMARY)
     if epochs_done < config["epochs"] or not os.path.exists(path):
         return None
     if config["verbose"]:
@@ -374,7 +374,7 @@ def _train(config, run, extra_callbacks, plan):
         model = compile_model(initial_model(config, data), config, steps_per_epoch)
         epochs_done = 0
     model = plan.prepare(model)
-    history_csv = os.path.join(work_dir, "history.csv")
+    history_csv = os.path.join(work_dir, checkpoint.HISTORY)
     trim_history(history_csv, epochs_done)
     callbacks = [NonFiniteGuard(work_dir)] if config["stop_on_nan"] else []
     callbacks = plan.callbacks() + callbacks
@@ -384,7 +384,7 @@ def _train(config, run, extra_callbacks, plan):
         callbacks += stage_callbacks(config)
     callbacks += [LearningRateLogger(), keras.callbacks.CSVLogger(history_csv, append=True)]
     if config["tensorboard"] and _tensorboard_available(config["verbose"]):
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(work_dir, "tensorboard"),
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(work_dir, checkpoint.TENSORBOARD),
                                                      write_graph=False, profile_batch=0))
     first_step = FirstStepTimer(config["verbose"])
     saver = CheckpointSaver(work_dir, resume_view(config),
@@ -420,7 +420,7 @@ def _train(config, run, extra_callbacks, plan):
         from quadkeras.bsq.stage import stage_summary
 
         summary["bsq"] = stage_summary(model, config)
-    checkpoint.write_json(os.path.join(work_dir, "summary.json"), summary)
+    checkpoint.write_json(os.path.join(work_dir, checkpoint.SUMMARY), summary)
     if config["verbose"]:
         print(f"quadkeras.train: test_acc={summary['test_acc']:.4f} best_acc={summary['best_acc']} "
               f"img/s={summary['img_per_s']} wall={summary['wall_time_s']}s", flush=True)

@@ -41,7 +41,7 @@ from quadkeras.training.lock import RunLock
 from quadkeras.utils.safe_io import clean_temp_files
 
 # Files a run that never finished its first epoch may leave besides state.json.
-_FIRST_EPOCH_FILES = (checkpoint.BEST, checkpoint.BEST_META, "history.csv")
+_FIRST_EPOCH_FILES = (checkpoint.BEST, checkpoint.BEST_META, checkpoint.HISTORY)
 # The model a finished (or running) work_dir offers, in order of preference.
 MODEL_FILES = (checkpoint.BEST, checkpoint.LAST)
 
@@ -95,8 +95,7 @@ class Run:
 
     @property
     def dataset(self):
-        saved = self.state.get("config", {})
-        return saved.get("dataset") or saved.get("data")
+        return self.state.get("config", {}).get("dataset")
 
     def model_file(self, flag="model"):
         return find_model_file(self.work_dir, flag)
@@ -129,7 +128,7 @@ class OpenRun:
             path = os.path.join(self.work_dir, name)
             if os.path.exists(path):
                 os.remove(path)
-        shutil.rmtree(os.path.join(self.work_dir, "tensorboard"), ignore_errors=True)
+        shutil.rmtree(os.path.join(self.work_dir, checkpoint.TENSORBOARD), ignore_errors=True)
         if self.created is None:
             return
         if os.listdir(self.work_dir) == [os.path.basename(self.lock.path)]:
