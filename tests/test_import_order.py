@@ -24,8 +24,6 @@ LEVEL = {name: level for level, names in enumerate(ORDER) for name in names}
 # imports against the order (importer, imported), and function-local imports of quadkeras
 # modules (optional third-party imports -- torch, onnx, matplotlib, ... -- are not counted).
 PENDING_UPWARD = {
-    ('quadkeras.models.quadratize', 'quadkeras.autobuilder'),
-    ('quadkeras.models.quadratize', 'quadkeras.autobuilder.candidates'),
     ('quadkeras.models.quadratize_rank', 'quadkeras.autobuilder'),
     ('quadkeras.models.quadratize_rank', 'quadkeras.autobuilder.scores'),
     ('quadkeras.quantize.int8_graph', 'quadkeras.models'),
@@ -58,12 +56,14 @@ PENDING_LOCAL = {
     ('quadkeras.cli.quadratize', 'quadkeras.summary'),
     ('quadkeras.cli.quickstart', 'quadkeras.export'),
     ('quadkeras.cli.quickstart', 'quadkeras.training'),
+    ('quadkeras.cli.quickstart', 'quadkeras.training.checkpoint'),
     ('quadkeras.cli.quickstart', 'quadkeras.training.work_dir'),
     ('quadkeras.cli.quickstart', 'quadkeras.utils.errors'),
     ('quadkeras.cli.summary', 'quadkeras.quantize.model'),
     ('quadkeras.cli.summary', 'quadkeras.report'),
     ('quadkeras.cli.train', 'quadkeras.report'),
     ('quadkeras.cli.train', 'quadkeras.training'),
+    ('quadkeras.cli.train', 'quadkeras.training.checkpoint'),
     ('quadkeras.cli.train', 'quadkeras.training.distribute'),
     ('quadkeras.data.pipeline', 'quadkeras.data.array_batches'),
     ('quadkeras.data.prepare', 'quadkeras.data.loaders'),
@@ -94,7 +94,6 @@ PENDING_LOCAL = {
     ('quadkeras.models.builder', 'quadkeras.quantize'),
     ('quadkeras.models.model_config', 'quadkeras.models'),
     ('quadkeras.models.model_config', 'quadkeras.utils.safe_io'),
-    ('quadkeras.models.quadratize', 'quadkeras.autobuilder.candidates'),
     ('quadkeras.models.quadratize', 'quadkeras.models.quadratize_rank'),
     ('quadkeras.models.quadratize_rank', 'quadkeras.autobuilder.scores'),
     ('quadkeras.quantize.calibration', 'quadkeras.quantizers.fakequant'),

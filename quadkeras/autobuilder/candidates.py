@@ -15,11 +15,10 @@ Example:
 ['stage1_block1_conv1', 'stage3_block2_conv2']
 """
 
-import re
-
 from quadkeras.models import candidate_layer_names
 from quadkeras.models.model_config import config_of
 from quadkeras.summary.bits import inner_layer
+from quadkeras.utils.layer_regex import compile_layer_regex, filter_by_layer_regex, regex_problem  # noqa: F401
 
 
 def default_candidates(model, config=None):
@@ -30,43 +29,6 @@ def default_candidates(model, config=None):
     with_kernel = [layer.name for layer in model.layers
                    if getattr(inner_layer(layer), "kernel", None) is not None]
     return with_kernel[:-1]
-
-
-def regex_problem(regex):
-    """None when `regex` compiles, else what is wrong with it, in words (from `re.error`).
-
-    >>> regex_problem("stage[12]_.*"), regex_problem("(")
-    (None, 'not a regular expression (missing ), unterminated subpattern at position 0)')
-    """
-    try:
-        re.compile(regex)
-    except re.error as err:
-        return f"not a regular expression ({err})"
-    return None
-
-
-def compile_layer_regex(regex):
-    """`re.compile(regex)`, or a one-line ValueError naming `layer_regex` and the regex error
-    (a malformed pattern raises `re.error`, which is no ValueError and so kept a traceback)."""
-    problem = regex_problem(regex)
-    if problem:
-        raise ValueError(f"Invalid layer_regex={regex!r}: {problem}.")
-    return re.compile(regex)
-
-
-def filter_by_layer_regex(names, regex, kind="candidate"):
-    """The `names` that `regex` fully matches (re.fullmatch); a one-line ValueError naming
-    `layer_regex` and the names it could have matched when none does.
-
-    >>> filter_by_layer_regex(["stem_conv", "stage1_conv"], "stage.*")
-    ['stage1_conv']
-    """
-    pattern = compile_layer_regex(regex)
-    chosen = [n for n in names if pattern.fullmatch(n)]
-    if not chosen:
-        raise ValueError(f"Invalid layer_regex={regex!r}: matches no {kind} layer; expected a "
-                         f"pattern over {', '.join(names)}.")
-    return chosen
 
 
 def select_candidates(model, config=None, names=None, regex=None, layer_index=None):

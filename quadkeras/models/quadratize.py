@@ -69,6 +69,7 @@ from quadkeras.backend import keras_private
 from quadkeras.layers import QuadLayerBase
 from quadkeras.models.builder import build_model
 from quadkeras.models.model_config import config_of
+from quadkeras.utils.layer_regex import filter_by_layer_regex
 from quadkeras.utils.validation import check_choice
 
 NEURONS = ("ours", "t1")  # a first-order term for the old kernel, a product term that can start at 0
@@ -121,8 +122,6 @@ def select_layers(model, layers=None, layer_regex=None):
     else:
         chosen = allowed
     if layer_regex:
-        from quadkeras.autobuilder.candidates import filter_by_layer_regex  # noqa: PLC0415 (cycle)
-
         chosen = filter_by_layer_regex(chosen, layer_regex, "convertible")
     if not chosen:
         raise ValueError("Invalid model: it has no first-order Conv2D layer to quadratize.")
