@@ -32,6 +32,7 @@ import numpy as np
 from keras import ops
 
 from quadkeras.quantize.model import quantized_layers
+from quadkeras.quantize.observe import observe, set_parameters
 from quadkeras.utils.validation import check_choice
 
 CALIBRATION_METHODS = ("minmax", "percentile", "mse")
@@ -116,20 +117,13 @@ def calibrate(model, images, method="mse", percentile=99.99, bins=2048, batch_si
     images = np.asarray(images, "float32")
     found = activation_fake_quants(model)
     observers = [_HistogramObserver(int(bins)) for _ in found]
-    try:
-        for stage in ("range", "histogram"):
-            for (_, q), obs in zip(found, observers):
-                obs.stage, q.observer = stage, obs
-            for start in range(0, len(images), batch_size):
-                model(images[start:start + batch_size], training=False)
-    finally:
-        for _, q in found:
-            q.observer = None
+    for stage in ("range", "histogram"):
+        for obs in observers:
+            obs.stage = stage
+        observe(model, images, [(q, obs) for (_, q), obs in zip(found, observers)], batch_size)
     ranges = {}
     for (layer, q), obs in zip(found, observers):
         lo, hi = choose_range(obs, method, q.bits, percentile)
-        q.min_var.assign(np.full(q.min_var.shape, lo, "float32"))
-        q.max_var.assign(np.full(q.max_var.shape, hi, "float32"))
-        q.mark_initialized()
+        set_parameters(q, min=lo, max=hi)
         ranges[f"{layer.name}/{q.name}"] = (lo, hi)
     return ranges

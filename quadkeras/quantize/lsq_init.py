@@ -27,6 +27,7 @@ import numpy as np
 from keras import ops
 
 from quadkeras.quantize.model import quantized_layers
+from quadkeras.quantize.observe import observe, set_parameters
 
 ALPHAS = np.linspace(0.01, 1.0, 100)
 SAMPLES = 200_000
@@ -68,21 +69,13 @@ def mse_init_lsq(model, images, batch_size=100, seed=0, activations=True):
     found = [(layer, q) for layer, q in _lsq_quantizers(model) if activations or q.role == "weight"]
     samples = {id(q): [] for _, q in found}
 
-    def observe(q, x):
+    def observe_sample(q, x):
         cols = _as_columns(q, ops.convert_to_numpy(x))
         cols = cols[np.isfinite(cols).all(axis=1)]  # an overflowing image must not poison the step
         keep = rng.choice(len(cols), min(len(cols), SAMPLES // 4), replace=False)
         samples[id(q)].append(cols[keep])
 
-    activations = [q for _, q in found if q.role != "weight"]
-    try:
-        for q in activations:
-            q.observer = observe
-        for start in range(0, len(images), batch_size):
-            model(np.asarray(images[start:start + batch_size], "float32"), training=False)
-    finally:
-        for q in activations:
-            q.observer = None
+    observe(model, images, [(q, observe_sample) for _, q in found if q.role != "weight"], batch_size)
     steps = {}
     for layer, q in found:
         if q.role == "weight":
@@ -93,7 +86,6 @@ def mse_init_lsq(model, images, batch_size=100, seed=0, activations=True):
             continue
         qn, qp = q.q_range()
         step = mse_step(values, qn, qp).astype("float32")
-        q.step.assign(step.reshape(q.step.shape))
-        q.mark_initialized()
+        set_parameters(q, step=step)
         steps[f"{layer.name}/{q.name}"] = float(step.mean())
     return steps

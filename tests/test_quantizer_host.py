@@ -1,0 +1,81 @@
+"""QuantizerHost: one slot table, one way to find hosts, one kernel type, explicit save spec;
+and the shared observer path (quantize/observe.py)."""
+
+import numpy as np
+import keras
+import pytest
+
+from quadkeras.bsq.wrapper import BitQuantWrapper
+from quadkeras.quantize import QuantizeOutput, QuantizeWrapper, quantized_layers
+from quadkeras.quantize import scheme
+from quadkeras.quantize.observe import observe, set_parameters
+from quadkeras.quantizers.hosting import QuantizerHost
+
+
+def _model(host, shape=(3,)):
+    inp = keras.Input(shape)
+    return keras.Model(inp, host(inp))
+
+
+def test_every_host_is_found_and_returns_its_kernel_in_numpy():
+    hosts = [QuantizeWrapper(keras.layers.Dense(2, name="q"), kernel_quantizer="lsq:4"),
+             BitQuantWrapper(keras.layers.Dense(2, name="b"), bits=4),
+             QuantizeOutput(keras.layers.Dense(2, name="o"), output_quantizer="fakequant:8")]
+    for host in hosts:
+        assert isinstance(host, QuantizerHost)
+        assert quantized_layers(_model(host)) == [host]
+    for host in hosts[:2]:
+        assert isinstance(host.quantized_kernel(), np.ndarray)
+    assert hosts[1].quantizers() == []
+    assert hosts[2].quantization_bits() == {"weight": None, "activation": None}  # as before
+
+
+def test_schemes_read_the_wrappers_slot_table():
+    assert scheme.SLOTS == QuantizeWrapper.slot_names() == ("kernel", "input", "output", "branch", "product")
+    assert QuantizeWrapper.variable_order() == ("input", "kernel", "output", "branch", "product")
+
+
+def test_quantizers_are_tracked_before_the_wrapped_layer():
+    w = QuantizeWrapper(keras.layers.Dense(2), "lsq:4", "lsq:4")  # positional: SLOTS' order
+    w.build((None, 3))
+    assert [v.path.split("/", 1)[1] for v in w.trainable_variables] == [
+        "input/step", "kernel/step", "dense/kernel", "dense/bias"]
+
+
+def test_slot_arguments_refuse_too_many_or_twice():
+    with pytest.raises(TypeError, match="at most 1 quantizers"):
+        QuantizeOutput(keras.layers.Dense(2), "fakequant:8", "fakequant:8")
+    with pytest.raises(TypeError, match="multiple values for argument 'kernel_quantizer'"):
+        QuantizeWrapper(keras.layers.Dense(2), "lsq:4", kernel_quantizer="lsq:4")
+    with pytest.raises(ValueError, match="Invalid output_quantizer=None for QuantizeOutput"):
+        QuantizeOutput(keras.layers.Dense(2), None)
+
+
+def test_bsq_variable_spec_is_the_order_keras_saved_own_variables_in(tmp_path):
+    layer = BitQuantWrapper(keras.layers.Dense(3, name="fc"), bits=4, quantize_bias=True, name="fc")
+    model = _model(layer)
+    assert [v.name for v in layer.variable_spec()] == [
+        "pos_planes", "neg_planes", "scale", "pos_bias_planes", "neg_bias_planes", "bias_scale",
+        "precision", "reg_strength", "bias_precision"]
+    layer.set_kernel(np.linspace(-1, 1, 9).reshape(3, 3), 3)
+    path = str(tmp_path / "m.weights.h5")
+    model.save_weights(path)
+    other = BitQuantWrapper(keras.layers.Dense(3, name="fc"), bits=4, quantize_bias=True, name="fc")
+    _model(other).load_weights(path)
+    np.testing.assert_array_equal(other.dequantized_kernel(), layer.dequantized_kernel())
+    assert other.current_precision() == 3
+
+
+def test_observe_removes_the_observers_after_an_error():
+    w = QuantizeWrapper(keras.layers.Dense(2), input_quantizer="fakequant:8")
+    model = _model(w, (4,))
+
+    def fail(q, x):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        observe(model, np.ones((2, 4), "float32"), [(w.input_quantizer, fail)])
+    assert w.input_quantizer.observer is None
+    set_parameters(w.input_quantizer, min=-2.0, max=2.0)
+    assert not w.input_quantizer.awaiting_data_init
+    assert float(keras.ops.convert_to_numpy(w.input_quantizer.max_var)) == 2.0
