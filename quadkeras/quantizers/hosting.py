@@ -16,7 +16,7 @@ table: quantization schemes read it too), and how each slot's quantizer is built
 - save and load of its own variables through an explicit spec (`variable_spec`, as Keras'
   `Dense` saves its kernel and bias): none for quantizer slots, whose quantizers save
   themselves under their attribute (`kernel_quantizer/vars`). Files written before
-  quantizers owned their variables (quadkeras 0.x up to commit 73cbeaf, `conv1/kernel_step`)
+  quantizers owned their variables (`conv1/kernel_step`: tests/data/legacy_quantizers.keras)
   list the quantizers' variables under the host itself (`legacy_variables`: trainable
   ones first, then the others, each in `VARIABLE_ORDER`); those load too.
 
