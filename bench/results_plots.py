@@ -1,10 +1,11 @@
 """Draw the figures of docs/results.md from the data tables in bench/results/ (no hand-drawn plots).
 
-    python bench/results_plots.py                      # -> docs/img/accuracy_vs_bits.png, size_vs_latency.png
+    python bench/results_plots.py   # -> docs/img/accuracy_vs_bits.png, size_vs_latency.png, quadratize_accuracy.png
     python bench/results_plots.py --out_dir=/tmp/figs
 
 `bench/results/accuracy_vs_bits.csv` (series, bits, accuracy_pct, source) and
-`bench/results/size_vs_latency.csv` (model, format, size_kib, latency_ms, source) hold
+`bench/results/size_vs_latency.csv` (model, format, size_kib, latency_ms, source) and
+`bench/results/quadratize_accuracy.csv` (run, seed, added_params, accuracy_pct, source) hold
 figures copied from the dated logs and topic docs, each row naming where it is recorded.
 Lines starting with `#` are comments. Needs matplotlib (the `plot` extra).
 
@@ -83,6 +84,29 @@ def plot_size_vs_latency(rows, path):
     _save(fig, path)
 
 
+def plot_quadratize_accuracy(rows, path):
+    """Test accuracy against the parameters a quadratize run added: one marker per seed, a bar
+    from the lowest to the highest seed, one colour per run (the control adds 0)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for name, group in _groups(rows, "run").items():
+        added = float(group[0]["added_params"]) / 1000.0
+        accs = [float(r["accuracy_pct"]) for r in group]
+        ax.scatter([added] * len(accs), accs, label=f"{name} ({len(accs)} seed(s))")
+        ax.vlines(added, min(accs), max(accs), alpha=0.4)
+    ax.set_xlabel("parameters added by quadratize (thousands)")
+    ax.set_ylabel("test accuracy, 10,000 images (%)")
+    ax.set_title("Quadratized BSQ ResNet-20 vs the float control, same fine-tune")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center")
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def _save(fig, path):
     import matplotlib.pyplot as plt
 
@@ -100,7 +124,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     done = []
     for name, plot in (("accuracy_vs_bits", plot_accuracy_vs_bits),
-                       ("size_vs_latency", plot_size_vs_latency)):
+                       ("size_vs_latency", plot_size_vs_latency),
+                       ("quadratize_accuracy", plot_quadratize_accuracy)):
         out = os.path.join(args.out_dir, f"{name}.png")
         plot(read_table(os.path.join(args.results, f"{name}.csv")), out)
         done.append(out)
