@@ -9,7 +9,7 @@ Example:
 {'fc': 8}
 """
 
-import importlib
+from quadkeras.utils.lazy_names import lazy_names
 
 # public name -> the module that defines it; each loads on first access (PEP 562), so
 # `import quadkeras` (which registers the BSQ layers) loads no conversion / callback code.
@@ -23,14 +23,4 @@ _SOURCES = {
 }
 __all__ = sorted(_SOURCES)
 
-
-def __getattr__(name):
-    if name not in _SOURCES:
-        raise AttributeError(f"module 'quadkeras.bsq' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"quadkeras.bsq.{_SOURCES[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_SOURCES))
+__getattr__, __dir__ = lazy_names(__name__, _SOURCES)

@@ -10,7 +10,7 @@ Example:
 [1]
 """
 
-import importlib
+from quadkeras.utils.lazy_names import lazy_names
 
 # public name -> the module that defines it; each loads on first access (PEP 562), so
 # `import quadkeras.training.optimizer` (what `import quadkeras` registers) loads no trainer.
@@ -24,14 +24,4 @@ _SOURCES = {
 # Checkpoint / resume internals stay in `quadkeras.training.checkpoint` and `.work_dir`.
 __all__ = sorted(_SOURCES)
 
-
-def __getattr__(name):
-    if name not in _SOURCES:
-        raise AttributeError(f"module 'quadkeras.training' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"quadkeras.training.{_SOURCES[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_SOURCES))
+__getattr__, __dir__ = lazy_names(__name__, _SOURCES)

@@ -20,6 +20,8 @@ import time
 
 import keras
 
+from quadkeras.backend import active as active_backend
+
 JIT_COMPILE = ("auto", "true", "false", "reduce_overhead")
 TORCH_ONLY = {"reduce_overhead": "reduce-overhead"}  # setting -> torch.compile mode
 
@@ -121,23 +123,10 @@ def _compile_steps_with_mode(model, mode):
 
 def static_shape_torch_compile():
     """Dynamo settings for torch.compile of a Keras model (call before `model.compile(...,
-    jit_compile=True)` on the torch backend; `compile_model` does). Keras' `Layer.__call__` breaks the
-    dynamo graph at each layer (its `inspect.Signature.bind`), so the model runs as many
-    compiled frames, called with different shapes; dynamo's automatic dynamic shapes then
-    recompile them with symbolic sizes, on which inductor fails (ResNet-20: "cannot determine
-    truth value of Relational"). Static shapes, with room for one cache entry per layer shape."""
-    import torch
-    from keras.src.utils import naming
-
-    config = torch._dynamo.config
-    config.automatic_dynamic_shapes = False
-    # Some Keras ops (`ops.pad`, so `ZeroPadding2D`; `ops.cond`) build a new auto-named
-    # `Operation` on every eager call: its name comes from a global counter that dynamo
-    # guarded on, so every step recompiled (ResNet-20: ~5 s a step). Traced as a constant:
-    # no guard, the throwaway op's name is fixed at trace time.
-    torch.compiler.assume_constant_result(naming.uniquify)
-    config.cache_size_limit = max(config.cache_size_limit, 256)
-    config.accumulated_cache_size_limit = max(config.accumulated_cache_size_limit, 4096)
+    jit_compile=True)` on the torch backend; `compile_model` does): static shapes, one cache
+    entry per layer shape, Keras' op-name counter traced as a constant. The settings live in
+    `quadkeras.backend.torch.prepare_jit_compile` (a no-op on the other backends)."""
+    active_backend().prepare_jit_compile()
 
 
 class FirstStepTimer(keras.callbacks.Callback):
