@@ -40,12 +40,7 @@ def _groups(rows, key):
 
 def plot_accuracy_vs_bits(rows, path):
     """One line per series: test accuracy against (average) weight bits, float drawn at 32."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = _axes()
     for name, group in _groups(rows, "series").items():
         pts = sorted((float(r["bits"]), float(r["accuracy_pct"])) for r in group)
         ax.plot([b for b, _ in pts], [a for _, a in pts], marker="o", label=name)
@@ -62,12 +57,7 @@ def plot_accuracy_vs_bits(rows, path):
 
 def plot_size_vs_latency(rows, path):
     """One marker per file: size (KiB) against batch-1 latency (ms), one colour per model run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = _axes()
     for name, group in _groups(rows, "model").items():
         sizes = [float(r["size_kib"]) for r in group]
         lat = [float(r["latency_ms"]) for r in group]
@@ -87,12 +77,7 @@ def plot_size_vs_latency(rows, path):
 def plot_quadratize_accuracy(rows, path):
     """Test accuracy against the parameters a quadratize run added: one marker per seed, a bar
     from the lowest to the highest seed, one colour per run (the control adds 0)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = _axes()
     for name, group in _groups(rows, "run").items():
         added = float(group[0]["added_params"]) / 1000.0
         accs = [float(r["accuracy_pct"]) for r in group]
@@ -105,6 +90,16 @@ def plot_quadratize_accuracy(rows, path):
     ax.legend(fontsize=7, loc="center")
     fig.tight_layout()
     _save(fig, path)
+
+
+def _axes():
+    """A figure and its axes, drawn off-screen (Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(7.5, 4.5))
 
 
 def _save(fig, path):
