@@ -16,17 +16,21 @@ if a format fails, or the disk fills, nothing is written and the old folder stay
 `--quant` (old spelling `--ptq_graph`; default `int8` = `int8_all`, or `int8_qat`) picks the
 graph quadkeras' own calibration (`--calibration=minmax|percentile|mse`) fills; shared flags
 come from quadkeras/cli/flag_table.py.
-It needs the TensorFlow backend: KERAS_BACKEND=tensorflow (Keras' default); under another
-backend it stops with one line saying so (`python apps/export.py` sets the default itself).
+It runs under the TensorFlow backend. Started under another one (e.g. `KERAS_BACKEND=torch`
+set for a torch training image), `quadkeras-export` says so in one line on stderr and runs itself
+again with `KERAS_BACKEND=tensorflow` (same arguments; a `.keras` file from any backend loads
+there); without TensorFlow installed it stops with one line naming what to install.
 """
 
 import os
+import sys
 
 from absl import flags
 
 from quadkeras.cli import common
 from quadkeras.cli.flag_table import define, define_aliases
 from quadkeras.export.api import CALIBRATIONS, DEFAULT_FORMATS, FORMATS, PTQ_GRAPHS, export_model
+from quadkeras.export.loading import rerun_under_tensorflow
 from quadkeras.utils.errors import RunAborted
 from quadkeras.utils.validation import check_choice
 
@@ -57,8 +61,10 @@ flags.DEFINE_enum("calibration", "converter", list(CALIBRATIONS),
                   "the --quant fake-quant graph (quadratic branch output and product included).")
 
 
-def app_main(argv):
-    del argv
+def app_main(argv, command=None):
+    """The export; `command`: the whole command line, re-run under TensorFlow if needed."""
+    del argv  # absl's leftovers
+    rerun_under_tensorflow("quadkeras.cli.export", command or sys.argv)  # returns only under tensorflow
     check_choice("quant", FLAGS.quant, PTQ_GRAPHS)
     model_dir = FLAGS.model if os.path.isdir(FLAGS.model) else os.path.dirname(os.path.abspath(FLAGS.model))
     out_dir = FLAGS.out_dir or os.path.join(model_dir, "export")
@@ -78,7 +84,8 @@ def app_main(argv):
 
 def main(argv=None):
     """The console script `quadkeras-export` (argv: default sys.argv)."""
-    common.run(app_main, argv)
+    command = list(sys.argv if argv is None else argv)
+    common.run(lambda leftover: app_main(leftover, command), command)
 
 
 if __name__ == "__main__":

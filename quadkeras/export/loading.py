@@ -14,6 +14,7 @@ Traceback (most recent call last):
 ValueError: Invalid model path '/no/such/model.keras': file not found; expected a .keras file or a training work_dir containing best.keras or last.keras.
 """
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -36,6 +37,43 @@ def require_tensorflow(what="SavedModel/LiteRT export"):
             f"Invalid Keras backend {backend!r} for {what}: expected 'tensorflow'. Save the model "
             f"as .keras and run `{EXPORT_COMMAND}` (or call "
             "quadkeras.export.reload_under_tensorflow(path, out_dir) from this session).")
+
+
+RERUN_MARK = "QUADKERAS_RERUN_UNDER_TENSORFLOW"  # set in the re-run process: no second re-run
+
+
+def rerun_under_tensorflow(module, argv, execve=os.execve):
+    """Re-run `python -m <module> <argv[1:]>` with `KERAS_BACKEND=tensorflow`, unless already there.
+
+    For the export command: Keras' backend is fixed when Keras is first imported, so a process
+    started under torch or JAX cannot switch; it replaces itself (`os.execve`) with the same
+    command under TensorFlow after one line on stderr. Returns (doing nothing) when the backend
+    is already TensorFlow; raises a one-line ValueError when TensorFlow is not installed or the
+    re-run process is still not on it (a `keras.json` cannot override the environment variable,
+    so that means KERAS_BACKEND was ignored).
+
+    Example:
+
+    >>> import keras
+    >>> calls = []
+    >>> rerun_under_tensorflow("quadkeras.cli.export", ["quadkeras-export", "--model=m.keras"],
+    ...                        execve=lambda *a: calls.append(a))
+    >>> len(calls) == (keras.backend.backend() != "tensorflow")
+    True
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return
+    if os.environ.get(RERUN_MARK):
+        raise ValueError(f"Invalid Keras backend {backend!r} after re-running under KERAS_BACKEND="
+                         f"tensorflow: expected 'tensorflow'; run `{EXPORT_COMMAND}`.")
+    if importlib.util.find_spec("tensorflow") is None:
+        raise ValueError(f"Invalid Keras backend {backend!r} for SavedModel/LiteRT export: expected "
+                         "'tensorflow', which is not installed (pip install tensorflow-cpu).")
+    print(f"{os.path.basename(argv[0])}: KERAS_BACKEND={backend}; exporting under tensorflow "
+          "(a .keras file from any backend loads there)", file=sys.stderr, flush=True)
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", RERUN_MARK: "1"}
+    execve(sys.executable, [sys.executable, "-m", module, *argv[1:]], env)
 
 
 def resolve_model_path(path):
