@@ -21,6 +21,7 @@ import json
 from quadkeras.bsq import bitplanes
 from quadkeras.bsq.convert import bsq_layers
 from quadkeras.bsq.wrapper import part_key
+from quadkeras.report.plots import plot_bits_per_layer
 
 
 def average_bits(model):
@@ -77,6 +78,4 @@ def save_report(report, json_path=None, png_path=None):
         with open(json_path, "w") as f:
             json.dump(report, f, indent=2)
     if png_path:
-        from quadkeras.report.plots import plot_bits_per_layer  # noqa: PLC0415
-
         plot_bits_per_layer(report, png_path)

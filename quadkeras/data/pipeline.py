@@ -29,6 +29,7 @@ Example:
 
 import numpy as np
 
+from quadkeras.data.array_batches import ArrayBatches
 from quadkeras.utils.optional import tensorflow_available
 from quadkeras.utils.validation import check_choice
 
@@ -140,8 +141,6 @@ def make_dataset(x, y, batch_size, training, mean, std, augment=None, seed=0, nu
         if float(opts["mixup"]) > 0 or float(opts["cutmix"]) > 0:
             raise ValueError(f"Invalid augment={augment!r} for pipeline={pipeline!r}: MixUp and CutMix "
                              "need the tf.data pipeline (pip install tensorflow-cpu); expected mixup=0, cutmix=0.")
-        from quadkeras.data.array_batches import ArrayBatches
-
         return ArrayBatches(x, y, batch_size, training, mean, std, pad=opts["pad"], flip=opts["flip"],
                             seed=seed, one_hot=depth if one_hot else None, drop_remainder=drop)
     return _tf_dataset(x, y, batch_size, training, mean, std, opts, seed, depth, drop, one_hot)

@@ -26,14 +26,16 @@ Example:
 
 import numpy as np
 
+from quadkeras.data.loaders import load_data
+from quadkeras.data.splits import seeded_subset
+from quadkeras.models.model_config import normalizes_input
+
 
 def input_stats(data, model=None):
     """(mean, std) to normalise `data`'s images with for `model`: (None, None) (scale to
     [0, 1] only) when the model standardises its own input (a model config with
     `normalize:`); `data`'s own stats otherwise (and without a model)."""
     if model is not None:
-        from quadkeras.models.model_config import normalizes_input  # noqa: PLC0415
-
         if normalizes_input(model):
             return None, None
     return data.mean, data.std
@@ -82,9 +84,6 @@ def dataset_arrays(name, split="test", limit=None, normalize=True, model=None, i
     by class). `normalize=False`, or a `model` that standardises its own input: pixels
     scaled to [0, 1] only. `input_shape`: see `prepare_images`.
     """
-    from quadkeras.data.loaders import load_data  # noqa: PLC0415
-    from quadkeras.data.splits import seeded_subset  # noqa: PLC0415
-
     d = load_data(name, data_dir=data_dir)
     x, y = (d.x_test, d.y_test) if split == "test" else (d.x_train, d.y_train)
     x, y = seeded_subset(x, y, limit)

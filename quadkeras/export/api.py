@@ -18,9 +18,13 @@ import os
 import keras
 import numpy as np
 
+from quadkeras.bsq.convert import activation_scales, batch_scaled_activations, fix_activation_scales
+from quadkeras.data import load_data
 from quadkeras.data.prepare import dataset_arrays
 from quadkeras.export import convert, loading, onnx_export, parity
 from quadkeras.export.quad_qat import quantized_quad_layers
+from quadkeras.quantize import quantize_model
+from quadkeras.quantize.calibration import calibrate
 from quadkeras.utils.safe_io import atomic_dir, check_replaceable, environment_error
 from quadkeras.utils.validation import check_choice
 
@@ -66,8 +70,6 @@ def check_dataset_fits(name, model, arg="dataset"):
     """Raise a one-line ValueError naming `arg` unless dataset `name`'s images have the model's
     input shape and its class count the model's output width (a digits model exported with
     cifar10 data would fail deep inside Keras, or compare logits against the wrong labels)."""
-    from quadkeras.data import load_data  # noqa: PLC0415
-
     data = load_data(name)
     data_shape, classes = tuple(data.x_train.shape[1:]), int(data.num_classes)
     model_shape = _model_input_shape(model)
@@ -277,8 +279,6 @@ def _fixed_activation_scales(model, x_rep, x_eval):
     """(model, {layer: S}): a BSQ model with per-batch activation scales becomes a copy with
     fixed ones (their max over the calibration images, else the eval images): an exported
     file must give one output per image, not one that depends on its batch mates."""
-    from quadkeras.bsq.convert import activation_scales, batch_scaled_activations, fix_activation_scales  # noqa: PLC0415
-
     if not batch_scaled_activations(model):
         return model, {}
     images = x_rep if x_rep is not None and len(x_rep) else x_eval
@@ -372,9 +372,6 @@ def _first_line(err):
 def _calibrated_ptq(model, out_dir, images, method, graph="int8"):
     """SavedModel of `model` with the `graph` fake-quant (`int8` / `int8_all` / `int8_qat`), ranges
     calibrated on `images`."""
-    from quadkeras.quantize import quantize_model  # noqa: PLC0415
-    from quadkeras.quantize.calibration import calibrate  # noqa: PLC0415
-
     if convert.has_fake_quant(model):
         raise ValueError("the model already has fake-quant quantizers: export it with litert_qat")
     qmodel = quantize_model(model, graph)

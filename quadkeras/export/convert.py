@@ -20,6 +20,8 @@ import numpy as np
 
 from quadkeras.export.dead_channels import live_dead_channels
 from quadkeras.export.quad_qat import branch_fake_quant
+from quadkeras.quantize import quantized_layers
+from quadkeras.quantizers import FakeQuant
 from quadkeras.utils.progress import track
 from quadkeras.utils.validation import check_choice
 
@@ -29,15 +31,11 @@ LITERT_MODES = ("float", "dynamic", "int8", "qat")
 def fake_quant_quantizers(model):
     """Every quantizer in `model` (`QuantizeWrapper`: kernel, input, output, branch;
     `QuantizeOutput`: output)."""
-    from quadkeras.quantize import quantized_layers  # noqa: PLC0415
-
     return [q for layer in quantized_layers(model) for q in layer.quantizers()]
 
 
 def has_fake_quant(model):
     """True if the model carries `fakequant` quantizers (what the converter turns into int8)."""
-    from quadkeras.quantizers import FakeQuant  # noqa: PLC0415
-
     return any(isinstance(q, FakeQuant) for q in fake_quant_quantizers(model))
 
 

@@ -22,12 +22,12 @@ import contextlib
 import numpy as np
 from keras import ops
 
+from quadkeras.quantize import QuantizeWrapper, quantized_layers
+from quadkeras.quantize.wrapper import QUAD_LAYERS
+from quadkeras.quantizers import FakeQuant
+
 
 def _ours_fake_quant_wrappers(model):
-    from quadkeras.quantize import QuantizeWrapper, quantized_layers  # noqa: PLC0415
-    from quadkeras.quantize.wrapper import QUAD_LAYERS  # noqa: PLC0415
-    from quadkeras.quantizers import FakeQuant  # noqa: PLC0415
-
     return [w for w in quantized_layers(model)
             if isinstance(w, QuantizeWrapper) and isinstance(w.layer, QUAD_LAYERS)
             and w.layer.neuron_spec.branch_bn and isinstance(w.kernel_quantizer, FakeQuant)

@@ -30,6 +30,9 @@ import time
 
 import numpy as np
 
+from quadkeras.export.convert import frozen_quantizers, has_fake_quant, input_signature
+from quadkeras.export.onnx_graph import pack_int4_weights, unsigned_activations, unsigned_weights
+from quadkeras.export.parity import agreement
 from quadkeras.utils.progress import track
 
 ONNX_OPSET = 17
@@ -56,8 +59,6 @@ def require_onnx(fmt="onnx"):
 
 def keras_to_onnx(model, path, opset=ONNX_OPSET):
     """Float ONNX file of `model` (dynamic batch) via `model.export(format="onnx")`."""
-    from quadkeras.export.convert import frozen_quantizers, has_fake_quant, input_signature  # noqa: PLC0415
-
     require_onnx()
     if has_fake_quant(model):
         raise ValueError("Invalid format 'onnx' for a fake-quant (QAT) model: tf2onnx cannot "
@@ -79,7 +80,6 @@ def keras_to_onnx_int4(model, path):
     """
     import onnx  # noqa: PLC0415
 
-    from quadkeras.export.onnx_graph import pack_int4_weights  # noqa: PLC0415
 
     keras_to_onnx(model, path)
     graph = onnx.load(path)
@@ -103,7 +103,6 @@ def litert_to_onnx(content, path, opset=ONNX_OPSET, unsigned=True):
     import onnx  # noqa: PLC0415
     import tf2onnx  # noqa: PLC0415
 
-    from quadkeras.export.onnx_graph import unsigned_activations, unsigned_weights  # noqa: PLC0415
 
     require_onnx()
     with tempfile.TemporaryDirectory() as tmp:
@@ -222,8 +221,6 @@ def onnx_parity_report(path, reference, x, labels=None, latency_runs=50, num_thr
     Same keys as `parity.parity_report` (max_abs_diff, top1_agreement, accuracy, size_bytes,
     latency_ms, census) plus `opset` and `runtime`.
     """
-    from quadkeras.export.parity import agreement  # noqa: PLC0415
-
     got = run_onnx(path, x, num_threads=num_threads)
     return {**agreement(got, reference, labels), "opset": file_opset(path),
             "runtime": f"onnxruntime {_ort_version()}", "size_bytes": os.path.getsize(path),

@@ -36,12 +36,14 @@ Example:
 
 import numpy as np
 
+from quadkeras.bsq import BSQActivation, bsq_layers, to_bsq, to_float, to_representation
 from quadkeras.interop.layouts import (
     PREFIX, canonical_state, check_layout, detect_layout, is_bit_form, layout_key, strip_prefix)
 from quadkeras.interop.torch_checkpoint import (
     _require_torch, export_torch_checkpoint, load_state_dict_into, read_state_dict)
 from quadkeras.interop.torch_layout import model_family, resnet_layer_name, resnet_module_name
 from quadkeras.models import build_model, load_config
+from quadkeras.models.model_config import carry
 
 PLANE_KEYS = (("pweight", "nweight", "scale", "weight"), ("pbias", "nbias", "biasscale", "bias"))
 
@@ -114,8 +116,6 @@ def import_bsq_checkpoint(path, model="resnet20", abits=4, wbits=8, **overrides)
     search; at least the file's count). `abits`: the block activations (BSQ's `--act`; 0 =
     float ReLU). Key mismatches: one line naming the closest layout and the keys.
     """
-    from quadkeras.bsq import bsq_layers, to_bsq  # noqa: PLC0415 (bsq is imported on use)
-
     source = repr(path)
     raw = read_state_dict(path)
     if not is_bit_form(raw):
@@ -158,8 +158,6 @@ def import_bsq_checkpoint(path, model="resnet20", abits=4, wbits=8, **overrides)
 def nbit_dict(model, layout="bearpaw"):
     """BSQ's `Nbit_dict` of a BSQ Keras model: {module name: [weight bits, bias bits]} for each
     `BitQuantWrapper` (bias bits: the bit-quantized bias' precision, else 0)."""
-    from quadkeras.bsq import bsq_layers  # noqa: PLC0415
-
     model_family(model)
     out = {}
     for wrapper in bsq_layers(model):
@@ -176,8 +174,6 @@ def export_bsq_checkpoint(model, path, form="bits", layout="bearpaw", acc=None, 
     """Write a BSQ Keras model as BSQ's checkpoint dict (`form` "bits" or "float", with its
     `Nbit_dict`); returns `path`. A model in the finetune (float) representation is written
     from its codes. Bits need the bearpaw layout (BSQ's); the float form may use QuadraLib's."""
-    from quadkeras.bsq import bsq_layers, to_representation  # noqa: PLC0415
-
     check_layout(layout)
     if form == "bits" and layout != "bearpaw":
         raise ValueError(f"Invalid layout={layout!r} for BSQ's bit form: expected 'bearpaw' (BSQ's names).")
@@ -216,8 +212,6 @@ def float_comparison(model, state):
     `float_state` and `canonical_state`. A float model and state pass through (renamed)."""
     import keras  # noqa: PLC0415
 
-    from quadkeras.bsq import BSQActivation, bsq_layers, to_float  # noqa: PLC0415
-    from quadkeras.models.model_config import carry  # noqa: PLC0415
 
     state = canonical_state(float_state(state))
     if not bsq_layers(model) and not any(isinstance(layer, BSQActivation) for layer in model.layers):

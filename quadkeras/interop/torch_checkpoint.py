@@ -55,6 +55,8 @@ from quadkeras.interop.layouts import canonical_state, check_float_form, layout_
     wrap_checkpoint
 from quadkeras.interop.torch_layout import COUNTER, model_family, torch_entries
 from quadkeras.models import build_model, load_config
+from quadkeras.training import checkpoint
+from quadkeras.training.work_dir import Run
 from quadkeras.utils.safe_io import write_atomic
 
 MAX_LISTED = 5
@@ -279,9 +281,6 @@ def run_resume_fields(model_path):
     done -> N - 1. A file outside a run, or a `best.json` that belongs to an earlier
     `best.keras` (a kill between the two writes): (0.0, 0) / accuracy unknown.
     """
-    from quadkeras.training import checkpoint  # noqa: PLC0415 (training imports are heavy)
-    from quadkeras.training.work_dir import Run  # noqa: PLC0415
-
     run = Run.of(model_path)
     if run is None:
         return resume_fields()

@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 import keras
 
+from quadkeras.bsq import BitQuantWrapper, BSQActivation
 from quadkeras.layers import QuadConv2D
 
 BN_KEYS = (("weight", "gamma"), ("bias", "beta"), ("running_mean", "moving_mean"),
@@ -206,8 +207,6 @@ def _bsq_entries(wrapper, prefix, form, feature_shape=None):
 
 
 def _layer_entries(layer, prefix, feature_shape=None, form="float"):
-    from quadkeras.bsq import BitQuantWrapper  # noqa: PLC0415 (bsq imports the layers, not interop)
-
     if isinstance(layer, BitQuantWrapper):
         return _bsq_entries(layer, prefix, form, feature_shape)
     if isinstance(layer, QuadConv2D):
@@ -239,8 +238,6 @@ _WEIGHTLESS = (keras.layers.InputLayer, keras.layers.ReLU, keras.layers.Add, ker
 
 def _weightless(layer):
     """Layers with no state-dict entry: pads, pools, ReLU, BSQ's ReLU6 + quantizer."""
-    from quadkeras.bsq import BSQActivation  # noqa: PLC0415
-
     if isinstance(layer, BSQActivation):
         if layer.pact is not None:
             raise ValueError(f"Invalid layer {layer.name!r} (BSQActivation, {layer.bits}-bit with PACT's "

@@ -36,6 +36,7 @@ import numpy as np
 import keras
 
 from quadkeras import backend
+from quadkeras.layers import QuadLayerBase
 from quadkeras.models.model_config import config_of
 
 EPS32 = float(np.finfo(np.float32).eps)  # 2**-23
@@ -44,8 +45,6 @@ SAFETY = 100  # margin over the measured difference / (depth * EPS32) (at most 2
 
 def layer_depth(model):
     """Weighted layers of `model` (convs, dense), a quadratic one counting 2."""
-    from quadkeras.layers import QuadLayerBase  # noqa: PLC0415
-
     return sum(2 if isinstance(layer, QuadLayerBase) else 1 for layer in model.layers
                if getattr(layer, "kernel", None) is not None)
 

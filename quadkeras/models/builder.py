@@ -14,7 +14,7 @@ import os
 import yaml
 
 from quadkeras.models.blocks import conv_style
-from quadkeras.models.model_config import attach
+from quadkeras.utils.attached_config import attach
 from quadkeras.models.resnet import build_resnet, resnet_layer_names
 from quadkeras.models.vgg import build_vgg, vgg_layer_names
 from quadkeras.models.zoo import zoo_config

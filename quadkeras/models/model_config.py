@@ -38,33 +38,19 @@ import hashlib
 import json
 import zipfile
 
-ATTRIBUTE = "quadkeras_config"
+import keras
+
+from quadkeras.models.builder import build_model
+from quadkeras.utils.attached_config import ATTRIBUTE, attach, carry, config_of  # noqa: F401 (re-exported)
+from quadkeras.utils.safe_io import load_keras_model, write_atomic
+
 ENTRY = "quadkeras_config.json"
 IDENTITY_ATTRIBUTE = "quadkeras_identity"  # the identity recorded in the file a model came from
 IDENTITY_ENTRY = "quadkeras_identity.json"
 
 
-def attach(model, config):
-    """Record `config` (a dict, or None to leave the model as it is) on `model`; returns it."""
-    if config is not None:
-        setattr(model, ATTRIBUTE, config)
-    return model
-
-
-def config_of(model):
-    """The config `model` was built from, or None."""
-    return getattr(model, ATTRIBUTE, None)
-
-
-def carry(source, target):
-    """`target` with `source`'s config attached (for models cloned from `source`)."""
-    return attach(target, config_of(source))
-
-
 def normalizes_input(model):
     """Whether `model` standardises its own input (a `keras.layers.Normalization` layer)."""
-    import keras  # noqa: PLC0415
-
     config = config_of(model)
     if config is not None and config.get("normalize"):
         return True
@@ -81,8 +67,6 @@ def saved_config(path):
 
 def save_model(model, path):
     """`model.save` to `path` atomically, with its config (if any) inside; returns `path`."""
-    from quadkeras.utils.safe_io import write_atomic  # noqa: PLC0415
-
     def write(tmp):
         model.save(tmp)
         config = config_of(model)
@@ -97,8 +81,6 @@ def save_model(model, path):
 def load_model(path, flag="model", **kwargs):
     """`safe_io.load_keras_model` (one-line errors) with the saved config attached again
     (and the identity the file recorded, for `check_model_identity`)."""
-    from quadkeras.utils.safe_io import load_keras_model  # noqa: PLC0415
-
     model = load_keras_model(path, flag, **kwargs)
     setattr(model, IDENTITY_ATTRIBUTE, {"path": str(path), "recorded": saved_identity(path)})
     return attach(model, saved_config(path))
@@ -165,8 +147,6 @@ def check_model_identity(model_or_path, expected_config=None, expected=None, fla
                                   for k in keys[:3])
                 differences.append(f"config differs in {keys}: {shown}")
         else:  # no recorded config: compare the layers with the model the config builds
-            from quadkeras.models import build_model  # noqa: PLC0415 (imports this module)
-
             if current is None:
                 current = identity(load_model(path, flag))
             differences += _signature_differences(current["signature"],

@@ -68,7 +68,7 @@ import keras
 from quadkeras.backend import keras_private
 from quadkeras.layers import QuadLayerBase
 from quadkeras.models.builder import build_model
-from quadkeras.models.model_config import config_of
+from quadkeras.utils.attached_config import config_of
 from quadkeras.utils.layer_regex import filter_by_layer_regex
 from quadkeras.utils.validation import check_choice
 

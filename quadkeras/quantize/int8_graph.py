@@ -31,7 +31,7 @@ import re
 
 import keras
 
-from quadkeras.models.model_config import carry
+from quadkeras.utils.attached_config import carry
 from quadkeras.quantize.fold import FoldedBatchNorm, fold_batch_norms, graph_edges
 from quadkeras.quantize.model import quantize_model
 from quadkeras.quantize.output import QuantizeOutput

@@ -17,6 +17,8 @@ True
 import csv
 import os
 
+from quadkeras.utils.safe_io import write_atomic
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -32,8 +34,6 @@ def _pyplot():
 def _save(fig, path):
     """Write `fig` to `path` atomically (a temp file beside it, then a rename: a reader, a
     kill or a full disk never sees a partial PNG) and close it."""
-    from quadkeras.utils.safe_io import write_atomic  # noqa: PLC0415
-
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.tight_layout()
     fmt = os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png"

@@ -15,6 +15,9 @@ import numbers
 
 from quadkeras.data.loaders import DATASETS
 from quadkeras.data.pipeline import AUGMENT_PRESETS, PIPELINES, resolve_pipeline
+from quadkeras.quantize.model import GRAPH_PRESETS
+from quadkeras.quantize.scheme import FULL_PRECISION, METHODS, PRESETS
+from quadkeras.quantizers.base import REGISTRY
 from quadkeras.training.jit import JIT_COMPILE, check_jit_backend
 from quadkeras.training.optimizer import MOMENTUM_FORMS
 from quadkeras.training.schedules import SCHEDULES
@@ -106,10 +109,6 @@ def check_quant_bits(quant, wbits, abits):
     """One-line ValueError naming `wbits` / `abits` when the bit width is not one the `quant`
     method takes (0 or 32 = that part stays float). Presets fix their own bits; without
     `quant` (or for a BSQ stage) the widths only have to lie in [0, 32]."""
-    from quadkeras.quantize.model import GRAPH_PRESETS  # noqa: PLC0415
-    from quadkeras.quantize.scheme import FULL_PRECISION, METHODS, PRESETS  # noqa: PLC0415
-    from quadkeras.quantizers.base import REGISTRY  # noqa: PLC0415
-
     method = str(quant or "").lower()
     names = METHODS.get(method, (None, None)) if method not in PRESETS and method not in GRAPH_PRESETS \
         else (None, None)

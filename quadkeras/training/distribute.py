@@ -38,8 +38,10 @@ import tempfile
 
 import keras
 
+from quadkeras.data.array_batches import ArrayBatches
 from quadkeras.training import checkpoint
 from quadkeras.training.config import DISTRIBUTE
+from quadkeras.training.ddp_step import GlobalEpochLogs, use_ddp
 from quadkeras.training.work_dir import open_run
 
 
@@ -222,19 +224,13 @@ class TorchPlan(Plan):
         self.rank = dist.get_rank()
 
     def prepare(self, model):
-        from quadkeras.training.ddp_step import use_ddp
-
         return use_ddp(model, self.cuda)
 
     def callbacks(self):
-        from quadkeras.training.ddp_step import GlobalEpochLogs
-
         return [GlobalEpochLogs()]
 
     def process_batches(self, dataset):
         rank, share = self.rank, self.processes
-        from quadkeras.data.array_batches import ArrayBatches
-
         if isinstance(dataset, ArrayBatches):  # the NumPy pipeline (tf.data's shard differs)
             return dataset.shard(rank, share)
 

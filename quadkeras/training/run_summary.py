@@ -12,11 +12,11 @@ import math
 
 import keras
 
+from quadkeras.summary import count_macs
+
 
 def model_facts(model):
     """Trainable / total parameter counts and MACs (via `quadkeras.summary.count_macs`)."""
-    from quadkeras.summary import count_macs
-
     trainable = sum(math.prod(v.shape) for v in model.trainable_weights)
     return {"params_trainable": int(trainable), "params_total": int(model.count_params()),
             "macs": int(count_macs(model))}

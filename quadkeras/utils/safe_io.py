@@ -42,6 +42,10 @@ import tempfile
 import zipfile
 import zlib
 
+import keras
+
+from quadkeras.utils.errors import ENVIRONMENT_ERRNOS
+
 TEMP_PREFIX = ".tmp-"
 # What parsers raise on a truncated / corrupt / wrong-format file.
 CORRUPT_FILE_ERRORS = (ValueError, KeyError, IndexError, EOFError, UnicodeDecodeError,
@@ -92,15 +96,12 @@ def read_json(path, flag="file", what="JSON file"):
 
 
 def load_keras_model(path, flag="model", **kwargs):
-    """`keras.models.load_model` with quadkeras' objects registered and one-line errors.
+    """`keras.models.load_model` with one-line errors. quadkeras' serializable objects are
+    registered: importing this module ran `quadkeras/__init__.py`, which registers them.
 
     A corrupt or truncated `.keras` says so and names the file (Keras itself reports
     "File not found" for any file that is not a readable zip).
     """
-    import keras
-
-    import quadkeras  # noqa: F401 (registers every serializable quadkeras object)
-
     path = os.fspath(path)
     with reading(path, flag, ".keras file"):
         if not zipfile.is_zipfile(path):
@@ -354,8 +355,6 @@ def environment_error(err, path=None):
     >>> environment_error(ValueError("bad value")) is None
     True
     """
-    from quadkeras.utils.errors import ENVIRONMENT_ERRNOS  # noqa: PLC0415
-
     if isinstance(err, OSError) and err.errno in ENVIRONMENT_ERRNOS:
         code = err.errno
         path = path or err.filename
