@@ -165,5 +165,5 @@ def initialize_quantizers(model, x):
         for var, value in keep:
             var.assign(value)
     for q in quantizers:
-        q.refresh_data_init_state()
+        q.read_init_state()
     return len(pending)

@@ -47,6 +47,14 @@ GRANULARITIES = ("per_tensor", "per_channel", "groups")
 ROLES = ("weight", "activation")
 NORMALIZATIONS = (None, "var_mean")
 
+# `Quantizer.init_state`, the one state of a quantizer's data-dependent parameters:
+PENDING = "pending"  # they wait for data: calls trace the first-batch branch (a `cond` on the
+# saved `initialized` variable, 0 until a finite batch initialised them)
+INITIALIZED = "initialized"  # they hold their values (or there are none): the plain quantizer
+LOADED = "loaded"  # an older file listed them on the host layer, which assigned them: the
+# quantizer's own (empty) entry is skipped, then the state is read from `initialized`
+INIT_STATES = (PENDING, INITIALIZED, LOADED)
+
 
 class Interval:
     """Allowed values of a numeric quantizer option: finite numbers from `low` to `high`
@@ -151,9 +159,9 @@ class Quantizer(keras.layers.Layer):
         self.normalize = check_choice("normalize", normalize, NORMALIZATIONS)
         self.role = None if role is None else check_choice("role", role, ROLES)
         self._value_at_build = None
-        self._data_init_enabled = True
-        self._data_init_pending = False  # Python mirror of `initialized == 0` (see `param`)
-        self._loaded_by_host = False
+        self.init_state = PENDING  # set by `build` (see INIT_STATES)
+        self.initialized_var = None  # the saved state, made by `build` when data must initialise
+        self._first_batch_values = None  # {name: value} during a call that initialises from data
 
     def number(self, name, value, allowed):
         """A method's numeric option checked against its `Interval` (one-line error naming
@@ -175,7 +183,8 @@ class Quantizer(keras.layers.Layer):
         """Create this quantizer's variables for inputs of `input_shape`.
 
         Data-dependent parameters are initialised from the first training batch (a variable
-        `initialized` records it), or from a value: see `build_from_value`.
+        `initialized` records it, `init_state` mirrors it), or from a value: see
+        `build_from_value`.
         """
         value = self._value_at_build
         if self.role is None:
@@ -193,18 +202,16 @@ class Quantizer(keras.layers.Layer):
                             "groups": (self.groups,)}[self.granularity]
         self.params = {}
         self._data_inits = {}
-        self._flag = None
+        self.initialized_var = None
+        self.init_state = INITIALIZED
         self._build(self.shape)
         if self._data_inits:
             if value is not None:
-                x = self._prepare(ops.convert_to_tensor(value))
-                for name, fn in self._data_inits.items():
-                    var = self.params[name]
-                    var.assign(ops.cast(fn(x), var.dtype))
+                self.initialize(self.data_init_values(self._prepare(ops.convert_to_tensor(value))))
             else:
-                self._flag = self.add_weight(name="initialized", shape=(), initializer="zeros",
-                                             trainable=False, autocast=False)
-                self._data_init_pending = True
+                self.initialized_var = self.add_weight(name="initialized", shape=(), initializer="zeros",
+                                                       trainable=False, autocast=False)
+                self.init_state = PENDING
 
     def build_from_value(self, value):
         """Build for `value`'s shape (role `weight` unless set) and initialise the
@@ -267,8 +274,14 @@ class Quantizer(keras.layers.Layer):
         if self.observer is not None and not training:
             self.observer(self, self._prepare(x))
             return x
-        self._init_ok = None
-        return self.fake_quantize(self._prepare(x), bool(training))
+        x, training = self._prepare(x), bool(training)
+        if self.init_state != PENDING:
+            return self.fake_quantize(x, training)
+        self._first_batch_values = self._first_batch(x, training)
+        try:
+            return self.fake_quantize(x, training)
+        finally:
+            self._first_batch_values = None
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -290,81 +303,94 @@ class Quantizer(keras.layers.Layer):
             x = (x - mean) / ops.sqrt(var + 1e-12)
         return x
 
-    def param(self, var, x, training):
-        """The value of `var` to use now: data-initialised on the first training batch.
-
-        On that batch the variable (and the `initialized` flag) are assigned. Backends whose
-        trainers drop assignments to trainable variables inside `call` (JAX) keep the
-        variable's initializer value instead; initialise from a value at build time there.
-        A non-finite statistic (a NaN/inf in the batch) is not used: the variable keeps its
-        value and the flag stays 0, so the next finite batch initialises it.
-
-        Once the parameters are known to be initialised (`initialize_quantizers`,
+    def param(self, var):
+        """The value of parameter `var` to use in this call (`fake_quantize` reads its
+        parameters here): the first batch's data-initialised value while `init_state` is
+        pending (see `_first_batch`), else the variable. Once initialised (`initialize_quantizers`,
         calibration, a loaded file, or an eager step that did it), calls trace no data-init
-        branch at all: the train step is the plain quantizer, with no `cond`, no check and
-        no assignment per step.
-        """
-        init_fn = self._data_inits.get(var.name) if self._data_init_active else None
-        if init_fn is None or self.params.get(var.name) is not var:
-            return ops.convert_to_tensor(var)
-        candidate = ops.cond(  # only the first batch pays for the data statistic
-            ops.equal(self._flag, 0.0),
-            lambda: ops.stop_gradient(ops.cast(init_fn(x), var.dtype)) + 0.0 * var,  # grad 0, not None
-            lambda: ops.convert_to_tensor(var),
-        )
-        if not training:  # nothing is assigned: the inference graph stays a plain cond
-            return candidate
-        ok = ops.all(ops.isfinite(candidate))
-        self._init_ok = ok if self._init_ok is None else ops.logical_and(self._init_ok, ok)
-        value = ops.where(ok, candidate, ops.convert_to_tensor(var))
-        var.assign(ops.stop_gradient(value))
-        return value
+        branch at all: the train step is the plain quantizer, with no `cond`, no check and no
+        assignment per step."""
+        values = self._first_batch_values
+        if values is not None and var.name in values and self.params.get(var.name) is var:
+            return values[var.name]
+        return ops.convert_to_tensor(var)
 
-    @property
-    def _data_init_active(self):
-        return self._flag is not None and self._data_init_enabled and self._data_init_pending
+    def data_init_values(self, x):
+        """Observe a batch: {name: value} of every data-dependent parameter computed from `x`
+        (prepared input, or the value given to `build_from_value`)."""
+        return {name: ops.cast(fn(x), self.params[name].dtype) for name, fn in self._data_inits.items()}
 
-    def refresh_data_init_state(self):
-        """Read the `initialized` variable into the Python-side switch (after something
-        assigned it from outside a call, e.g. loading weights); eager only."""
-        if self._flag is not None:
-            self._data_init_pending = float(ops.convert_to_numpy(self._flag)) == 0.0
+    def initialize(self, values):
+        """Set data-driven parameters: assign `values` ({parameter name: value of its shape})
+        and record them initialised (the `initialized` variable and `init_state`). The one
+        place such parameters are set: from a value at build, on the first training batch,
+        and by calibration and LSQ's MSE init (`quadkeras.quantize.observe.set_parameters`).
+        A non-finite value is not used: that parameter keeps its value and the state stays
+        pending, so the next finite batch initialises it. Runs traced too (the first batch of
+        a compiled step); returns the values in use."""
+        used, ok_all = {}, None
+        for name, value in values.items():
+            var = self.params[name]
+            value = ops.cast(value, var.dtype)
+            ok = ops.all(ops.isfinite(value))
+            value = ops.where(ok, value, ops.convert_to_tensor(var))
+            var.assign(ops.stop_gradient(value))
+            used[name] = value
+            ok_all = ok if ok_all is None else ops.logical_and(ok_all, ok)
+        if self.initialized_var is None:
+            self.init_state = INITIALIZED
+            return used
+        done = 1.0 if ok_all is None else ops.where(ok_all, 1.0, ops.convert_to_tensor(self.initialized_var))
+        self.initialized_var.assign(done)
+        if concrete_value(done) == 1.0:  # known now (eager): later calls skip the branch
+            self.init_state = INITIALIZED
+        return used
+
+    def _first_batch(self, x, training):
+        """{name: value} of the data-dependent parameters for a call while `init_state` is
+        pending, under one `cond` on the saved state: observed from `x` (gradient 0, not None)
+        while `initialized` is 0, else the stored values. In training they are set
+        (`initialize`); at inference nothing is assigned (the graph stays a plain cond).
+
+        Backends whose trainers drop assignments to trainable variables inside `call` (JAX)
+        keep the initializer value instead: `initialize_quantizers` before `fit` there."""
+        def observed():
+            return {name: ops.stop_gradient(value) + 0.0 * self.params[name]
+                    for name, value in self.data_init_values(x).items()}
+
+        def stored():
+            return {name: ops.convert_to_tensor(self.params[name]) for name in self._data_inits}
+
+        values = ops.cond(ops.equal(self.initialized_var, 0.0), observed, stored)
+        return self.initialize(values) if training else values
+
+    def read_init_state(self):
+        """Set `init_state` from the saved `initialized` variable (after something assigned it
+        outside a call: loading weights, a compiled step); eager only."""
+        pending = self.initialized_var is not None and float(ops.convert_to_numpy(self.initialized_var)) == 0.0
+        self.init_state = PENDING if pending else INITIALIZED
 
     @property
     def awaiting_data_init(self):
         """True while data-dependent parameters wait for their first training batch."""
-        return self._flag is not None and float(ops.convert_to_numpy(self._flag)) == 0.0
+        return self.initialized_var is not None and float(ops.convert_to_numpy(self.initialized_var)) == 0.0
 
     @contextlib.contextmanager
     def stored_parameters_only(self):
         """Within the block, calls use the stored parameters without the first-batch
-        data-init branch (export: its `where(initialized, var, f(x))` would make ranges
-        depend on the input); after training they hold the same values."""
-        enabled, self._data_init_enabled = self._data_init_enabled, False
+        data-init branch (`init_state` initialized; export: its `cond` on `initialized` would
+        make ranges depend on the input); after training they hold the same values. On exit
+        the state is read back from the `initialized` variable."""
+        self.init_state = INITIALIZED
         try:
             yield self
         finally:
-            self._data_init_enabled = enabled
-
-    def mark_initialized(self):
-        """Record that the data-dependent parameters hold their values (calibration and
-        explicit initialisers call it after assigning them)."""
-        if self._flag is not None:
-            self._flag.assign(1.0)
-            self._data_init_pending = False
+            self.read_init_state()
 
     def data_init_variables(self):
-        """The variables the first-batch initialisation assigns (the flag included)."""
+        """The variables the first-batch initialisation assigns (`initialized` included)."""
         found = [self.params[name] for name in self._data_inits]
-        return found + ([self._flag] if self._flag is not None else [])
-
-    def finish(self, training):
-        """Mark data-dependent parameters initialised (call at the end of `quantize`)."""
-        if training and self._data_init_active:
-            done = 1.0 if self._init_ok is None else ops.where(self._init_ok, 1.0, ops.convert_to_tensor(self._flag))
-            self._flag.assign(done)
-            if concrete_value(done) == 1.0:  # an eager step initialised it: later calls skip the branch
-                self._data_init_pending = False
+        return found + ([self.initialized_var] if self.initialized_var is not None else [])
 
     # ----------------------------------------------------- granularity helpers
     def reduce_params(self, x, fn):
@@ -426,10 +452,10 @@ class Quantizer(keras.layers.Layer):
                 "normalize": self.normalize, "role": self.role}
 
     def load_own_variables(self, store):
-        if not (self._loaded_by_host and not len(store.keys())):
+        if not (self.init_state == LOADED and not len(store.keys())):
             # (else an older file kept these variables on the host layer, which loaded them)
             super().load_own_variables(store)
-        self.refresh_data_init_state()
+        self.read_init_state()
 
     def __repr__(self):
         return (f"{type(self).__name__}(bits={self.bits}, role={self.role!r}, "

@@ -69,7 +69,6 @@ class FakeQuant(Quantizer):
             lo, hi = self._weight_range(x, training)
         else:
             lo, hi = self._activation_range(x, training)
-        self.finish(training)
         narrow = self.role == "weight" if self.narrow_range is None else bool(self.narrow_range)
         axis = None if self.granularity == "per_tensor" else -1
         lo, hi = self.expand(lo), self.expand(hi)
@@ -85,7 +84,7 @@ class FakeQuant(Quantizer):
         return -hi, hi
 
     def _activation_range(self, x, training):
-        lo, hi = self.param(self.min_var, x, training), self.param(self.max_var, x, training)
+        lo, hi = self.param(self.min_var), self.param(self.max_var)
         if not training:
             return lo, hi
         d = self.ema_decay

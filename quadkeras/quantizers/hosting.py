@@ -39,6 +39,7 @@ import collections
 
 import keras
 
+from quadkeras.quantizers.base import LOADED
 from quadkeras.quantizers.spec import clone, deserialize, serialize
 
 Slot = collections.namedtuple("Slot", ["name", "role"])
@@ -191,7 +192,7 @@ def load_own_entries(layer, store, spec, quantizers=()):
     elif legacy is not None and keys == len(legacy):
         variables = legacy
         for quantizer in quantizers:
-            quantizer._loaded_by_host = True
+            quantizer.init_state = LOADED
     else:
         expected = f"{len(spec)}" + ("" if legacy is None else f" or {len(legacy)} (its quantizers' "
                                      "variables, as older versions saved them)")

@@ -47,6 +47,5 @@ class LSQ(Quantizer):
         qn, qp = self.q_range()
         n = self.elements_per_param(x)
         g = float(1.0 / np.sqrt(n * qp)) if isinstance(n, int) else 1.0 / ops.sqrt(n * float(qp))
-        s = self.expand(positive(grad_scale(self.param(self.step, x, training), g)))
-        self.finish(training)
+        s = self.expand(positive(grad_scale(self.param(self.step), g)))
         return scaled_round(x, s, -float(qn), float(qp))

@@ -57,8 +57,7 @@ class LSQModelQuantization(Quantizer):
         return ops.maximum(self.reduce_params(x, abs_max), 1e-8)
 
     def fake_quantize(self, x, training):
-        c = self.expand(positive(self.param(self.clip, x, training)))
-        self.finish(training)
+        c = self.expand(positive(self.param(self.clip)))
         n = float(2 ** self.bits - 1)
         if self.signed:  # [-1, 1] -> [0, n], round, back: levels 2k/n - 1 = (2k + 1 - 2^b)/n
             y = ops.clip(x / c, -1.0, 1.0)
