@@ -16,6 +16,9 @@ Example:
 """
 
 import keras
+from keras.src.backend.common import global_state as _global_state
+from keras.src.backend.common import variables as _variables
+from keras.src.models.functional import Functional as _Functional
 from keras.src.utils import naming as _naming
 
 try:  # keras.src.backend.common.stateless_scope: without it every update takes `assign`
@@ -103,3 +106,87 @@ def check_optimizer_hooks(cls=keras.optimizers.SGD):
     """The hooks `CoupledDecaySGD` overrides that `cls` lacks on this backend (empty: all exist)."""
     hooks = OPTIMIZER_HOOKS + (TF_OPTIMIZER_HOOKS if keras.backend.backend() == "tensorflow" else ())
     return [hook for hook in hooks if not callable(getattr(cls, hook, None))]
+
+
+# ----------------------------------------------------------- functional graph (fast forward)
+# `quadkeras.training.fast_forward` runs a built functional model's graph itself on torch; the
+# node structure, the input standardisation and the autocast scope it needs are private.
+
+def functional_of(model):
+    """The `Functional` graph model that runs `model`'s call: `model` itself when it is a
+    `Functional` (`keras.Model(inputs, outputs)`), a built `Sequential`'s inner
+    `model._functional`, else None (a subclassed model has no graph)."""
+    if isinstance(model, _Functional):
+        return model
+    inner = getattr(model, "_functional", None) if isinstance(model, keras.Sequential) else None
+    return inner if isinstance(inner, _Functional) else None
+
+
+def functional_steps(model):
+    """The steps of a `Functional` `model`'s graph walk, in Keras' order (deepest nodes first,
+    as `Function._run_through_graph`): one `(operation, args, kwargs, outputs)` per non-input
+    node, `args` / `kwargs` the call's symbolic arguments (`node.arguments`) and `outputs`
+    the node's flat list of symbolic outputs."""
+    steps = []
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            if node.operation and not node.is_input:
+                steps.append((model._get_operation_for_node(node), node.arguments.args,
+                              node.arguments.kwargs, list(node.outputs)))
+    return steps
+
+
+def functional_io(model):
+    """`(inputs, outputs, outputs_struct)` of a `Functional` model: the flat symbolic inputs
+    and outputs and the nested structure its call returns (`model._outputs_struct`)."""
+    return list(model.inputs), list(model.outputs), model._outputs_struct
+
+
+def standardize_functional_inputs(model, inputs):
+    """What `Functional.call` does to its inputs first (`model._standardize_inputs`): a flat
+    list of tensors in the inputs' dtypes, rank-adjusted, from a tensor, list or dict."""
+    return model._standardize_inputs(inputs)
+
+
+def call_context_args(layer):
+    """The call-context arguments (`training`, ...) Keras propagates through `layer`'s call
+    (`layer._call_context_args`), and the subset its `call` takes, which `Layer.__call__`
+    passes to it (`layer._call_has_context_arg`)."""
+    names = set(getattr(layer, "_call_context_args", ()))
+    accepted = getattr(layer, "_call_has_context_arg", {})
+    return names, {name for name in names if accepted.get(name, False)}
+
+
+def keras_mask(x):
+    """The Keras mask a tensor carries (`x._keras_mask`), or None."""
+    return getattr(x, "_keras_mask", None)
+
+
+def autocast_scope(dtype):
+    """A Keras `AutocastScope(dtype)` (float variables read inside are cast to `dtype`;
+    None: no cast)."""
+    return _variables.AutocastScope(dtype)
+
+
+def current_autocast_dtype():
+    """`(active, dtype)` of the Keras autocast scope in force (`get_autocast_scope()`):
+    `(False, None)` outside any scope."""
+    scope = _variables.get_autocast_scope()
+    return (False, None) if scope is None else (True, scope.dtype)
+
+
+def in_layer_call():
+    """True inside some Keras `Layer.__call__` (a call context is open: `training` resolves
+    from it and the entry layer cleared the losses of its last call)."""
+    return _global_state.get_global_attribute("current_call_ctx") is not None
+
+
+def converts_inputs(layer):
+    """Whether `Layer.__call__` casts `layer`'s float inputs to its input dtype
+    (`layer._convert_input_args`)."""
+    return bool(getattr(layer, "_convert_input_args", True))
+
+
+def rematerialized(layer):
+    """Whether `layer` recomputes its call in the backward pass (`layer._remat_mode`)."""
+    return bool(getattr(layer, "_remat_mode", None))

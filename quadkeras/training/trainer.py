@@ -29,6 +29,7 @@ from quadkeras.training.callbacks import (CheckpointSaver, LearningRateLogger, N
 from quadkeras.training.config import resolve_config, resume_view
 from quadkeras.training.decay import check_decay_list
 from quadkeras.training.distribute import make_plan, open_plan_run
+from quadkeras.training.fast_forward import fast_torch_forward
 from quadkeras.training.jit import (FirstStepTimer, apply_jit_compile, resolve_jit_compile,  # noqa: F401
                                     run_jit_setting, static_shape_torch_compile)
 from quadkeras.training.optimizer import CoupledDecaySGD
@@ -374,6 +375,8 @@ def _train(config, run, extra_callbacks, plan):
         model = compile_model(initial_model(config, data), config, steps_per_epoch)
         epochs_done = 0
     model = plan.prepare(model)
+    if not model.jit_compile:  # eager torch: layers called without Layer.__call__ (fast_forward.py)
+        fast_torch_forward(model)
     history_csv = os.path.join(work_dir, checkpoint.HISTORY)
     trim_history(history_csv, epochs_done)
     callbacks = [NonFiniteGuard(work_dir)] if config["stop_on_nan"] else []
