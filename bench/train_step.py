@@ -75,6 +75,10 @@ def keras_side(name, batch, jit_compile, size=32, quantize=None, init_x=None):
 
         static_shape_torch_compile()
     model.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
+    if not model.jit_compile:  # eager torch: the trainer's fast forward (no-op elsewhere)
+        from quadkeras.training import fast_torch_forward
+
+        fast_torch_forward(model)
 
     state = {}
 
