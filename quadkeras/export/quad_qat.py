@@ -23,8 +23,8 @@ Example:
 import contextlib
 
 import keras
-import numpy as np
-from keras import ops
+
+from quadkeras.quantize.observe import MinMax, observe
 
 
 def quantized_quad_layers(model):
@@ -46,55 +46,53 @@ def quantized_quad_layers(model):
     return found
 
 
-class _BranchHook:
-    """A layer's `fused_output_hook`: calibrate the ranges, then fake-quantize."""
+class _BranchRanges:
+    """A layer's `fused_output_hook` while observing (`quadkeras.quantize.observe`): the range
+    of each fused linear output (the hook's `index`), passed through unchanged."""
 
-    def __init__(self, layer, num_bits):
-        self.layer, self.num_bits = layer, num_bits
-        self.ranges, self.calibrating = [], True
+    def __init__(self):
+        self.ranges = []
 
-    def __call__(self, z, i):
-        if self.calibrating:
-            values = ops.convert_to_numpy(z)
-            lo, hi = float(np.min(values)), float(np.max(values))
-            if i == len(self.ranges):
-                self.ranges.append([lo, hi])
-            else:
-                self.ranges[i] = [min(self.ranges[i][0], lo), max(self.ranges[i][1], hi)]
-        else:
-            lo, hi = self.ranges[i]
-            z = keras.quantizers.fake_quant_with_min_max_vars(
-                z, min(lo, 0.0), max(hi, 1e-6), num_bits=self.num_bits, narrow_range=False)
+    def __call__(self, z, index):
+        while len(self.ranges) <= index:
+            self.ranges.append(MinMax())
+        self.ranges[index].update(z)
         return z
 
-    def install(self):
-        self.layer.fused_output_hook = self
 
-    def remove(self):
-        self.layer.fused_output_hook = None
+class _BranchFakeQuant:
+    """A layer's `fused_output_hook` for export: fake-quantize each fused linear output to its
+    observed range (widened to hold 0, at least 1e-6 wide)."""
+
+    def __init__(self, ranges, num_bits):
+        self.ranges = [(min(r.lo, 0.0), max(r.hi, 1e-6)) for r in ranges]
+        self.num_bits = num_bits
+
+    def __call__(self, z, index):
+        lo, hi = self.ranges[index]
+        return keras.quantizers.fake_quant_with_min_max_vars(z, lo, hi, num_bits=self.num_bits,
+                                                             narrow_range=False)
 
 
 @contextlib.contextmanager
 def branch_fake_quant(model, images, num_bits=8, batch_size=50):
     """Within the block, quantized quadratic layers fake-quantize their fused linear output.
 
-    Ranges are the min/max over `images` (float NHWC, run eagerly at inference). Yields the
-    patched layers; everything is restored on exit.
+    Ranges are the min/max over `images` (float NHWC, run eagerly at inference, observed
+    through `quadkeras.quantize.observe.observe`). Yields the patched layers; everything is
+    restored on exit.
     """
-    hooks = [_BranchHook(layer, num_bits) for layer in quantized_quad_layers(model)]
-    if hooks and images is None:
+    layers = quantized_quad_layers(model)
+    if layers and images is None:
         raise ValueError("Invalid representative_data=None for litert_qat: quadratic layers need "
                          "calibration images for their branch outputs (pass a dataset name).")
+    seen = [(layer, _BranchRanges()) for layer in layers]
     try:
-        for hook in hooks:
-            hook.install()
-        if hooks:
-            images = np.asarray(images, "float32")
-            for start in range(0, len(images), batch_size):
-                model(images[start:start + batch_size], training=False)
-            for hook in hooks:
-                hook.calibrating = False
-        yield [hook.layer for hook in hooks]
+        if seen:
+            observe(model, images, seen, batch_size)
+        for layer, ranges in seen:
+            layer.fused_output_hook = _BranchFakeQuant(ranges.ranges, num_bits)
+        yield layers
     finally:
-        for hook in hooks:
-            hook.remove()
+        for layer in layers:
+            layer.fused_output_hook = None

@@ -29,29 +29,28 @@ True
 """
 
 import numpy as np
-from keras import ops
 
 from quadkeras.quantize.model import quantized_layers
-from quadkeras.quantize.observe import observe, set_parameters
+from quadkeras.quantize.observe import MinMax, finite_values, observe, set_parameters
 from quadkeras.utils.validation import check_choice
 
 CALIBRATION_METHODS = ("minmax", "percentile", "mse")
 MSE_GRID = np.linspace(0.02, 1.0, 99)
 
 
-class _HistogramObserver:
+class _HistogramObserver(MinMax):
     """Two passes over the data: the value range, then a histogram over it."""
 
     def __init__(self, bins):
-        self.bins, self.lo, self.hi, self.counts, self.stage = bins, np.inf, -np.inf, None, "range"
+        super().__init__()
+        self.bins, self.counts, self.stage = bins, None, "range"
 
     def __call__(self, quantizer, x):
-        values = np.asarray(ops.convert_to_numpy(x), "float64").reshape(-1)
-        values = values[np.isfinite(values)]
-        if not values.size:
-            return
         if self.stage == "range":
-            self.lo, self.hi = min(self.lo, values.min()), max(self.hi, values.max())
+            self.update(x)
+            return
+        values = finite_values(x)
+        if not values.size:
             return
         counts, _ = np.histogram(np.clip(values, self.lo, self.hi), self.bins, (self.lo, self.hi))
         self.counts = counts if self.counts is None else self.counts + counts
