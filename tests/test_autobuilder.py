@@ -27,6 +27,10 @@ from tests.backend_utils import assert_png
 from tests.test_autobuilder_fixtures import RESNET_TINY, VGG_TINY, train_runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# apps/auto_build.py runs as a subprocess once, in the tensorflow process: the app's code is
+# backend-independent; the library it calls is tested in process on every backend here.
+TF_ONLY = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                             reason="app subprocesses run once, under tensorflow")
 
 
 def _images(n=24, shape=(8, 8, 1), seed=0):
@@ -229,6 +233,7 @@ def test_csv_and_data_helpers(tmp_path):
     assert len(xv) == round(0.1 * len(arrays["x_train"])) and len(x) + len(xv) == len(arrays["x_train"])
 
 
+@TF_ONLY
 def test_auto_build_app_writes_csv_and_trainable_config(tmp_path):
     config_path = str(tmp_path / "tiny.yaml")
     write_config({**VGG_TINY, "input_shape": [16, 16, 1], "num_classes": 10}, config_path)
@@ -298,9 +303,6 @@ def test_val_split_refused_for_a_run_without_val_fraction(runs):
     with pytest.raises(ValueError, match="whole training split"):
         heldout_options(run, val_fraction=0.1)  # every training image was fitted on
     assert heldout_options(run, split="test")["split"] == "test"
-    proc = _app(f"--model={runs['noval']}")
-    assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: Invalid split='val': the run in")
 
 
 def test_best_json_next_to_best_keras_is_not_a_model_config(runs, tmp_path):
@@ -317,7 +319,13 @@ def test_best_json_next_to_best_keras_is_not_a_model_config(runs, tmp_path):
     assert config["family"] == "resnet"
 
 
+@TF_ONLY
 def test_auto_build_app_on_a_training_work_dir(runs, tmp_path):
+    """The app on a run's work_dir: its held-out split; on a run without one, the one-line
+    refusal of test_val_split_refused_for_a_run_without_val_fraction."""
+    proc = _app(f"--model={runs['noval']}")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: Invalid split='val': the run in")
     out_yaml = str(tmp_path / "auto.yaml")
     proc = _app(f"--model={runs['val']}", "--top_k=1", f"--output_config={out_yaml}")
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -1,4 +1,8 @@
-"""apps/train.py end to end on digits (1 epoch, tiny model) under the current backend."""
+"""apps/train.py end to end on digits (1 epoch, tiny model), once, in the tensorflow process.
+
+The app's own code (flags, summary.json, history.csv, curves, --evaluate_only, the resume
+check) is backend-independent; what it calls, `quadkeras.training.train` (training, resume,
+`evaluate_only`), runs in process on every backend in tests/test_training.py."""
 
 import json
 import os
@@ -27,7 +31,8 @@ def _app(*args):
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
 
 
-@pytest.mark.jax
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="app subprocesses run once, under tensorflow")
 def test_train_app_end_to_end(tmp_path):
     model = tmp_path / "tiny.yaml"
     model.write_text(TINY_YAML)

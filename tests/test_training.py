@@ -190,6 +190,10 @@ def test_resume_is_exact_and_mismatch_overwrites_nothing(tmp_path):
     for ra, rb in zip(rows_a[1:], rows_b[1:]):
         assert float(ra.split(",")[loss_col]) == pytest.approx(float(rb.split(",")[loss_col]), abs=1e-5)
     assert os.path.exists(tmp_path / "b" / "best.keras")
+    evaluated = train(tiny_config(tmp_path / "b", evaluate_only=True))  # best.keras, no training
+    assert evaluated["backend"] == keras.backend.backend()
+    assert evaluated["checkpoint"].endswith("best.keras") and (tmp_path / "b" / "eval.json").exists()
+    assert evaluated["test_acc"] == pytest.approx(resumed["best_acc"], abs=1e-6)
 
 
 def test_init_from_fine_tunes_a_saved_model_quantized(tmp_path):
