@@ -166,3 +166,18 @@ def test_save_and_load_are_unaffected(tmp_path):
     assert [w.path for w in loaded.weights] == [w.path for w in model.weights]
     np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x, training=False)),
                                keras.ops.convert_to_numpy(model(x, training=False)), rtol=1e-6)
+
+
+def test_train_runs_eager_torch_steps_on_the_fast_forward(tmp_path):
+    from quadkeras.training import train
+    from tests.test_training import TINY_VGG, tiny_config
+
+    seen = []
+
+    class Probe(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(is_fast_torch_forward(self.model))
+
+    train(tiny_config(tmp_path, model=TINY_VGG, epochs=1, max_train=64, max_test=32),
+          callbacks=[Probe()])
+    assert seen and all(seen)
