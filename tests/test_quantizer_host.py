@@ -8,7 +8,9 @@ import pytest
 from quadkeras.bsq.wrapper import BitQuantWrapper
 from quadkeras.quantize import QuantizeOutput, QuantizeWrapper, quantized_layers
 from quadkeras.quantize import scheme
-from quadkeras.quantize.observe import observe, set_parameters
+from quadkeras.layers import QuadDense
+from quadkeras.quantize import initialize_quantizers
+from quadkeras.quantize.observe import MinMax, observe, set_parameters
 from quadkeras.quantizers.hosting import QuantizerHost
 
 
@@ -79,3 +81,27 @@ def test_observe_removes_the_observers_after_an_error():
     set_parameters(w.input_quantizer, min=-2.0, max=2.0)
     assert not w.input_quantizer.awaiting_data_init
     assert float(keras.ops.convert_to_numpy(w.input_quantizer.max_var)) == 2.0
+
+
+def test_export_branch_ranges_are_observed_then_applied_and_removed():
+    from quadkeras.export.quad_qat import branch_fake_quant  # loads the export package
+
+    inner = QuadDense(3, name="q")
+    model = _model(QuantizeWrapper(inner, kernel_quantizer="fakequant:8", input_quantizer="fakequant:8"), (4,))
+    x = np.random.default_rng(0).standard_normal((16, 4)).astype("float32")
+    initialize_quantizers(model, x)
+    seen = {}
+
+    def record(z, index):
+        seen.setdefault(index, MinMax()).update(z)
+        return z
+
+    observe(model, x, [(inner, record)], batch_size=5)  # a quadratic layer's tap: fused_output_hook
+    assert inner.fused_output_hook is None and seen
+    plain = keras.ops.convert_to_numpy(model(x, training=False))
+    with branch_fake_quant(model, x, batch_size=5) as layers:
+        assert layers == [inner]
+        assert inner.fused_output_hook.ranges == [(min(r.lo, 0.0), max(r.hi, 1e-6)) for _, r in sorted(seen.items())]
+        quantized = keras.ops.convert_to_numpy(model(x, training=False))
+    assert inner.fused_output_hook is None and not np.allclose(quantized, plain)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model(x, training=False)), plain)

@@ -8,7 +8,7 @@ import pytest
 import keras
 
 from quadkeras.bsq.activation import BSQActivation
-from quadkeras.quantize import QuantizeWrapper
+from quadkeras.quantize import QuantizeWrapper, quantized_layers
 from quadkeras.quantizers import get
 
 LEGACY = os.path.join(os.path.dirname(__file__), "data", "legacy_quantizers")
@@ -73,6 +73,8 @@ def test_legacy_file_loads_with_same_outputs_and_values():
         np.testing.assert_allclose(keras.ops.convert_to_numpy(new[path]), ref[f"w{i}"], rtol=1e-6, err_msg=old)
     act = model.get_layer("act2")
     assert isinstance(act, BSQActivation) and [v.path for v in act.weights] == ["act2/pact/alpha"]
+    # the host assigned its quantizers' variables (`init_state` "loaded"); their own load resolved it
+    assert {q.init_state for layer in quantized_layers(model) for q in layer.quantizers()} == {"initialized"}
 
 
 def test_legacy_file_resaves_in_the_new_layout(tmp_path):

@@ -7,6 +7,8 @@ import keras
 
 from quadkeras.layers import QuadDense
 from quadkeras.quantize import QuantizeWrapper, initialize_quantizers
+from quadkeras.quantize.observe import set_parameters
+from quadkeras.quantizers.base import INITIALIZED, PENDING
 from tests import test_quantize_helpers as qu
 
 pytestmark = pytest.mark.jax
@@ -148,3 +150,27 @@ def test_eager_fit_step_that_initialises_drops_the_branch(monkeypatch):
     model.fit(xs, np.arange(8) % 3, batch_size=4, epochs=1, verbose=0)
     assert conds == []  # later steps skip the branch
     assert not model.get_layer("fc").input_quantizer.awaiting_data_init
+
+
+def test_init_state_is_one_named_state_that_the_saved_variable_keeps(tmp_path):
+    model = _lsq_model()
+    q, k = model.get_layer("fc").input_quantizer, model.get_layer("fc").kernel_quantizer
+    assert (q.init_state, k.init_state) == (PENDING, INITIALIZED)  # the kernel's: from its value
+    assert [v.name for v in k.weights] == ["step"]  # nothing to save for it
+    with q.stored_parameters_only():
+        assert q.init_state == INITIALIZED
+    assert q.init_state == PENDING  # read back from the `initialized` variable
+    initialize_quantizers(model, np.random.default_rng(0).random((8, 5)).astype("float32"))
+    assert q.init_state == INITIALIZED and float(keras.ops.convert_to_numpy(q.initialized_var)) == 1.0
+    model.save(tmp_path / "m.keras")
+    assert keras.models.load_model(tmp_path / "m.keras").get_layer("fc").input_quantizer.init_state == INITIALIZED
+
+
+def test_set_parameters_leaves_a_non_finite_value_out_and_the_state_pending():
+    layer = qu.Probe("fakequant:8", role="activation")
+    layer.build((4, 3))
+    set_parameters(layer.q, min=np.nan, max=2.0)
+    assert qu.var(layer, "q/min") == 0.0 and qu.var(layer, "q/max") == 2.0
+    assert layer.q.init_state == PENDING and layer.q.awaiting_data_init
+    set_parameters(layer.q, min=-1.0, max=2.0)
+    assert qu.var(layer, "q/min") == -1.0 and layer.q.init_state == INITIALIZED
