@@ -4,6 +4,7 @@ Each docstring example runs from a fresh Keras session with fixed seeds, so auto
 names (`dense`, not `dense_12`) and random draws do not depend on which examples ran before.
 """
 
+import gc
 import os
 import pathlib
 
@@ -31,3 +32,17 @@ def _fresh_keras_session(request):
     keras.utils.set_random_seed(1234)
     yield
     keras.backend.clear_session()
+
+
+def pytest_collection_finish(session):
+    """Keep what collection imported out of the garbage collector's full passes.
+
+    Keras' `clear_session()` (after every test and around every doctest) runs `gc.collect()`,
+    which walked the ~0.5M objects of TensorFlow / torch / JAX, Keras, quadkeras and the test
+    modules each time (~0.2 s per call measured, more as the heap grows). They live as long as
+    the process, so they are moved to the permanent generation once (`gc.freeze()`); what a
+    test creates is still collected at its end. Cuts no check, only the repeated walk. The
+    first `clear_session()` imports what it needs (torch: `torch._dynamo`), so it runs first.
+    """
+    keras.backend.clear_session()
+    gc.freeze()
