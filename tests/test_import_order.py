@@ -66,7 +66,6 @@ PENDING_LOCAL = {
     ('quadkeras.export.quad_qat', 'quadkeras.quantizers'),
     ('quadkeras.interop.verify', 'quadkeras.interop.torch_nets'),
     ('quadkeras.models.builder', 'quadkeras.quantize'),
-    ('quadkeras.models.quadratize', 'quadkeras.models.quadratize_rank'),
     ('quadkeras.models.quadratize_rank', 'quadkeras.autobuilder.scores'),
     ('quadkeras.quantize.calibration', 'quadkeras.quantizers.fakequant'),
     ('quadkeras.quantize.lsq_init', 'quadkeras.quantizers.lsq'),

@@ -59,25 +59,15 @@ True
 True
 """
 
-import json
-import zlib
-
 import numpy as np
 import keras
 
-from quadkeras.backend import keras_private
 from quadkeras.layers import QuadLayerBase
-from quadkeras.models.builder import build_model
-from quadkeras.utils.attached_config import config_of
+from quadkeras.models.quad_conversion import NEURONS, check_model, convert, quadratized_config  # noqa: F401
+from quadkeras.models.quadratize_rank import CRITERIA, rank_layers  # noqa: F401 (re-exported)
+from quadkeras.utils.attached_config import config_of  # noqa: F401 (the module example uses it)
 from quadkeras.utils.layer_regex import filter_by_layer_regex
 from quadkeras.utils.validation import check_choice
-
-NEURONS = ("ours", "t1")  # a first-order term for the old kernel, a product term that can start at 0
-CRITERIA = ("gradient", "masking", "last")
-
-
-def _plain(config):
-    return json.loads(json.dumps(config))
 
 
 def convertible_layers(model):
@@ -88,18 +78,6 @@ def convertible_layers(model):
 
 def _kind(layer):
     return "quadratic already" if isinstance(layer, QuadLayerBase) else type(layer).__name__
-
-
-def _check_model(model):
-    config = config_of(model)
-    if config is None:
-        raise ValueError("Invalid model: it carries no quadkeras model config; build it with "
-                         "quadkeras.models.build_model or load it with model_config.load_model "
-                         "(a zoo / config model, or a .keras file quadkeras wrote).")
-    if config.get("quantize"):
-        raise ValueError("Invalid model: a quantized model (config key 'quantize'); quadratize "
-                         "the float model, then quantize it (quadkeras.quantize.quantize_model).")
-    return _plain(config)
 
 
 def select_layers(model, layers=None, layer_regex=None):
@@ -128,14 +106,6 @@ def select_layers(model, layers=None, layer_regex=None):
     return chosen
 
 
-def _following_bn(model, name):
-    """The BatchNormalization the layer `name` feeds (its only consumer), or None."""
-    ops_ = keras_private.consumers(model.get_layer(name))
-    if len(ops_) == 1 and isinstance(ops_[0], keras.layers.BatchNormalization):
-        return ops_[0]
-    return None
-
-
 def added_params(model, name, neuron="ours"):
     """Parameters (trainable or not) that quadratizing layer `name` of `model` adds.
 
@@ -148,25 +118,6 @@ def added_params(model, name, neuron="ours"):
         patch = kernel // filters
         return patch * patch * filters
     return 2 * kernel + (2 * filters if layer.use_bias else 0) + 12 * filters
-
-
-def quadratized_config(config, names, neuron="ours", biases=None):
-    """`config` with the layers `names` made quadratic (`overrides`), name suffixed `_quad`.
-
-    `biases`: {name: use_bias} of the old layers (default: the config's `use_bias`).
-    """
-    new = _plain(config)
-    overrides = new.setdefault("overrides", {})
-    for name in names:
-        spec = {"type": "quad", "neuron": neuron}
-        if biases is not None:
-            spec["use_bias"] = bool(biases[name])
-        if neuron == "t1":
-            spec["t1_linear"] = True
-        overrides[name] = {**overrides.get(name, {}), **spec}
-    base = config.get("name", config["family"])
-    new["name"] = base if base.endswith("_quad") else f"{base}_quad"
-    return new
 
 
 def quadratize(model, layers=None, layer_regex=None, top_k=None, param_budget=None,
@@ -187,7 +138,7 @@ def quadratize(model, layers=None, layer_regex=None, top_k=None, param_budget=No
     Returns:
         the new model (its config attached: `model_config.config_of`).
     """
-    config = _check_model(model)
+    config = check_model(model)
     neuron = check_choice("neuron", neuron, NEURONS)
     explicit = layers or layer_regex
     if not explicit and top_k is None and param_budget is None:
@@ -195,8 +146,6 @@ def quadratize(model, layers=None, layer_regex=None, top_k=None, param_budget=No
                          "param_budget.")
     names = select_layers(model, layers, layer_regex)
     if top_k is not None or param_budget is not None:
-        from quadkeras.models.quadratize_rank import rank_layers  # noqa: PLC0415 (imports this)
-
         ranked = rank_layers(model, names, criterion, x, y, neuron, batch_size, seed)
         names = pick(model, ranked, top_k, param_budget, neuron)
     return convert(model, names, neuron, config, seed)
@@ -231,89 +180,4 @@ def pick(model, ranked, top_k=None, param_budget=None, neuron="ours"):
     order = {layer.name: i for i, layer in enumerate(model.layers)}
     return sorted(ranked, key=order.get)
 
-
-def convert(model, names, neuron="ours", config=None, seed=0):
-    """Build the quadratized model of `names` and fill it from `model` (see the module).
-
-    The fresh branches (W_a, W_b and their biases) are drawn by the config's initialisers
-    seeded from (`seed`, layer name, branch): the same call gives the same model, and the
-    `gradient` ranking scores exactly the start the chosen layers then get."""
-    config = _check_model(model) if config is None else config
-    biases = {n: model.get_layer(n).use_bias for n in names}
-    follow = {n: _following_bn(model, n) for n in names}
-    if neuron == "ours":
-        lonely = [n for n, bn in follow.items() if bn is None]
-        if lonely:
-            raise ValueError(f"Invalid layers={lonely!r}: neuron='ours' needs a BatchNormalization "
-                             "right after the layer (its linear branch has a batch-statistics BN); "
-                             f"expected layers followed by one, or neuron='t1'.")
-    new = build_model(quadratized_config(config, names, neuron, biases))
-    old_layers = {layer.name: layer for layer in model.layers}
-    bn_after = {follow[n].name: n for n in names if follow[n] is not None and neuron == "ours"}
-    for layer in new.layers:
-        old = old_layers.get(layer.name)
-        if layer.name in names:
-            _fill_quad(layer, old, follow[layer.name] if neuron == "ours" else None, seed)
-        elif old is not None and old.weights:
-            layer.set_weights(old.get_weights())
-            if layer.name in bn_after:
-                _hand_over_statistics(layer)
-        elif old is None and layer.weights:
-            raise ValueError(f"Invalid model: layer {layer.name!r} of the quadratized config has "
-                             "no counterpart in the model (was it built from this config?).")
-    return new
-
-
-def _np(variable):
-    return np.array(keras.ops.convert_to_numpy(variable))
-
-
-def _seeded(initializer, seed, name, branch):
-    """`initializer` with a seed from (seed, layer name, branch) (as is when it takes none)."""
-    config = initializer.get_config()
-    if "seed" not in config:
-        return initializer
-    mixed = (int(seed) * 1_000_003 + zlib.crc32(name.encode()) * 7 + branch) % (2 ** 31 - 1)
-    return initializer.__class__.from_config({**config, "seed": mixed})
-
-
-def _fill_quad(layer, old, bn, seed=0):
-    """Set a fresh QuadLayer `layer` from the first-order `old` (and the BN `bn` it feeds)."""
-    kernel = _np(old.kernel)
-    bias = _np(old.bias) if old.use_bias else None
-    if layer.neuron == "t1":
-        layer.kernel.assign(np.zeros(layer.kernel.shape, "float32"))
-        layer.linear_kernel.assign(kernel)
-        if bias is not None:
-            layer.bias.assign(bias)
-        return
-    fused = _np(layer.kernel)
-    ka, kb, kc = layer._kernel_branch_index  # channels of each branch (fused layout)
-    fused[..., kc] = kernel
-    for i, idx in enumerate((ka, kb)):
-        fused[..., idx] = _np(_seeded(layer.kernel_initializer, seed, layer.name, i)(
-            kernel.shape, dtype="float32"))
-    layer.kernel.assign(fused)
-    a, b, c = layer._branch_index
-    if bias is not None:
-        fused_bias = _np(layer.bias)
-        fused_bias[c] = bias
-        for i, idx in enumerate((a, b)):
-            fused_bias[idx] = _np(_seeded(layer.bias_initializer, seed, layer.name, 10 + i)(
-                bias.shape, dtype="float32"))
-        layer.bias.assign(fused_bias)
-    gamma, beta = _np(layer.branch_gamma), _np(layer.branch_beta)
-    mean, var = _np(layer.branch_moving_mean), _np(layer.branch_moving_variance)
-    gamma[a], beta[a] = 0.0, 0.0  # product term exactly 0
-    gamma[c], beta[c] = 1.0, 0.0
-    mean[c], var[c] = _np(bn.moving_mean), _np(bn.moving_variance)
-    for variable, value in ((layer.branch_gamma, gamma), (layer.branch_beta, beta),
-                            (layer.branch_moving_mean, mean), (layer.branch_moving_variance, var)):
-        variable.assign(value)
-
-
-def _hand_over_statistics(bn):
-    """The BN after an `ours` layer: its input is now standardised (moving stats -> BN_c)."""
-    bn.moving_mean.assign(np.zeros(bn.moving_mean.shape, "float32"))
-    bn.moving_variance.assign(np.full(bn.moving_variance.shape, 1.0 - bn.epsilon, "float32"))
 

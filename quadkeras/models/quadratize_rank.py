@@ -25,8 +25,10 @@ Example:
 import numpy as np
 import keras
 
-from quadkeras.models.quadratize import CRITERIA, convert
+from quadkeras.models.quad_conversion import convert
 from quadkeras.utils.validation import check_choice
+
+CRITERIA = ("gradient", "masking", "last")
 
 
 def rank_layers(model, candidates, criterion="gradient", x=None, y=None, neuron="ours",
