@@ -71,10 +71,6 @@ PENDING_LOCAL = {
     ('quadkeras.quantize.lsq_init', 'quadkeras.quantizers.lsq'),
     ('quadkeras.quantize.model', 'quadkeras.quantize.int8_graph'),
     ('quadkeras.training.trainer', 'quadkeras.bsq.stage'),
-    ('quadkeras.training.trainer', 'quadkeras.data'),
-    ('quadkeras.training.trainer', 'quadkeras.models'),
-    ('quadkeras.training.trainer', 'quadkeras.quantize'),
-    ('quadkeras.training.trainer', 'quadkeras.quantize.model'),
     ('quadkeras.training.work_dir', 'quadkeras.training.trainer'),
 }
 

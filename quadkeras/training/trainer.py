@@ -21,8 +21,11 @@ import time
 
 import keras
 
-from quadkeras.data import load_data, make_dataset, seeded_subset, training_split
+from quadkeras.data import AUGMENT_PRESETS, load_data, make_dataset, seeded_subset, training_split
 from quadkeras.data.prepare import input_stats
+from quadkeras.quantize import initialize_quantizers, quantize_model, quantized_layers
+from quadkeras.quantize.model import GRAPH_PRESETS
+from quadkeras.quantize.model import quant_scheme as scheme
 from quadkeras.training import checkpoint
 from quadkeras.training.callbacks import (CheckpointSaver, LearningRateLogger, NonFiniteGuard,
                                           RunProgbar)
@@ -35,6 +38,7 @@ from quadkeras.training.jit import (FirstStepTimer, apply_jit_compile, resolve_j
 from quadkeras.training.optimizer import CoupledDecaySGD
 from quadkeras.training.run_summary import model_label, run_summary
 from quadkeras.training.schedules import make_schedule
+from quadkeras.models import build_model, load_config
 from quadkeras.models.model_config import check_model_identity, load_model
 from quadkeras.training.work_dir import find_model_file, interrupted_run_line, trim_history
 from quadkeras.utils.optional import tensorflow_available
@@ -44,8 +48,6 @@ from quadkeras.utils.safe_io import reading
 
 def model_config(config, input_shape, num_classes):
     """Model config dict for the run: zoo/YAML model + dataset shape + optional quant scheme."""
-    from quadkeras.models import load_config
-
     source = config["model"]
     if isinstance(source, str) and source.endswith((".yaml", ".yml", ".json")):
         with reading(source, "model", "model config file"):
@@ -62,8 +64,6 @@ def model_config(config, input_shape, num_classes):
 def quant_scheme(config):
     """The quantization scheme of a run's `quant` (a method or a preset) / `wbits` / `abits` /
     `quant_*` keys."""
-    from quadkeras.quantize.model import quant_scheme as scheme
-
     return scheme(config["quant"], config["wbits"], config["abits"], config["quant_first_last"],
                   config["quant_shortcut"], trained=bool(config["init_from"]))
 
@@ -75,9 +75,6 @@ def initial_model(config, data):
     model, quantized per `quant` / `wbits` / `abits` when set (QAT from a float checkpoint).
     """
     if not config["init_from"]:
-        from quadkeras.models import build_model
-        from quadkeras.quantize.model import GRAPH_PRESETS
-
         if config["quant"] in GRAPH_PRESETS:  # folds BN: a trained model's inference statistics
             raise ValueError(f"Invalid quant={config['quant']!r} without init_from: the all-int8 "
                              "graph folds BatchNorm, so it fine-tunes a trained float model; set "
@@ -98,16 +95,12 @@ def initial_model(config, data):
                          f"classes, dataset={config['dataset']!r} needs {expected[0]} with "
                          f"{expected[1]} classes.")
     if config["quant"]:
-        from quadkeras.quantize import quantize_model
-
         model = quantize_model(model, quant_scheme(config))
     return _check_quantized(model, config)
 
 
 def _check_quantized(model, config):
     """With `quant` set, refuse a model in which the scheme quantized no layer."""
-    from quadkeras.quantize import quantized_layers
-
     if config["quant"] and not quantized_layers(model):
         raise ValueError(
             f"Invalid quant={config['quant']!r}: it quantized no layer of this model "
@@ -166,15 +159,11 @@ def datasets(config, data, epoch, stats):
 
 
 def keras_augment(config):
-    from quadkeras.data import AUGMENT_PRESETS
-
     return {**AUGMENT_PRESETS[config["augment"]], "mixup": config["mixup"], "cutmix": config["cutmix"]}
 
 
 def _initialize_quantizers(model, train_ds):
     """First-batch quantizer initialisation outside `fit` (JAX's trainer would drop it)."""
-    from quadkeras.quantize import initialize_quantizers, quantized_layers
-
     if any(layer.quantizers() for layer in quantized_layers(model)):  # BSQ hosts hold none
         initialize_quantizers(model, next(iter(train_ds))[0])
 
