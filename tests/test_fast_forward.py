@@ -25,6 +25,7 @@ def _tiny_resnet(num_classes=3):
     y = QuadConv2D(4, 3, padding="same", neuron="t4", name="quad")(x)
     y = keras.layers.BatchNormalization(name="bn")(y)
     x = keras.layers.ReLU()(keras.layers.Add()([x, y]))
+    x = keras.ops.multiply(x, 0.5)  # an operation node with a constant argument, not a layer
     x = keras.layers.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, keras.layers.Dense(num_classes, name="fc")(x))
 
