@@ -14,9 +14,6 @@ it as CSV, and writes the new config (YAML) that `quadkeras-train --model=<yaml>
 
 from absl import flags
 
-from quadkeras.cli import common
-from quadkeras.cli.flag_table import define
-
 from quadkeras.autobuilder import (auto_build, heldout, heldout_options, load_model_and_config,
                                    training_config, write_config)
 from quadkeras.autobuilder.candidates import regex_problem
@@ -24,6 +21,10 @@ from quadkeras.autobuilder.data import SPLITS
 from quadkeras.autobuilder.emit import ACTIONS, model_cost
 from quadkeras.autobuilder.scores import write_csv
 from quadkeras.autobuilder.source import model_path
+from quadkeras.cli import common
+from quadkeras.cli.flag_table import define
+
+from quadkeras.report import plot_ri, try_plot
 from quadkeras.summary import count_macs
 from quadkeras.utils.validation import check_choice
 
@@ -99,8 +100,6 @@ def app_main(argv):
         write_csv(result.scores, FLAGS.csv)
         print(f"wrote {FLAGS.csv}")
     if FLAGS.plot:
-        from quadkeras.report import plot_ri, try_plot  # noqa: PLC0415
-
         try_plot(plot_ri, result.scores, FLAGS.plot, baseline=result.baseline)
     if result.config is None:
         print("no config for this model (pass --config): ranking only")

@@ -49,10 +49,12 @@ import warnings
 import keras
 from absl import flags
 
+from quadkeras.bsq import bsq_layers, bsq_report, format_report, save_report, to_bsq, to_float, to_representation
 from quadkeras.cli import common
 from quadkeras.cli.flag_table import define, define_aliases
 
-from quadkeras.bsq import bsq_layers, bsq_report, format_report, save_report, to_bsq, to_float, to_representation
+from quadkeras.interop import import_torch_checkpoint, read_state_dict
+from quadkeras.interop.bsq_checkpoint import bsq_scheme, import_bsq_checkpoint
 from quadkeras.interop.layouts import is_bit_form
 from quadkeras.models import build_model
 from quadkeras.models.model_config import load_model, save_model
@@ -172,8 +174,6 @@ def _load_dict():
     if not FLAGS.dict:
         return None
     if FLAGS.dict.endswith((".pth", ".pth.tar", ".pt")):
-        from quadkeras.interop.bsq_checkpoint import bsq_scheme
-
         return bsq_scheme(FLAGS.dict)
     model = _load(FLAGS.dict, "--dict")
     if not bsq_layers(model):
@@ -185,9 +185,6 @@ def _load_dict():
 
 def _torch_model():
     """(model, is_bit_form) of --from_torch: a float zoo model, or BSQ's bit form imported."""
-    from quadkeras.interop import import_torch_checkpoint, read_state_dict
-    from quadkeras.interop.bsq_checkpoint import import_bsq_checkpoint
-
     with warnings.catch_warnings():  # the import below reads (and warns about) the file again
         warnings.simplefilter("ignore")
         bit_form = is_bit_form(read_state_dict(FLAGS.from_torch))

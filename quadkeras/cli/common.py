@@ -17,9 +17,11 @@ import os
 import sys
 import sysconfig
 
-from absl import flags
+import keras
+from absl import app, flags
 
 import quadkeras
+from quadkeras.utils.errors import INTERRUPTED_EXIT, interrupted_line, user_error_line
 
 flags.DEFINE_boolean("version", False, "Print quadkeras' version and exit.")
 
@@ -48,8 +50,6 @@ def configs_dir():
 
 def backend_line():
     """'backend=<name> keras=<version>' for the start-up message."""
-    import keras
-
     return f"backend={keras.backend.backend()} keras={keras.__version__}"
 
 
@@ -63,8 +63,6 @@ def one_line_errors(main):
     Ctrl-C ends as one line `interrupted: ...` (for a training run: what was kept and
     "--resume" to continue it), exit 130 like any process stopped by SIGINT.
     """
-    from quadkeras.utils.errors import INTERRUPTED_EXIT, interrupted_line, user_error_line
-
     @functools.wraps(main)
     def wrapped(argv):
         try:
@@ -84,8 +82,6 @@ def one_line_errors(main):
 def parse_flags(argv):
     """absl flag parsing whose errors (unknown flag, bad value, missing or unreadable
     flagfile) end as one line `error: ...` (exit 1) like the rest of the apps."""
-    from absl import flags
-
     try:
         return flags.FLAGS(argv)
     except UnicodeDecodeError as err:
@@ -100,8 +96,6 @@ def parse_flags(argv):
 def run(main, argv=None):
     """`absl.app.run(main)` with `one_line_errors` and `parse_flags`; `--version` prints
     `version_line` and exits 0 before any other flag is checked (required ones included)."""
-    from absl import app
-
     argv = list(sys.argv if argv is None else argv)
     if any(a in ("--version", "-version", "--version=true") for a in argv[1:]):
         print(version_line(os.path.basename(argv[0])), flush=True)

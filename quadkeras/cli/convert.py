@@ -27,13 +27,24 @@ ReLU activations, what a plain PyTorch ResNet computes). BSQ's bit form is impor
 `quadkeras-bsq --mode=convert --from_torch=<file>` (it needs `--abits`).
 """
 
+import math
+import os
 import sys
 import warnings
 
 from absl import flags
 
+from quadkeras.bsq import BSQActivation, bsq_layers, to_representation
 from quadkeras.cli import common
 from quadkeras.cli.flag_table import define  # noqa: E402
+from quadkeras.export.loading import load_model
+from quadkeras.interop import export_torch_checkpoint, import_torch_checkpoint, read_state_dict, state_dict_of
+from quadkeras.interop.bsq_checkpoint import export_bsq_checkpoint, float_comparison
+from quadkeras.interop.layouts import canonical_state
+from quadkeras.interop.torch_checkpoint import CheckpointWarning, run_resume_fields
+from quadkeras.interop.verify import check_logits, readback_differences
+from quadkeras.models.model_config import config_of, save_model
+from quadkeras.training.work_dir import Run
 
 FLAGS = flags.FLAGS
 define(["model", "input_shape"], model="qresnet14", notes={
@@ -61,8 +72,6 @@ flags.DEFINE_bool("overwrite", False, "Replace an existing output file.")
 
 
 def _check_output(path, suffix, flag):
-    import os
-
     if not path or not path.endswith(suffix):
         raise ValueError(f"Invalid --{flag}={path!r}: expected a path ending in {suffix}.")
     if os.path.lexists(path) and not os.path.isfile(path):
@@ -73,8 +82,6 @@ def _check_output(path, suffix, flag):
 
 
 def _check_rtol():
-    import math
-
     rtol = FLAGS.verify_rtol
     if rtol is not None and not (math.isfinite(rtol) and rtol > 0):
         raise ValueError(f"Invalid --verify_rtol={rtol!r}: expected a finite number > 0 (or leave it "
@@ -83,8 +90,6 @@ def _check_rtol():
 
 def _verify_logits(model, state, source):
     """Print the forward check's verdict; a FAIL is a one-line ValueError (exit 1)."""
-    from quadkeras.interop.verify import check_logits
-
     result = check_logits(model, state, rtol=FLAGS.verify_rtol)
     print(f"verify: {result.line()}")
     if result.passed:
@@ -99,11 +104,6 @@ def _verify_logits(model, state, source):
 
 
 def _from_torch():
-    import os
-
-    from quadkeras.interop import import_torch_checkpoint, read_state_dict
-    from quadkeras.interop.layouts import canonical_state
-    from quadkeras.models.model_config import save_model
 
     _check_output(FLAGS.out, ".keras", "out")
     overrides = {"input_shape": [int(v) for v in FLAGS.input_shape]} if FLAGS.input_shape else {}
@@ -124,15 +124,6 @@ FORMATS = {"state_dict": ("quadralib", "float", False), "quadralib": ("quadralib
 
 
 def _to_torch():
-    from quadkeras.bsq import BSQActivation, bsq_layers, to_representation
-    from quadkeras.export.loading import load_model
-    from quadkeras.interop import export_torch_checkpoint, read_state_dict, state_dict_of
-    from quadkeras.interop.bsq_checkpoint import export_bsq_checkpoint, float_comparison
-    from quadkeras.interop.torch_checkpoint import run_resume_fields
-    from quadkeras.interop.verify import readback_differences
-    from quadkeras.models.model_config import config_of
-    from quadkeras.training.work_dir import Run
-
     _check_output(FLAGS.to_torch, ".pth", "to_torch")
     model = load_model(FLAGS.model)
     layout, form, wrap = FORMATS[FLAGS.torch_format]
@@ -173,8 +164,6 @@ def _to_torch():
 
 def _show_checkpoint_warnings():
     """Checkpoint warnings (a legacy file's unverifiable integrity) as one `warning:` line."""
-    from quadkeras.interop.torch_checkpoint import CheckpointWarning
-
     show = warnings.showwarning
 
     def one_line(message, category, *args, **kwargs):

@@ -15,8 +15,13 @@ against the old one on --max_examples held-out images (random inputs without --d
 import numpy as np
 from absl import flags
 
+from quadkeras.autobuilder import heldout, load_model_and_config, write_config
+from quadkeras.autobuilder.emit import plain_config
 from quadkeras.cli import common
 from quadkeras.cli.flag_table import define
+from quadkeras.models.model_config import attach, config_of, save_model
+from quadkeras.models.quadratize import quadratize
+from quadkeras.summary import count_macs
 
 FLAGS = flags.FLAGS
 define(["model", "dataset", "data_dir", "seed", "batch_size"], model=None, dataset=None,
@@ -46,12 +51,6 @@ flags.DEFINE_string("output_config", None, "Also write its model config (YAML) h
 
 def app_main(argv):
     del argv
-    from quadkeras.autobuilder import heldout, load_model_and_config, write_config  # noqa: PLC0415
-    from quadkeras.autobuilder.emit import plain_config  # noqa: PLC0415 (Keras wraps model dicts)
-    from quadkeras.models.model_config import attach, config_of, save_model  # noqa: PLC0415
-    from quadkeras.models.quadratize import quadratize  # noqa: PLC0415
-    from quadkeras.summary import count_macs  # noqa: PLC0415
-
     if not FLAGS.model:
         raise ValueError("Invalid model=None: expected a .keras model, a training work_dir, a zoo "
                          "name or a model config.")

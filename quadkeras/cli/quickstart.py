@@ -21,10 +21,15 @@ import subprocess
 import sys
 import time
 
+import keras
 from absl import app, flags, logging
 
 from quadkeras.cli import common
 from quadkeras.cli import train as _train  # noqa: F401 (defines the training flags)
+from quadkeras.export import export_model
+from quadkeras.training import DEFAULTS, checkpoint, train
+from quadkeras.training.work_dir import stage_run_folder
+from quadkeras.utils.errors import RunAborted
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("qat_epochs", 3, "int8 QAT fine-tuning epochs after float training (0 = skip).")
@@ -47,11 +52,7 @@ def default_flags():
 
 def _export(model_path, out_dir, formats):
     """Export with parity on the digits test split; in-process under TF, else a TF subprocess."""
-    import keras
-
     if keras.backend.backend() == "tensorflow":
-        from quadkeras.export import export_model
-
         return export_model(model_path, out_dir, formats=formats, eval_data="digits",
                             eval_limit=360, latency_runs=50)
     print(f"quickstart: exporting {model_path} through a KERAS_BACKEND=tensorflow subprocess", flush=True)
@@ -60,8 +61,6 @@ def _export(model_path, out_dir, formats):
     proc = subprocess.run(cmd, env={**os.environ, "KERAS_BACKEND": "tensorflow"},
                           stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
-        from quadkeras.utils.errors import RunAborted
-
         last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
         raise RunAborted(f"export of {model_path!r} failed in the TensorFlow subprocess "
                          f"(rc={proc.returncode}): {last}")
@@ -83,9 +82,6 @@ def app_main(argv):
         raise app.UsageError(f"Unknown arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # TF's SavedModel writer logs at INFO through absl
     print(f"quadkeras-quickstart: {common.backend_line()}", flush=True)
-    from quadkeras.training import DEFAULTS, checkpoint, train
-
-    from quadkeras.training.work_dir import stage_run_folder
 
     config = {name: FLAGS[name].value for name in DEFAULTS}
     # every run is its own <work_dir>/<timestamp>; --resume continues the newest one

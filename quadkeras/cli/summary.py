@@ -10,10 +10,12 @@ flags.)
 
 from absl import flags
 
+from quadkeras.autobuilder.source import load_model_and_config
 from quadkeras.cli import common
 from quadkeras.cli.flag_table import define, define_aliases
 
-from quadkeras.autobuilder.source import load_model_and_config
+from quadkeras.quantize.model import quant_scheme, quantize_model
+from quadkeras.report import plot_layers, try_plot
 from quadkeras.summary import print_summary
 
 FLAGS = flags.FLAGS
@@ -29,16 +31,12 @@ def app_main(argv):
     shape = tuple(int(d) for d in FLAGS.input_shape) if FLAGS.input_shape else None
     model, _ = load_model_and_config(FLAGS.model, num_classes=FLAGS.num_classes, input_shape=shape)
     if FLAGS.quant:
-        from quadkeras.quantize.model import quant_scheme, quantize_model  # noqa: PLC0415
-
         model = quantize_model(model, quant_scheme(FLAGS.quant, FLAGS.wbits, FLAGS.abits))
     summary = print_summary(model)
     if FLAGS.json:
         summary.to_json(FLAGS.json)
         print(f"wrote {FLAGS.json}")
     if FLAGS.plot:
-        from quadkeras.report import plot_layers, try_plot  # noqa: PLC0415
-
         try_plot(plot_layers, summary, FLAGS.plot)
 
 

@@ -14,7 +14,10 @@ from absl import app, flags
 from quadkeras.cli import common
 from quadkeras.cli.flag_table import define
 
+from quadkeras.report import plot_history, try_plot
+from quadkeras.training import checkpoint, train
 from quadkeras.training.config import DEFAULTS
+from quadkeras.training.distribute import is_primary_process
 
 FLAGS = flags.FLAGS
 define(DEFAULTS)  # every training config key is a flag, with its DEFAULTS value
@@ -26,17 +29,12 @@ def app_main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unknown arguments: {argv[1:]}")
     print(f"quadkeras-train: {common.backend_line()}", flush=True)
-    from quadkeras.training import checkpoint, train
-    from quadkeras.training.distribute import is_primary_process
-
     config = {name: FLAGS[name].value for name in DEFAULTS}
     primary = is_primary_process()  # before training: a malformed TF_CONFIG fails here
     result = train(config)
     if FLAGS.evaluate_only:
         print(f"test_acc={result['test_acc']:.4f} ({result['checkpoint']})")
     elif FLAGS.plots and primary:  # the process that wrote the work_dir
-        from quadkeras.report import plot_history, try_plot
-
         try_plot(plot_history, f"{FLAGS.work_dir}/{checkpoint.HISTORY}", f"{FLAGS.work_dir}/curves.png")
 
 

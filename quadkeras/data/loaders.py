@@ -24,6 +24,8 @@ import tarfile
 import zipfile
 import zlib
 
+import keras
+
 from quadkeras.data import cache, readers
 from quadkeras.data.digits import load_digits_splits
 from quadkeras.data.splits import KNOWN_STATS, make_splits
@@ -131,8 +133,6 @@ def _read_checked(kind, path, name, cache_folder, flag):
 
 
 def _keras_download(name):
-    import keras
-
     module = {"cifar10": keras.datasets.cifar10, "cifar100": keras.datasets.cifar100}[name]
     (x_train, y_train), (x_test, y_test) = module.load_data()
     return x_train, y_train, x_test, y_test

@@ -28,6 +28,7 @@ Example:
 """
 
 import numpy as np
+import keras
 
 from quadkeras.data.array_batches import ArrayBatches
 from quadkeras.utils.optional import tensorflow_available
@@ -91,8 +92,6 @@ def _augmenter(opts, image_shape, seed):
 
 
 def _mixer(opts, seed):
-    import keras
-
     layers = []
     if float(opts["mixup"]) > 0:
         layers.append(keras.layers.MixUp(alpha=float(opts["mixup"]), seed=seed + 2))

@@ -13,6 +13,7 @@ Example:
 (2, 32, 32, 3)
 """
 
+import io
 import os
 import pickle
 import tarfile
@@ -92,8 +93,6 @@ def decode_images(blobs, names=None):
 
 def _decode_with_pillow(blobs, names=None):
     """`decode_images` with Pillow (no TensorFlow); same errors."""
-    import io
-
     from PIL import Image, UnidentifiedImageError
 
     names = names or [f"#{i}" for i in range(len(blobs))]

@@ -35,6 +35,7 @@ Example:
 """
 
 import numpy as np
+import keras
 
 from quadkeras.bsq import BSQActivation, bsq_layers, to_bsq, to_float, to_representation
 from quadkeras.interop.layouts import (
@@ -210,8 +211,6 @@ def float_comparison(model, state):
     of `model` is right: a BSQ model becomes its float weights with ReLU in place of the
     `BSQActivation`s (what a plain PyTorch ResNet runs); `state` (as read back) goes through
     `float_state` and `canonical_state`. A float model and state pass through (renamed)."""
-    import keras  # noqa: PLC0415
-
 
     state = canonical_state(float_state(state))
     if not bsq_layers(model) and not any(isinstance(layer, BSQActivation) for layer in model.layers):

@@ -22,6 +22,9 @@ import json
 import math
 import os
 
+import keras
+import numpy as np
+
 from quadkeras.models.model_config import save_model as save_model_atomic
 from quadkeras.utils import safe_io
 from quadkeras.utils.safe_io import write_json  # noqa: F401 (re-exported)
@@ -55,9 +58,6 @@ def best_metric(work_dir):
 def nonfinite_variables(model):
     """Paths of `model`'s floating-point variables (weights, BatchNorm moving statistics,
     quantizer state) holding a NaN or inf; [] when all are finite."""
-    import keras  # noqa: PLC0415
-    import numpy as np  # noqa: PLC0415
-
     bad = []
     for variable in model.weights:
         value = np.asarray(keras.ops.convert_to_numpy(variable))

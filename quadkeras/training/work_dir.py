@@ -34,6 +34,7 @@ Example:
 
 import os
 import shutil
+import time
 
 from quadkeras.training import checkpoint
 from quadkeras.training.config import DEFAULTS, comparable_view, resume_view
@@ -246,8 +247,6 @@ def stage_run_folder(base, resume, first_stage):
     `state.json`, else the newest `<base>/<timestamp>` whose first stage does; a one-line
     ValueError when there is none.
     """
-    import time  # noqa: PLC0415
-
     base = os.path.abspath(os.fspath(base))
     if not resume:
         return os.path.join(base, time.strftime("%Y%m%d-%H%M%S"))
