@@ -156,6 +156,14 @@ def _decay(grads, variables, coefs):
     return out
 
 
+def _negated(learning_rate, params):
+    """-learning_rate as a 0-d tensor on the parameters' device and dtype. The foreach kernels
+    take it as a tensor operand, not as `alpha=`: a tensor `alpha` is read back with `.item()`,
+    a device sync every step on a GPU and a graph break ("data dependent operator") under
+    torch.compile, which split the compiled train step in two."""
+    return -ops.convert_to_tensor(learning_rate).to(dtype=params[0].dtype, device=params[0].device)
+
+
 def _momentum_buffers(optimizer, variables):
     return [optimizer.momentums[keras_private.variable_index(optimizer, v)].value for v in variables]
 
@@ -164,14 +172,15 @@ def _torch_form(optimizer, grads, variables, learning_rate):
     """The torch-form step with `torch._foreach` kernels (what `torch.optim.SGD` runs)."""
     params = [v.value for v in variables]
     bufs = _momentum_buffers(optimizer, variables)
+    neg_lr = _negated(learning_rate, params)
     with torch.no_grad():
         torch._foreach_mul_(bufs, optimizer.momentum)
         torch._foreach_add_(bufs, grads)
         if optimizer.nesterov:
-            torch._foreach_add_(params, grads, alpha=-learning_rate)
-            torch._foreach_add_(params, bufs, alpha=-learning_rate * optimizer.momentum)
+            torch._foreach_add_(params, torch._foreach_mul(grads, neg_lr))
+            torch._foreach_add_(params, torch._foreach_mul(bufs, neg_lr * optimizer.momentum))
         else:
-            torch._foreach_add_(params, bufs, alpha=-learning_rate)
+            torch._foreach_add_(params, torch._foreach_mul(bufs, neg_lr))
 
 
 def _keras_form(optimizer, grads, variables, learning_rate):
@@ -180,15 +189,17 @@ def _keras_form(optimizer, grads, variables, learning_rate):
     update each variable with five small ops: 16 of 61 ms in a profiled QResNet14 step at
     batch 2)."""
     params = [v.value for v in variables]
+    neg_lr = _negated(learning_rate, params)
     with torch.no_grad():
+        lr_grads = torch._foreach_mul(grads, neg_lr)  # -lr * g
         if optimizer.momentum == 0:
-            torch._foreach_add_(params, grads, alpha=-learning_rate)
+            torch._foreach_add_(params, lr_grads)
             return
         bufs = _momentum_buffers(optimizer, variables)
         torch._foreach_mul_(bufs, optimizer.momentum)
-        torch._foreach_add_(bufs, grads, alpha=-learning_rate)
+        torch._foreach_add_(bufs, lr_grads)
         if optimizer.nesterov:  # w += m * v - lr * g
-            torch._foreach_add_(params, grads, alpha=-learning_rate)
+            torch._foreach_add_(params, lr_grads)
             torch._foreach_add_(params, bufs, alpha=optimizer.momentum)
         else:
             torch._foreach_add_(params, bufs)
