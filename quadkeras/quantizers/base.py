@@ -47,13 +47,11 @@ GRANULARITIES = ("per_tensor", "per_channel", "groups")
 ROLES = ("weight", "activation")
 NORMALIZATIONS = (None, "var_mean")
 
-# `Quantizer.init_state`, the one state of a quantizer's data-dependent parameters:
-PENDING = "pending"  # they wait for data: calls trace the first-batch branch (a `cond` on the
-# saved `initialized` variable, 0 until a finite batch initialised them)
-INITIALIZED = "initialized"  # they hold their values (or there are none): the plain quantizer
-LOADED = "loaded"  # an older file listed them on the host layer, which assigned them: the
-# quantizer's own (empty) entry is skipped, then the state is read from `initialized`
-INIT_STATES = (PENDING, INITIALIZED, LOADED)
+# `Quantizer.init_state`, the one state of its data-dependent parameters. PENDING: calls trace
+# the first-batch `cond` on the saved `initialized` variable (0 until a finite batch set them);
+# INITIALIZED: they hold their values (or there are none); LOADED: an older file's host layer
+# assigned them (the quantizer's own empty entry is skipped, then `initialized` is read).
+PENDING, INITIALIZED, LOADED = INIT_STATES = ("pending", "initialized", "loaded")
 
 
 class Interval:
@@ -304,12 +302,10 @@ class Quantizer(keras.layers.Layer):
         return x
 
     def param(self, var):
-        """The value of parameter `var` to use in this call (`fake_quantize` reads its
-        parameters here): the first batch's data-initialised value while `init_state` is
-        pending (see `_first_batch`), else the variable. Once initialised (`initialize_quantizers`,
-        calibration, a loaded file, or an eager step that did it), calls trace no data-init
-        branch at all: the train step is the plain quantizer, with no `cond`, no check and no
-        assignment per step."""
+        """The value of parameter `var` in this call (`fake_quantize` reads parameters here): the
+        first batch's (`_first_batch`) while `init_state` is pending, else the variable. Once
+        initialised (`initialize_quantizers`, calibration, a loaded file, or an eager step that
+        did it), calls trace no `cond`, check or assignment for it."""
         values = self._first_batch_values
         if values is not None and var.name in values and self.params.get(var.name) is var:
             return values[var.name]
@@ -321,13 +317,10 @@ class Quantizer(keras.layers.Layer):
         return {name: ops.cast(fn(x), self.params[name].dtype) for name, fn in self._data_inits.items()}
 
     def initialize(self, values):
-        """Set data-driven parameters: assign `values` ({parameter name: value of its shape})
-        and record them initialised (the `initialized` variable and `init_state`). The one
-        place such parameters are set: from a value at build, on the first training batch,
-        and by calibration and LSQ's MSE init (`quadkeras.quantize.observe.set_parameters`).
-        A non-finite value is not used: that parameter keeps its value and the state stays
-        pending, so the next finite batch initialises it. Runs traced too (the first batch of
-        a compiled step); returns the values in use."""
+        """The one setter of data-driven parameters (at build from a value, first batch, and
+        `quadkeras.quantize.observe.set_parameters`): assign `values` ({name: value}) and record
+        them initialised; a non-finite value is not used (it keeps its value, the state stays
+        pending). Runs traced too; returns the values in use."""
         used, ok_all = {}, None
         for name, value in values.items():
             var = self.params[name]
@@ -347,13 +340,11 @@ class Quantizer(keras.layers.Layer):
         return used
 
     def _first_batch(self, x, training):
-        """{name: value} of the data-dependent parameters for a call while `init_state` is
-        pending, under one `cond` on the saved state: observed from `x` (gradient 0, not None)
-        while `initialized` is 0, else the stored values. In training they are set
-        (`initialize`); at inference nothing is assigned (the graph stays a plain cond).
-
-        Backends whose trainers drop assignments to trainable variables inside `call` (JAX)
-        keep the initializer value instead: `initialize_quantizers` before `fit` there."""
+        """{name: value} of the data-dependent parameters in a call while `init_state` is
+        pending, under one `cond` on `initialized`: observed from `x` (gradient 0, not None)
+        while it is 0, else the stored values; set (`initialize`) in training only. JAX's
+        trainer drops assignments to trainable variables made in `call`: there the
+        initializer value stays (`initialize_quantizers` before `fit`)."""
         def observed():
             return {name: ops.stop_gradient(value) + 0.0 * self.params[name]
                     for name, value in self.data_init_values(x).items()}
@@ -367,8 +358,7 @@ class Quantizer(keras.layers.Layer):
     def read_init_state(self):
         """Set `init_state` from the saved `initialized` variable (after something assigned it
         outside a call: loading weights, a compiled step); eager only."""
-        pending = self.initialized_var is not None and float(ops.convert_to_numpy(self.initialized_var)) == 0.0
-        self.init_state = PENDING if pending else INITIALIZED
+        self.init_state = PENDING if self.awaiting_data_init else INITIALIZED
 
     @property
     def awaiting_data_init(self):
@@ -377,10 +367,9 @@ class Quantizer(keras.layers.Layer):
 
     @contextlib.contextmanager
     def stored_parameters_only(self):
-        """Within the block, calls use the stored parameters without the first-batch
-        data-init branch (`init_state` initialized; export: its `cond` on `initialized` would
-        make ranges depend on the input); after training they hold the same values. On exit
-        the state is read back from the `initialized` variable."""
+        """Within the block, calls use the stored parameters, no first-batch `cond` (export:
+        it would make ranges depend on the input); after training they hold the same values.
+        On exit `init_state` is read back from the `initialized` variable."""
         self.init_state = INITIALIZED
         try:
             yield self
