@@ -2,9 +2,12 @@
 
 backend -> utils -> layers -> quantizers -> quantize -> models -> summary/report -> data ->
 training -> bsq/export/interop/autobuilder -> cli (a module may import its own level or a lower
-one), no import cycles, no function-local imports of quadkeras modules (each with a list of
-known debt that may only shrink), and `import quadkeras.layers` / `import quadkeras` load no
-trainer, data, export or BSQ conversion code."""
+one; the package top, `quadkeras/__init__`, stands at the apps' level), checked on the whole
+graph, function-local imports included; no import cycles once the known cycle edges are cut;
+no function-local imports of quadkeras modules but those of modules that import an optional
+heavy dependency (torch) at their top; and `import quadkeras.layers` / `import quadkeras` load
+no trainer, data, export or BSQ conversion code. Each list of known debt below says why the
+entry is still there and may only shrink: the tests fail when an entry is no longer needed."""
 
 import ast
 import collections
@@ -20,29 +23,60 @@ ORDER = [("backend",), ("utils",), ("layers",), ("quantizers",), ("quantize",), 
          ("cli",)]
 LEVEL = {name: level for level, names in enumerate(ORDER) for name in names}
 
-# Known debt, each list may only shrink (the tests fail when an entry is no longer needed):
-# imports against the order (importer, imported), and function-local imports of quadkeras
-# modules (optional third-party imports -- torch, onnx, matplotlib, ... -- are not counted).
+# Files other work owns at the time of writing: quantize/model.py, quantize/calibration.py,
+# quantize/lsq_init.py, export/quad_qat.py (quantizer init state), training/trainer.py (torch
+# speed). The fixes named below are theirs to land, then the entries go.
+_TRAINER_BSQ = "train() runs a BSQ stage (config['bsq']) through bsq.stage: BSQ should hand the trainer its hooks"
+_QUANTIZE_CONFIG = ("quantize_model attaches the build config: import attach/config_of from "
+                    "quadkeras.utils.attached_config instead of models.model_config")
+_MASKING = ("quadratize's 'masking' criterion runs the auto-builder's probes (autobuilder.scores, which "
+            "needs summary.macs): move the probes below models, or the criterion up to the auto-builder")
+
+# Imports against the order: (importer, imported) -> why it is still there.
 PENDING_UPWARD = {
-    ('quadkeras.models.quadratize_rank', 'quadkeras.autobuilder'),
-    ('quadkeras.models.quadratize_rank', 'quadkeras.autobuilder.scores'),
-    ('quadkeras.quantize.model', 'quadkeras.models'),
-    ('quadkeras.quantize.model', 'quadkeras.models.model_config'),
-    ('quadkeras.training.trainer', 'quadkeras.bsq'),
-    ('quadkeras.training.trainer', 'quadkeras.bsq.stage'),
+    ('quadkeras.models.quadratize_rank', 'quadkeras.autobuilder'): _MASKING,
+    ('quadkeras.models.quadratize_rank', 'quadkeras.autobuilder.scores'): _MASKING,
+    ('quadkeras.quantize.model', 'quadkeras.models'): _QUANTIZE_CONFIG,
+    ('quadkeras.quantize.model', 'quadkeras.models.model_config'): _QUANTIZE_CONFIG,
+    ('quadkeras.training.trainer', 'quadkeras.bsq'): _TRAINER_BSQ,
+    ('quadkeras.training.trainer', 'quadkeras.bsq.stage'): _TRAINER_BSQ,
 }
+
+# Edges that, cut, leave the whole graph (function-local imports included) without a cycle;
+# each one still closes a cycle (tested).
+CYCLE_EDGES = {
+    ('quadkeras.quantize.model', 'quadkeras.models.model_config'): _QUANTIZE_CONFIG,
+    ('quadkeras.quantize.model', 'quadkeras.quantize.int8_graph'):
+        "quantize_model hands the graph presets to int8_model, which calls quantize_model: the "
+        "per-layer wrapping should be its own module that both import",
+    ('quadkeras.training.work_dir', 'quadkeras.training.trainer'):
+        "Run.model_config calls trainer.model_config (trainer -> distribute -> work_dir -> trainer): "
+        "model_config / quant_scheme should move out of the trainer (e.g. into training.config)",
+    ('quadkeras.models.quadratize_rank', 'quadkeras.autobuilder.scores'): _MASKING,
+}
+
+# Function-local imports of quadkeras modules: (importer, imported) -> why.
+_HOISTABLE = "no cycle results: can move to the module top (file owned by other work)"
 PENDING_LOCAL = {
-    ('quadkeras.export.quad_qat', 'quadkeras.quantize'),
-    ('quadkeras.export.quad_qat', 'quadkeras.quantize.wrapper'),
-    ('quadkeras.export.quad_qat', 'quadkeras.quantizers'),
-    ('quadkeras.interop.verify', 'quadkeras.interop.torch_nets'),
-    ('quadkeras.models.builder', 'quadkeras.quantize'),
-    ('quadkeras.models.quadratize_rank', 'quadkeras.autobuilder.scores'),
-    ('quadkeras.quantize.calibration', 'quadkeras.quantizers.fakequant'),
-    ('quadkeras.quantize.lsq_init', 'quadkeras.quantizers.lsq'),
-    ('quadkeras.quantize.model', 'quadkeras.quantize.int8_graph'),
-    ('quadkeras.training.trainer', 'quadkeras.bsq.stage'),
-    ('quadkeras.training.work_dir', 'quadkeras.training.trainer'),
+    ('quadkeras.export.quad_qat', 'quadkeras.quantize'): _HOISTABLE,
+    ('quadkeras.export.quad_qat', 'quadkeras.quantize.wrapper'): _HOISTABLE,
+    ('quadkeras.export.quad_qat', 'quadkeras.quantizers'): _HOISTABLE,
+    ('quadkeras.models.builder', 'quadkeras.quantize'):
+        "at the top it would close a module-level cycle builder -> quantize.model -> models.model_config "
+        "-> builder until quantize.model stops importing models.model_config (" + _QUANTIZE_CONFIG + ")",
+    ('quadkeras.models.quadratize_rank', 'quadkeras.autobuilder.scores'): _MASKING,
+    ('quadkeras.quantize.calibration', 'quadkeras.quantizers.fakequant'): _HOISTABLE,
+    ('quadkeras.quantize.lsq_init', 'quadkeras.quantizers.lsq'): _HOISTABLE,
+    ('quadkeras.quantize.model', 'quadkeras.quantize.int8_graph'): CYCLE_EDGES[
+        ('quadkeras.quantize.model', 'quadkeras.quantize.int8_graph')],
+    ('quadkeras.training.trainer', 'quadkeras.bsq.stage'): _TRAINER_BSQ,
+    ('quadkeras.training.work_dir', 'quadkeras.training.trainer'): CYCLE_EDGES[
+        ('quadkeras.training.work_dir', 'quadkeras.training.trainer')],
+}
+
+# Not debt: modules that import an optional heavy dependency at their top are imported on use.
+OPTIONAL_LOCAL = {
+    ('quadkeras.interop.verify', 'quadkeras.interop.torch_nets'): "torch_nets imports torch at its top",
 }
 
 
@@ -91,7 +125,7 @@ def import_graph():
                 inner = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
                 if isinstance(child, (ast.Import, ast.ImportFrom)):
                     for target in _targets(module, path.name == "__init__.py", child, paths):
-                        if target.startswith("quadkeras.") and target in paths:
+                        if target in paths:  # the package top `quadkeras` included
                             if in_function:
                                 local.append((module, target, child.lineno))
                             else:
@@ -133,7 +167,7 @@ def _cycles(graph):
 
 def _level(module):
     parts = module.split(".")
-    return LEVEL.get(parts[1]) if len(parts) > 1 else len(ORDER)  # the package top: above all
+    return LEVEL.get(parts[1]) if len(parts) > 1 else LEVEL["cli"]  # the package top: the apps' level
 
 
 def test_every_subpackage_has_a_level():
@@ -143,8 +177,8 @@ def test_every_subpackage_has_a_level():
 
 def test_imports_follow_the_dependency_order():
     upward = {(a, b) for a, targets in full_graph().items() for b in targets if _level(b) > _level(a)}
-    assert upward - PENDING_UPWARD == set(), sorted(upward - PENDING_UPWARD)
-    assert PENDING_UPWARD - upward == set(), "fixed: drop from PENDING_UPWARD"
+    assert upward - set(PENDING_UPWARD) == set(), sorted(upward - set(PENDING_UPWARD))
+    assert set(PENDING_UPWARD) - upward == set(), "fixed: drop from PENDING_UPWARD"
 
 
 def test_no_module_level_import_cycles():
@@ -152,12 +186,21 @@ def test_no_module_level_import_cycles():
     assert _cycles(graph) == []
 
 
-def test_no_import_cycles_but_through_known_debt():
-    """Function-local imports included, the only cycles left pass through a pending entry."""
-    graph = full_graph()
-    for module, target in PENDING_UPWARD | PENDING_LOCAL:
+def _cut(graph, edges):
+    for module, target in edges:
         graph[module] -= _runs(module, target)
-    assert _cycles(graph) == []
+    return graph
+
+
+def test_no_import_cycles_but_through_known_edges():
+    """Function-local imports included, cutting CYCLE_EDGES leaves no cycle."""
+    cycles = _cycles(_cut(full_graph(), CYCLE_EDGES))
+    assert cycles == [], cycles
+
+
+@pytest.mark.parametrize("edge", sorted(CYCLE_EDGES))
+def test_each_known_cycle_edge_still_closes_a_cycle(edge):
+    assert _cycles(_cut(full_graph(), set(CYCLE_EDGES) - {edge})), f"{edge}: drop from CYCLE_EDGES"
 
 
 def test_cycle_finder_finds_a_cycle():
@@ -167,8 +210,14 @@ def test_cycle_finder_finds_a_cycle():
 def test_no_new_function_local_imports():
     _, local = import_graph()
     found = {(module, target) for module, target, _ in local}
-    assert found - set(PENDING_LOCAL) == set(), sorted(found - set(PENDING_LOCAL))
-    assert set(PENDING_LOCAL) - found == set(), "moved: drop from PENDING_LOCAL"
+    known = set(PENDING_LOCAL) | set(OPTIONAL_LOCAL)
+    assert found - known == set(), sorted(found - known)
+    assert known - found == set(), "moved: drop from PENDING_LOCAL / OPTIONAL_LOCAL"
+
+
+def test_every_debt_entry_says_why():
+    for debt in (PENDING_UPWARD, CYCLE_EDGES, PENDING_LOCAL, OPTIONAL_LOCAL):
+        assert all(isinstance(why, str) and len(why) > 20 for why in debt.values())
 
 
 def _loaded_after(statement):
@@ -186,11 +235,21 @@ HEAVY = ("quadkeras.training.trainer", "quadkeras.training.config", "quadkeras.t
          "quadkeras.interop", "quadkeras.autobuilder", "quadkeras.cli")
 
 
+# Known debt: the training modules `import quadkeras.layers` still loads. quadkeras/__init__
+# registers the optimizer and LR schedules (a run's last.keras holds them), and every
+# `import quadkeras.<x>` runs it; they go when those registrations live below `layers`' importers
+# or stop being registered by the package top.
+LAYERS_LOAD_TRAINING = {"quadkeras.training", "quadkeras.training.decay", "quadkeras.training.optimizer",
+                        "quadkeras.training.schedules"}
+
+
 @pytest.mark.parametrize("statement", ["import quadkeras.layers", "import quadkeras"])
 def test_light_imports(statement):
     loaded = _loaded_after(statement)
     assert statement.split()[-1] in loaded
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+    training = {m for m in loaded if m.split(".")[:2] == ["quadkeras", "training"]}
+    assert training == LAYERS_LOAD_TRAINING, sorted(training ^ LAYERS_LOAD_TRAINING)
 
 
 def test_lazy_names_resolve():
