@@ -15,13 +15,15 @@ pytestmark = pytest.mark.skipif(keras.backend.backend() != "torch",
 
 
 def _tiny_quantized_model(method="lsq"):
+    """Conv2D + QuadConv2D + Dense, as few layers as that takes: Keras breaks the dynamo graph
+    at every layer call, so each layer is one more compiled frame (forward and backward)."""
     from quadkeras.layers import QuadConv2D
     from quadkeras.quantize import quantize_model, scheme_from_flags
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 3))
-    h = keras.layers.ReLU()(keras.layers.Conv2D(4, 3, padding="same")(inputs))
-    h = keras.layers.ReLU()(QuadConv2D(6, 3, padding="same", strides=2)(h))
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    h = QuadConv2D(6, 3, padding="same", strides=2, activation="relu")(h)
     outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(h))
     model = keras.Model(inputs, outputs)
     if method is None:
