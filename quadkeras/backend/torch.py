@@ -241,11 +241,11 @@ def resolve_auto_jit():
 
 
 def prepare_jit_compile():
-    """Dynamo settings for torch.compile of a Keras model. Keras' `Layer.__call__` breaks the
-    dynamo graph at each layer (its `inspect.Signature.bind`), so the model runs as many
-    compiled frames, called with different shapes; dynamo's automatic dynamic shapes then
-    recompile them with symbolic sizes, on which inductor fails (ResNet-20: "cannot determine
-    truth value of Relational"). Static shapes, with room for one cache entry per layer shape."""
+    """Dynamo settings for torch.compile of a Keras model: static shapes (dynamo's automatic
+    dynamic shapes recompile a frame seen with a second batch size with symbolic sizes, on
+    which inductor fails: ResNet-20, "cannot determine truth value of Relational"), with room
+    for one cache entry per frame and shape. A zoo ResNet-20 train step compiles to 2 graphs,
+    split at `loss.backward()` (`torch._dynamo.explain`, docs/training.md)."""
     config = torch._dynamo.config
     config.automatic_dynamic_shapes = False
     # Some Keras ops (`ops.pad`, so `ZeroPadding2D`; `ops.cond`) build a new auto-named
