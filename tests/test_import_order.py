@@ -23,12 +23,8 @@ ORDER = [("backend",), ("utils",), ("layers",), ("quantizers",), ("quantize",), 
          ("cli",)]
 LEVEL = {name: level for level, names in enumerate(ORDER) for name in names}
 
-# Files other work owns at the time of writing: quantize/model.py, quantize/calibration.py,
-# quantize/lsq_init.py, export/quad_qat.py (quantizer init state), training/trainer.py (torch
-# speed). The fixes named below are theirs to land, then the entries go.
+# The fixes named below land, then the entries go.
 _TRAINER_BSQ = "train() runs a BSQ stage (config['bsq']) through bsq.stage: BSQ should hand the trainer its hooks"
-_QUANTIZE_CONFIG = ("quantize_model attaches the build config: import attach/config_of from "
-                    "quadkeras.utils.attached_config instead of models.model_config")
 _MASKING = ("quadratize's 'masking' criterion runs the auto-builder's probes (autobuilder.scores, which "
             "needs summary.macs): move the probes below models, or the criterion up to the auto-builder")
 
@@ -36,8 +32,6 @@ _MASKING = ("quadratize's 'masking' criterion runs the auto-builder's probes (au
 PENDING_UPWARD = {
     ('quadkeras.models.quadratize_rank', 'quadkeras.autobuilder'): _MASKING,
     ('quadkeras.models.quadratize_rank', 'quadkeras.autobuilder.scores'): _MASKING,
-    ('quadkeras.quantize.model', 'quadkeras.models'): _QUANTIZE_CONFIG,
-    ('quadkeras.quantize.model', 'quadkeras.models.model_config'): _QUANTIZE_CONFIG,
     ('quadkeras.training.trainer', 'quadkeras.bsq'): _TRAINER_BSQ,
     ('quadkeras.training.trainer', 'quadkeras.bsq.stage'): _TRAINER_BSQ,
 }
@@ -45,7 +39,6 @@ PENDING_UPWARD = {
 # Edges that, cut, leave the whole graph (function-local imports included) without a cycle;
 # each one still closes a cycle (tested).
 CYCLE_EDGES = {
-    ('quadkeras.quantize.model', 'quadkeras.models.model_config'): _QUANTIZE_CONFIG,
     ('quadkeras.quantize.model', 'quadkeras.quantize.int8_graph'):
         "quantize_model hands the graph presets to int8_model, which calls quantize_model: the "
         "per-layer wrapping should be its own module that both import",
@@ -56,17 +49,8 @@ CYCLE_EDGES = {
 }
 
 # Function-local imports of quadkeras modules: (importer, imported) -> why.
-_HOISTABLE = "no cycle results: can move to the module top (file owned by other work)"
 PENDING_LOCAL = {
-    ('quadkeras.export.quad_qat', 'quadkeras.quantize'): _HOISTABLE,
-    ('quadkeras.export.quad_qat', 'quadkeras.quantize.wrapper'): _HOISTABLE,
-    ('quadkeras.export.quad_qat', 'quadkeras.quantizers'): _HOISTABLE,
-    ('quadkeras.models.builder', 'quadkeras.quantize'):
-        "at the top it would close a module-level cycle builder -> quantize.model -> models.model_config "
-        "-> builder until quantize.model stops importing models.model_config (" + _QUANTIZE_CONFIG + ")",
     ('quadkeras.models.quadratize_rank', 'quadkeras.autobuilder.scores'): _MASKING,
-    ('quadkeras.quantize.calibration', 'quadkeras.quantizers.fakequant'): _HOISTABLE,
-    ('quadkeras.quantize.lsq_init', 'quadkeras.quantizers.lsq'): _HOISTABLE,
     ('quadkeras.quantize.model', 'quadkeras.quantize.int8_graph'): CYCLE_EDGES[
         ('quadkeras.quantize.model', 'quadkeras.quantize.int8_graph')],
     ('quadkeras.training.trainer', 'quadkeras.bsq.stage'): _TRAINER_BSQ,

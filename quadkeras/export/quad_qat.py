@@ -24,16 +24,15 @@ import contextlib
 
 import keras
 
+from quadkeras.quantize.model import quantized_layers
 from quadkeras.quantize.observe import MinMax, observe
+from quadkeras.quantize.wrapper import QUAD_LAYERS, QuantizeWrapper
+from quadkeras.quantizers.fakequant import FakeQuant
 
 
 def quantized_quad_layers(model):
     """Quadratic layers (not `t1`) wrapped by a `QuantizeWrapper` with fake-quant quantizers
     and no trained `branch_quantizer` (those already carry the fake-quant in their graph)."""
-    from quadkeras.quantize import QuantizeWrapper, quantized_layers  # noqa: PLC0415
-    from quadkeras.quantize.wrapper import QUAD_LAYERS  # noqa: PLC0415
-    from quadkeras.quantizers import FakeQuant  # noqa: PLC0415
-
     found = []
     for layer in quantized_layers(model):
         if not isinstance(layer, QuantizeWrapper) or not isinstance(layer.layer, QUAD_LAYERS):

@@ -14,10 +14,11 @@ import os
 import yaml
 
 from quadkeras.models.blocks import conv_style
-from quadkeras.utils.attached_config import attach
 from quadkeras.models.resnet import build_resnet, resnet_layer_names
 from quadkeras.models.vgg import build_vgg, vgg_layer_names
 from quadkeras.models.zoo import zoo_config
+from quadkeras.quantize.model import quantize_model
+from quadkeras.utils.attached_config import attach
 from quadkeras.utils.validation import check_choice, check_positive_int
 
 FAMILIES = {"vgg": build_vgg, "resnet": build_resnet}
@@ -92,7 +93,5 @@ def build_model(source, num_classes=None, input_shape=None, **overrides):
     model = FAMILIES[config["family"]](config)
     scheme = config.get("quantize")
     if scheme:
-        from quadkeras.quantize import quantize_model  # noqa: PLC0415 (optional feature)
-
         model = quantize_model(model, scheme)
     return attach(model, config)

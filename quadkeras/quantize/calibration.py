@@ -32,6 +32,7 @@ import numpy as np
 
 from quadkeras.quantize.model import quantized_layers
 from quadkeras.quantize.observe import MinMax, finite_values, observe, set_parameters
+from quadkeras.quantizers.fakequant import FakeQuant
 from quadkeras.utils.validation import check_choice
 
 CALIBRATION_METHODS = ("minmax", "percentile", "mse")
@@ -101,8 +102,6 @@ def choose_range(obs, method, bits, percentile):
 
 def activation_fake_quants(model):
     """(layer, quantizer) of every activation `FakeQuant` of `model`, in layer order."""
-    from quadkeras.quantizers.fakequant import FakeQuant  # noqa: PLC0415
-
     return [(layer, q) for layer in quantized_layers(model) for q in layer.quantizers()
             if isinstance(q, FakeQuant) and q.role == "activation"]
 

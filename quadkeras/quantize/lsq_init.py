@@ -28,6 +28,7 @@ from keras import ops
 
 from quadkeras.quantize.model import quantized_layers
 from quadkeras.quantize.observe import observe, set_parameters
+from quadkeras.quantizers.lsq import LSQ
 
 ALPHAS = np.linspace(0.01, 1.0, 100)
 SAMPLES = 200_000
@@ -48,8 +49,6 @@ def mse_step(values, qn, qp):
 
 
 def _lsq_quantizers(model):
-    from quadkeras.quantizers.lsq import LSQ  # noqa: PLC0415
-
     return [(layer, q) for layer in quantized_layers(model) for q in layer.quantizers()
             if type(q) is LSQ and q.granularity in ("per_tensor", "per_channel")]
 

@@ -20,7 +20,7 @@ Example:
 import keras
 
 from quadkeras.backend import keras_private
-from quadkeras.models.model_config import attach, config_of
+from quadkeras.utils.attached_config import attach, config_of
 from quadkeras.quantize.output import QuantizeOutput
 from quadkeras.quantize.scheme import PRESETS, plan_layer, resolve_scheme, scheme_from_flags
 from quadkeras.quantize.wrapper import QUAD_LAYERS, QuantizeWrapper, is_quantizable
