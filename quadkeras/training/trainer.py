@@ -33,6 +33,7 @@ from quadkeras.training.config import resolve_config, resume_view
 from quadkeras.training.decay import check_decay_list
 from quadkeras.training.distribute import make_plan, open_plan_run
 from quadkeras.training.fast_forward import fast_torch_forward
+from quadkeras.training.interrupt import CtrlCCheck, CtrlCLatch
 from quadkeras.training.jit import (FirstStepTimer, apply_jit_compile, resolve_jit_compile,  # noqa: F401
                                     run_jit_setting, static_shape_torch_compile)
 from quadkeras.training.optimizer import CoupledDecaySGD
@@ -43,7 +44,7 @@ from quadkeras.models.model_config import check_model_identity, load_model
 from quadkeras.training.work_dir import find_model_file, interrupted_run_line, trim_history
 from quadkeras.utils.optional import tensorflow_available
 from quadkeras.utils.errors import RunInterrupted, os_error_line
-from quadkeras.utils.safe_io import reading
+from quadkeras.utils.safe_io import clean_temp_files, reading
 
 
 def model_config(config, input_shape, num_classes):
@@ -332,15 +333,19 @@ def train(config=None, callbacks=None, **overrides):
         return evaluate(config)
     plan = make_plan(config)  # `distribute`: replicas, writer process (training/distribute.py)
     try:
-        with plan.scope(), open_plan_run(plan, config) as run:
-            return _train(plan.run_config(config), run, list(callbacks or []), plan)
+        with CtrlCLatch() as ctrl_c, plan.scope(), open_plan_run(plan, config) as run:
+            try:
+                return _train(plan.run_config(config), run, list(callbacks or []), plan, ctrl_c)
+            except KeyboardInterrupt:  # it may have cut a write short: no orphan temp file
+                clean_temp_files(run.work_dir)
+                raise
     except KeyboardInterrupt as err:  # Ctrl-C: say what was kept and how to continue
         if isinstance(err, RunInterrupted):
             raise
         raise RunInterrupted(interrupted_run_line(config["work_dir"], config["epochs"])) from err
 
 
-def _train(config, run, extra_callbacks, plan):
+def _train(config, run, extra_callbacks, plan, ctrl_c):
     start = time.perf_counter()
     work_dir = run.work_dir
     if config["verbose"]:
@@ -369,7 +374,7 @@ def _train(config, run, extra_callbacks, plan):
     history_csv = os.path.join(work_dir, checkpoint.HISTORY)
     trim_history(history_csv, epochs_done)
     callbacks = [NonFiniteGuard(work_dir)] if config["stop_on_nan"] else []
-    callbacks = plan.callbacks() + callbacks
+    callbacks = [CtrlCCheck(ctrl_c), *plan.callbacks(), *callbacks]
     if config["bsq"]:  # before the checkpoint writer and the loggers (quadkeras.bsq.stage)
         from quadkeras.bsq.stage import stage_callbacks
 
@@ -390,6 +395,7 @@ def _train(config, run, extra_callbacks, plan):
         _remeasure_best(work_dir, datasets(config, fit_data, 0, stats)[1], epochs_done)
     for epoch in range(epochs_done, config["epochs"]):
         train_ds, val_ds = datasets(config, fit_data, epoch, stats)
+        ctrl_c.check()  # a Ctrl-C while tf.data built the pipeline can be swallowed there
         if epoch == 0:
             _initialize_quantizers(model, train_ds)
         t0 = time.perf_counter()
