@@ -33,10 +33,10 @@ import keras
 
 from quadkeras.utils.attached_config import carry
 from quadkeras.quantize.fold import FoldedBatchNorm, fold_batch_norms, graph_edges
-from quadkeras.quantize.model import quantize_model
 from quadkeras.quantize.output import QuantizeOutput
 from quadkeras.quantize.scheme import resolve_scheme
 from quadkeras.quantize.wrapper import is_quantizable
+from quadkeras.quantize.wrapping import wrap_layers
 
 MERGE_LAYERS = (keras.layers.Add,)
 PASS_THROUGH = (keras.layers.ReLU, keras.layers.ZeroPadding2D, FoldedBatchNorm)
@@ -64,7 +64,7 @@ def int8_model(model, scheme="int8_qat", merge_quantizer="fakequant:8"):
         if plan[slot]:
             pattern = "^(" + "|".join(re.escape(name) for name in sorted(plan[slot])) + ")$"
             scheme["rules"] = scheme["rules"] + [{"name": pattern, slot: None}]
-    return quantize_merges(quantize_model(folded, scheme), plan["wrap"], merge_quantizer)
+    return quantize_merges(wrap_layers(folded, scheme), plan["wrap"], merge_quantizer)
 
 
 def activation_plan(model, scheme):

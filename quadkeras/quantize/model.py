@@ -19,11 +19,10 @@ Example:
 
 import keras
 
-from quadkeras.backend import keras_private
-from quadkeras.utils.attached_config import attach, config_of
-from quadkeras.quantize.output import QuantizeOutput
-from quadkeras.quantize.scheme import PRESETS, plan_layer, resolve_scheme, scheme_from_flags
-from quadkeras.quantize.wrapper import QUAD_LAYERS, QuantizeWrapper, is_quantizable
+from quadkeras.quantize.int8_graph import int8_model
+from quadkeras.quantize.scheme import PRESETS, scheme_from_flags
+from quadkeras.quantize.wrapper import QuantizeWrapper  # noqa: F401 (the docstring examples')
+from quadkeras.quantize.wrapping import wrap_layers
 from quadkeras.quantizers.hosting import QuantizerHost
 
 
@@ -76,51 +75,8 @@ def quantize_model(model, scheme):
     if scheme == INT8_PRESET:  # a model handed in here is a trained one
         scheme = best_int8_graph()
     if isinstance(scheme, str) and scheme in GRAPH_PRESETS:
-        from quadkeras.quantize.int8_graph import int8_model  # noqa: PLC0415 (imports this module)
-
         return int8_model(model)
-    given, scheme = scheme, resolve_scheme(scheme)
-    candidates = [layer for layer in model.layers if is_quantizable(layer)]
-    ends = {id(candidates[0]), id(candidates[-1])} if candidates else set()
-    plans = {}
-    for layer in candidates:
-        plan = plan_layer(scheme, layer, id(layer) in ends)
-        if plan is not None:
-            plans[id(layer)] = plan
-    after_bn = _outputs_after_bn(plans, candidates) if scheme["output_after_bn"] else {}
-
-    def clone(layer):
-        if id(layer) in after_bn:
-            return QuantizeOutput(layer, output_quantizer=after_bn[id(layer)], name=layer.name)
-        plan = plans.get(id(layer))
-        if plan is None:
-            return layer
-        return QuantizeWrapper(layer, kernel_quantizer=plan["kernel"],
-                               input_quantizer=plan["input"], output_quantizer=plan["output"],
-                               branch_quantizer=plan["branch"], product_quantizer=plan["product"],
-                               name=layer.name)
-
-    quantized = keras.models.clone_model(model, clone_function=clone)
-    config = config_of(model)
-    if config is not None and isinstance(given, (str, dict)):  # the config that rebuilds it
-        config = {**config, "quantize": given}
-    return attach(quantized, config)
-
-
-def _outputs_after_bn(plans, candidates):
-    """{id(BN): output spec}: move a conv/dense output quantizer past the BN that alone
-    consumes its output (plans are edited in place). Quadratic layers keep theirs: their
-    product sits between the linear op and the BN, so the BN cannot fold into the conv."""
-    moved = {}
-    for layer in candidates:
-        plan = plans.get(id(layer))
-        if plan is None or plan["output"] is None or isinstance(layer, QUAD_LAYERS):
-            continue
-        consumers = keras_private.consumers(layer)
-        if len(consumers) == 1 and isinstance(consumers[0], keras.layers.BatchNormalization):
-            moved[id(consumers[0])] = plan["output"]
-            plan["output"] = None
-    return moved
+    return wrap_layers(model, scheme)
 
 
 def quantized_layers(model):
