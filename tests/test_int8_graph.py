@@ -139,7 +139,7 @@ def test_int8_all_preset_is_the_int8_graph_and_needs_a_trained_model():
 def test_int8_preset_is_int8_all_for_a_trained_model_and_int8_qat_from_scratch():
     from quadkeras.quantize import quantize_model
     from quadkeras.training.config import resolve_config
-    from quadkeras.training.trainer import model_config, quant_scheme
+    from quadkeras.training.config import model_config, quant_scheme
 
     model = residual_quad_model()
     names = [type(layer).__name__ for layer in quantize_model(model, "int8").layers]

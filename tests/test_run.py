@@ -32,7 +32,7 @@ def test_model_config_is_saved_inside_the_keras_file_and_carried_by_quantize(tmp
 @pytest.mark.jax
 def test_quant_takes_a_preset_or_a_method():
     from quadkeras.training.config import resolve_config
-    from quadkeras.training.trainer import model_config
+    from quadkeras.training.config import model_config
 
     preset = model_config(resolve_config(quant="int8_qat"), (16, 16, 1), 10)["quantize"]
     method = model_config(resolve_config(quant="lsq", wbits=2), (16, 16, 1), 10)["quantize"]

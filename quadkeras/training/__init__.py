@@ -19,7 +19,7 @@ _SOURCES = {
     "decay_coefficients": "decay", "CoupledDecaySGD": "optimizer", "EpochCosine": "schedules",
     "EpochMultiStep": "schedules", "make_schedule": "schedules", "compile_model": "trainer",
     "evaluate": "trainer", "fast_torch_forward": "fast_forward",
-    "is_fast_torch_forward": "fast_forward", "model_config": "trainer", "static_shape_torch_compile": "trainer",
+    "is_fast_torch_forward": "fast_forward", "model_config": "config", "static_shape_torch_compile": "trainer",
     "train": "trainer", "Run": "work_dir",
 }
 # Checkpoint / resume internals stay in `quadkeras.training.checkpoint` and `.work_dir`.

@@ -15,12 +15,15 @@ import numbers
 
 from quadkeras.data.loaders import DATASETS
 from quadkeras.data.pipeline import AUGMENT_PRESETS, PIPELINES, resolve_pipeline
+from quadkeras.models import load_config
 from quadkeras.quantize.model import GRAPH_PRESETS
+from quadkeras.quantize.model import quant_scheme as scheme
 from quadkeras.quantize.scheme import FULL_PRECISION, METHODS, PRESETS
 from quadkeras.quantizers.base import REGISTRY
 from quadkeras.training.jit import JIT_COMPILE, check_jit_backend
 from quadkeras.training.optimizer import MOMENTUM_FORMS
 from quadkeras.training.schedules import SCHEDULES
+from quadkeras.utils.safe_io import reading
 from quadkeras.utils.validation import check_choice, check_positive_int
 
 # Seed recipe (QuadraLib's CIFAR training setting): SGD 0.1, momentum 0.9 in torch.optim.SGD's
@@ -150,3 +153,25 @@ def comparable_view(view):
     view = {**{k: DEFAULTS[k] for k in ADDED_KEYS}, **view}
     view["data_pipeline"] = resolve_pipeline(view["data_pipeline"] or "auto")
     return view
+
+
+def model_config(config, input_shape, num_classes):
+    """Model config dict for the run: zoo/YAML model + dataset shape + optional quant scheme."""
+    source = config["model"]
+    if isinstance(source, str) and source.endswith((".yaml", ".yml", ".json")):
+        with reading(source, "model", "model config file"):
+            model_cfg = load_config(source)
+    else:
+        model_cfg = load_config(source)
+    model_cfg["input_shape"] = list(input_shape)
+    model_cfg["num_classes"] = int(num_classes)
+    if config["quant"]:
+        model_cfg["quantize"] = quant_scheme(config)
+    return model_cfg
+
+
+def quant_scheme(config):
+    """The quantization scheme of a run's `quant` (a method or a preset) / `wbits` / `abits` /
+    `quant_*` keys."""
+    return scheme(config["quant"], config["wbits"], config["abits"], config["quant_first_last"],
+                  config["quant_shortcut"], trained=bool(config["init_from"]))

@@ -25,11 +25,10 @@ from quadkeras.data import AUGMENT_PRESETS, load_data, make_dataset, seeded_subs
 from quadkeras.data.prepare import input_stats
 from quadkeras.quantize import initialize_quantizers, quantize_model, quantized_layers
 from quadkeras.quantize.model import GRAPH_PRESETS
-from quadkeras.quantize.model import quant_scheme as scheme
 from quadkeras.training import checkpoint
 from quadkeras.training.callbacks import (CheckpointSaver, LearningRateLogger, NonFiniteGuard,
                                           RunProgbar)
-from quadkeras.training.config import resolve_config, resume_view
+from quadkeras.training.config import model_config, quant_scheme, resolve_config, resume_view
 from quadkeras.training.decay import check_decay_list
 from quadkeras.training.distribute import make_plan, open_plan_run
 from quadkeras.training.fast_forward import fast_torch_forward
@@ -45,28 +44,6 @@ from quadkeras.training.work_dir import find_model_file, interrupted_run_line, t
 from quadkeras.utils.optional import tensorflow_available
 from quadkeras.utils.errors import RunInterrupted, os_error_line
 from quadkeras.utils.safe_io import clean_temp_files, reading
-
-
-def model_config(config, input_shape, num_classes):
-    """Model config dict for the run: zoo/YAML model + dataset shape + optional quant scheme."""
-    source = config["model"]
-    if isinstance(source, str) and source.endswith((".yaml", ".yml", ".json")):
-        with reading(source, "model", "model config file"):
-            model_cfg = load_config(source)
-    else:
-        model_cfg = load_config(source)
-    model_cfg["input_shape"] = list(input_shape)
-    model_cfg["num_classes"] = int(num_classes)
-    if config["quant"]:
-        model_cfg["quantize"] = quant_scheme(config)
-    return model_cfg
-
-
-def quant_scheme(config):
-    """The quantization scheme of a run's `quant` (a method or a preset) / `wbits` / `abits` /
-    `quant_*` keys."""
-    return scheme(config["quant"], config["wbits"], config["abits"], config["quant_first_last"],
-                  config["quant_shortcut"], trained=bool(config["init_from"]))
 
 
 def initial_model(config, data):

@@ -38,6 +38,7 @@ import time
 
 from quadkeras.training import checkpoint
 from quadkeras.training.config import DEFAULTS, comparable_view, resume_view
+from quadkeras.training.config import model_config as training_model_config
 from quadkeras.training.lock import RunLock
 from quadkeras.utils.safe_io import clean_temp_files
 
@@ -103,10 +104,8 @@ class Run:
 
     def model_config(self, input_shape, num_classes):
         """The model config training built its model from (None for an `init_from` run)."""
-        from quadkeras.training.trainer import model_config  # noqa: PLC0415
-
         config = self.config
-        return None if config["init_from"] else model_config(config, input_shape, num_classes)
+        return None if config["init_from"] else training_model_config(config, input_shape, num_classes)
 
 
 class OpenRun:
