@@ -28,7 +28,7 @@ from quadkeras.training import optimizer as _optimizer  # noqa: E402,F401
 from quadkeras.training import schedules as _schedules  # noqa: E402,F401
 
 SUBPACKAGES = ("autobuilder", "backend", "bsq", "cli", "data", "export", "interop", "layers", "models",
-               "quantize", "quantizers", "report", "summary", "training", "utils")
+               "quadratize", "quantize", "quantizers", "report", "summary", "training", "utils")
 
 
 def __getattr__(name):

@@ -1,9 +1,9 @@
 """quadkeras' dependency order, from the import statements themselves (`ast`, no import):
 
 backend -> utils -> layers -> quantizers -> quantize -> models -> summary/report -> data ->
-training -> bsq/export/interop/autobuilder -> cli (a module may import its own level or a lower
+training -> bsq/export/interop/autobuilder/quadratize -> cli (a module may import its own level or a lower
 one; the package top, `quadkeras/__init__`, stands at the apps' level), checked on the whole
-graph, function-local imports included; no import cycles once the known cycle edges are cut;
+graph, function-local imports included; no import cycles (function-local imports included);
 no function-local imports of quadkeras modules but those of modules that import an optional
 heavy dependency (torch) at their top; and `import quadkeras.layers` / `import quadkeras` load
 no trainer, data, export or BSQ conversion code. Each list of known debt below says why the
@@ -19,43 +19,22 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "quadkeras"
 ORDER = [("backend",), ("utils",), ("layers",), ("quantizers",), ("quantize",), ("models",),
-         ("summary", "report"), ("data",), ("training",), ("bsq", "export", "interop", "autobuilder"),
+         ("summary", "report"), ("data",), ("training",), ("bsq", "export", "interop", "autobuilder", "quadratize"),
          ("cli",)]
 LEVEL = {name: level for level, names in enumerate(ORDER) for name in names}
 
 # The fixes named below land, then the entries go.
 _TRAINER_BSQ = "train() runs a BSQ stage (config['bsq']) through bsq.stage: BSQ should hand the trainer its hooks"
-_MASKING = ("quadratize's 'masking' criterion runs the auto-builder's probes (autobuilder.scores, which "
-            "needs summary.macs): move the probes below models, or the criterion up to the auto-builder")
 
 # Imports against the order: (importer, imported) -> why it is still there.
 PENDING_UPWARD = {
-    ('quadkeras.models.quadratize_rank', 'quadkeras.autobuilder'): _MASKING,
-    ('quadkeras.models.quadratize_rank', 'quadkeras.autobuilder.scores'): _MASKING,
     ('quadkeras.training.trainer', 'quadkeras.bsq'): _TRAINER_BSQ,
     ('quadkeras.training.trainer', 'quadkeras.bsq.stage'): _TRAINER_BSQ,
 }
 
-# Edges that, cut, leave the whole graph (function-local imports included) without a cycle;
-# each one still closes a cycle (tested).
-CYCLE_EDGES = {
-    ('quadkeras.quantize.model', 'quadkeras.quantize.int8_graph'):
-        "quantize_model hands the graph presets to int8_model, which calls quantize_model: the "
-        "per-layer wrapping should be its own module that both import",
-    ('quadkeras.training.work_dir', 'quadkeras.training.trainer'):
-        "Run.model_config calls trainer.model_config (trainer -> distribute -> work_dir -> trainer): "
-        "model_config / quant_scheme should move out of the trainer (e.g. into training.config)",
-    ('quadkeras.models.quadratize_rank', 'quadkeras.autobuilder.scores'): _MASKING,
-}
-
 # Function-local imports of quadkeras modules: (importer, imported) -> why.
 PENDING_LOCAL = {
-    ('quadkeras.models.quadratize_rank', 'quadkeras.autobuilder.scores'): _MASKING,
-    ('quadkeras.quantize.model', 'quadkeras.quantize.int8_graph'): CYCLE_EDGES[
-        ('quadkeras.quantize.model', 'quadkeras.quantize.int8_graph')],
     ('quadkeras.training.trainer', 'quadkeras.bsq.stage'): _TRAINER_BSQ,
-    ('quadkeras.training.work_dir', 'quadkeras.training.trainer'): CYCLE_EDGES[
-        ('quadkeras.training.work_dir', 'quadkeras.training.trainer')],
 }
 
 # Not debt: modules that import an optional heavy dependency at their top are imported on use.
@@ -170,21 +149,9 @@ def test_no_module_level_import_cycles():
     assert _cycles(graph) == []
 
 
-def _cut(graph, edges):
-    for module, target in edges:
-        graph[module] -= _runs(module, target)
-    return graph
-
-
-def test_no_import_cycles_but_through_known_edges():
-    """Function-local imports included, cutting CYCLE_EDGES leaves no cycle."""
-    cycles = _cycles(_cut(full_graph(), CYCLE_EDGES))
+def test_no_import_cycles_function_local_imports_included():
+    cycles = _cycles(full_graph())
     assert cycles == [], cycles
-
-
-@pytest.mark.parametrize("edge", sorted(CYCLE_EDGES))
-def test_each_known_cycle_edge_still_closes_a_cycle(edge):
-    assert _cycles(_cut(full_graph(), set(CYCLE_EDGES) - {edge})), f"{edge}: drop from CYCLE_EDGES"
 
 
 def test_cycle_finder_finds_a_cycle():
@@ -200,7 +167,7 @@ def test_no_new_function_local_imports():
 
 
 def test_every_debt_entry_says_why():
-    for debt in (PENDING_UPWARD, CYCLE_EDGES, PENDING_LOCAL, OPTIONAL_LOCAL):
+    for debt in (PENDING_UPWARD, PENDING_LOCAL, OPTIONAL_LOCAL):
         assert all(isinstance(why, str) and len(why) > 20 for why in debt.values())
 
 

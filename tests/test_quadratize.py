@@ -1,4 +1,4 @@
-"""`quadkeras.models.quadratize`: a trained first-order model upgraded to quadratic computes the
+"""`quadkeras.quadratize`: a trained first-order model upgraded to quadratic computes the
 same function at the start, its product terms learn from the first steps, and the result is a
 normal config model (save / load, rebuild, quantize). Tiny models, random "trained" weights."""
 
@@ -7,10 +7,11 @@ import pytest
 import keras
 
 from quadkeras.layers import QuadConv2D
-from quadkeras.models import build_model, quadratize
+from quadkeras.models import build_model
+from quadkeras.quadratize import quadratize
 from quadkeras.models.model_config import config_of, load_model, save_model
-from quadkeras.models.quadratize import added_params, convertible_layers, select_layers
-from quadkeras.models.quadratize_rank import gradient_scores, rank_layers
+from quadkeras.quadratize.upgrade import added_params, convertible_layers, select_layers
+from quadkeras.quadratize.rank import gradient_scores, rank_layers
 
 RESNET = {"family": "resnet", "name": "tiny_resnet", "input_shape": [8, 8, 3], "num_classes": 3,
           "stem_filters": 4, "conv": {"type": "conv"}, "use_bias": False,

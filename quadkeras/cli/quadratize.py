@@ -7,7 +7,7 @@
         --dataset=cifar10 --data_dir=../shared/data/cifar10-jpeg.tar.gz --out=r20q.keras
     python apps/train.py --init_from=r20q.keras ...   # fine-tune like any zoo model
 
-Thin: flags -> `quadkeras.models.quadratize` (docs/quadratize.md). Prints the chosen layers,
+Thin: flags -> `quadkeras.quadratize` (docs/quadratize.md). Prints the chosen layers,
 parameters and MACs before / after, and the largest logit difference of the new model
 against the old one on --max_examples held-out images (random inputs without --dataset).
 """
@@ -20,7 +20,7 @@ from quadkeras.autobuilder.emit import plain_config
 from quadkeras.cli import common
 from quadkeras.cli.flag_table import define
 from quadkeras.models.model_config import attach, config_of, save_model
-from quadkeras.models.quadratize import quadratize
+from quadkeras.quadratize import quadratize
 from quadkeras.summary import count_macs
 
 FLAGS = flags.FLAGS

@@ -7,8 +7,6 @@ from quadkeras.models.builder import (
     save_config,
     validate_config,
 )
-from quadkeras.models.quadratize import quadratize
 from quadkeras.models.zoo import ZOO, zoo_config
 
-__all__ = ["ZOO", "build_model", "candidate_layer_names", "load_config", "quadratize",
-           "save_config", "validate_config", "zoo_config"]
+__all__ = ["ZOO", "build_model", "candidate_layer_names", "load_config", "save_config", "validate_config", "zoo_config"]

@@ -1,9 +1,9 @@
 """Building a quadratized model from a first-order one: `convert(model, names, neuron)`.
 
-The conversion `quadkeras.models.quadratize` describes (its module docstring: which weights
+The conversion `quadkeras.quadratize` describes (its module docstring: which weights
 each new branch starts from and why the function is unchanged at the start), apart from the
 choice of layers: `quadratize` picks them (by name, regex or a ranking) and
-`quadkeras.models.quadratize_rank` ranks them on trial conversions made here.
+`quadkeras.quadratize.rank` ranks them on trial conversions made here.
 
 Example:
 

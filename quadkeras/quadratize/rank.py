@@ -1,6 +1,6 @@
 """Which layers `quadratize` upgrades first: `rank_layers(model, candidates, criterion)`.
 
-Criteria (see `quadkeras.models.quadratize`):
+Criteria (see `quadkeras.quadratize.upgrade`):
   * `gradient`: one SGD step at learning rate 1 on a trial model with EVERY candidate
     quadratized (the product terms start at zero); a layer's score is the squared change of
     its product gate (`ours`: gamma_a and beta_a of the zeroed BN; `t1`: the bilinear A),
@@ -25,6 +25,7 @@ Example:
 import numpy as np
 import keras
 
+from quadkeras.autobuilder.scores import probe_layers
 from quadkeras.models.quad_conversion import convert
 from quadkeras.utils.validation import check_choice
 
@@ -42,8 +43,6 @@ def rank_layers(model, candidates, criterion="gradient", x=None, y=None, neuron=
         raise ValueError(f"Invalid criterion={criterion!r}: it needs data (x, y); pass them, or "
                          "criterion='last'.")
     if criterion == "masking":
-        from quadkeras.autobuilder.scores import probe_layers  # noqa: PLC0415
-
         _, scores = probe_layers(model, x, y, candidates, seed=seed, batch_size=batch_size)
         return [s.name for s in reversed(scores)]
     scores = gradient_scores(model, candidates, x, y, neuron, batch_size, seed)

@@ -64,7 +64,7 @@ import keras
 
 from quadkeras.layers import QuadLayerBase
 from quadkeras.models.quad_conversion import NEURONS, check_model, convert, quadratized_config  # noqa: F401
-from quadkeras.models.quadratize_rank import CRITERIA, rank_layers  # noqa: F401 (re-exported)
+from quadkeras.quadratize.rank import CRITERIA, rank_layers  # noqa: F401 (re-exported)
 from quadkeras.utils.attached_config import config_of  # noqa: F401 (the module example uses it)
 from quadkeras.utils.layer_regex import filter_by_layer_regex
 from quadkeras.utils.validation import check_choice
