@@ -21,14 +21,15 @@ import contextlib
 STRIDED_1X1_AS_SLICE = False
 # The compiler fuses `where` selects into a reduction (XLA on jax): LSQ's backward keeps them.
 SELECT_FORM_FUSES = False
-# A built quantizer may run its `call` without Keras' `Layer.__call__` (torch: eager, or traced
-# by torch.compile: one graph break less per quantizer; TF and JAX trace the step once, so the
-# bookkeeping costs nothing per step there and stays).
+# A built quantizer may run its `call` without Keras' `Layer.__call__`, and an eager model's
+# graph may call its layers directly (`quadkeras.training.fast_forward`) (torch: eager, or
+# traced by torch.compile: one graph break less per quantizer; TF and JAX trace the step once,
+# so the bookkeeping costs nothing per step there and stays).
 DIRECT_LAYER_CALL = False
 
 __all__ = ["DIRECT_LAYER_CALL", "STRIDED_1X1_AS_SLICE", "SELECT_FORM_FUSES", "all_reduce_sum", "batch_norm_infer",
            "batch_norm_train", "clip_by_global_norm", "conv2d", "enable_determinism",
-           "float32_precision", "is_compiling", "is_concrete", "prepare_jit_compile",
+           "float32_precision", "is_compiling", "is_concrete", "prepare_jit_compile", "process_index",
            "replica_sum", "replicas_in_sync", "resolve_auto_jit", "scaled_round", "sgd_update",
            "update_moving"]
 
@@ -70,6 +71,12 @@ def replicas_in_sync():
 def all_reduce_sum(t):
     """Differentiable sum of `t` over the replicas (only called with several replicas)."""
     return t
+
+
+def process_index():
+    """This process's index in a multi-process run as the backend's launcher set it; None: the
+    backend has none of its own (the caller reads `TF_CONFIG`'s task)."""
+    return None
 
 
 def replica_sum(grads):

@@ -20,6 +20,11 @@ from quadkeras.backend.generic import __all__  # noqa: F401
 SELECT_FORM_FUSES = True
 
 
+def process_index():
+    """`jax.process_index()` (0 outside `jax.distributed`)."""
+    return jax.process_index()
+
+
 def is_concrete(x):
     """False for a `jax.core.Tracer` (inside `jax.jit`), also held by a Keras variable."""
     value = x.value if isinstance(x, keras.Variable) else x

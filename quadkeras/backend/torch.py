@@ -14,6 +14,7 @@ True
 """
 
 import contextlib
+import os
 
 import torch
 import torch.distributed as dist
@@ -117,6 +118,11 @@ def replicas_in_sync():
     if not (dist.is_available() and dist.is_initialized()):
         return 1
     return dist.get_world_size()
+
+
+def process_index():
+    """torchrun's `RANK` (0 when unset: a single process)."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def all_reduce_sum(t):

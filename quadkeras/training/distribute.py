@@ -38,6 +38,7 @@ import tempfile
 
 import keras
 
+from quadkeras.backend import active as active_backend
 from quadkeras.data.array_batches import ArrayBatches
 from quadkeras.training import checkpoint
 from quadkeras.training.config import DISTRIBUTE
@@ -254,13 +255,9 @@ _PLANS = {"jax": JaxPlan, "tensorflow": TensorFlowPlan, "torch": TorchPlan}
 def is_primary_process():
     """False only in a non-zero rank of a multi-process run (torchrun's RANK, jax's process
     index, the TF_CONFIG task): True in the process that writes the work_dir."""
-    backend = keras.backend.backend()
-    if backend == "torch":
-        return int(os.environ.get("RANK", "0")) == 0
-    if backend == "jax":
-        import jax
-
-        return jax.process_index() == 0
+    index = active_backend().process_index()
+    if index is not None:
+        return index == 0
     config = tf_config()
     task = config.get("task", {})
     return _tf_worker_rank(task.get("type", "chief"), task.get("index", 0), config.get("cluster", {})) == 0

@@ -46,6 +46,7 @@ import weakref
 
 import keras
 
+from quadkeras.backend import active as active_backend
 from quadkeras.backend import keras_private
 
 _PLANS = weakref.WeakKeyDictionary()  # functional model -> its _Plan (None: run Keras' path)
@@ -60,7 +61,7 @@ def fast_torch_forward(model, enabled=True):
     switched with it. Call it after building the model; it is safe to call again.
     """
     graphs = _graphs(model)
-    on = bool(enabled) and keras.backend.backend() == "torch" and bool(graphs)
+    on = bool(enabled) and active_backend().DIRECT_LAYER_CALL and bool(graphs)
     for graph in graphs:
         _PLANS.pop(graph, None)
         if on:  # an instance attribute: bypasses Keras' and torch's attribute tracking

@@ -50,10 +50,8 @@ def resolve_jit_compile(value):
     """
     value = "auto" if value is None else str(value).lower()
     value = {"auto": "auto", "true": True, "false": False, "reduce_overhead": True}[value]
-    if value == "auto" and keras.backend.backend() == "torch":
-        import torch
-
-        value = bool(torch.cuda.is_available())
+    if value == "auto":  # torch: compiled where CUDA is (quadkeras.backend.torch.resolve_auto_jit)
+        value = active_backend().resolve_auto_jit()
     return value
 
 
@@ -89,9 +87,9 @@ def apply_jit_compile(model, setting):
         jit = model._resolve_auto_jit_compile()
     model.jit_compile = jit
     model.train_function = model.test_function = model.predict_function = None
-    if jit is True and keras.backend.backend() == "torch":
-        static_shape_torch_compile()
-        mode = torch_compile_mode(setting)
+    if jit is True:
+        static_shape_torch_compile()  # a no-op but on torch
+        mode = torch_compile_mode(setting)  # torch only (check_jit_backend)
         if mode:
             _compile_steps_with_mode(model, mode)
     return model

@@ -21,6 +21,7 @@ import time
 
 import keras
 
+from quadkeras.backend import active as active_backend
 from quadkeras.data import AUGMENT_PRESETS, load_data, make_dataset, seeded_subset, training_split
 from quadkeras.data.prepare import input_stats
 from quadkeras.quantize import initialize_quantizers, quantize_model, quantized_layers
@@ -150,10 +151,8 @@ def _set_precision_and_seed(config):
     keras.utils.set_random_seed(int(config["seed"]))
     policy = f"mixed_{config['mixed_precision']}" if config["mixed_precision"] else "float32"
     keras.mixed_precision.set_dtype_policy(policy)
-    if config["deterministic"] and keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
+    if config["deterministic"]:  # TF's op determinism (a no-op on the other backends)
+        active_backend().enable_determinism()
 
 
 def _tensorboard_available(verbose):
