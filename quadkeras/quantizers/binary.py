@@ -17,7 +17,8 @@ Example:
 
 from keras import ops
 
-from quadkeras.quantizers.base import NON_NEGATIVE, Quantizer, abs_mean, register, sign
+from quadkeras.quantizers.base import Quantizer, abs_mean, register, sign
+from quadkeras.quantizers.options import NON_NEGATIVE
 from quadkeras.quantizers.ste import ste
 
 

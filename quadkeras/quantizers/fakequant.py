@@ -26,7 +26,8 @@ Example:
 import keras
 from keras import ops
 
-from quadkeras.quantizers.base import UNIT, Quantizer, abs_max, keep_finite, register
+from quadkeras.quantizers.base import Quantizer, abs_max, keep_finite, register
+from quadkeras.quantizers.options import UNIT
 from quadkeras.utils.validation import check_choice
 
 

@@ -30,7 +30,8 @@ import itertools
 import numpy as np
 from keras import ops
 
-from quadkeras.quantizers.base import NON_NEGATIVE, UNIT, Quantizer, abs_mean, register
+from quadkeras.quantizers.base import Quantizer, abs_mean, register
+from quadkeras.quantizers.options import NON_NEGATIVE, UNIT
 from quadkeras.quantizers.ste import nearest_level
 from quadkeras.utils.validation import check_choice
 

@@ -27,7 +27,8 @@ Example:
 
 from keras import initializers, ops
 
-from quadkeras.quantizers.base import POSITIVE, Quantizer, abs_max, positive, register
+from quadkeras.quantizers.base import Quantizer, abs_max, positive, register
+from quadkeras.quantizers.options import POSITIVE
 from quadkeras.quantizers.ste import round_ste
 from quadkeras.utils.validation import check_choice
 

@@ -15,7 +15,8 @@ Example:
 
 from keras import initializers, ops
 
-from quadkeras.quantizers.base import POSITIVE, Quantizer, positive, register
+from quadkeras.quantizers.base import Quantizer, positive, register
+from quadkeras.quantizers.options import POSITIVE
 from quadkeras.quantizers.ste import ste
 
 

@@ -71,7 +71,7 @@ def parse_spec(spec):
     Two options that set the same argument to different values (`per_channel:per_tensor`,
     `lsq:4:bits=8`, `signed:unsigned`, `per_channel:g4`) are refused naming both; a repeat
     with the same value is harmless. Bits and numeric options are range-checked by the
-    quantizer itself (`quadkeras.quantizers.base.check_bits`, `Quantizer.number`).
+    quantizer itself (`quadkeras.quantizers.options.check_bits`, `Quantizer.number`).
     """
     parts = [p.strip() for p in str(spec).split(":")]
     cls = quantizer_class(parts[0])
