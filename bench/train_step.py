@@ -62,7 +62,7 @@ def keras_side(name, batch, jit_compile, size=32, quantize=None, init_x=None):
 
     from quadkeras.models import build_model
     from quadkeras.quantize import initialize_quantizers
-    from quadkeras.training.optimizer import CoupledDecaySGD
+    from quadkeras.optimizers.sgd import CoupledDecaySGD
 
     backend = keras.backend.backend()
     model = build_model(name, num_classes=10, input_shape=(size, size, 3), quantize=quantize)

@@ -24,11 +24,10 @@ from quadkeras import layers, models, quantize, quantizers  # noqa: E402,F401
 from quadkeras.bsq import activation as _bsq_activation  # noqa: E402,F401
 from quadkeras.bsq import wrapper as _bsq_wrapper  # noqa: E402,F401
 from quadkeras.quantize import fold as _fold  # noqa: E402,F401
-from quadkeras.training import optimizer as _optimizer  # noqa: E402,F401
-from quadkeras.training import schedules as _schedules  # noqa: E402,F401
+from quadkeras import optimizers  # noqa: E402,F401
 
 SUBPACKAGES = ("autobuilder", "backend", "bsq", "cli", "data", "export", "interop", "layers", "models",
-               "quadratize", "quantize", "quantizers", "report", "summary", "training", "utils")
+               "optimizers", "quadratize", "quantize", "quantizers", "report", "summary", "training", "utils")
 
 
 def __getattr__(name):

@@ -17,7 +17,7 @@ from quadkeras.bsq import bsq_layers, scheme_of
 from quadkeras.models import build_model
 from quadkeras.models.model_config import load_model
 from quadkeras.training import train
-from quadkeras.training.optimizer import CoupledDecaySGD
+from quadkeras.optimizers.sgd import CoupledDecaySGD
 
 TINY = {"family": "resnet", "input_shape": [16, 16, 1], "num_classes": 10, "stem_filters": 4,
         "stages": [{"filters": 4, "blocks": 1, "stride": 1}, {"filters": 8, "blocks": 1, "stride": 2}]}

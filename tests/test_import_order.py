@@ -1,6 +1,6 @@
 """quadkeras' dependency order, from the import statements themselves (`ast`, no import):
 
-backend -> utils -> layers -> quantizers -> quantize -> models -> summary/report -> data ->
+backend -> utils -> layers -> quantizers -> quantize/optimizers -> models -> summary/report -> data ->
 training -> bsq/export/interop/autobuilder/quadratize -> cli (a module may import its own level or a lower
 one; the package top, `quadkeras/__init__`, stands at the apps' level), checked on the whole
 graph, function-local imports included; no import cycles (function-local imports included);
@@ -18,7 +18,7 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "quadkeras"
-ORDER = [("backend",), ("utils",), ("layers",), ("quantizers",), ("quantize",), ("models",),
+ORDER = [("backend",), ("utils",), ("layers",), ("quantizers",), ("quantize", "optimizers"), ("models",),
          ("summary", "report"), ("data",), ("training",), ("bsq", "export", "interop", "autobuilder", "quadratize"),
          ("cli",)]
 LEVEL = {name: level for level, names in enumerate(ORDER) for name in names}
@@ -186,12 +186,6 @@ HEAVY = ("quadkeras.training.trainer", "quadkeras.training.config", "quadkeras.t
          "quadkeras.interop", "quadkeras.autobuilder", "quadkeras.cli")
 
 
-# Known debt: the training modules `import quadkeras.layers` still loads. quadkeras/__init__
-# registers the optimizer and LR schedules (a run's last.keras holds them), and every
-# `import quadkeras.<x>` runs it; they go when those registrations live below `layers`' importers
-# or stop being registered by the package top.
-LAYERS_LOAD_TRAINING = {"quadkeras.training", "quadkeras.training.decay", "quadkeras.training.optimizer",
-                        "quadkeras.training.schedules"}
 
 
 @pytest.mark.parametrize("statement", ["import quadkeras.layers", "import quadkeras"])
@@ -200,7 +194,7 @@ def test_light_imports(statement):
     assert statement.split()[-1] in loaded
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
     training = {m for m in loaded if m.split(".")[:2] == ["quadkeras", "training"]}
-    assert training == LAYERS_LOAD_TRAINING, sorted(training ^ LAYERS_LOAD_TRAINING)
+    assert training == set(), sorted(training)  # the optimizer and schedules: quadkeras.optimizers
 
 
 def test_lazy_names_resolve():

@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 from quadkeras.interop import load_state_dict_into, state_dict_of  # noqa: E402
 from quadkeras.interop.torch_nets import build_torch_model  # noqa: E402
 from quadkeras.models import build_model  # noqa: E402
-from quadkeras.training.optimizer import CoupledDecaySGD  # noqa: E402
+from quadkeras.optimizers.sgd import CoupledDecaySGD  # noqa: E402
 from tests.test_torch_interop import RESNET  # noqa: E402
 
 LR, MOMENTUM, WD, CLIP, STEPS = 0.05, 0.9, 5e-4, 0.5, 3

@@ -26,8 +26,8 @@ from quadkeras.data.loaders import DATASETS
 from quadkeras.data.pipeline import AUGMENT_PRESETS, PIPELINES
 from quadkeras.training.config import DEFAULTS, DISTRIBUTE, JIT_COMPILE, MIXED_PRECISION
 from quadkeras.training.config import BSQ_STAGES
-from quadkeras.training.optimizer import MOMENTUM_FORMS
-from quadkeras.training.schedules import SCHEDULES
+from quadkeras.optimizers.sgd import MOMENTUM_FORMS
+from quadkeras.optimizers.schedules import SCHEDULES
 
 BITS = {"lower_bound": 0, "upper_bound": 32}  # a bit-width flag (each method narrows it)
 

@@ -10,19 +10,21 @@ Example:
 [1]
 """
 
+from quadkeras.optimizers import (CoupledDecaySGD, EpochCosine, EpochMultiStep,  # noqa: F401 (re-exported)
+                                  decay_coefficients, make_schedule)
 from quadkeras.utils.lazy_names import lazy_names
 
 # public name -> the module that defines it; each loads on first access (PEP 562), so
-# `import quadkeras.training.optimizer` (what `import quadkeras` registers) loads no trainer.
+# `import quadkeras.training` loads no trainer. The optimizer and schedules live in
+# `quadkeras.optimizers` (below the trainer: `import quadkeras` registers them).
+_OPTIMIZERS = ["CoupledDecaySGD", "EpochCosine", "EpochMultiStep", "decay_coefficients", "make_schedule"]
 _SOURCES = {
-    "TrainingDiverged": "callbacks", "DEFAULTS": "config", "resolve_config": "config",
-    "decay_coefficients": "decay", "CoupledDecaySGD": "optimizer", "EpochCosine": "schedules",
-    "EpochMultiStep": "schedules", "make_schedule": "schedules", "compile_model": "trainer",
+    "TrainingDiverged": "callbacks", "DEFAULTS": "config", "resolve_config": "config", "compile_model": "trainer",
     "evaluate": "trainer", "fast_torch_forward": "fast_forward",
     "is_fast_torch_forward": "fast_forward", "model_config": "config", "static_shape_torch_compile": "trainer",
     "train": "trainer", "Run": "work_dir",
 }
 # Checkpoint / resume internals stay in `quadkeras.training.checkpoint` and `.work_dir`.
-__all__ = sorted(_SOURCES)
+__all__ = sorted([*_SOURCES, *_OPTIMIZERS])
 
 __getattr__, __dir__ = lazy_names(__name__, _SOURCES)

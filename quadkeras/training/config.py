@@ -21,8 +21,8 @@ from quadkeras.quantize.model import quant_scheme as scheme
 from quadkeras.quantize.scheme import FULL_PRECISION, METHODS, PRESETS
 from quadkeras.quantizers.base import REGISTRY
 from quadkeras.training.jit import JIT_COMPILE, check_jit_backend
-from quadkeras.training.optimizer import MOMENTUM_FORMS
-from quadkeras.training.schedules import SCHEDULES
+from quadkeras.optimizers.sgd import MOMENTUM_FORMS
+from quadkeras.optimizers.schedules import SCHEDULES
 from quadkeras.utils.safe_io import reading
 from quadkeras.utils.validation import check_choice, check_positive_int
 

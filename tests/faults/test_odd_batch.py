@@ -29,7 +29,7 @@ if keras.backend.backend() == "torch":
 else:
     import tensorflow as tf; tf.config.threading.set_intra_op_parallelism_threads(1)
 from quadkeras.models import build_model
-from quadkeras.training.optimizer import CoupledDecaySGD
+from quadkeras.optimizers.sgd import CoupledDecaySGD
 narrow = {"family": "resnet", "input_shape": [32, 32, 3], "num_classes": 5, "stem_filters": 4,
           "stages": [{"filters": 4, "blocks": 1, "stride": 1}, {"filters": 8, "blocks": 1, "stride": 2}],
           "conv": {"type": "quad", "neuron": "ours", "use_bias": False}, "use_bias": False}

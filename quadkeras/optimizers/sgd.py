@@ -4,7 +4,7 @@ PyTorch's `SGD(weight_decay=wd)` — the seed recipe — adds `wd * w` to the gr
 momentum (coupled L2). Keras' `weight_decay` is decoupled (`w -= lr * wd * w` outside the
 momentum), which changes the effective regularisation with momentum 0.9. To reproduce the
 seeds we add `coef * w` to each (already clipped) gradient, exactly where `torch.optim.SGD`
-does after `clip_grad_norm_`. Coefficients per variable come from `quadkeras.training.decay`.
+does after `clip_grad_norm_`. Coefficients per variable come from `quadkeras.optimizers.decay`.
 
 `momentum_form` picks where the learning rate enters the momentum buffer:
 - `"keras"` (Keras' SGD): `v = m * v - lr * g; w += v` — the buffer holds past steps, each
@@ -32,7 +32,7 @@ from keras import ops
 
 from quadkeras import backend
 from quadkeras.backend import keras_private
-from quadkeras.training.decay import decay_coefficients
+from quadkeras.optimizers.decay import decay_coefficients
 from quadkeras.utils.validation import check_choice
 
 
