@@ -39,7 +39,7 @@ import re
 
 import keras
 
-from quadkeras.layers import QuadConv2D, QuadDense, QuadDepthwiseConv2D
+from quadkeras.layers import QUAD_LAYERS, QuadConv2D, QuadDense, QuadDepthwiseConv2D
 from quadkeras.quantize.wrapper import QuantizeWrapper
 from quadkeras.quantizers import get
 from quadkeras.utils.validation import check_choice
@@ -52,7 +52,7 @@ LAYER_TYPES = {
     "conv": (keras.layers.Conv2D, QuadConv2D),
     "depthwise": (keras.layers.DepthwiseConv2D, QuadDepthwiseConv2D),
     "dense": (keras.layers.Dense, QuadDense),
-    "quad": (QuadConv2D, QuadDense, QuadDepthwiseConv2D),
+    "quad": QUAD_LAYERS,
 }
 # A rule's `type` may also name one class (a config holds strings): matched with isinstance,
 # so quadkeras.layers.Conv2D counts as the keras.layers.Conv2D it extends.
