@@ -33,6 +33,7 @@ import os
 import keras
 from absl import app, flags
 
+from quadkeras.bsq import train_bsq
 from quadkeras.training import checkpoint, train
 from quadkeras.utils.safe_io import read_json, write_atomic, write_json
 
@@ -122,7 +123,8 @@ def _run(work_dir, **config):
         for name in checkpoint.RUN_FILES:
             if os.path.exists(os.path.join(work_dir, name)):
                 os.remove(os.path.join(work_dir, name))
-    return train({**_base(), **config, "work_dir": work_dir, "resume": resume})
+    run = {**_base(), **config, "work_dir": work_dir, "resume": resume}
+    return (train_bsq if run.get("bsq") else train)(run)
 
 
 @functools.lru_cache(maxsize=1)

@@ -296,6 +296,7 @@ def test_digits_run_gives_mixed_scheme_close_to_fp(request, tmp_path):
     """
     if "slow" not in (request.config.getoption("markexpr") or "") or "not slow" in request.config.getoption("markexpr"):
         pytest.skip("slow digits run: select with -m slow")
+    from quadkeras.bsq import train_bsq
     from quadkeras.training import train
 
     config = {"family": "resnet", "input_shape": [16, 16, 1], "num_classes": 10, "stem_filters": 8,
@@ -303,7 +304,7 @@ def test_digits_run_gives_mixed_scheme_close_to_fp(request, tmp_path):
     base = {"dataset": "digits", "batch_size": 64, "lr": 0.05, "schedule": "constant", "grad_clip": 0.0,
             "augment": "none", "tensorboard": False, "verbose": 0}
     fp = train({**base, "model": config, "epochs": 12, "wd": 5e-4, "work_dir": str(tmp_path / "fp")})
-    search = train({**base, "epochs": 6, "wd": 0.0, "bsq": "search", "init_from": str(tmp_path / "fp" / "last.keras"),
+    search = train_bsq({**base, "epochs": 6, "wd": 0.0, "bsq": "search", "init_from": str(tmp_path / "fp" / "last.keras"),
                     "wbits": 8, "abits": 0, "bsq_decay": 0.1, "bsq_prun_int": 2, "work_dir": str(tmp_path / "bsq")})
     bits = list(search["bsq"]["scheme"].values())
     assert fp["test_acc"] > 0.85

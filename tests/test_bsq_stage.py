@@ -16,6 +16,7 @@ import pytest
 from quadkeras.bsq import bsq_layers, scheme_of
 from quadkeras.models import build_model
 from quadkeras.models.model_config import load_model
+from quadkeras.bsq import train_bsq
 from quadkeras.training import train
 from quadkeras.optimizers.sgd import CoupledDecaySGD
 
@@ -71,11 +72,11 @@ def _history(path):
 
 def test_search_resumed_mid_run_equals_uninterrupted(fp_path, tmp_path):
     before = _digest(fp_path)
-    full = train(_config(fp_path, tmp_path / "full"))
+    full = train_bsq(_config(fp_path, tmp_path / "full"))
     with pytest.raises(Killed):
-        train(_config(fp_path, tmp_path / "part"), callbacks=[KillAfter(2)])
+        train_bsq(_config(fp_path, tmp_path / "part"), callbacks=[KillAfter(2)])
     assert load_model(str(tmp_path / "part" / "last.keras"), "t").optimizer.iterations.numpy() == 8
-    resumed = train(_config(fp_path, tmp_path / "part", resume=True))
+    resumed = train_bsq(_config(fp_path, tmp_path / "part", resume=True))
     assert _digest(fp_path) == before  # the input model is never written
     assert resumed["bsq"]["scheme"] == full["bsq"]["scheme"]
     assert full["bsq"]["average_bits"] < 8.0, full["bsq"]  # the search removed bits
@@ -97,11 +98,11 @@ def test_search_resumed_mid_run_equals_uninterrupted(fp_path, tmp_path):
 
 
 def test_finetune_stage_keeps_the_searched_scheme(fp_path, tmp_path):
-    train(_config(fp_path, tmp_path / "search", epochs=2, bsq_prun_int=1))
+    train_bsq(_config(fp_path, tmp_path / "search", epochs=2, bsq_prun_int=1))
     searched = str(tmp_path / "search" / "last.keras")
     before = _digest(searched)
     scheme = scheme_of(load_model(searched, "t"))
-    summary = train(_config(searched, tmp_path / "ft", bsq="finetune", epochs=1, lr=0.01))
+    summary = train_bsq(_config(searched, tmp_path / "ft", bsq="finetune", epochs=1, lr=0.01))
     assert _digest(searched) == before
     assert summary["bsq"]["stage"] == "finetune" and summary["bsq"]["scheme"] == scheme
     model = load_model(str(tmp_path / "ft" / "last.keras"), "t")
@@ -110,11 +111,20 @@ def test_finetune_stage_keeps_the_searched_scheme(fp_path, tmp_path):
 
 def test_bsq_stage_config_errors(fp_path, tmp_path):
     with pytest.raises(ValueError, match="init_from"):
-        train(_config(None, tmp_path / "a"))
+        train_bsq(_config(None, tmp_path / "a"))
     with pytest.raises(ValueError, match="quant="):
-        train(_config(fp_path, tmp_path / "b", quant="lsq"))
+        train_bsq(_config(fp_path, tmp_path / "b", quant="lsq"))
     with pytest.raises(ValueError, match="bsq_prun_int"):
-        train(_config(fp_path, tmp_path / "c", bsq_prun_int=0))
+        train_bsq(_config(fp_path, tmp_path / "c", bsq_prun_int=0))
     with pytest.raises(ValueError, match="no BSQ layer"):
-        train(_config(fp_path, tmp_path / "d", bsq="finetune"))
+        train_bsq(_config(fp_path, tmp_path / "d", bsq="finetune"))
     assert not os.path.exists(tmp_path / "d" / "state.json")
+
+
+def test_a_bsq_config_needs_the_bsq_stage(fp_path, tmp_path):
+    """train() alone refuses a BSQ config in one line (the trainer imports nothing of BSQ)."""
+    with pytest.raises(ValueError, match=r"^Invalid bsq='search' for this train\(\) call: .*BSQ_STAGE"):
+        train(_config(fp_path, tmp_path / "x"))
+    with pytest.raises(ValueError, match=r"^Invalid bsq='' for a BSQ stage"):
+        train_bsq(_config(fp_path, tmp_path / "y", bsq=""))
+    assert not os.path.exists(tmp_path / "x") and not os.path.exists(tmp_path / "y")

@@ -6,8 +6,8 @@ one; the package top, `quadkeras/__init__`, stands at the apps' level), checked 
 graph, function-local imports included; no import cycles (function-local imports included);
 no function-local imports of quadkeras modules but those of modules that import an optional
 heavy dependency (torch) at their top; and `import quadkeras.layers` / `import quadkeras` load
-no trainer, data, export or BSQ conversion code. Each list of known debt below says why the
-entry is still there and may only shrink: the tests fail when an entry is no longer needed."""
+no training, data, export or BSQ conversion code. The only function-local imports allowed are
+listed in OPTIONAL_LOCAL with the reason; the test fails when an entry is no longer needed."""
 
 import ast
 import collections
@@ -22,20 +22,6 @@ ORDER = [("backend",), ("utils",), ("layers",), ("quantizers",), ("quantize", "o
          ("summary", "report"), ("data",), ("training",), ("bsq", "export", "interop", "autobuilder", "quadratize"),
          ("cli",)]
 LEVEL = {name: level for level, names in enumerate(ORDER) for name in names}
-
-# The fixes named below land, then the entries go.
-_TRAINER_BSQ = "train() runs a BSQ stage (config['bsq']) through bsq.stage: BSQ should hand the trainer its hooks"
-
-# Imports against the order: (importer, imported) -> why it is still there.
-PENDING_UPWARD = {
-    ('quadkeras.training.trainer', 'quadkeras.bsq'): _TRAINER_BSQ,
-    ('quadkeras.training.trainer', 'quadkeras.bsq.stage'): _TRAINER_BSQ,
-}
-
-# Function-local imports of quadkeras modules: (importer, imported) -> why.
-PENDING_LOCAL = {
-    ('quadkeras.training.trainer', 'quadkeras.bsq.stage'): _TRAINER_BSQ,
-}
 
 # Not debt: modules that import an optional heavy dependency at their top are imported on use.
 OPTIONAL_LOCAL = {
@@ -140,8 +126,7 @@ def test_every_subpackage_has_a_level():
 
 def test_imports_follow_the_dependency_order():
     upward = {(a, b) for a, targets in full_graph().items() for b in targets if _level(b) > _level(a)}
-    assert upward - set(PENDING_UPWARD) == set(), sorted(upward - set(PENDING_UPWARD))
-    assert set(PENDING_UPWARD) - upward == set(), "fixed: drop from PENDING_UPWARD"
+    assert upward == set(), sorted(upward)
 
 
 def test_no_module_level_import_cycles():
@@ -161,14 +146,13 @@ def test_cycle_finder_finds_a_cycle():
 def test_no_new_function_local_imports():
     _, local = import_graph()
     found = {(module, target) for module, target, _ in local}
-    known = set(PENDING_LOCAL) | set(OPTIONAL_LOCAL)
+    known = set(OPTIONAL_LOCAL)
     assert found - known == set(), sorted(found - known)
-    assert known - found == set(), "moved: drop from PENDING_LOCAL / OPTIONAL_LOCAL"
+    assert known - found == set(), "moved: drop from OPTIONAL_LOCAL"
 
 
-def test_every_debt_entry_says_why():
-    for debt in (PENDING_UPWARD, PENDING_LOCAL, OPTIONAL_LOCAL):
-        assert all(isinstance(why, str) and len(why) > 20 for why in debt.values())
+def test_every_allowed_local_import_says_why():
+    assert all(isinstance(why, str) and len(why) > 20 for why in OPTIONAL_LOCAL.values())
 
 
 def _loaded_after(statement):

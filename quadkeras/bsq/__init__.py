@@ -20,6 +20,7 @@ _SOURCES = {
                      "shortcut_convs", "to_bsq", "to_float", "to_representation"), "convert"),
     "bsq_report": "report", "format_report": "report", "save_report": "report",
     "BitQuantWrapper": "wrapper", "ClipConstraint": "wrapper",
+    "BSQ_STAGE": "stage", "BSQStage": "stage", "train_bsq": "stage",
 }
 __all__ = sorted(_SOURCES)
 

@@ -1,4 +1,5 @@
-"""BSQ stages as training-engine runs (`quadkeras.training.train` with `bsq="search"|"finetune"`).
+"""BSQ stages as training-engine runs: `train_bsq(config)`, i.e. `quadkeras.training.train`
+with `bsq="search"|"finetune"` and `stage=BSQ_STAGE`.
 
 The engine owns the loop (atomic `last.keras` / `best.keras`, `state.json`, exact `resume`,
 TensorBoard, `history.csv`, `summary.json`, LR schedules, `CoupledDecaySGD`); this module
@@ -16,6 +17,9 @@ only supplies what a BSQ stage adds to it:
 * `stage_summary(model, config)`: the `bsq` entry of `summary.json` (scheme, average bits,
   compression vs 32-bit).
 
+`BSQ_STAGE` hands these to the engine as its `RunStage` hooks (the trainer imports nothing of
+BSQ).
+
 Example:
 
 >>> import keras
@@ -31,6 +35,8 @@ Example:
 from quadkeras.bsq.callback import BSQCallback
 from quadkeras.bsq.convert import bsq_layers, scheme_of, set_bsq_decay, to_bsq, to_representation
 from quadkeras.bsq.report import bsq_report
+from quadkeras.training.stage import RunStage
+from quadkeras.training.trainer import train
 
 
 def prepare_model(model, config):
@@ -65,3 +71,35 @@ def stage_summary(model, config):
     return {"stage": config["bsq"], "alpha": float(config["bsq_decay"]) if config["bsq"] == "search" else None,
             "scheme": scheme_of(model), "average_bits": report["average_bits"],
             "compression_rate": report["compression_rate"], "total_params": report["total_params"]}
+
+
+class BSQStage(RunStage):
+    """The engine's hooks for a BSQ stage (`config["bsq"]`: `search` or `finetune`)."""
+
+    config_key = "bsq"
+
+    def check(self, config):
+        if config.get("bsq") not in ("search", "finetune"):
+            raise ValueError(f"Invalid bsq={config.get('bsq')!r} for a BSQ stage: expected 'search' "
+                             "or 'finetune'.")
+
+    def prepare_model(self, model, config):
+        return prepare_model(model, config)
+
+    def callbacks(self, config):
+        return stage_callbacks(config)
+
+    def measure_after_fit(self, config):
+        return config["bsq"] == "search"  # re-quantized after the last validation
+
+    def summary(self, model, config):
+        return stage_summary(model, config)
+
+
+BSQ_STAGE = BSQStage()
+
+
+def train_bsq(config=None, callbacks=None, **overrides):
+    """`quadkeras.training.train` of a BSQ stage (`bsq="search"` or `"finetune"` in the config
+    or the overrides); returns the run summary, whose `bsq` entry is `stage_summary`'s."""
+    return train(config, callbacks, stage=BSQ_STAGE, **overrides)

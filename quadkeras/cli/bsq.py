@@ -229,7 +229,7 @@ def convert():
 
 def search():
     config = engine_config(bsq="search", init_from=_check_keras(FLAGS.model))
-    summary = train(config)
+    summary = train_bsq(config)
     model = load_model(os.path.join(FLAGS.work_dir, checkpoint.LAST), "work_dir last")
     print(f"BSQ search: alpha={FLAGS.bsq_decay}, scheme {summary['bsq']['scheme']}")
     save_model(model, _out("model_bin.keras"))
@@ -238,7 +238,7 @@ def search():
 
 def finetune():
     config = engine_config(bsq="finetune", init_from=_check_keras(FLAGS.model))
-    train(config)
+    train_bsq(config)
     best = find_model_file(FLAGS.work_dir, "work_dir")
     model = to_representation(load_model(best, "work_dir best"), "bits")
     save_model(model, _out("best_bin.keras"))

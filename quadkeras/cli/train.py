@@ -15,6 +15,7 @@ from quadkeras.cli import common
 from quadkeras.cli.flag_table import define
 
 from quadkeras.report import plot_history, try_plot
+from quadkeras.bsq.stage import train_bsq
 from quadkeras.training import checkpoint, train
 from quadkeras.training.config import DEFAULTS
 from quadkeras.training.distribute import is_primary_process
@@ -31,7 +32,7 @@ def app_main(argv):
     print(f"quadkeras-train: {common.backend_line()}", flush=True)
     config = {name: FLAGS[name].value for name in DEFAULTS}
     primary = is_primary_process()  # before training: a malformed TF_CONFIG fails here
-    result = train(config)
+    result = (train_bsq if config["bsq"] else train)(config)  # BSQ: its stage hooks
     if FLAGS.evaluate_only:
         print(f"test_acc={result['test_acc']:.4f} ({result['checkpoint']})")
     elif FLAGS.plots and primary:  # the process that wrote the work_dir

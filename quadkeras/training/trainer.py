@@ -38,6 +38,7 @@ from quadkeras.training.jit import (FirstStepTimer, apply_jit_compile, resolve_j
                                     run_jit_setting, static_shape_torch_compile)
 from quadkeras.optimizers.sgd import CoupledDecaySGD
 from quadkeras.training.run_summary import model_label, run_summary
+from quadkeras.training.stage import RunStage
 from quadkeras.optimizers.schedules import make_schedule
 from quadkeras.models import build_model, load_config
 from quadkeras.models.model_config import check_model_identity, load_model
@@ -47,7 +48,7 @@ from quadkeras.utils.errors import RunInterrupted, os_error_line
 from quadkeras.utils.safe_io import clean_temp_files, reading
 
 
-def initial_model(config, data):
+def initial_model(config, data, stage=None):
     """The model a fresh run starts from: built from `model`, or `init_from`'s weights.
 
     With `init_from` (a `.keras` file, e.g. a trained float model) the run fine-tunes that
@@ -63,10 +64,7 @@ def initial_model(config, data):
                                                          data.num_classes)), config)
     path = config["init_from"]
     model = load_model(path, "init_from", compile=False)
-    if config["bsq"]:  # a BSQ stage: bit representation (search) or fixed scheme (finetune)
-        from quadkeras.bsq.stage import prepare_model
-
-        model = prepare_model(model, config)
+    model = (stage or RunStage()).prepare_model(model, config)  # BSQ: its bit representation
     expected = (tuple(data.input_shape), int(data.num_classes))
     found = (tuple(model.input_shape[1:]), int(model.output_shape[-1]))
     if found != expected:
@@ -296,22 +294,26 @@ def _remeasure_best(work_dir, val_ds, epochs_done):
     checkpoint.record_best(work_dir, metric, epochs_done)
 
 
-def train(config=None, callbacks=None, **overrides):
+def train(config=None, callbacks=None, stage=None, **overrides):
     """Train (or resume) a model; returns the summary dict also written to summary.json.
 
     `callbacks`: extra Keras callbacks, run after the checkpoint of each epoch is written.
+    `stage`: a `RunStage` for a run that needs more than the plain loop (BSQ:
+    `quadkeras.bsq.BSQ_STAGE`, or call `quadkeras.bsq.train_bsq`); None: the plain run.
     The work_dir is locked for the whole run (a second run on it fails at once). A Ctrl-C
     (KeyboardInterrupt) ends as `RunInterrupted`, whose message says which epoch the
     work_dir kept and that `resume=True` (`--resume`) continues from there.
     """
     config = resolve_config(config, **overrides)
+    stage = stage or RunStage()
+    stage.check(config)
     if config["evaluate_only"]:
         return evaluate(config)
     plan = make_plan(config)  # `distribute`: replicas, writer process (training/distribute.py)
     try:
         with CtrlCLatch() as ctrl_c, plan.scope(), open_plan_run(plan, config) as run:
             try:
-                return _train(plan.run_config(config), run, list(callbacks or []), plan, ctrl_c)
+                return _train(plan.run_config(config), run, list(callbacks or []), plan, ctrl_c, stage)
             except KeyboardInterrupt:  # it may have cut a write short: no orphan temp file
                 clean_temp_files(run.work_dir)
                 raise
@@ -321,7 +323,7 @@ def train(config=None, callbacks=None, **overrides):
         raise RunInterrupted(interrupted_run_line(config["work_dir"], config["epochs"])) from err
 
 
-def _train(config, run, extra_callbacks, plan, ctrl_c):
+def _train(config, run, extra_callbacks, plan, ctrl_c, stage):
     start = time.perf_counter()
     work_dir = run.work_dir
     if config["verbose"]:
@@ -342,7 +344,7 @@ def _train(config, run, extra_callbacks, plan, ctrl_c):
         apply_jit_compile(model, config["jit_compile"])
     else:
         config = {**config, "jit_compile": run_jit_setting(config["jit_compile"], None)}
-        model = compile_model(initial_model(config, data), config, steps_per_epoch)
+        model = compile_model(initial_model(config, data, stage), config, steps_per_epoch)
         epochs_done = 0
     model = plan.prepare(model)
     if not model.jit_compile:  # eager torch: layers called without Layer.__call__ (fast_forward.py)
@@ -351,10 +353,7 @@ def _train(config, run, extra_callbacks, plan, ctrl_c):
     trim_history(history_csv, epochs_done)
     callbacks = [NonFiniteGuard(work_dir)] if config["stop_on_nan"] else []
     callbacks = [CtrlCCheck(ctrl_c), *plan.callbacks(), *callbacks]
-    if config["bsq"]:  # before the checkpoint writer and the loggers (quadkeras.bsq.stage)
-        from quadkeras.bsq.stage import stage_callbacks
-
-        callbacks += stage_callbacks(config)
+    callbacks += stage.callbacks(config)  # before the checkpoint writer and the loggers
     callbacks += [LearningRateLogger(), keras.callbacks.CSVLogger(history_csv, append=True)]
     if config["tensorboard"] and _tensorboard_available(config["verbose"]):
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(work_dir, checkpoint.TENSORBOARD),
@@ -379,7 +378,7 @@ def _train(config, run, extra_callbacks, plan, ctrl_c):
                          callbacks=callbacks, verbose=config["verbose"], shuffle=False)
         train_time += time.perf_counter() - t0
         last_val = hist.history["val_acc"][-1]
-    if config["bsq"] == "search":  # re-quantized after the last validation: measure again
+    if stage.measure_after_fit(config):  # BSQ search: re-quantized after the last validation
         last_val = None
     if last_val is None:
         last_val = model.evaluate(datasets(config, fit_data, 0, stats)[1], verbose=0)[1]
@@ -390,10 +389,9 @@ def _train(config, run, extra_callbacks, plan, ctrl_c):
                           epochs_run * steps_per_epoch * config["batch_size"],
                           epochs_run, val_acc=last_val if has_val else None)
     summary["first_step_s"] = first_step.seconds  # compiling included (jit_compile)
-    if config["bsq"]:
-        from quadkeras.bsq.stage import stage_summary
-
-        summary["bsq"] = stage_summary(model, config)
+    entry = stage.summary(model, config)
+    if entry is not None:
+        summary[stage.config_key] = entry
     checkpoint.write_json(os.path.join(work_dir, checkpoint.SUMMARY), summary)
     if config["verbose"]:
         print(f"quadkeras.train: test_acc={summary['test_acc']:.4f} best_acc={summary['best_acc']} "
