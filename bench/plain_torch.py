@@ -132,15 +132,24 @@ def build_plain_net(key):
     return build_torch_model(key)
 
 
+def plain_device():
+    """Where the plain PyTorch side runs: the CUDA device when there is one (as Keras' torch
+    backend places its variables), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def torch_side(key, batch, compiled=False, init_x=None):
-    """(train step fn, predict fn) of the plain PyTorch network of `key` (NCHW input).
+    """(train step fn, predict fn) of the plain PyTorch network of `key` (NCHW input, moved
+    to `plain_device()` by the caller).
 
     An LSQ net's activation steps are initialised from `init_x` (NCHW; default: a random
     batch) before anything is compiled."""
     torch.manual_seed(0)
-    net = build_plain_net(key)
+    device = plain_device()
+    net = build_plain_net(key).to(device)
     if lsq_layer_names(net):
-        initialize_lsq(net, init_x if init_x is not None else torch.rand(batch, 3, 32, 32))
+        x0 = init_x if init_x is not None else torch.rand(batch, 3, 32, 32)
+        initialize_lsq(net, x0.to(device))
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     loss_fn = torch.nn.CrossEntropyLoss()
     run = torch.compile(net) if compiled else net

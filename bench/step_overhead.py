@@ -138,10 +138,10 @@ def make_cell(side, model, mode, regime):
     if side == PLAIN:
         import torch
 
-        from plain_torch import torch_side
+        from plain_torch import plain_device, torch_side
 
-        xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-        yt = torch.from_numpy(y).long()
+        xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(plain_device())
+        yt = torch.from_numpy(y).long().to(plain_device())
         train, _ = torch_side(model, regime["batch"], compiled=mode == "compiled", init_x=xt)
         return lambda: train(xt, yt)
     import keras
