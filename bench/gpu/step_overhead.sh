@@ -10,13 +10,17 @@ OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false TF_CPP_MIN_LOG_LEVEL=3
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-python3 -c "import keras, torch, jax; print('keras', keras.__version__, 'torch', torch.__version__, 'jax', jax.__version__, torch.cuda.get_device_name(), jax.devices())" 2>&1 | tail -1 | tee -a "$OUT/gpu.txt"
+KERAS_BACKEND=torch python3 -c "import keras, torch, jax; print('keras', keras.__version__, 'torch', torch.__version__, 'jax', jax.__version__, torch.cuda.get_device_name(), jax.devices())" 2>&1 | tail -1 | tee -a "$OUT/gpu.txt"
 M=qresnet14,resnet20,resnet20_lsq
 B="python3 bench/step_overhead.py --models=$M --regimes=compute --rounds=3 --steps=10 --warmup=3"
 SECONDS=0
-timeout ${T1:-120} $B --backends=torch --modes=eager 2>&1 | tee "$OUT/torch_eager.txt"
-echo "torch eager done ${SECONDS}s"
-timeout ${T2:-150} $B --backends=jax --modes=compiled 2>&1 | tee "$OUT/jax_compiled.txt"
-echo "jax compiled done ${SECONDS}s"
-timeout ${T3:-270} $B --backends=torch --modes=compiled 2>&1 | tee "$OUT/torch_compiled.txt"
-echo "all ${SECONDS}s"
+PARTS=${PARTS:-"torch_eager jax_compiled torch_compiled"}  # e.g. PARTS=torch_compiled T3=540
+for part in $PARTS; do
+  case $part in
+    torch_eager) timeout ${T1:-120} $B --backends=torch --modes=eager 2>&1 | tee "$OUT/$part.txt" ;;
+    jax_compiled) timeout ${T2:-150} $B --backends=jax --modes=compiled 2>&1 | tee "$OUT/$part.txt" ;;
+    torch_compiled) timeout ${T3:-270} $B --backends=torch --modes=compiled 2>&1 | tee "$OUT/$part.txt" ;;
+    *) echo "unknown part $part"; exit 1 ;;
+  esac
+  echo "$part done ${SECONDS}s"
+done
