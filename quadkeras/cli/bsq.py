@@ -50,6 +50,7 @@ import keras
 from absl import flags
 
 from quadkeras.bsq import bsq_layers, bsq_report, format_report, save_report, to_bsq, to_float, to_representation
+from quadkeras.bsq.stage import train_bsq
 from quadkeras.cli import common
 from quadkeras.cli.flag_table import define, define_aliases
 

@@ -34,7 +34,6 @@ Example:
 import contextlib
 import weakref
 
-import numpy as np
 import keras
 from keras import ops
 

@@ -26,21 +26,21 @@ from quadkeras.data import AUGMENT_PRESETS, load_data, make_dataset, seeded_subs
 from quadkeras.data.prepare import input_stats
 from quadkeras.quantize import initialize_quantizers, quantize_model, quantized_layers
 from quadkeras.quantize.model import GRAPH_PRESETS
+from quadkeras.optimizers.decay import check_decay_list
+from quadkeras.optimizers.sgd import CoupledDecaySGD
+from quadkeras.optimizers.schedules import make_schedule
 from quadkeras.training import checkpoint
 from quadkeras.training.callbacks import (CheckpointSaver, LearningRateLogger, NonFiniteGuard,
                                           RunProgbar)
 from quadkeras.training.config import model_config, quant_scheme, resolve_config, resume_view
-from quadkeras.optimizers.decay import check_decay_list
 from quadkeras.training.distribute import make_plan, open_plan_run
 from quadkeras.training.fast_forward import fast_torch_forward
 from quadkeras.training.interrupt import CtrlCCheck, CtrlCLatch
 from quadkeras.training.jit import (FirstStepTimer, apply_jit_compile, resolve_jit_compile,  # noqa: F401
                                     run_jit_setting, static_shape_torch_compile)
-from quadkeras.optimizers.sgd import CoupledDecaySGD
 from quadkeras.training.run_summary import model_label, run_summary
 from quadkeras.training.stage import RunStage
-from quadkeras.optimizers.schedules import make_schedule
-from quadkeras.models import build_model, load_config
+from quadkeras.models import build_model
 from quadkeras.models.model_config import check_model_identity, load_model
 from quadkeras.training.work_dir import find_model_file, interrupted_run_line, trim_history
 from quadkeras.utils.optional import tensorflow_available

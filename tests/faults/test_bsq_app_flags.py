@@ -94,3 +94,28 @@ def test_bsq_app_refuses_ignored_flags_and_evaluates_at_batch_100(tmp_path):
     assert run.returncode == 1
     assert run.stderr.strip().splitlines()[-1].startswith("error: Invalid --fp_epochs=3")
     assert not (tmp_path / "w").exists()
+
+
+@TF_ONLY
+def test_bsq_app_search_then_finetune_run_end_to_end(tmp_path):
+    """apps/bsq.py --mode=train (the search) and --mode=finetune on a tiny BSQ model: both engine
+    runs go through the BSQ stage hooks and write the app's files (exit 0)."""
+    from quadkeras.bsq import to_bsq
+    from quadkeras.models import build_model
+    from quadkeras.models.model_config import save_model
+    from tests.test_torch_layouts import TINY
+
+    model = to_bsq(build_model({**TINY, "input_shape": [16, 16, 1], "num_classes": 10}), bits=4, abits=4)
+    save_model(model, tmp_path / "bin.keras")
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+    common = ["--dataset=digits", "--max_train=64", "--max_test=32", "--batch_size=32", "--epochs=1",
+              "--augment=none", "--notensorboard"]
+    steps = [("train", tmp_path / "bin.keras", "model_bin.keras"),
+             ("finetune", tmp_path / "search" / "model_bin.keras", "best_float.keras")]
+    for mode, source, made in steps:
+        work = tmp_path / ("search" if mode == "train" else "ft")
+        proc = subprocess.run([sys.executable, os.path.join(REPO, "apps", "bsq.py"), f"--mode={mode}",
+                               f"--model={source}", f"--work_dir={work}", *common],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert (work / made).exists() and "bsq" in json.loads((work / "summary.json").read_text())
