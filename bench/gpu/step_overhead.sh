@@ -11,7 +11,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false TF_CPP_MIN_LOG_LEVEL=3
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 KERAS_BACKEND=torch python3 -c "import keras, torch, jax; print('keras', keras.__version__, 'torch', torch.__version__, 'jax', jax.__version__, torch.cuda.get_device_name(), jax.devices())" 2>&1 | tail -1 | tee -a "$OUT/gpu.txt"
-M=qresnet14,resnet20,resnet20_lsq
+M=${M:-qresnet14,resnet20,resnet20_lsq}  # e.g. M=resnet20_lsq
 B="python3 bench/step_overhead.py --models=$M --regimes=compute --rounds=3 --steps=10 --warmup=3"
 SECONDS=0
 PARTS=${PARTS:-"torch_eager jax_compiled torch_compiled"}  # e.g. PARTS=torch_compiled T3=540
