@@ -22,7 +22,8 @@ __version__ = "0.1.0"
 # The modules that register serializable objects (and the packages the example uses).
 from quadkeras import layers, models, quantize, quantizers  # noqa: E402,F401
 from quadkeras.bsq import activation as _bsq_activation  # noqa: E402,F401
-from quadkeras.bsq import wrapper as _bsq_wrapper  # noqa: E402,F401
+from quadkeras.bsq import legacy as _bsq_legacy  # noqa: E402,F401
+from quadkeras.bsq import quantizer as _bsq_quantizer  # noqa: E402,F401
 from quadkeras.quantize import fold as _fold  # noqa: E402,F401
 from quadkeras import optimizers  # noqa: E402,F401
 

@@ -1,4 +1,4 @@
-"""BSQ: bit planes, wrapper, regulariser, precision adjustment, conversions, save/load."""
+"""BSQ: bit planes, the `BitPlanes` quantizer, regulariser, precision adjustment, conversions, save/load."""
 
 import os
 
@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 from quadkeras.bsq import (
-    BitQuantWrapper, BSQCallback, bsq_report, format_report, requantize_model, save_report,
+    BitPlanes, BSQCallback, bsq_layer, bsq_report, format_report, is_bsq_layer, requantize_model, save_report,
     scheme_of, set_bsq_decay, shortcut_convs, to_bsq, to_float, to_representation)
 from quadkeras.bsq import bitplanes
 from quadkeras.layers import QuadConv2D, QuadDense
@@ -86,9 +86,13 @@ def test_ones_percent_msb_first():
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="representation"):
-        BitQuantWrapper(keras.layers.Dense(2), representation="int")
+        bsq_layer(keras.layers.Dense(2), representation="int")
     with pytest.raises(ValueError, match="bits"):
-        BitQuantWrapper(keras.layers.Dense(2), bits=0)
+        bsq_layer(keras.layers.Dense(2), bits=0)
+    with pytest.raises(ValueError, match="role"):
+        BitPlanes(4, role="activation")
+    with pytest.raises(ValueError, match="bias_quantizer"):
+        bsq_layer(keras.layers.Dense(2, use_bias=False), quantize_bias=True)
     with pytest.raises(ValueError, match="no_such"):
         to_bsq(_tiny_model(), scheme={"no_such": 4})
     with pytest.raises(ValueError, match="prun_int"):
@@ -104,7 +108,7 @@ def test_bit_representation_reconstructs_quantized_kernel(quad):
     x = np.random.RandomState(0).randn(2, 6, 6, 2).astype("float32")
     reference = to_float(bsq)
     for layer in bsq.layers:
-        if isinstance(layer, BitQuantWrapper):
+        if is_bsq_layer(layer):
             kernel = keras.ops.convert_to_numpy(model.get_layer(layer.name).kernel)
             expected = np.zeros(kernel.shape)
             # the quadratic `t4` conv: each branch kernel with its own scale max|W_branch|
@@ -123,21 +127,24 @@ def test_bit_representation_reconstructs_quantized_kernel(quad):
 
 
 def test_regularizer_gradient_matches_formula():
-    layer = BitQuantWrapper(keras.layers.Dense(3), bits=4)
+    layer = bsq_layer(keras.layers.Dense(3), bits=4)
     layer.build((None, 5))
+    q = layer.kernel_quantizer
     rng = np.random.RandomState(0)
     pos, neg = rng.uniform(0, 2, (5, 3, 4)), rng.uniform(0, 2, (5, 3, 4))
-    layer.pos_planes.assign(pos.astype("float32"))
-    layer.neg_planes.assign(neg.astype("float32"))
-    layer.precision.assign(3.0)  # plane 3 inactive
-    layer.reg_strength.assign(0.01)
-    grad = _grad(layer.regularization, layer.pos_planes)
+    q.part_variable("pos_planes").assign(pos.astype("float32"))
+    q.part_variable("neg_planes").assign(neg.astype("float32"))
+    q.part_variable("precision").assign(3.0)  # plane 3 inactive
+    q.reg_strength.assign(0.01)
+    grad = _grad(q.regularization, q.part_variable("pos_planes"))
     norms = np.sqrt(1e-8 + (pos ** 2).sum(axis=(0, 1)) + (neg ** 2).sum(axis=(0, 1)))
     coef = 0.01 * 15 * 3  # reg_strength * #params * precision
     expected = coef * pos / norms * np.array([1, 1, 1, 0])
     np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-7)
-    value = float(ops.convert_to_numpy(layer.regularization()))
+    value = float(ops.convert_to_numpy(q.regularization()))
     np.testing.assert_allclose(value, coef * norms[:3].sum(), rtol=1e-5)
+    layer(np.ones((1, 5), "float32"), training=True)  # the lasso is the quantizer's add_loss
+    np.testing.assert_allclose(float(ops.convert_to_numpy(layer.losses[0])), value, rtol=1e-6)
 
 
 def test_regularizer_weights_layers_by_param_share():
@@ -152,11 +159,12 @@ def test_regularizer_weights_layers_by_param_share():
 
 
 def test_ste_gradient_passes_through_rounding():
-    layer = BitQuantWrapper(keras.layers.Dense(2, use_bias=False), bits=3)
+    layer = bsq_layer(keras.layers.Dense(2, use_bias=False), bits=3)
     layer.build((None, 2))
+    q = layer.kernel_quantizer
     x = np.array([[1.0, 2.0]], "float32")
-    grad = _grad(lambda: ops.sum(layer(x)), layer.pos_planes)
-    scale = float(ops.convert_to_numpy(layer.scale))
+    grad = _grad(lambda: ops.sum(layer(x)), q.part_variable("pos_planes"))
+    scale = float(ops.convert_to_numpy(q.part_variable("scale")))
     expected = scale * x.T[:, :, None] * np.ones((2, 2, 1)) * (2.0 ** np.arange(3) / 7.0)
     np.testing.assert_allclose(grad, expected, rtol=1e-5)
 
@@ -165,20 +173,22 @@ def test_ste_gradient_passes_through_rounding():
 def test_precision_drops_when_planes_are_zeroed():
     bsq = to_bsq(_tiny_model(), bits=8)
     layer = bsq.get_layer("conv")
-    before = layer.dequantized_kernel()
-    pos = ops.convert_to_numpy(layer.pos_planes).copy()
-    neg = ops.convert_to_numpy(layer.neg_planes).copy()
+    q = layer.kernel_quantizer
+    before = q.dequantized()
+    pos = ops.convert_to_numpy(q.part_variable("pos_planes")).copy()
+    neg = ops.convert_to_numpy(q.part_variable("neg_planes")).copy()
     pos[..., 7] = neg[..., 7] = 0.0  # MSB
     pos[..., 0] = neg[..., 0] = 0.0  # LSB
-    layer.pos_planes.assign(pos)
-    layer.neg_planes.assign(neg)
-    kept = layer.dequantized_kernel()
+    q.part_variable("pos_planes").assign(pos)
+    q.part_variable("neg_planes").assign(neg)
+    kept = q.dequantized()
     assert not np.allclose(kept, before)
     scheme = requantize_model(bsq)
     assert scheme["conv"] <= 6 and scheme["fc"] >= 7
-    np.testing.assert_allclose(layer.dequantized_kernel(), kept, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(q.dequantized(), kept, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(ops.convert_to_numpy(layer.quantized_kernel()), kept, rtol=1e-5, atol=1e-7)
-    assert not ops.convert_to_numpy(layer.pos_planes)[..., scheme["conv"]:].any()
+    np.testing.assert_allclose(ops.convert_to_numpy(layer.layer.kernel), kept, rtol=1e-5, atol=1e-7)  # synced
+    assert not ops.convert_to_numpy(q.part_variable("pos_planes"))[..., scheme["conv"]:].any()
 
 
 @pytest.mark.jax
@@ -208,25 +218,26 @@ def test_requantization_matches_reference_port_with_overflow():
 
 
 def test_overflowing_layer_gains_one_bit_and_keeps_its_kernel():
-    layer = BitQuantWrapper(keras.layers.Dense(2), bits=8)
+    layer = bsq_layer(keras.layers.Dense(2), bits=8)
     layer.build((None, 3))
-    layer.set_codes(np.array([[5, -3], [1, 0], [-15, 7]]), scale=0.6, precision=4)
-    pos = ops.convert_to_numpy(layer.pos_planes).copy()
+    q = layer.kernel_quantizer
+    q.set_codes(np.array([[5, -3], [1, 0], [-15, 7]]), scale=0.6, precision=4)
+    pos = ops.convert_to_numpy(q.part_variable("pos_planes")).copy()
     pos[0, 0, :4] = [1.0, 0.0, 0.0, 2.0]  # 1 + 2 * 8 = 17 > 15: overflows 4 bits
-    layer.pos_planes.assign(pos)
+    q.part_variable("pos_planes").assign(pos)
     raw = np.array([[17, -3], [1, 0], [-15, 7]])
-    clip_only = BitQuantWrapper.from_config(layer.get_config())
+    clip_only = type(layer).from_config(layer.get_config())
     clip_only.build((None, 3))
     clip_only.set_weights(layer.get_weights())
-    assert layer.requantize() == 5 and layer.current_precision() == 5
-    np.testing.assert_allclose(layer.dequantized_kernel(), 0.6 * raw / 15, rtol=1e-6)
+    assert q.requantize() == 5 and q.current_precision() == 5
+    np.testing.assert_allclose(q.dequantized(), 0.6 * raw / 15, rtol=1e-6)
     np.testing.assert_allclose(ops.convert_to_numpy(layer.quantized_kernel()), 0.6 * raw / 15, rtol=1e-6)
-    assert set(np.unique(ops.convert_to_numpy(layer.pos_planes))) <= {0.0, 1.0}
-    assert clip_only.requantize(increase=False) == 4  # clip-only variant
-    np.testing.assert_allclose(clip_only.dequantized_kernel(), 0.6 * np.minimum(raw, 15) / 15, rtol=1e-6)
-    at_max = BitQuantWrapper(keras.layers.Dense(1), bits=8)  # at 8 bits it clips
-    at_max.build((None, 1))
-    at_max.pos_planes.assign(np.full((1, 1, 8), 2.0, "float32"))
+    assert set(np.unique(ops.convert_to_numpy(q.part_variable("pos_planes")))) <= {0.0, 1.0}
+    assert clip_only.kernel_quantizer.requantize(increase=False) == 4  # clip-only variant
+    np.testing.assert_allclose(clip_only.kernel_quantizer.dequantized(), 0.6 * np.minimum(raw, 15) / 15, rtol=1e-6)
+    at_max = bsq_layer(keras.layers.Dense(1), bits=8).kernel_quantizer  # at 8 bits it clips
+    at_max.build_from_value(np.zeros((1, 1), "float32"))
+    at_max.part_variable("pos_planes").assign(np.full((1, 1, 8), 2.0, "float32"))
     assert at_max.requantize() == 8 and at_max.get_codes()[0].tolist() == [[255]]
 
 
@@ -236,7 +247,7 @@ def test_save_load_keeps_scheme(tmp_path):
     model = _tiny_model(quad=True)
     bsq = to_bsq(model, scheme={"conv": 3, "fc": 5})
     assert scheme_of(bsq) == {"conv[a]": 3, "conv[b]": 3, "fc": 5}  # `t4`: bits per branch
-    bsq.get_layer("conv").requantize()
+    bsq.get_layer("conv").kernel_quantizer.requantize()
     path = os.path.join(tmp_path, "bsq.keras")
     bsq.save(path)
     loaded = keras.models.load_model(path)
@@ -282,7 +293,7 @@ def test_callback_requantizes_and_trains_planes_in_range():
     callback = BSQCallback(prun_int=2)
     model.fit(x, y, epochs=4, batch_size=8, verbose=0, callbacks=[callback])
     assert [h["epoch"] for h in callback.history] == [0, 2, "end"]
-    planes = ops.convert_to_numpy(model.get_layer("conv").pos_planes)
+    planes = ops.convert_to_numpy(model.get_layer("conv").kernel_quantizer.part_variable("pos_planes"))
     assert set(np.unique(planes)) <= {0.0, 1.0}  # exact binary after the final re-quantization
     assert sum(scheme_of(model).values()) < 3 * 8  # a strong regulariser removed bits
 
@@ -314,12 +325,12 @@ def test_digits_run_gives_mixed_scheme_close_to_fp(request, tmp_path):
 
 @pytest.mark.jax
 def test_quad_dense_ours_wrapper_matches_inner_layer_with_quantized_kernel():
-    layer = BitQuantWrapper(QuadDense(3, neuron="ours"), bits=3)
+    layer = bsq_layer(QuadDense(3, neuron="ours"), bits=3)
     x = np.random.RandomState(0).randn(4, 5).astype("float32")
     y = ops.convert_to_numpy(layer(x, training=False))
-    kernel = layer.dequantized_kernel()
+    kernel = layer.kernel_quantizer.dequantized()
     for branch, channels in zip("abc", layer.layer._kernel_branch_index):  # 3 bits per branch
-        scale = float(ops.convert_to_numpy(getattr(layer, f"scale_{branch}")))
+        scale = float(ops.convert_to_numpy(layer.kernel_quantizer.part_variable("scale", branch)))
         assert len(np.unique((np.abs(kernel[..., channels]) / scale * 7).round(4))) <= 8
     expected = ops.convert_to_numpy(layer.layer.call_with_kernel(x, kernel, training=False))
     np.testing.assert_allclose(y, expected, atol=1e-5)
@@ -421,18 +432,19 @@ def test_fc_bias_bit_quantized_regularised_and_saved(tmp_path):
     fp.get_layer("fc").bias.assign(np.array([0.3, -0.1, 0.05], "float32"))
     bsq = to_bsq(fp, bits=5, quantize_bias=True)
     fc = bsq.get_layer("fc")
-    assert fc.parts == ["kernel", "bias"] and bsq.get_layer("dw").parts == ["kernel", "bias"]
+    assert isinstance(fc.bias_quantizer, BitPlanes) and isinstance(bsq.get_layer("dw").bias_quantizer, BitPlanes)
     codes, scale = bitplanes.quantize_codes(np.array([0.3, -0.1, 0.05]), 5)
-    np.testing.assert_allclose(ops.convert_to_numpy(fc.quantized_kernel("bias")), scale * codes / 31, atol=1e-6)
+    np.testing.assert_allclose(fc.bias_quantizer.dequantized(), scale * codes / 31, atol=1e-6)
     x = np.random.RandomState(0).randn(2, 6, 6, 2).astype("float32")
     np.testing.assert_allclose(bsq.predict_on_batch(x), to_float(bsq).predict_on_batch(x), atol=1e-5)
     total = set_bsq_decay(bsq, 0.5)
-    assert total == sum(w.num_params for w in (bsq.get_layer(n) for n in ("conv", "dw", "fc"))) + 4 + 4 + 3
-    reg = float(ops.convert_to_numpy(fc.regularization()))
+    assert total == sum(bsq.get_layer(n).kernel_quantizer.num_params for n in ("conv", "dw", "fc")) + 4 + 4 + 3
+    reg = sum(float(ops.convert_to_numpy(q.regularization())) for q in (fc.kernel_quantizer, fc.bias_quantizer))
     from quadkeras.bsq.kernel_ops import bit_group_lasso
     expected = 0.5 / total * sum(
-        size * 5 * float(ops.convert_to_numpy(bit_group_lasso(fc._var(part, 0), fc._var(part, 1), 5.0)))
-        for part, size in (("kernel", fc.num_params), ("bias", fc.bias_params)))
+        q.num_params * 5 * float(ops.convert_to_numpy(bit_group_lasso(
+            q.part_variable("pos_planes"), q.part_variable("neg_planes"), 5.0)))
+        for q in (fc.kernel_quantizer, fc.bias_quantizer))
     np.testing.assert_allclose(reg, expected, rtol=1e-5)
     report = bsq_report(bsq)
     assert report["total_params"] == total and report["layers"][-1]["bias_precision"] == 5
@@ -441,7 +453,7 @@ def test_fc_bias_bit_quantized_regularised_and_saved(tmp_path):
     path = os.path.join(tmp_path, "bias.keras")
     bsq.save(path)
     loaded = keras.models.load_model(path)
-    assert loaded.get_layer("fc").current_precision("bias") == 5
+    assert loaded.get_layer("fc").bias_quantizer.current_precision() == 5
     np.testing.assert_allclose(loaded.predict_on_batch(x), bsq.predict_on_batch(x), atol=1e-5)
 
 
@@ -451,10 +463,11 @@ def test_callback_passes_precision_increase(increase):
     fc = bsq.get_layer("fc")
     codes = np.zeros(fc.layer.kernel.shape, "int64")
     codes[0, 0], codes[0, 1] = 15, 1  # keeps MSB and LSB planes in use
-    fc.set_codes(codes, 1.0, 4)
-    pos = ops.convert_to_numpy(fc.pos_planes).copy()
+    q = fc.kernel_quantizer
+    q.set_codes(codes, 1.0, 4)
+    pos = ops.convert_to_numpy(q.part_variable("pos_planes")).copy()
     pos[0, 0, 3] = 2.0  # 15 + 8 = 23 > 15
-    fc.pos_planes.assign(pos)
+    q.part_variable("pos_planes").assign(pos)
     cb = BSQCallback(prun_int=1, precision_increase=increase)
     cb.set_model(bsq)
     cb.on_epoch_begin(0)

@@ -91,7 +91,7 @@ def test_search_resumed_mid_run_equals_uninterrupted(fp_path, tmp_path):
     assert [r[col] for r in ha[1:]] == [r[col] for r in hb[1:]]
     model = load_model(str(tmp_path / "full" / "last.keras"), "t")
     assert isinstance(model.optimizer, CoupledDecaySGD) and model.optimizer.l2 == pytest.approx(1e-4)
-    planes = keras.ops.convert_to_numpy(bsq_layers(model)[0].pos_planes)
+    planes = keras.ops.convert_to_numpy(bsq_layers(model)[0].kernel_quantizer.part_variable("pos_planes"))
     assert set(np.unique(planes)) <= {0.0, 1.0}  # re-quantized after the last epoch
     for name in ("state.json", "summary.json", "best.keras", "history.csv"):
         assert os.path.exists(tmp_path / "part" / name)
@@ -106,7 +106,7 @@ def test_finetune_stage_keeps_the_searched_scheme(fp_path, tmp_path):
     assert _digest(searched) == before
     assert summary["bsq"]["stage"] == "finetune" and summary["bsq"]["scheme"] == scheme
     model = load_model(str(tmp_path / "ft" / "last.keras"), "t")
-    assert {w.representation for w in bsq_layers(model)} == {"float"} and scheme_of(model) == scheme
+    assert {w.kernel_quantizer.representation for w in bsq_layers(model)} == {"float"} and scheme_of(model) == scheme
 
 
 def test_bsq_stage_config_errors(fp_path, tmp_path):

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from quadkeras.bsq import BitQuantWrapper
+from quadkeras.bsq import bsq_layer
 from quadkeras.layers import BatchNormalization, Conv2D, QuadConv2D, QuadDense, QuadDepthwiseConv2D
 from quadkeras.quantize import QuantizeOutput, QuantizeWrapper
 from tests.layer_harness import run_layer_test
@@ -36,15 +36,15 @@ CASES = {  # id: (make a fresh layer, input shape, expected output shape)
     "quantize_quad_dense_lsq": (lambda: QuantizeWrapper(QuadDense(3), "lsq:4", "lsq:4"), VECTOR, (2, 3)),
     "quantize_output_bn": (lambda: QuantizeOutput(keras.layers.BatchNormalization(), "fakequant:8"),
                            IMAGE, IMAGE),
-    "bsq_conv_bits": (lambda: BitQuantWrapper(keras.layers.Conv2D(3, 3), bits=4), IMAGE, (2, 4, 4, 3)),
-    "bsq_quad_dense_float": (lambda: BitQuantWrapper(QuadDense(3), bits=3, representation="float"),
+    "bsq_conv_bits": (lambda: bsq_layer(keras.layers.Conv2D(3, 3), bits=4), IMAGE, (2, 4, 4, 3)),
+    "bsq_quad_dense_float": (lambda: bsq_layer(QuadDense(3), bits=3, representation="float"),
                              VECTOR, (2, 3)),
-    "bsq_dense_bias_bits": (lambda: BitQuantWrapper(keras.layers.Dense(3), bits=4, quantize_bias=True),
+    "bsq_dense_bias_bits": (lambda: bsq_layer(keras.layers.Dense(3), bits=4, quantize_bias=True),
                             VECTOR, (2, 3)),
 }
 
 
-WRAPPERS = (QuantizeWrapper, QuantizeOutput, BitQuantWrapper)
+WRAPPERS = (QuantizeWrapper, QuantizeOutput)
 
 
 # one case per class also runs in the fast JAX process (each case costs seconds of XLA compiles)

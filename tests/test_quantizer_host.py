@@ -5,7 +5,7 @@ import numpy as np
 import keras
 import pytest
 
-from quadkeras.bsq.wrapper import BitQuantWrapper
+from quadkeras.bsq import bsq_layer
 from quadkeras.quantize import QuantizeOutput, QuantizeWrapper, quantized_layers
 from quadkeras.quantize import scheme
 from quadkeras.layers import QuadDense
@@ -21,20 +21,21 @@ def _model(host, shape=(3,)):
 
 def test_every_host_is_found_and_returns_its_kernel_in_numpy():
     hosts = [QuantizeWrapper(keras.layers.Dense(2, name="q"), kernel_quantizer="lsq:4"),
-             BitQuantWrapper(keras.layers.Dense(2, name="b"), bits=4),
+             bsq_layer(keras.layers.Dense(2, name="b"), bits=4),
              QuantizeOutput(keras.layers.Dense(2, name="o"), output_quantizer="fakequant:8")]
     for host in hosts:
         assert isinstance(host, QuantizerHost)
         assert quantized_layers(_model(host)) == [host]
     for host in hosts[:2]:
         assert isinstance(host.quantized_kernel(), np.ndarray)
-    assert hosts[1].quantizers() == []
+    assert [q.method for q in hosts[1].quantizers()] == ["bsq"]  # BSQ's planes: a kernel-slot quantizer
+    assert hosts[1].quantization_bits() == {"weight": 4, "activation": None}
     assert hosts[2].quantization_bits() == {"weight": None, "activation": None}  # as before
 
 
 def test_schemes_read_the_wrappers_slot_table():
-    assert scheme.SLOTS == QuantizeWrapper.slot_names() == ("kernel", "input", "output", "branch", "product")
-    assert QuantizeWrapper.variable_order() == ("input", "kernel", "output", "branch", "product")
+    assert scheme.SLOTS == QuantizeWrapper.slot_names() == ("kernel", "input", "output", "branch", "product", "bias")
+    assert QuantizeWrapper.variable_order() == ("input", "kernel", "output", "branch", "product", "bias")
 
 
 def test_quantizers_are_tracked_before_the_wrapped_layer():
@@ -53,19 +54,21 @@ def test_slot_arguments_refuse_too_many_or_twice():
         QuantizeOutput(keras.layers.Dense(2), None)
 
 
-def test_bsq_variable_spec_is_the_order_keras_saved_own_variables_in(tmp_path):
-    layer = BitQuantWrapper(keras.layers.Dense(3, name="fc"), bits=4, quantize_bias=True, name="fc")
+def test_bsq_planes_are_the_kernel_and_bias_quantizers_variables(tmp_path):
+    layer = bsq_layer(keras.layers.Dense(3, name="fc"), bits=4, quantize_bias=True, name="fc")
     model = _model(layer)
-    assert [v.name for v in layer.variable_spec()] == [
-        "pos_planes", "neg_planes", "scale", "pos_bias_planes", "neg_bias_planes", "bias_scale",
-        "precision", "reg_strength", "bias_precision"]
-    layer.set_kernel(np.linspace(-1, 1, 9).reshape(3, 3), 3)
+    assert layer.variable_spec() == [] and [v.path for v in layer.weights] == [
+        "fc/kernel/pos_planes", "fc/kernel/neg_planes", "fc/kernel/scale", "fc/kernel/precision",
+        "fc/kernel/reg_strength", "fc/bias/pos_planes", "fc/bias/neg_planes", "fc/bias/scale",
+        "fc/bias/precision", "fc/bias/reg_strength", "fc/fc/kernel", "fc/fc/bias"]
+    assert not layer.layer.kernel.trainable and not layer.layer.bias.trainable  # the planes hold them
+    layer.kernel_quantizer.set_value(np.linspace(-1, 1, 9).reshape(3, 3), 3)
     path = str(tmp_path / "m.weights.h5")
     model.save_weights(path)
-    other = BitQuantWrapper(keras.layers.Dense(3, name="fc"), bits=4, quantize_bias=True, name="fc")
+    other = bsq_layer(keras.layers.Dense(3, name="fc"), bits=4, quantize_bias=True, name="fc")
     _model(other).load_weights(path)
-    np.testing.assert_array_equal(other.dequantized_kernel(), layer.dequantized_kernel())
-    assert other.current_precision() == 3
+    np.testing.assert_array_equal(other.quantized_kernel(), layer.quantized_kernel())
+    assert other.kernel_quantizer.current_precision() == 3
 
 
 def test_observe_removes_the_observers_after_an_error():

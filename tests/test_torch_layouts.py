@@ -233,7 +233,7 @@ def test_bsq_bit_form_imports_as_the_spec_forward(tmp_path):
     expected = {"stem_conv": 3, "stage1_block1_conv1": 6, "stage1_block1_conv2": 2, "stage2_block1_conv1": 5,
                 "stage2_block1_conv2": 8, "logits": 4}
     assert scheme_of(model) == expected == bsq_scheme(path)
-    assert model.get_layer("logits").current_precision("bias") == 4
+    assert model.get_layer("logits").bias_quantizer.current_precision() == 4
     assert not any(layer.name == "stage2_block1_shortcut" for layer in bsq_layers(model))  # float
     x = _x()
     _close(_keras(model, x), spec_forward(state, x, abits=4))
@@ -248,8 +248,9 @@ def _bsq_model(tmp_path):
     fp = import_torch_checkpoint(_save(bearpaw_float_state(3), tmp_path / "fp.pth"), TINY)
     model = to_bsq(fp, bits=8, abits=4, quantize_bias=True)
     for bits, wrapper in zip((8, 3, 5, 2, 6, 4), bsq_layers(model)):
-        wrapper.set_kernel(wrapper.dequantized_kernel(), bits)
-    model.get_layer("logits").set_kernel(model.get_layer("logits").dequantized_kernel("bias"), 3, part="bias")
+        wrapper.kernel_quantizer.set_value(wrapper.kernel_quantizer.dequantized(), bits)
+    bias = model.get_layer("logits").bias_quantizer
+    bias.set_value(bias.dequantized(), 3)
     return model
 
 

@@ -15,11 +15,12 @@ from quadkeras.utils.lazy_names import lazy_names
 # `import quadkeras` (which registers the BSQ layers) loads no conversion / callback code.
 _SOURCES = {
     "BSQActivation": "activation", "BSQCallback": "callback", "reset_optimizer_slots": "callback",
-    **dict.fromkeys(("activation_scales", "batch_scaled_activations", "block_activations", "bsq_layers",
-                     "fix_activation_scales", "requantize_model", "scheme_of", "set_bsq_decay",
-                     "shortcut_convs", "to_bsq", "to_float", "to_representation"), "convert"),
+    **dict.fromkeys(("activation_scales", "batch_scaled_activations", "block_activations", "bsq_layer",
+                     "bsq_layers", "bsq_quantizers", "fix_activation_scales", "is_bsq_layer", "part_key",
+                     "precisions", "requantize_model", "scheme_of", "set_bsq_decay", "shortcut_convs",
+                     "split_key", "sync_inner_weights", "to_bsq", "to_float", "to_representation"), "convert"),
     "bsq_report": "report", "format_report": "report", "save_report": "report",
-    "BitQuantWrapper": "wrapper", "ClipConstraint": "wrapper",
+    "BitPlanes": "quantizer", "ClipConstraint": "quantizer", "BitQuantWrapper": "legacy",
     "BSQ_STAGE": "stage", "BSQStage": "stage", "train_bsq": "stage",
 }
 __all__ = sorted(_SOURCES)

@@ -1,7 +1,7 @@
 """Keras callback: every `prun_int` epochs re-quantize and adjust precision (BSQ).
 
 At the start of epoch 0, prun_int, 2*prun_int, ... (as in BSQ's `cifar_prune_STE.py`) and
-at the end of training, every `BitQuantWrapper` is re-quantized (planes rounded to exact
+at the end of training, every BSQ layer (`BitPlanes`) is re-quantized (planes rounded to exact
 binary, carries propagated; a layer whose values overflow its n bits gains one bit while
 n < 8 unless `precision_increase=False`) and all-zero MSB / LSB planes are dropped; the optimizer's
 slot variables (momentum) are then zeroed, as BSQ re-creates its optimizer.

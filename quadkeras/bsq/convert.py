@@ -32,33 +32,79 @@ import keras
 import numpy as np
 
 from quadkeras.bsq.activation import BSQActivation
-from quadkeras.bsq.wrapper import BitQuantWrapper, part_key, split_key
+from quadkeras.bsq.quantizer import BitPlanes
 from quadkeras.layers.kernel_call import FIRST_ORDER_LAYERS, supports_kernel_call
 from quadkeras.models.model_config import carry
+from quadkeras.quantize.wrapper import QuantizeWrapper
 from quadkeras.utils.validation import check_int_range
 
 
+def is_bsq_layer(layer):
+    """True for a layer whose kernel is held in BSQ form (a `QuantizeWrapper` with `BitPlanes`)."""
+    return isinstance(layer, QuantizeWrapper) and isinstance(layer.kernel_quantizer, BitPlanes)
+
 
 def bsq_layers(model):
-    """The `BitQuantWrapper` layers of a model, in order."""
-    return [layer for layer in model.layers if isinstance(layer, BitQuantWrapper)]
+    """The BSQ layers of a model (`is_bsq_layer`), in order."""
+    return [layer for layer in model.layers if is_bsq_layer(layer)]
+
+
+def bsq_quantizers(layer):
+    """The `BitPlanes` of a BSQ layer: its kernel's, then its bias' (when held in bits)."""
+    return [q for q in (layer.kernel_quantizer, layer.bias_quantizer) if q is not None]
+
+
+def bsq_layer(layer, bits=8, representation="bits", quantize_bias=False, per_branch=True, name=None):
+    """`layer` with its kernel (and, `quantize_bias`, its bias) in BSQ form, `bits` planes."""
+    spec = BitPlanes(bits, representation=representation, per_branch=per_branch)
+    return QuantizeWrapper(layer, kernel_quantizer=spec, bias_quantizer=spec if quantize_bias else None,
+                           name=name or layer.name)
+
+
+def part_key(layer_name, branch=None):
+    """Scheme / report key of a kernel part: the layer name, `name[a]` for branch a."""
+    return layer_name if branch is None else f"{layer_name}[{branch}]"
+
+
+def split_key(key):
+    """(layer name, branch or None) of a scheme key (`part_key`'s inverse)."""
+    if key.endswith("]") and "[" in key:
+        name, branch = key[:-1].rsplit("[", 1)
+        return name, branch
+    return key, None
+
+
+def precisions(layer):
+    """{scheme key: bits} of a BSQ layer's kernel parts (`name`, or `name[a]`, ... per branch)."""
+    q = layer.kernel_quantizer
+    return {part_key(layer.name, b): q.current_precision(b) for b in q.branches}
 
 
 def scheme_of(model):
     """{layer name: current weight precision} of a BSQ model; a quadratic layer with per-branch
     bits gives one key per branch kernel (`name[a]`, `name[b]`, `name[c]`)."""
-    return {key: bits for layer in bsq_layers(model) for key, bits in layer.precisions().items()}
+    return {key: bits for layer in bsq_layers(model) for key, bits in precisions(layer).items()}
 
 
-def _part_bits(scheme, name, part, default):
-    """Bits of `part` of layer `name`: its `name[x]` key, else the layer's key, else `default`."""
+def sync_inner_weights(layer):
+    """Write the represented kernel (and bias) into the frozen weights of the wrapped layer
+    (inspection, float export)."""
+    for quantizer, variable in ((layer.kernel_quantizer, layer.layer.kernel),
+                                (layer.bias_quantizer, getattr(layer.layer, "bias", None))):
+        if quantizer is not None:
+            variable.assign(quantizer.dequantized().astype(variable.dtype))
+
+
+def _part_bits(scheme, name, branch, default):
+    """Bits of a part of layer `name`: its `name[x]` key, else the layer's key, else `default`."""
     if scheme is None:
         return default
-    key = part_key(name, part)
+    key = part_key(name, branch)
     if key in scheme:
         return scheme[key]
     if name in scheme:
         return scheme[name]
+    part = "kernel" if branch is None else f"kernel_{branch}"
     raise ValueError(f"Invalid scheme for layer {name!r}: no bits for its {part} (expected a key "
                      f"{key!r} or {name!r}).")
 
@@ -69,7 +115,7 @@ def _scheme_dict(scheme):
     if isinstance(scheme, keras.Model):
         if not bsq_layers(scheme):  # its scheme would be {}: a model with nothing quantized
             raise ValueError(f"Invalid scheme=<model {scheme.name!r}>: it holds no BSQ layers "
-                             "(BitQuantWrapper); expected a BSQ model (to_bsq's output) or a "
+                             "(QuantizeWrapper with BitPlanes); expected a BSQ model (to_bsq's output) or a "
                              "{layer: bits} dict.")
         return scheme_of(scheme)
     raise ValueError(f"Invalid scheme={scheme!r}: expected None, a {{layer: bits}} dict or a BSQ model.")
@@ -133,40 +179,44 @@ def to_bsq(model, bits=8, scheme=None, layers=None, abits=0, quantize_shortcuts=
     def clone(layer):
         if selected(layer):
             with_bias = quantize_bias and isinstance(layer, FIRST_ORDER_LAYERS) and layer.use_bias
-            return BitQuantWrapper(_clone_layer(layer), bits=bits, quantize_bias=with_bias, name=layer.name)
+            return bsq_layer(_clone_layer(layer), bits=bits, quantize_bias=with_bias)
         if layer.name in act_names:
             return BSQActivation(abits, name=layer.name)
         return _clone_layer(layer)
 
     new = _clone(model, clone)
     for old, layer in zip(model.layers, new.layers):
-        if isinstance(layer, BitQuantWrapper):
+        if is_bsq_layer(layer):
             _copy_weights_by_name(old, layer.layer)
-            kernel_bits = {part: int(_part_bits(scheme, old.name, part, bits)) for part in layer.kernel_parts}
-            layer.set_kernel(keras.ops.convert_to_numpy(old.kernel),
-                             kernel_bits if layer.branch_bits else kernel_bits["kernel"])
-            if "bias" in layer.parts:  # first-order layers: the bias at the kernel's bits
-                layer.set_kernel(keras.ops.convert_to_numpy(old.bias), kernel_bits["kernel"], part="bias")
+            kernel = layer.kernel_quantizer
+            kernel_bits = {b: int(_part_bits(scheme, old.name, b, bits)) for b in kernel.branches}
+            kernel.set_value(keras.ops.convert_to_numpy(old.kernel),
+                             kernel_bits if kernel.branches != [None] else kernel_bits[None])
+            if layer.bias_quantizer is not None:  # first-order layers: the bias at the kernel's bits
+                layer.bias_quantizer.set_value(keras.ops.convert_to_numpy(old.bias), kernel_bits[None])
+            sync_inner_weights(layer)
         elif old.weights:
             layer.set_weights(old.get_weights())
     return new
 
 
 def to_representation(model, representation):
-    """Same layers and scheme with every wrapper in `representation` ("bits" / "float")."""
+    """Same layers and scheme with every BSQ layer in `representation` ("bits" / "float")."""
     def clone(layer):
-        if isinstance(layer, BitQuantWrapper):
-            return BitQuantWrapper(_clone_layer(layer.layer), bits=layer.bits, representation=representation,
-                                   quantize_bias=layer.quantize_bias, per_branch=layer.per_branch,
-                                   name=layer.name)
+        if is_bsq_layer(layer):
+            q = layer.kernel_quantizer
+            return bsq_layer(_clone_layer(layer.layer), bits=q.bits, representation=representation,
+                             quantize_bias=layer.bias_quantizer is not None, per_branch=q.per_branch)
         return _clone_layer(layer)
 
     new = _clone(model, clone)
     for old, layer in zip(model.layers, new.layers):
-        if isinstance(layer, BitQuantWrapper):
+        if is_bsq_layer(layer):
             _copy_weights_by_name(old.layer, layer.layer)
-            for part in old.parts:
-                layer.set_codes(*old.get_codes(part), part=part)
+            for source, target in zip(bsq_quantizers(old), bsq_quantizers(layer)):
+                for branch in source.branches:
+                    target.set_codes(*source.get_codes(branch), branch=branch)
+            sync_inner_weights(layer)
         elif old.weights:
             layer.set_weights(old.get_weights())
     return new
@@ -175,14 +225,16 @@ def to_representation(model, representation):
 def to_float(model):
     """Plain Keras model with the represented (quantized) kernels as float weights."""
     def clone(layer):
-        return _clone_layer(layer.layer if isinstance(layer, BitQuantWrapper) else layer)
+        return _clone_layer(layer.layer if is_bsq_layer(layer) else layer)
 
     new = keras.models.clone_model(model, clone_function=clone)
     for old, layer in zip(model.layers, new.layers):
-        if isinstance(old, BitQuantWrapper):
-            old.sync_inner_kernel()
+        if is_bsq_layer(old):
+            sync_inner_weights(old)
             _copy_weights_by_name(old.layer, layer)
             layer.kernel.trainable = True
+            if getattr(layer, "bias", None) is not None:
+                layer.bias.trainable = True
         elif old.weights:
             layer.set_weights(old.get_weights())
     return new
@@ -192,17 +244,19 @@ def set_bsq_decay(model, alpha):
     """Regulariser strength: each layer adds alpha * #params_l * n_l / #params * lasso_l.
 
     #params counts the bit-quantized biases too (BSQ's `total_param`)."""
-    wrappers = bsq_layers(model)
-    total = sum(w.num_params + w.bias_params for w in wrappers)
-    for w in wrappers:
-        w.reg_strength.assign(float(alpha) / max(total, 1))
+    quantizers = [q for layer in bsq_layers(model) for q in bsq_quantizers(layer)]
+    total = sum(q.num_params for q in quantizers)
+    for q in quantizers:
+        q.reg_strength.assign(float(alpha) / max(total, 1))
     return total
 
 
 def requantize_model(model, adjust=True, increase=True):
-    """Re-quantize every wrapper (growing on overflow if `increase`, then adjusting); new scheme."""
-    for w in bsq_layers(model):
-        w.requantize(adjust=adjust, increase=increase)
+    """Re-quantize every BSQ layer (growing on overflow if `increase`, then adjusting); new scheme."""
+    for layer in bsq_layers(model):
+        for q in bsq_quantizers(layer):
+            q.requantize(adjust=adjust, increase=increase)
+        sync_inner_weights(layer)
     return scheme_of(model)
 
 

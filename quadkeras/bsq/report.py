@@ -19,18 +19,18 @@ Example:
 import json
 
 from quadkeras.bsq import bitplanes
-from quadkeras.bsq.convert import bsq_layers
-from quadkeras.bsq.wrapper import part_key
+from quadkeras.bsq.convert import bsq_layers, bsq_quantizers, part_key
 from quadkeras.report.plots import plot_bits_per_layer
 
 
 def average_bits(model):
     """Parameter-weighted mean precision of the BSQ layers (bit-quantized biases included)."""
     params = bits = 0
-    for w in bsq_layers(model):
-        for part in w.parts:  # the kernel (or each branch kernel) and a bit-quantized bias
-            params += w.part_params(part)
-            bits += w.part_params(part) * w.current_precision(part)
+    for layer in bsq_layers(model):
+        for q in bsq_quantizers(layer):  # the kernel (or each branch kernel) and a bit-quantized bias
+            for branch in q.branches:
+                params += q.part_params(branch)
+                bits += q.part_params(branch) * q.current_precision(branch)
     return float(bits / params) if params else 0.0
 
 
@@ -38,14 +38,15 @@ def bsq_report(model, accuracy=None):
     """Dict with per-layer precision / % of 1s, average bits, compression (+ `accuracy`, in %,
     measured by the caller, e.g. with `quadkeras.training.trainer.test_accuracy`)."""
     layers = []
-    for w in bsq_layers(model):
-        for part in w.kernel_parts:  # one entry per branch kernel of a per-branch quadratic layer
-            codes, _, n = w.get_codes(part)
-            entry = {"name": part_key(w.name, part), "type": type(w.layer).__name__,
-                     "params": w.part_params(part), "precision": n,
+    for layer in bsq_layers(model):
+        kernel, bias = layer.kernel_quantizer, layer.bias_quantizer
+        for branch in kernel.branches:  # one entry per branch kernel of a per-branch quadratic layer
+            codes, _, n = kernel.get_codes(branch)
+            entry = {"name": part_key(layer.name, branch), "type": type(layer.layer).__name__,
+                     "params": kernel.part_params(branch), "precision": n,
                      "ones_percent_msb_first": bitplanes.ones_percent(codes, n)}
-            if w.bias_params:  # bit-quantized bias: counted in the totals as BSQ's total_param/bit
-                entry.update(bias_params=w.bias_params, bias_precision=w.current_precision("bias"))
+            if bias is not None:  # bit-quantized bias: counted in the totals as BSQ's total_param/bit
+                entry.update(bias_params=bias.num_params, bias_precision=bias.current_precision())
             layers.append(entry)
     params = sum(layer["params"] + layer.get("bias_params", 0) for layer in layers)
     bits = sum(layer["params"] * layer["precision"] + layer.get("bias_params", 0) * layer.get("bias_precision", 0)

@@ -131,7 +131,7 @@ def _to_torch():
     if form == "bits" and not bsq:
         raise ValueError(f"Invalid --torch_format=bsq_bits for --model={FLAGS.model!r}: it holds no BSQ "
                          "layers; use --torch_format=bearpaw (float) or convert it with quadkeras-bsq first.")
-    if form == "bits" and any(w.representation != "bits" for w in bsq_layers(model)):
+    if form == "bits" and any(w.kernel_quantizer.representation != "bits" for w in bsq_layers(model)):
         model = to_representation(model, "bits")  # a finetune (float-representation) model: its codes
     acc, epoch = run_resume_fields(FLAGS.model) if wrap else (None, None)
     if layout == "bearpaw" and Run.of(FLAGS.model) is not None:

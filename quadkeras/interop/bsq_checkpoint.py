@@ -37,7 +37,7 @@ Example:
 import numpy as np
 import keras
 
-from quadkeras.bsq import BSQActivation, bsq_layers, to_bsq, to_float, to_representation
+from quadkeras.bsq import BSQActivation, bsq_layers, sync_inner_weights, to_bsq, to_float, to_representation
 from quadkeras.interop.layouts import (
     PREFIX, canonical_state, check_layout, detect_layout, is_bit_form, layout_key, strip_prefix)
 from quadkeras.interop.torch_checkpoint import (
@@ -111,7 +111,7 @@ def import_bsq_checkpoint(path, model="resnet20", abits=4, wbits=8, **overrides)
     """A BSQ Keras model holding BSQ's bit-form checkpoint `path` exactly.
 
     `model`: the zoo name / config of the network (a CIFAR ResNet); the class count follows
-    the file. Every layer with `pweight` planes becomes a `BitQuantWrapper` with those planes
+    the file. Every layer with `pweight` planes becomes a BSQ layer (`BitPlanes`) with those planes
     (continuous values kept), scale and precision (= plane count, checked against
     `Nbit_dict`); `wbits`: planes allocated per layer (the precision may grow up to 8 during a
     search; at least the file's count). `abits`: the block activations (BSQ's `--act`; 0 =
@@ -137,14 +137,14 @@ def import_bsq_checkpoint(path, model="resnet20", abits=4, wbits=8, **overrides)
     bsq = to_bsq(fp, bits=planes, scheme=scheme, abits=abits, quantize_bias=with_bias)
     for wrapper in bsq_layers(bsq):  # bias precision = the file's plane count (the kernel's: scheme)
         key = f"{resnet_module_name(wrapper.name)}.pbias"
-        if "bias" in wrapper.parts and key in state:
+        if wrapper.bias_quantizer is not None and key in state:
             count = int(np.shape(state[key])[-1])
             if not 1 <= count <= planes:
                 raise ValueError(f"Invalid checkpoint {source}: {key} has {count} bit planes; expected 1..{planes}.")
-            wrapper.set_codes(np.zeros(tuple(wrapper.layer.bias.shape), "int64"), 1.0, count, part="bias")
+            wrapper.bias_quantizer.set_codes(np.zeros(tuple(wrapper.layer.bias.shape), "int64"), 1.0, count)
     load_state_dict_into(bsq, raw, source, form="bits")
     for wrapper in bsq_layers(bsq):
-        wrapper.sync_inner_kernel()
+        sync_inner_weights(wrapper)
     nbits = _nbit_dict(read_fields(path), source)
     if nbits is not None:
         found = nbit_dict(bsq, detect_layout(strip_prefix(raw)))
@@ -158,15 +158,16 @@ def import_bsq_checkpoint(path, model="resnet20", abits=4, wbits=8, **overrides)
 
 def nbit_dict(model, layout="bearpaw"):
     """BSQ's `Nbit_dict` of a BSQ Keras model: {module name: [weight bits, bias bits]} for each
-    `BitQuantWrapper` (bias bits: the bit-quantized bias' precision, else 0)."""
+    BSQ layer (bias bits: the bit-quantized bias' precision, else 0)."""
     model_family(model)
     out = {}
     for wrapper in bsq_layers(model):
         module = resnet_module_name(wrapper.name)
         if module is None:
             raise ValueError(f"Invalid layer {wrapper.name!r} for BSQ's Nbit_dict: not a zoo ResNet layer.")
-        bias = wrapper.current_precision("bias") if "bias" in wrapper.parts else 0
-        out[layout_key(module + ".weight", layout)[: -len(".weight")]] = [wrapper.current_precision(), bias]
+        bias = 0 if wrapper.bias_quantizer is None else wrapper.bias_quantizer.current_precision()
+        out[layout_key(module + ".weight", layout)[: -len(".weight")]] = [wrapper.kernel_quantizer.current_precision(),
+                                                                        bias]
     return out
 
 
@@ -179,9 +180,9 @@ def export_bsq_checkpoint(model, path, form="bits", layout="bearpaw", acc=None, 
     if form == "bits" and layout != "bearpaw":
         raise ValueError(f"Invalid layout={layout!r} for BSQ's bit form: expected 'bearpaw' (BSQ's names).")
     if not bsq_layers(model):
-        raise ValueError(f"Invalid model {source or model.name!r}: no BSQ layers (BitQuantWrapper); "
+        raise ValueError(f"Invalid model {source or model.name!r}: no BSQ layers (BitPlanes); "
                          "export a float model with export_torch_checkpoint.")
-    if form == "bits" and any(w.representation != "bits" for w in bsq_layers(model)):
+    if form == "bits" and any(w.kernel_quantizer.representation != "bits" for w in bsq_layers(model)):
         model = to_representation(model, "bits")
     extra = {"Nbit_dict": nbit_dict(model, layout)} if layout == "bearpaw" else None
     return export_torch_checkpoint(model, path, wrap=True, acc=acc, epoch=epoch, check=check, source=source,

@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 import keras
 
-from quadkeras.bsq import BitQuantWrapper, BSQActivation
+from quadkeras.bsq import BSQActivation, is_bsq_layer, sync_inner_weights
 from quadkeras.layers import QuadConv2D
 
 BN_KEYS = (("weight", "gamma"), ("bias", "beta"), ("running_mean", "moving_mean"),
@@ -135,13 +135,13 @@ def _scale_entry(key, variable):
                  lambda array: variable.assign(float(np.asarray(array, "float32").reshape(-1)[0])))
 
 
-def _plane_entry(key, wrapper, part, index, to_torch_axes):
-    """BSQ's planes (`pweight` / `nweight` / `pbias` / `nbias`): the wrapper's n active planes
+def _plane_entry(key, quantizer, index, to_torch_axes, layer_name):
+    """BSQ's planes (`pweight` / `nweight` / `pbias` / `nbias`): the quantizer's n active planes
     (ours: last axis, LSB first) as PyTorch's weight layout + (n,), MSB first. Setting them
     sets the precision to the array's plane count (the rest of the planes become zero)."""
-    variable = getattr(wrapper, ("pos_", "neg_")[index] + ("planes" if part == "kernel" else "bias_planes"))
+    variable = quantizer.part_variable(("pos_planes", "neg_planes")[index])
     from_torch_axes = tuple(int(a) for a in np.argsort(to_torch_axes))
-    n = wrapper.current_precision(part)
+    n = quantizer.current_precision()
 
     def get():
         planes = _np(variable)[..., :n][..., ::-1]
@@ -151,37 +151,38 @@ def _plane_entry(key, wrapper, part, index, to_torch_axes):
         planes = np.asarray(array, "float32").transpose(from_torch_axes)[..., ::-1]
         count = planes.shape[-1]
         if not 1 <= count <= variable.shape[-1]:
-            raise ValueError(f"Invalid {key}: {count} bit planes; layer {wrapper.name!r} holds 1.."
+            raise ValueError(f"Invalid {key}: {count} bit planes; layer {layer_name!r} holds 1.."
                              f"{variable.shape[-1]} (convert with more --wbits).")
         full = np.zeros(tuple(variable.shape), "float32")
         full[..., :count] = planes
         variable.assign(full)
-        getattr(wrapper, "precision" if part == "kernel" else "bias_precision").assign(float(count))
+        quantizer.part_variable("precision").assign(float(count))
     shape = tuple(np.zeros(tuple(variable.shape[:-1]) + (n,), "float32").transpose(to_torch_axes).shape)
     return Entry(key, shape, get, set_)
 
 
 def _bsq_entries(wrapper, prefix, form, feature_shape=None):
-    """Entries of a `BitQuantWrapper` (see the module docstring)."""
+    """Entries of a BSQ layer (a `QuantizeWrapper` with `BitPlanes`; see the module docstring)."""
     inner = wrapper.layer
+    kernel_q, bias_q = wrapper.kernel_quantizer, wrapper.bias_quantizer
     if form == "float":
-        wrapper.sync_inner_kernel()  # the inner layer now holds the represented kernel / bias
+        sync_inner_weights(wrapper)  # the inner layer now holds the represented kernel / bias
         entries = _layer_entries(inner, prefix, feature_shape)
         quantized = ({f"{prefix}.conv{i}.weight" for i in (1, 2, 3)} if isinstance(inner, QuadConv2D) else
-                     {f"{prefix}.{'weight' if part == 'kernel' else 'bias'}" for part in wrapper.parts})
+                     {f"{prefix}.weight"} | ({f"{prefix}.bias"} if bias_q is not None else set()))
 
         def read_only(entry):
             if entry.key not in quantized:
                 return entry
 
             def refuse(array):
-                raise ValueError(f"Invalid target layer {wrapper.name!r} (BitQuantWrapper) for float key "
+                raise ValueError(f"Invalid target layer {wrapper.name!r} (BSQ bit planes) for float key "
                                  f"{entry.key}: a float weight cannot set BSQ bit planes; import the float "
                                  "checkpoint into a float model and convert it (to_bsq), or import BSQ's "
                                  "bit form.")
             return Entry(entry.key, entry.shape, entry.get, refuse)
         return [read_only(e) for e in entries]
-    if wrapper.representation != "bits":
+    if kernel_q.representation != "bits":
         raise ValueError(f"Invalid layer {wrapper.name!r} for BSQ's bit form: it holds the finetune (float) "
                          "representation; convert with quadkeras.bsq.to_representation(model, 'bits') first.")
     if isinstance(inner, keras.layers.Dense) and (feature_shape is None or int(np.prod(feature_shape[:2])) == 1):
@@ -190,15 +191,15 @@ def _bsq_entries(wrapper, prefix, form, feature_shape=None):
             and not isinstance(inner, QuadConv2D):
         axes, bias_axes = (3, 2, 0, 1, 4), (0, 1)
     else:
-        raise ValueError(f"Invalid layer {wrapper.name!r} ({type(inner).__name__} in a BitQuantWrapper) for "
+        raise ValueError(f"Invalid layer {wrapper.name!r} ({type(inner).__name__} with BSQ bit planes) for "
                          "BSQ's bit form: expected Conv2D or Dense (BSQ's BitConv2d / BitLinear).")
-    entries = [_plane_entry(f"{prefix}.pweight", wrapper, "kernel", 0, axes),
-               _plane_entry(f"{prefix}.nweight", wrapper, "kernel", 1, axes),
-               _scale_entry(f"{prefix}.scale", wrapper.scale)]
-    if "bias" in wrapper.parts:
-        entries += [_plane_entry(f"{prefix}.pbias", wrapper, "bias", 0, bias_axes),
-                    _plane_entry(f"{prefix}.nbias", wrapper, "bias", 1, bias_axes),
-                    _scale_entry(f"{prefix}.biasscale", wrapper.bias_scale)]
+    entries = [_plane_entry(f"{prefix}.pweight", kernel_q, 0, axes, wrapper.name),
+               _plane_entry(f"{prefix}.nweight", kernel_q, 1, axes, wrapper.name),
+               _scale_entry(f"{prefix}.scale", kernel_q.part_variable("scale"))]
+    if bias_q is not None:
+        entries += [_plane_entry(f"{prefix}.pbias", bias_q, 0, bias_axes, wrapper.name),
+                    _plane_entry(f"{prefix}.nbias", bias_q, 1, bias_axes, wrapper.name),
+                    _scale_entry(f"{prefix}.biasscale", bias_q.part_variable("scale"))]
     elif inner.use_bias:
         raise ValueError(f"Invalid layer {wrapper.name!r} for BSQ's bit form: its bias is float, and BSQ's "
                          "bit layers hold every bias in bits; convert with --bsq_quantize_bias "
@@ -207,7 +208,7 @@ def _bsq_entries(wrapper, prefix, form, feature_shape=None):
 
 
 def _layer_entries(layer, prefix, feature_shape=None, form="float"):
-    if isinstance(layer, BitQuantWrapper):
+    if is_bsq_layer(layer):
         return _bsq_entries(layer, prefix, form, feature_shape)
     if isinstance(layer, QuadConv2D):
         return _quad_entries(layer, prefix)

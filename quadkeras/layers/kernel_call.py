@@ -1,7 +1,7 @@
 """`call_with_kernel(layer, inputs, kernel)`: run a layer with a substitute kernel.
 
 The one place that knows how each supported layer applies its kernel, for everything that
-swaps the kernel for a quantized one (`QuantizeWrapper`, BSQ's `BitQuantWrapper`). Like
+swaps the kernel for a quantized one (`QuantizeWrapper`, BSQ's bit planes included). Like
 Keras' own `Conv2D.call`, it goes through the layer's `convolution_op`, so a subclass that
 overrides that op (quadkeras' `Conv2D`) keeps it; quadratic layers run their own
 `call_with_kernel` (fused branches, per-branch BN) with the optional branch / product

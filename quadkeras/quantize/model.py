@@ -81,8 +81,8 @@ def quantize_model(model, scheme):
 
 def quantized_layers(model):
     """The layers of a model that hold quantizers (every `QuantizerHost`: `QuantizeWrapper`,
-    `QuantizeOutput`, BSQ's `BitQuantWrapper`), in order, nested models included: the one way
-    to find them."""
+    BSQ's layers included, and `QuantizeOutput`), in order, nested models included: the one
+    way to find them."""
     found = []
     for layer in model.layers:
         if isinstance(layer, QuantizerHost):

@@ -8,6 +8,7 @@ A scheme is a plain dict (stored under a model config's `"quantize"` key):
       "output": None,             # default output quantizer
       "branch": None,             # quadratic layers: fused linear output (int8 QAT export)
       "product": None,            # quadratic layers: branch product (int8 MUL/ADD at export)
+      "bias": None,               # first-order layers with a bias: bias quantizer
       "quantize_first_last": False,   # False: first and last quantizable layers stay float
       "quantize_shortcut": False,     # False: "real shortcut" (shortcut convs stay float)
       "output_after_bn": False,       # True: a conv/dense output quantizer goes after the BN
@@ -44,7 +45,7 @@ from quadkeras.quantize.wrapper import QuantizeWrapper
 from quadkeras.quantizers import get
 from quadkeras.utils.validation import check_choice
 
-SLOTS = QuantizeWrapper.slot_names()  # the wrapper's slot table: kernel, input, output, branch, product
+SLOTS = QuantizeWrapper.slot_names()  # the wrapper's slot table: kernel, input, output, branch, product, bias
 SCHEME_KEYS = SLOTS + ("quantize_first_last", "quantize_shortcut", "shortcut_pattern", "rules", "method",
                        "output_after_bn")
 RULE_KEYS = ("name", "type", "skip") + SLOTS
@@ -79,7 +80,7 @@ PRESETS = {
 # int8_qat with each conv/dense output fake-quant after its BN: the converter folds the BN
 # (smaller, faster file) at a measured cost in Keras-vs-LiteRT agreement (docs/export.md).
 PRESETS["int8_qat_fold_bn"] = {**PRESETS["int8_qat"], "output_after_bn": True}
-DEFAULTS = {"kernel": None, "input": None, "output": None, "branch": None, "product": None,
+DEFAULTS = {"kernel": None, "input": None, "output": None, "branch": None, "product": None, "bias": None,
             "output_after_bn": False,
             "quantize_first_last": False,
             "quantize_shortcut": False, "shortcut_pattern": "shortcut", "rules": []}
@@ -164,6 +165,8 @@ def plan_layer(scheme, layer, is_first_or_last):
         settings["branch"] = None
     if not (isinstance(layer, LAYER_TYPES["quad"]) and layer.neuron_spec.product_quantizable):
         settings["product"] = None
+    if isinstance(layer, LAYER_TYPES["quad"]) or not getattr(layer, "use_bias", False):
+        settings["bias"] = None
     if skip or all(v is None for v in settings.values()):
         return None
     return settings

@@ -31,7 +31,7 @@ import keras
 from keras import ops
 
 from quadkeras.layers import QuadDepthwiseConv2D
-from quadkeras.layers.kernel_call import QUAD_LAYERS, SUPPORTED, call_with_kernel
+from quadkeras.layers.kernel_call import FIRST_ORDER_LAYERS, QUAD_LAYERS, SUPPORTED, call_with_kernel
 from quadkeras.layers.kernel_call import supports_kernel_call as is_quantizable
 from quadkeras.quantizers.hosting import QuantizerHost, Slot
 
@@ -52,11 +52,18 @@ class QuantizeWrapper(QuantizerHost):
         product_quantizer: quadratic layers with a branch product (`ours`, `t3`, `t4`,
             `t2_4`) only: quantizer of the product before the linear branch is added, so
             the exported MUL and ADD run in int8 too.
+        bias_quantizer: `Conv2D`, `DepthwiseConv2D` and `Dense` with a bias only: quantizer
+            of the bias (e.g. BSQ's bit-form bias, `"bsq:8"`).
+
+    A quantizer that holds the weight itself (`Quantizer.holds_value`, BSQ's `BitPlanes`)
+    replaces the layer's kernel (bias): that variable is frozen, and the quantizer's output is
+    what the layer computes with. A quadratic layer's branch channels are handed to a kernel
+    quantizer that has a `branch_index` attribute before it is built.
     """
 
     SLOTS = (Slot("kernel", "weight"), Slot("input", "activation"), Slot("output", "activation"),
-             Slot("branch", "activation"), Slot("product", "activation"))
-    VARIABLE_ORDER = ("input", "kernel", "output", "branch", "product")  # older files list them so
+             Slot("branch", "activation"), Slot("product", "activation"), Slot("bias", "weight"))
+    VARIABLE_ORDER = ("input", "kernel", "output", "branch", "product", "bias")  # older files list them so
     QUAD_ONLY = ("product", "branch")  # slots of quadratic layers only
 
     def __init__(self, layer, *quantizers, **kwargs):
@@ -73,13 +80,24 @@ class QuantizeWrapper(QuantizerHost):
             if given[slot] is not None and not isinstance(layer, QUAD_LAYERS):
                 raise ValueError(f"Invalid {slot}_quantizer for {type(layer).__name__} ('{layer.name}'): "
                                  f"expected a quadratic layer ({', '.join(c.__name__ for c in QUAD_LAYERS)}).")
+        if given["bias"] is not None and not (isinstance(layer, FIRST_ORDER_LAYERS) and layer.use_bias):
+            raise ValueError(f"Invalid bias_quantizer for {type(layer).__name__} ('{layer.name}'): expected a "
+                             "Conv2D, DepthwiseConv2D or Dense layer with a bias.")
 
     # -------------------------------------------------------------------- build
     def build_slot(self, slot, quantizer, input_shape):
         if slot == "input":
             quantizer.build(input_shape)
         elif slot == "kernel":
+            if hasattr(quantizer, "branch_index") and isinstance(self.layer, QUAD_LAYERS):
+                quantizer.branch_index = [list(map(int, i)) for i in self.layer._kernel_branch_index]
             quantizer.build_from_value(self._kernel_view(self.layer.kernel))
+            if quantizer.holds_value:
+                self.layer.kernel.trainable = False
+        elif slot == "bias":
+            quantizer.build_from_value(self.layer.bias)
+            if quantizer.holds_value:
+                self.layer.bias.trainable = False
         elif slot == "branch":
             out = tuple(self.compute_output_shape(input_shape))
             quantizer.build(out[:-1] + (self.layer.num_branches * self.layer.units_per_branch,))
@@ -89,15 +107,19 @@ class QuantizeWrapper(QuantizerHost):
     def _is_depthwise(self):
         return isinstance(self.layer, (keras.layers.DepthwiseConv2D, QuadDepthwiseConv2D))
 
+    def _views_kernel(self):
+        """True when the kernel quantizer sees a depthwise kernel as (kh, kw, 1, C*M)."""
+        return self._is_depthwise() and (self.kernel_quantizer is None or self.kernel_quantizer.kernel_view)
+
     def _kernel_view(self, kernel):
         kernel = ops.convert_to_tensor(kernel)
-        if self._is_depthwise():
+        if self._views_kernel():
             kh, kw, c, m = kernel.shape
             return ops.reshape(kernel, (kh, kw, 1, c * m))
         return kernel
 
     def _kernel_unview(self, kernel):
-        return ops.reshape(kernel, self.layer.kernel.shape) if self._is_depthwise() else kernel
+        return ops.reshape(kernel, self.layer.kernel.shape) if self._views_kernel() else kernel
 
     # --------------------------------------------------------------------- call
     def call(self, inputs, training=None):
@@ -117,8 +139,9 @@ class QuantizeWrapper(QuantizerHost):
         return self._kernel_unview(self.kernel_quantizer(self._kernel_view(kernel), training=training))
 
     def _forward(self, x, kernel, training):
+        bias = None if self.bias_quantizer is None else self.bias_quantizer(self.layer.bias, training=training)
         return call_with_kernel(self.layer, x, kernel, training, self.branch_quantizer,
-                                self.product_quantizer, compute_dtype=self.compute_dtype)
+                                self.product_quantizer, compute_dtype=self.compute_dtype, bias=bias)
 
     # ----------------------------------------------------------------- metadata
     def quantized_kernel(self):

@@ -49,6 +49,7 @@ def wrap_layers(model, scheme):
         return QuantizeWrapper(layer, kernel_quantizer=plan["kernel"],
                                input_quantizer=plan["input"], output_quantizer=plan["output"],
                                branch_quantizer=plan["branch"], product_quantizer=plan["product"],
+                               bias_quantizer=plan["bias"],
                                name=layer.name)
 
     quantized = keras.models.clone_model(model, clone_function=clone)

@@ -8,8 +8,8 @@ Example:
 >>> from quadkeras import quantizers
 >>> quantizers.get("dorefa:2").bits
 2
->>> sorted(quantizers.QUANTIZERS)[:3]
-['dorefa', 'fakequant', 'lqnet']
+>>> sorted(quantizers.QUANTIZERS)[:3]  # "bsq": BSQ's bit planes, registered by quadkeras.bsq
+['bsq', 'dorefa', 'fakequant']
 """
 
 from quadkeras.quantizers.base import Quantizer

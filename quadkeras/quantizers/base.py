@@ -77,6 +77,11 @@ class Quantizer(keras.layers.Layer):
     # Post-training calibration (`quadkeras.quantize.calibration`): when set, inference calls
     # hand the input to `observer(quantizer, x)` and pass it through unquantized.
     observer = None
+    # True: the quantizer holds the weight itself (BSQ's bit planes): its host freezes the
+    # layer's own variable and computes with what the quantizer returns.
+    holds_value = False
+    # False: a depthwise kernel is handed over in the layer's own layout, not as (kh, kw, 1, C*M).
+    kernel_view = True
 
     def __init__(self, bits=8, signed=None, granularity=None, groups=None, normalize=None, role=None,
                  **kwargs):
@@ -96,6 +101,10 @@ class Quantizer(keras.layers.Layer):
         self.init_state = PENDING  # set by `build` (see INIT_STATES)
         self.initialized_var = None  # the saved state, made by `build` when data must initialise
         self._first_batch_values = None  # {name: value} during a call that initialises from data
+
+    def current_bits(self):
+        """The bit width this quantizer quantizes to now (`bits`; BSQ: the learnt precision)."""
+        return self.bits
 
     def number(self, name, value, allowed):
         """A method's numeric option checked against its `Interval` (one-line error naming

@@ -32,7 +32,7 @@ Example:
 >>> [v.path for v in w.trainable_variables]
 ['dense/input/step', 'dense/kernel/step', 'dense/dense/kernel', 'dense/dense/bias']
 >>> [s.name for s in QuantizeWrapper.SLOTS]
-['kernel', 'input', 'output', 'branch', 'product']
+['kernel', 'input', 'output', 'branch', 'product', 'bias']
 """
 
 import collections
@@ -129,7 +129,7 @@ class QuantizerHost(keras.layers.Wrapper):
         None where that slot is empty or the host has none (`QuantizeOutput`: both None, its
         layer's input is not quantized by it)."""
         held = {slot: self.quantizer(slot) for slot in self.slot_names()}
-        return {role: None if held.get(slot) is None else held[slot].bits
+        return {role: None if held.get(slot) is None else held[slot].current_bits()
                 for role, slot in (("weight", "kernel"), ("activation", "input"))}
 
     # ------------------------------------------------------------------- build

@@ -141,7 +141,8 @@ def keras_augment(config):
 
 def _initialize_quantizers(model, train_ds):
     """First-batch quantizer initialisation outside `fit` (JAX's trainer would drop it)."""
-    if any(layer.quantizers() for layer in quantized_layers(model)):  # BSQ hosts hold none
+    # BSQ's bit planes (a quantizer that holds its weight) never initialise from data
+    if any(not q.holds_value for layer in quantized_layers(model) for q in layer.quantizers()):
         initialize_quantizers(model, next(iter(train_ds))[0])
 
 
