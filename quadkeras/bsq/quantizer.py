@@ -51,6 +51,11 @@ BRANCH_LETTERS = "abc"  # QuadraLib's W_a, W_b, W_c
 PLANE_BOUNDS = (0.0, 2.0)  # continuous planes between re-quantizations
 
 
+def _key(branch):
+    """The string key of a part (TF's object tracking saves only string-keyed dicts)."""
+    return "" if branch is None else branch
+
+
 @keras.saving.register_keras_serializable(package="quadkeras")
 class ClipConstraint(keras.constraints.Constraint):
     """Clip a variable to [low, high] after every optimizer step."""
@@ -118,7 +123,7 @@ class BitPlanes(Quantizer):
 
     def _add_part(self, branch, shape):
         suffix = "" if branch is None else f"_{branch}"
-        self._shapes[branch] = shape
+        self._shapes[_key(branch)] = shape
         found = {}
         if self.representation == "bits":
             for kind in ("pos_planes", "neg_planes"):
@@ -129,14 +134,14 @@ class BitPlanes(Quantizer):
         found["scale"] = self._variable("scale" + suffix, (), initializer="ones")
         found["precision"] = self._variable("precision" + suffix, (), trainable=False,
                                             initializer=keras.initializers.Constant(float(self.bits)))
-        self._vars[branch] = found
+        self._vars[_key(branch)] = found  # string keys: TF's SavedModel tracks this dict
 
     def part_variable(self, kind, branch=None):
         """The variable `kind` ("pos_planes", "neg_planes", "norm", "scale", "precision") of a part."""
-        if branch not in self._vars:
+        if branch not in self.branches:
             raise ValueError(f"Invalid branch={branch!r} for {self.name!r}: expected one of "
                              f"{', '.join(map(repr, self.branches))}.")
-        return self._vars[branch][kind]
+        return self._vars[_key(branch)][kind]
 
     # --------------------------------------------------------------- forward
     def call(self, x, training=None):
@@ -180,7 +185,7 @@ class BitPlanes(Quantizer):
     # -------------------------------------------------------- NumPy state access
     def part_params(self, branch=None):
         """Number of values a part holds."""
-        return int(np.prod(self._shapes[branch]))
+        return int(np.prod(self._shapes[_key(branch)]))
 
     @property
     def num_params(self):
