@@ -48,7 +48,7 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def keras_side(name, batch, jit_compile, size=32, quantize=None, init_x=None):
+def keras_side(name, batch, jit_compile, size=32, quantize=None, init_x=None, prepare=None):
     """(train step fn, predict fn) of the quadkeras zoo model, compiled like the trainer.
 
     `quantize`: a scheme (e.g. `scheme_from_flags("lsq", 4, 4)`); its quantizers are
@@ -57,7 +57,9 @@ def keras_side(name, batch, jit_compile, size=32, quantize=None, init_x=None):
     trainer's static-shape `torch.compile` settings first. The train fn runs the step `fit`
     runs: `train_on_batch` on tensorflow; `train_function` on one batch on torch and jax (on
     jax with the state carried from step to step as `fit` does, not written back to the
-    variables after every step as `train_on_batch` does; `predict` writes it back first)."""
+    variables after every step as `train_on_batch` does; `predict` writes it back first).
+    `prepare(model)` (optional) runs on the built, initialised model before it is compiled
+    (`bench/lsq_breakdown.py` freezes variables there)."""
     import keras
 
     from quadkeras.models import build_model
@@ -68,6 +70,8 @@ def keras_side(name, batch, jit_compile, size=32, quantize=None, init_x=None):
     model = build_model(name, num_classes=10, input_shape=(size, size, 3), quantize=quantize)
     if quantize is not None:
         initialize_quantizers(model, init_x if init_x is not None else _data(batch, size)[0])
+    if prepare is not None:
+        prepare(model)
     opt = CoupledDecaySGD(learning_rate=0.1, momentum=0.9, l2=5e-4, global_clipnorm=0.5)
     jit = {"auto": "auto", "true": True, "false": False}[jit_compile]
     if jit is True and backend == "torch":
