@@ -192,8 +192,14 @@ class _Step:
         self.mixed = self.direct and op.compute_dtype != op.variable_dtype
         self.single = len(args) == 1 and not kwargs and isinstance(args[0], keras.KerasTensor)
         self.kw_tensors = any(isinstance(x, keras.KerasTensor) for x in keras.tree.flatten(kwargs))
+        # one list of tensors (Add, Concatenate, ...): filled without Keras' tree walk
+        self.listed = (not self.single and len(args) == 1 and not kwargs
+                       and type(args[0]) in (list, tuple) and len(args[0]) > 0
+                       and all(isinstance(x, keras.KerasTensor) for x in args[0]))
         if self.single:
             self.slot = slot_of[id(args[0])]
+        elif self.listed:
+            self.list_type, self.slots = type(args[0]), [slot_of[id(x)] for x in args[0]]
         else:
             flat = keras.tree.flatten((args, kwargs))
             self.template = (args, kwargs)
@@ -203,6 +209,8 @@ class _Step:
     def _arguments(self, values):
         if self.single:
             return [values[self.slot]], {}
+        if self.listed:
+            return [self.list_type(values[s] for s in self.slots)], {}
         flat = [c if s is None else values[s] for s, c in zip(self.fill, self.constants)]
         args, kwargs = keras.tree.pack_sequence_as(self.template, flat)
         return list(args), dict(kwargs)
@@ -231,8 +239,12 @@ class _Step:
             outputs = self.call(*args, **kwargs)
         else:
             if self.cast_to is not None:  # Layer.__call__'s input conversion
-                args = ([self._cast(args[0])] if self.single
-                        else keras.tree.map_structure(self._cast, args))
+                if self.single:
+                    args = [self._cast(args[0])]
+                elif self.listed:
+                    args = [self.list_type(self._cast(x) for x in args[0])]
+                else:
+                    args = keras.tree.map_structure(self._cast, args)
                 kwargs = keras.tree.map_structure(self._cast, kwargs) if self.kw_tensors else kwargs
             new_scope = self._scope_dtype(scope)
             if new_scope is False:
