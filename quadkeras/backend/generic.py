@@ -57,9 +57,10 @@ def conv2d(x, kernel, strides, pads, dilation_rate):
     return None
 
 
-def scaled_round(x, s, low, high, below, above):
+def scaled_round(x, s, low, high, below, above, step_scale=1.0, floor=None):
     """LSQ's `s * round(clip(x / s, low, high))` with its gradients as one native op (float32
-    thresholds `below` / `above` one ulp outside the range); None: none."""
+    thresholds `below` / `above` one ulp outside the range); the step used is
+    `max(s, floor)` (no floor: `s`) and its gradient is scaled by `step_scale`; None: none."""
     return None
 
 

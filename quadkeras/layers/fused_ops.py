@@ -156,17 +156,19 @@ def _explicit_padding(padding, kernel_size, strides, dilation_rate):
 
 
 # ---------------------------------------------------------------------- LSQ rounding
-def native_scaled_round(x, s, low, high):
-    """`s * round(clip(x / s, low, high))` with LSQ's gradients as one native op, or None where
-    there is none (then the caller's `keras.ops` version runs). `s`: a scalar or one value per
-    channel (last axis)."""
+def native_scaled_round(x, s, low, high, step_scale=1.0, floor=None):
+    """`s' * round(clip(x / s', low, high))` with `s' = max(s, floor)` (no floor: `s`), LSQ's
+    gradients and `s`'s gradient scaled by `step_scale` (a Python float), as one native op, or
+    None where there is none (then the caller's `keras.ops` version runs). `s`: a scalar or
+    one value per channel (last axis)."""
     if not _is_float32(x, s):
         return None
     per_channel = len(s.shape) == 1 and s.shape[0] == x.shape[-1] and s.shape[0] != 1
     if not (per_channel or math.prod(s.shape) == 1):
         return None
     below, above = _just_outside(float(low), float(high))
-    return backend.active().scaled_round(x, s, float(low), float(high), below, above)
+    return backend.active().scaled_round(x, s, float(low), float(high), below, above,
+                                         float(step_scale), None if floor is None else float(floor))
 
 
 def select_form_fuses():

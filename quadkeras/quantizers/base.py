@@ -409,7 +409,10 @@ def _size(dims):
     return size
 
 
-def positive(x, floor=1e-8):
+POSITIVE_FLOOR = 1e-8  # the smallest step / clip value `positive` lets through
+
+
+def positive(x, floor=POSITIVE_FLOOR):
     """`x` floored at a small positive value: a learnt step / clip value that training drives
     to 0 or below must not turn the quantizer into inf/NaN (gradient unchanged above it)."""
     return ops.maximum(x, floor)

@@ -19,8 +19,8 @@ Example:
 import numpy as np
 from keras import ops
 
-from quadkeras.quantizers.base import Quantizer, abs_mean, positive, register
-from quadkeras.quantizers.ste import grad_scale, scaled_round
+from quadkeras.quantizers.base import POSITIVE_FLOOR, Quantizer, abs_mean, register
+from quadkeras.quantizers.ste import scaled_round
 
 
 @register
@@ -47,5 +47,6 @@ class LSQ(Quantizer):
         qn, qp = self.q_range()
         n = self.elements_per_param(x)
         g = float(1.0 / np.sqrt(n * qp)) if isinstance(n, int) else 1.0 / ops.sqrt(n * float(qp))
-        s = self.expand(positive(grad_scale(self.param(self.step), g)))
-        return scaled_round(x, s, -float(qn), float(qp))
+        # expand (repeat per group) commutes with the element-wise floor and gradient scale
+        s = self.expand(self.param(self.step))
+        return scaled_round(x, s, -float(qn), float(qp), step_scale=g, floor=POSITIVE_FLOOR)

@@ -44,10 +44,12 @@ def grad_scale(x, g):
     return ops.stop_gradient(x - scaled) + scaled
 
 
-def scaled_round(x, s, low, high):
+def scaled_round(x, s, low, high, step_scale=1.0, floor=None):
     """`s * round(clip(x / s, low, high))`; gradients (LSQ, Esser et al. 2020):
     d/dx = 1 where `low <= x / s <= high`, else 0; d/ds = round(x/s) - x/s inside the range,
     `low` / `high` at the clip, summed to `s`'s shape (a scalar, or per channel = last axis).
+    The step may come raw: it is used as `max(s, floor)` (`positive`) with its gradient scaled
+    by `step_scale` (`grad_scale`), fused into the native op where there is one.
 
     >>> from keras import ops
     >>> x = ops.convert_to_tensor([0.26, -0.9, 0.5])
@@ -55,9 +57,14 @@ def scaled_round(x, s, low, high):
     [0.25, -0.5, 0.25]
     """
     s = ops.convert_to_tensor(s, x.dtype)
-    native = native_scaled_round(ops.convert_to_tensor(x), s, low, high)  # torch: one Function
-    if native is not None:
-        return native
+    if isinstance(step_scale, (int, float)):  # torch: one Function, step transform included
+        native = native_scaled_round(ops.convert_to_tensor(x), s, low, high, step_scale, floor)
+        if native is not None:
+            return native
+    if not (isinstance(step_scale, (int, float)) and step_scale == 1.0):
+        s = grad_scale(s, step_scale)
+    if floor is not None:
+        s = ops.maximum(s, floor)  # `positive`
     if isinstance(x, keras.Variable) or hasattr(x, "assign"):  # e.g. a kernel: read it out here,
         x = ops.copy(x)  # TF's custom_gradient rejects variables read inside the function
 
