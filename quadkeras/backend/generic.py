@@ -28,7 +28,7 @@ SELECT_FORM_FUSES = False
 DIRECT_LAYER_CALL = False
 
 __all__ = ["DIRECT_LAYER_CALL", "STRIDED_1X1_AS_SLICE", "SELECT_FORM_FUSES", "all_reduce_sum", "batch_norm_infer",
-           "batch_norm_train", "clip_by_global_norm", "conv2d", "enable_determinism",
+           "batch_norm_step", "batch_norm_train", "clip_by_global_norm", "conv2d", "enable_determinism",
            "float32_precision", "is_compiling", "is_concrete", "prepare_jit_compile", "process_index",
            "replica_sum", "replicas_in_sync", "resolve_auto_jit", "scaled_round", "sgd_update",
            "update_moving"]
@@ -37,6 +37,12 @@ __all__ = ["DIRECT_LAYER_CALL", "STRIDED_1X1_AS_SLICE", "SELECT_FORM_FUSES", "al
 def batch_norm_train(z, gamma, beta, epsilon):
     """(y, batch mean, biased batch variance) of a training BatchNorm over all axes but the
     last, from a native kernel; None: no native kernel (float32 inputs only)."""
+    return None
+
+
+def batch_norm_step(x, gamma, beta, moving_mean, moving_variance, momentum, epsilon):
+    """A training BatchNorm's whole step on the variables' own tensors: the normalised `x`,
+    the moving statistics updated in place; None: not here (the caller's ops run)."""
     return None
 
 

@@ -40,6 +40,29 @@ def batch_norm_train(z, gamma, beta, epsilon):
     return torch.movedim(y, 1, -1), mean.detach(), var
 
 
+def batch_norm_step(x, gamma, beta, moving_mean, moving_variance, momentum, epsilon):
+    """`batch_norm_train` and both `update_moving`s in raw torch: one layer's eager training
+    step without ~15 Keras-dispatched casts, conversions and variable reads (~0.3 ms of a
+    ~0.4 ms layer call on CPU). None for non-float32 tensors, inside a `StatelessScope` or
+    under a non-float32 autocast scope (there `variable.value` is not the variable's tensor)."""
+    if (not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.dim() < 2
+            or keras_private.in_stateless_scope()):
+        return None
+    active, dtype = keras_private.current_autocast_dtype()
+    if active and dtype != "float32":
+        return None
+    raws = [keras_private.raw_value(v) for v in (gamma, beta, moving_mean, moving_variance)]
+    if any(not isinstance(r, torch.Tensor) or r.dtype != torch.float32 for r in raws):
+        return None
+    gamma, beta, moving_mean, moving_variance = raws
+    y, mean, invstd = torch.native_batch_norm(torch.movedim(x, -1, 1), gamma, beta, None, None,
+                                              True, 0.0, epsilon)
+    with torch.no_grad():  # v <- v + (1 - momentum) (new - v): two kernels for the pair
+        var = invstd.pow(-2).sub_(epsilon).clamp_min_(0.0)
+        torch._foreach_lerp_([moving_mean, moving_variance], [mean, var], 1.0 - momentum)
+    return torch.movedim(y, 1, -1)
+
+
 def batch_norm_infer(z, mean, variance, gamma, beta, epsilon):
     """One `F.batch_norm` kernel on the channels-last view."""
     stats = (ops.convert_to_tensor(t) for t in (mean, variance, gamma, beta))

@@ -24,7 +24,7 @@ True
 import keras
 from keras import ops
 
-from quadkeras.layers.fused_ops import batch_norm_infer, batch_norm_train, update_moving
+from quadkeras.layers.fused_ops import batch_norm_infer, batch_norm_step, batch_norm_train, update_moving
 
 
 @keras.saving.register_keras_serializable(package="quadkeras")
@@ -48,6 +48,11 @@ class BatchNormalization(keras.layers.BatchNormalization):
                 y = batch_norm_infer(x, *(ops.cast(v, x.dtype) for v in stats), self.epsilon)
                 return ops.cast(y, self.compute_dtype)
             return super().call(inputs, training=training, mask=mask)
+        if self.compute_dtype == "float32":  # torch: the whole step on raw tensors
+            y = batch_norm_step(inputs, self.gamma, self.beta, self.moving_mean,
+                                self.moving_variance, self.momentum, self.epsilon)
+            if y is not None:
+                return y
         x = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
         y, mean, var = batch_norm_train(x, ops.cast(self.gamma, x.dtype), ops.cast(self.beta, x.dtype),
                                         self.epsilon)

@@ -57,7 +57,7 @@ import keras
 from keras import ops
 
 from quadkeras import backend
-from quadkeras.layers.replica_moments import global_moments
+from quadkeras.layers.replica_moments import global_moments, replicas_in_sync
 
 
 def _is_float32(*tensors):
@@ -92,6 +92,16 @@ def _normalise(z, gamma, beta, epsilon, mean, var):
     m, v = ops.cast(mean, z.dtype), ops.cast(var, z.dtype)
     scale = gamma * ops.rsqrt(v + epsilon)
     return z * scale + (beta - m * scale), mean, var
+
+
+def batch_norm_step(x, gamma, beta, moving_mean, moving_variance, momentum, epsilon):
+    """A training BatchNorm's normalised `x` with `moving_mean` / `moving_variance` updated (as
+    `batch_norm_train` + `update_moving`) in one native call, or None where the backend has
+    none or the step is data-parallel (then the caller runs those two)."""
+    if replicas_in_sync() != 1:
+        return None
+    return backend.active().batch_norm_step(x, gamma, beta, moving_mean, moving_variance,
+                                            momentum, epsilon)
 
 
 def update_moving(variable, value, momentum):

@@ -190,8 +190,11 @@ class _Step:
                         and keras_private.converts_inputs(op) else None)
         self.autocast, self.compute_dtype = getattr(op, "autocast", True), getattr(op, "compute_dtype", None)
         self.mixed = self.direct and op.compute_dtype != op.variable_dtype
-        self.single = len(args) == 1 and not kwargs and isinstance(args[0], keras.KerasTensor)
         self.kw_tensors = any(isinstance(x, keras.KerasTensor) for x in keras.tree.flatten(kwargs))
+        # one tensor, constant keyword arguments (a BatchNormalization node records mask=None)
+        self.single = (len(args) == 1 and not self.kw_tensors
+                       and isinstance(args[0], keras.KerasTensor))
+        self.constant_kwargs = dict(kwargs) if self.single else None
         # one list of tensors (Add, Concatenate, ...): filled without Keras' tree walk
         self.listed = (not self.single and len(args) == 1 and not kwargs
                        and type(args[0]) in (list, tuple) and len(args[0]) > 0
@@ -208,7 +211,7 @@ class _Step:
 
     def _arguments(self, values):
         if self.single:
-            return [values[self.slot]], {}
+            return [values[self.slot]], dict(self.constant_kwargs)
         if self.listed:
             return [self.list_type(values[s] for s in self.slots)], {}
         flat = [c if s is None else values[s] for s, c in zip(self.fill, self.constants)]
