@@ -79,10 +79,9 @@ def keras_side(name, batch, jit_compile, size=32, quantize=None, init_x=None, pr
 
         static_shape_torch_compile()
     model.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
-    if not model.jit_compile:  # eager torch: the trainer's fast forward (no-op elsewhere)
-        from quadkeras.training import fast_torch_forward
+    from quadkeras.training import fast_torch_forward
 
-        fast_torch_forward(model)
+    fast_torch_forward(model)  # torch, eager and compiled: as the trainer (no-op elsewhere)
 
     state = {}
 
@@ -92,9 +91,11 @@ def keras_side(name, batch, jit_compile, size=32, quantize=None, init_x=None, pr
         # torch: `train_on_batch` also redoes the symbolic-build bookkeeping on every call
         # (~4 ms a step here); jax: it also assigns every variable after every step
         if not state:
-            model.train_on_batch(x, y)  # builds model, optimizer and metrics
-            model.make_train_function()
+            # backend tensors, as `fit`'s data adapter gives them (numpy here would make a
+            # compiled torch step trace and compile twice: once for arrays, once for tensors)
             state["data"] = (keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y))
+            model.train_on_batch(*state["data"])  # builds model, optimizer and metrics
+            model.make_train_function()
         if backend == "jax":
             if "jax" not in state:  # (again) after `predict` wrote the state back
                 state["jax"] = model._get_jax_state(

@@ -31,21 +31,26 @@ def _tiny_quantized_model(method="lsq"):
     return quantize_model(model, scheme_from_flags(method, 4, 4, quantize_first_last=True))
 
 
-def _train(jit_compile, batches, method="lsq"):
+def _train(jit_compile, batches, method="lsq", fast=False):
     from quadkeras.quantize import initialize_quantizers
+    from quadkeras.training import fast_torch_forward
 
     model = _tiny_quantized_model(method)
     initialize_quantizers(model, batches[0][0])
     model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=jit_compile)
+    assert fast_torch_forward(model, fast) == fast
     losses = [float(model.train_on_batch(x, y)) for x, y in batches]
     return losses, [keras.ops.convert_to_numpy(v) for v in model.weights]
 
 
-def test_compiled_quantized_step_matches_eager():
+@pytest.mark.parametrize("fast", [False, True], ids=["keras_forward", "fast_forward"])
+def test_compiled_quantized_step_matches_eager(fast):
     """LSQ W4A4 on a conv + quadratic conv + dense net: four steps, the third with another
-    batch size; losses and every weight (quantizer steps included) as eager, to 1e-5."""
+    batch size; losses and every weight (quantizer steps included) as eager (Keras' own
+    forward), to 1e-5, with the compiled step tracing Keras' forward or the fast forward
+    (what `quadkeras.training.train` compiles)."""
     import torch
 
     torch._dynamo.reset()
@@ -53,7 +58,7 @@ def test_compiled_quantized_step_matches_eager():
     batches = [(rng.random((n, 8, 8, 3), dtype=np.float32), rng.integers(0, 10, (n,)))
                for n in (4, 4, 3, 4)]
     eager_losses, eager_weights = _train(False, batches)
-    compiled_losses, compiled_weights = _train(True, batches)
+    compiled_losses, compiled_weights = _train(True, batches, fast=fast)
     np.testing.assert_allclose(compiled_losses, eager_losses, atol=1e-5)
     assert len(compiled_weights) == len(eager_weights)
     for compiled, eager in zip(compiled_weights, eager_weights):
@@ -79,12 +84,14 @@ def test_quantizers_trace_without_graph_breaks_of_their_own():
     assert counts["lsq"] == counts["float"], counts
 
 
-def test_compiled_fit_does_not_recompile_per_step(monkeypatch):
+@pytest.mark.parametrize("fast", [False, True], ids=["keras_forward", "fast_forward"])
+def test_compiled_fit_does_not_recompile_per_step(monkeypatch, fast):
     """After the first epoch, a compiled `fit` adds no dynamo graph: nothing the step reads
     changes from step to step. Before `static_shape_torch_compile` traced Keras' op-naming
     counter as a constant, `ZeroPadding2D` (its `ops.pad` builds a new auto-named op per
     call) recompiled a frame on every step (the zoo's ResNet-20: ~5 s a step instead of
-    0.2). dynamo's "eager" backend: the guards and graphs are dynamo's, no inductor time."""
+    0.2). Nor with the fast forward traced instead of Keras' (its plan is made on the first
+    call). dynamo's "eager" backend: the guards and graphs are dynamo's, no inductor time."""
     import functools
 
     import torch
@@ -106,6 +113,9 @@ def test_compiled_fit_does_not_recompile_per_step(monkeypatch):
     x, y = rng.random((6, 6, 6, 3), dtype=np.float32), rng.integers(0, 10, (6,))
     initialize_quantizers(model, x[:2])
     model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy", jit_compile=True)
+    from quadkeras.training import fast_torch_forward
+
+    assert fast_torch_forward(model, fast) == fast
     graphs = []
     record = keras.callbacks.LambdaCallback(
         on_epoch_end=lambda epoch, logs: graphs.append(counters["stats"]["unique_graphs"]))

@@ -23,8 +23,8 @@ STRIDED_1X1_AS_SLICE = False
 SELECT_FORM_FUSES = False
 # A built quantizer may run its `call` without Keras' `Layer.__call__`, and an eager model's
 # graph may call its layers directly (`quadkeras.training.fast_forward`) (torch: eager, or
-# traced by torch.compile: one graph break less per quantizer; TF and JAX trace the step once,
-# so the bookkeeping costs nothing per step there and stays).
+# traced by torch.compile: less Python to trace; TF and JAX trace the step once, so the
+# bookkeeping costs nothing per step there and stays).
 DIRECT_LAYER_CALL = False
 
 __all__ = ["DIRECT_LAYER_CALL", "STRIDED_1X1_AS_SLICE", "SELECT_FORM_FUSES", "all_reduce_sum", "batch_norm_infer",

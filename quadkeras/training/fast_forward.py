@@ -22,9 +22,12 @@ built one, or a mask comes in), `training` is None, extra call arguments are giv
 `keras.distribution` is set, or no Keras call context is open. Only the torch backend is
 eager per step; TF and JAX trace the step once, so the bookkeeping there costs nothing per step.
 
-`quadkeras.training.train` turns it on for eager torch runs (a compiled step, `jit_compile=
-True`, does not pay the per-call bookkeeping and is not tested with it); `fast_torch_forward(
-model, False)` turns it off. It is an attribute of the model object only: `model.save` writes the
+`quadkeras.training.train` turns it on for torch runs, eager and compiled: a compiled step
+(`jit_compile=True`) does not pay the bookkeeping per step, but dynamo traces it once, and
+tracing the fast forward instead of Keras' `Functional.call` takes ~3x less of the first
+step (ResNet-20: 88 s of dynamo time instead of 253 s; the same graphs, no added break, no
+recompile per step: `tests/test_torch_compile.py`). `fast_torch_forward(model, False)` turns
+it off. It is an attribute of the model object only: `model.save` writes the
 same file and a loaded model runs Keras' path until turned on.
 
 Example:
