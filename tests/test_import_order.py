@@ -26,6 +26,8 @@ LEVEL = {name: level for level, names in enumerate(ORDER) for name in names}
 # Not debt: modules that import an optional heavy dependency at their top are imported on use.
 OPTIONAL_LOCAL = {
     ('quadkeras.interop.verify', 'quadkeras.interop.torch_nets'): "torch_nets imports torch at its top",
+    ('quadkeras.training.fast_forward', 'quadkeras.training.torch_layers'): "torch_layers imports torch at "
+                                                                              "its top (torch runs only)",
 }
 
 

@@ -44,6 +44,12 @@ def raw_value(variable):
     return getattr(variable, "_value", None)
 
 
+def kernel_variable(layer):
+    """The kernel variable of a Keras Conv / Dense layer (`layer._kernel`: its `kernel`
+    property adds LoRA and quantization logic on top)."""
+    return layer._kernel
+
+
 def consumers(layer):
     """The operations that consume `layer`'s output in its functional model(s): the
     `operation` of each of `layer._outbound_nodes`."""

@@ -13,9 +13,12 @@ in it) a `call` that walks the same graph in the same order and calls each built
 - losses: `add_loss` inside a call lands in `model.losses` as before (the model's own
   `__call__`, still Keras', clears them per call);
 
-and leaves to Keras, per layer, what it does not replicate: a layer that overrides
-`__call__` (quadkeras' quantizers, which shortcut it themselves), an unbuilt layer, an
-activity regularizer, a Keras-quantized or rematerialised layer, a non-float layer, a layer
+and, for the hottest float32 layers (Conv2D, BatchNormalization, ReLU, Add, Dense, LSQ
+quantize wrappers: `quadkeras.training.torch_layers`), computes their `call` in raw torch on the
+variables' own tensors (outside a `StatelessScope` and a 16-bit autocast scope; any input or
+state they do not cover runs the layer's `call`). It leaves to Keras, per layer, what it
+does not replicate: a layer that overrides `__call__` (quadkeras' quantizers, which shortcut
+it themselves), an unbuilt layer, an activity regularizer, a Keras-quantized or rematerialised layer, a non-float layer, a layer
 with call-context arguments other than `training`, nested models (they run their own fast
 call). The whole model runs Keras' own `Functional.call` when a mask is involved (the graph
 built one, or a mask comes in), `training` is None, extra call arguments are given, a
@@ -106,8 +109,12 @@ def _fast_call(self, inputs, training=None, mask=None, **kwargs):
     for slot, x in zip(plan.input_slots, flat):
         values[slot] = x
     scope = keras_private.current_autocast_dtype()
+    # raw-torch layer forwards read the variables' own float32 tensors: not inside a
+    # StatelessScope (the values live in the scope) or a 16-bit autocast scope
+    native = (not (scope[0] and scope[1] != "float32")
+              and not keras_private.in_stateless_scope())
     for step in plan.steps:
-        step.run(values, training, scope)
+        step.run(values, training, scope, native)
     outputs = [values[slot] for slot in plan.output_slots]
     if plan.single_output:
         return outputs[0]
@@ -202,6 +209,15 @@ class _Step:
         self.listed = (not self.single and len(args) == 1 and not kwargs
                        and type(args[0]) in (list, tuple) and len(args[0]) > 0
                        and all(isinstance(x, keras.KerasTensor) for x in args[0]))
+        # a raw-torch forward of the layer (`quadkeras.training.torch_layers`): float32 layers
+        # with one tensor (or one list) in, one out, and no keyword argument but a None mask
+        self.native = None
+        if (self.direct and not self.mixed and op.compute_dtype == "float32"
+                and len(out_slots) == 1 and (self.listed or (self.single and all(
+                    v is None for v in self.constant_kwargs.values())))):
+            from quadkeras.training.torch_layers import native_layer_call  # torch only
+
+            self.native = native_layer_call(op)
         if self.single:
             self.slot = slot_of[id(args[0])]
         elif self.listed:
@@ -237,7 +253,13 @@ class _Step:
             return self.compute_dtype if dtype != self.compute_dtype else False
         return self.compute_dtype if self.mixed else False
 
-    def run(self, values, training, scope):
+    def run(self, values, training, scope, native=False):
+        if native and self.native is not None:
+            y = self.native(values[self.slot] if self.single else [values[s] for s in self.slots],
+                            training)
+            if y is not None:
+                values[self.out_slots[0]] = y
+                return
         args, kwargs = self._arguments(values)
         if self.takes_training:
             kwargs["training"] = training
