@@ -11,7 +11,7 @@ sys.path[:0] = [os.path.dirname(HERE), HERE]
 import torch; torch.set_num_threads(1)
 import keras
 from train_step import keras_side, _data
-from plain_torch import torch_side, build_plain_net
+from plain_torch import build_plain_net
 from quadkeras.quantize import scheme_from_flags
 name = sys.argv[1]; q = name.endswith("_lsq")
 base = name[:-4] if q else name
