@@ -127,7 +127,7 @@ def conv2d(x, kernel, strides, padding, dilation_rate):
     """NHWC conv, HWIO kernel (groups = in_channels / kernel in-channels); `padding` is
     `"valid"`, `"same"` or `((top, bottom), (left, right))`."""
     x, strides = _unit_stride_1x1(x, kernel, strides, padding)
-    pads = _explicit_padding(padding, kernel.shape[:2], strides, dilation_rate)
+    pads = explicit_padding(padding, kernel.shape[:2], strides, dilation_rate)
     if pads is not None:
         native = backend.active().conv2d(x, kernel, strides, pads, dilation_rate)
         if native is not None:
@@ -154,7 +154,7 @@ def _unit_stride_1x1(x, kernel, strides, padding):
     return x[:, ::strides[0], ::strides[1], :], (1, 1)
 
 
-def _explicit_padding(padding, kernel_size, strides, dilation_rate):
+def explicit_padding(padding, kernel_size, strides, dilation_rate):
     """((top, bottom), (left, right)) for `padding`, or None where "same" is asymmetric."""
     if padding == "valid":
         return ((0, 0), (0, 0))
@@ -176,7 +176,7 @@ def native_scaled_round(x, s, low, high, step_scale=1.0, floor=None):
     per_channel = len(s.shape) == 1 and s.shape[0] == x.shape[-1] and s.shape[0] != 1
     if not (per_channel or math.prod(s.shape) == 1):
         return None
-    below, above = _just_outside(float(low), float(high))
+    below, above = just_outside(float(low), float(high))
     return backend.active().scaled_round(x, s, float(low), float(high), below, above,
                                          float(step_scale), None if floor is None else float(floor))
 
@@ -190,7 +190,7 @@ def select_form_fuses():
 _BOUNDS = {}  # (low, high) -> thresholds: a handful of pairs per model
 
 
-def _just_outside(low, high):
+def just_outside(low, high):
     """float32 thresholds one ulp outside [low, high]: for float32 `v`, the strict test
     `below < v < above` is exactly the inclusive `low <= v <= high`. A plain dict cache,
     which torch.compile reads as a constant (it would trace through `functools.cache`)."""

@@ -43,10 +43,16 @@ class LSQ(Quantizer):
         _, qp = self.q_range()
         return ops.maximum(2.0 * self.reduce_params(x, abs_mean) / float(np.sqrt(qp)), 1e-8)
 
+    def gradient_scale(self, x):
+        """LSQ's step-gradient scale g = 1/sqrt(N * Q_P): a Python float where N is known
+        statically, else a tensor from `x`'s runtime shape."""
+        _, qp = self.q_range()
+        n = self.elements_per_param(x)
+        return float(1.0 / np.sqrt(n * qp)) if isinstance(n, int) else 1.0 / ops.sqrt(n * float(qp))
+
     def fake_quantize(self, x, training):
         qn, qp = self.q_range()
-        n = self.elements_per_param(x)
-        g = float(1.0 / np.sqrt(n * qp)) if isinstance(n, int) else 1.0 / ops.sqrt(n * float(qp))
+        g = self.gradient_scale(x)
         # expand (repeat per group) commutes with the element-wise floor and gradient scale
         s = self.expand(self.param(self.step))
         return scaled_round(x, s, -float(qn), float(qp), step_scale=g, floor=POSITIVE_FLOOR)

@@ -44,8 +44,6 @@ Example:
 True
 """
 
-import math
-
 import keras
 import torch
 from torch.nn import functional as F
@@ -54,7 +52,7 @@ from quadkeras.backend import keras_private
 from quadkeras.backend.torch import ScaledRound
 from quadkeras.layers.batch_norm import BatchNormalization
 from quadkeras.layers.conv2d import Conv2D
-from quadkeras.layers.fused_ops import _just_outside, batch_norm_step
+from quadkeras.layers.fused_ops import batch_norm_step, explicit_padding, just_outside
 from quadkeras.quantize.wrapper import QuantizeWrapper
 from quadkeras.quantizers.base import PENDING, POSITIVE_FLOOR
 from quadkeras.quantizers.lsq import LSQ
@@ -113,12 +111,10 @@ def _conv_math(layer):
     sliced = strides != (1, 1) and size == (1, 1) and padding in ("valid", "same")
     if sliced:  # exact: a 1x1 kernel reads only the pixels its stride lands on
         strides = (1, 1)
-    if padding == "valid" or size == (1, 1):
-        pads = (0, 0)
-    elif padding == "same" and strides == (1, 1) and all(k % 2 for k in size):
-        pads = tuple((k - 1) // 2 * d for k, d in zip(size, dilation))
-    else:
+    explicit = explicit_padding(padding, size, strides, dilation)  # None: asymmetric "same"
+    if explicit is None:
         return None
+    pads = tuple(before for before, _ in explicit)  # symmetric: (top, left)
     step = tuple(layer.strides) if sliced else None
     groups, use_bias = layer.groups, layer.use_bias
 
@@ -275,11 +271,10 @@ def _lsq(quantizer):
         known = constants.get(key)
         if known is None:
             qn, qp = quantizer.q_range()
-            n = quantizer.elements_per_param(x)
-            if not isinstance(n, int):
-                return None
-            known = constants[key] = (-float(qn), float(qp), *_just_outside(-float(qn), float(qp)),
-                                      float(1.0 / math.sqrt(n * qp)))
+            scale = quantizer.gradient_scale(x)
+            if not isinstance(scale, float):
+                return None  # a size known only at run time
+            known = constants[key] = (-float(qn), float(qp), *just_outside(-float(qn), float(qp)), scale)
         step = _raw(quantizer.step)
         if step.dtype is not _F32:
             return None
