@@ -91,13 +91,15 @@ def test_tiny_resnet_with_quadratic_layer_matches_keras_and_skips_layer_calls():
     assert _layer_calls(model, x) == 1 + len(model.layers) - 1  # every layer but the Input
 
 
-def test_float_resnet20_runs_raw_torch_layers_and_matches_keras():
-    """The zoo's float ResNet-20 (strided 1x1 shortcuts, ZeroPadding2D, quadkeras Conv2D / BN):
-    every layer but the input takes a raw-torch forward (`quadkeras.training.torch_layers`)."""
+@pytest.mark.parametrize("name", ["resnet20", "qresnet14"])
+def test_zoo_float_model_runs_raw_torch_layers_and_matches_keras(name):
+    """The zoo's float ResNet-20 (strided 1x1 shortcuts, ZeroPadding2D, quadkeras Conv2D / BN)
+    and QResNet14 (QuadConv2D `ours`): every layer but the input takes a raw-torch forward
+    (`quadkeras.training.torch_layers`)."""
     from quadkeras.training import torch_layers
 
     keras.utils.set_random_seed(0)
-    model = build_model("resnet20", num_classes=4, input_shape=(8, 8, 3))
+    model = build_model(name, num_classes=4, input_shape=(8, 8, 3))
     x = _batch((2, 8, 8, 3))
     calls = []
     original = torch_layers.native_layer_call

@@ -18,6 +18,9 @@ Covered, each only in the configuration stated:
   relu, padding "valid", explicit, or "same" where it is symmetric (stride 1, odd kernel) or
   a 1x1 kernel (strided unpadded 1x1 runs on the strided slice, as `fused_ops.conv2d`).
   `F.conv2d` on the zero-copy channels-last view, bias inside the kernel.
+- `quadkeras.layers.QuadConv2D` with the `ours` neuron, one group, no `recompute`, the same
+  paddings, activation linear or relu: the fused convolution, its per-branch BatchNorm (as
+  BatchNormalization below) and `a * b + c` (QResNet14's layer).
 - `quadkeras.layers.BatchNormalization` (scale and center on, last axis, no renorm):
   training through the backend's `batch_norm_step`, inference one `F.batch_norm`.
 - `keras.layers.ReLU` (default arguments), `keras.layers.Activation` (relu / linear),
@@ -53,6 +56,7 @@ from quadkeras.backend.torch import ScaledRound
 from quadkeras.layers.batch_norm import BatchNormalization
 from quadkeras.layers.conv2d import Conv2D
 from quadkeras.layers.fused_ops import batch_norm_step, explicit_padding, just_outside
+from quadkeras.layers.quad_conv import QuadConv2D
 from quadkeras.quantize.wrapper import QuantizeWrapper
 from quadkeras.quantizers.base import PENDING, POSITIVE_FLOOR
 from quadkeras.quantizers.lsq import LSQ
@@ -106,26 +110,70 @@ def _conv_math(layer):
     if (act is None or layer.data_format != "channels_last" or layer.rank != 2
             or getattr(layer, "lora_enabled", False)):
         return None
-    strides, dilation = tuple(layer.strides), tuple(layer.dilation_rate)
-    size, padding = tuple(layer.kernel_size), layer.padding
-    sliced = strides != (1, 1) and size == (1, 1) and padding in ("valid", "same")
-    if sliced:  # exact: a 1x1 kernel reads only the pixels its stride lands on
-        strides = (1, 1)
-    explicit = explicit_padding(padding, size, strides, dilation)  # None: asymmetric "same"
-    if explicit is None:
+    conv = _torch_conv(layer.kernel_size, layer.strides, layer.padding, layer.dilation_rate,
+                       layer.groups)
+    if conv is None:
         return None
-    pads = tuple(before for before, _ in explicit)  # symmetric: (top, left)
-    step = tuple(layer.strides) if sliced else None
-    groups, use_bias = layer.groups, layer.use_bias
+    use_bias = layer.use_bias
 
     def compute(x, kernel):
+        return act(conv(x, kernel, _raw(layer.bias) if use_bias else None)).permute(0, 2, 3, 1)
+    return compute
+
+
+def _torch_conv(size, strides, padding, dilation, groups):
+    """`conv(x, kernel, bias)`: the NHWC convolution of `x` with an HWIO `kernel` as an NCHW
+    view of channels-last memory (F.conv2d's layout), or None where the padding is not one
+    symmetric zero padding ("same" with a stride or an even kernel, uneven explicit pads)."""
+    size, strides, dilation = tuple(size), tuple(strides), tuple(dilation)
+    unpadded = padding in ("valid", "same") or (
+        not isinstance(padding, str) and all(int(p) == 0 for pair in padding for p in pair))
+    sliced = strides != (1, 1) and size == (1, 1) and unpadded
+    step = strides if sliced else None  # exact: a 1x1 kernel reads only the pixels its stride lands on
+    if sliced:
+        strides = (1, 1)
+    explicit = explicit_padding(padding, size, strides, dilation)  # None: asymmetric "same"
+    if explicit is None or any(before != after for before, after in explicit):
+        return None
+    pads = tuple(int(before) for before, _ in explicit)
+
+    def conv(x, kernel, bias):
         if step is not None:
             x = x[:, ::step[0], ::step[1], :]
         w = kernel.permute(3, 2, 0, 1).contiguous(memory_format=torch.channels_last)
-        bias = _raw(layer.bias) if use_bias else None
-        y = F.conv2d(x.permute(0, 3, 1, 2), w, bias, strides, pads, dilation, groups)
-        return act(y).permute(0, 2, 3, 1)
-    return compute
+        return F.conv2d(x.permute(0, 3, 1, 2), w, bias, strides, pads, dilation, groups)
+    return conv
+
+
+def _quad_conv(layer):
+    """`QuadConv2D` with the `ours` neuron (one fused convolution, a BatchNorm per branch
+    channel, `a * b + c`), one group, no `recompute`: the layer's `call` in raw torch."""
+    act = _activation(layer.activation)
+    if (act is None or layer.neuron != "ours" or layer.groups != 1 or layer.recompute
+            or layer.compute_dtype != "float32"):
+        return None
+    conv = _torch_conv(layer.kernel_size, layer.strides, layer.padding, layer.dilation_rate, 1)
+    if conv is None:
+        return None
+    use_bias = layer.use_bias
+    stats = (layer.branch_moving_mean, layer.branch_moving_variance, layer.branch_gamma,
+             layer.branch_beta)
+
+    def run(x, training):
+        if not _float32(x) or x.dim() != 4 or layer.fused_output_hook is not None:
+            return None  # an export hook reads the fused output: the layer's own call
+        z = conv(x, _raw(layer.kernel), _raw(layer.bias) if use_bias else None)
+        if training:
+            y = batch_norm_step(z.permute(0, 2, 3, 1), layer.branch_gamma, layer.branch_beta,
+                                *stats[:2], layer.bn_momentum, layer.bn_epsilon)
+            if y is None:
+                return None
+        else:
+            y = F.batch_norm(z, *(_raw(v) for v in stats), False, 0.0,
+                             layer.bn_epsilon).permute(0, 2, 3, 1)
+        a, b, c = y.chunk(3, dim=-1)
+        return act(a * b + c)
+    return run
 
 
 # ----------------------------------------------------------------------- BatchNorm
@@ -286,4 +334,4 @@ _MAKERS = {keras.layers.Conv2D: _conv2d, Conv2D: _conv2d, BatchNormalization: _b
            keras.layers.ReLU: _relu_layer, keras.layers.Activation: _activation_layer,
            keras.layers.Add: _add, keras.layers.ZeroPadding2D: _zero_padding,
            keras.layers.GlobalAveragePooling2D: _global_average, keras.layers.Dense: _dense,
-           QuantizeWrapper: _quantize_wrapper}
+           QuantizeWrapper: _quantize_wrapper, QuadConv2D: _quad_conv}
