@@ -51,6 +51,7 @@ CASES.update({
                                (2, 5, 5, 3)),
     "lsq_dense_kernel_only": (lambda: _wrapped(keras.layers.Dense(3), input_=None), (4, 6)),
     "dorefa_conv": (lambda: _wrapped(Conv2D(4, 3), kernel="dorefa:4", input_="dorefa:4"), (2, 5, 5, 3)),
+    "lsq_quad_ours": (lambda: _wrapped(QuadConv2D(4, 3, padding=1, use_bias=False)), (2, 5, 5, 3)),
 })
 
 NOT_COVERED = {
@@ -169,3 +170,42 @@ def test_lsq_wrapper_quantizes_without_calling_its_quantizers():
         y = run(x, True)
     np.testing.assert_allclose(y.detach().numpy(), keras.ops.convert_to_numpy(wrapper.call(x, training=True)),
                                rtol=1e-6, atol=1e-6)
+
+
+def test_quad_conv_takes_the_layers_global_batch_statistics_path_when_batch_norm_step_declines():
+    """Data-parallel training (`batch_norm_step` is None there): `batch_norm_train` and
+    `update_moving`, as the layer's own call, same outputs and moving statistics."""
+    import torch
+    from unittest import mock
+
+    from quadkeras.training import torch_layers
+
+    layer = QuadConv2D(4, 3, padding="same")
+    layer.build((2, 5, 5, 3))
+    x = torch.randn(2, 5, 5, 3)
+    start = [keras.ops.convert_to_numpy(v) for v in layer.variables]
+    reference = keras.ops.convert_to_numpy(layer.call(x, training=True))
+    after = [keras.ops.convert_to_numpy(v) for v in layer.variables]
+    for v, value in zip(layer.variables, start):
+        v.assign(value)
+    with mock.patch.object(torch_layers, "batch_norm_step", return_value=None) as step:
+        y = torch_layers.native_layer_call(layer)(x, True)
+    assert step.called
+    np.testing.assert_allclose(y.detach().numpy(), reference, rtol=1e-5, atol=1e-6)
+    for v, value in zip(layer.variables, after):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(v), value, rtol=1e-6, atol=1e-7)
+
+
+def test_quad_conv_with_an_export_hook_runs_the_layers_own_call():
+    import torch
+
+    from quadkeras.training.torch_layers import native_layer_call
+
+    layer = QuadConv2D(4, 3, padding="same")
+    wrapper = _wrapped(QuadConv2D(4, 3, padding="same"))
+    layer.build((2, 5, 5, 3))
+    wrapper.build((2, 5, 5, 3))
+    run, wrapped_run = native_layer_call(layer), native_layer_call(wrapper)
+    layer.fused_output_hook = wrapper.layer.fused_output_hook = lambda z, index: z
+    assert run(torch.zeros(2, 5, 5, 3), True) is None
+    assert wrapped_run(torch.zeros(2, 5, 5, 3), True) is None

@@ -26,7 +26,7 @@ Covered, each only in the configuration stated:
 - `keras.layers.ReLU` (default arguments), `keras.layers.Activation` (relu / linear),
   `keras.layers.Add`, `keras.layers.ZeroPadding2D` / `GlobalAveragePooling2D`
   (channels-last) and `keras.layers.Dense` (linear / relu, 2-D input).
-- `quadkeras.quantize.QuantizeWrapper` of one of those Conv2D / Dense with an input and / or
+- `quadkeras.quantize.QuantizeWrapper` of one of those Conv2D / Dense / QuadConv2D with an input and / or
   kernel quantizer and no other: the layer's math as above on the quantized kernel. An
   initialised per-tensor or per-channel LSQ quantizer runs as one `ScaledRound` call on its
   step's tensor (what `LSQ.fake_quantize` computes on torch, without ~10 Keras-dispatched
@@ -55,7 +55,8 @@ from quadkeras.backend import keras_private
 from quadkeras.backend.torch import ScaledRound
 from quadkeras.layers.batch_norm import BatchNormalization
 from quadkeras.layers.conv2d import Conv2D
-from quadkeras.layers.fused_ops import batch_norm_step, explicit_padding, just_outside
+from quadkeras.layers.fused_ops import (batch_norm_step, batch_norm_train, explicit_padding,
+                                        just_outside, update_moving)
 from quadkeras.layers.quad_conv import QuadConv2D
 from quadkeras.quantize.wrapper import QuantizeWrapper
 from quadkeras.quantizers.base import PENDING, POSITIVE_FLOOR
@@ -93,19 +94,27 @@ def _conv2d(layer):
 
 
 def _with_own_kernel(layer, compute, rank):
-    """`run(x, training)`: `compute(x, kernel)` with the layer's own kernel tensor."""
+    """`run(x, training)`: `compute(x, kernel, training)` with the layer's own kernel tensor."""
     if compute is None:
         return None
 
     def run(x, training):
         if not _float32(x) or x.dim() != rank:
             return None
-        return compute(x, _raw(keras_private.kernel_variable(layer)))
+        return compute(x, _own_kernel(layer), training)
     return run
 
 
+def _own_kernel(layer):
+    """The kernel tensor of a Keras Conv / Dense (its `kernel` property adds LoRA and
+    quantization logic) or of a quadratic layer (a plain variable)."""
+    if isinstance(layer, QuadConv2D):
+        return _raw(layer.kernel)
+    return _raw(keras_private.kernel_variable(layer))
+
+
 def _conv_math(layer):
-    """`f(x, kernel)`: the layer's `call` with `kernel` (HWIO) in place of its own."""
+    """`f(x, kernel, training)`: the layer's `call` with `kernel` (HWIO) in place of its own."""
     act = _activation(layer.activation)
     if (act is None or layer.data_format != "channels_last" or layer.rank != 2
             or getattr(layer, "lora_enabled", False)):
@@ -116,7 +125,7 @@ def _conv_math(layer):
         return None
     use_bias = layer.use_bias
 
-    def compute(x, kernel):
+    def compute(x, kernel, training):
         return act(conv(x, kernel, _raw(layer.bias) if use_bias else None)).permute(0, 2, 3, 1)
     return compute
 
@@ -146,8 +155,12 @@ def _torch_conv(size, strides, padding, dilation, groups):
 
 
 def _quad_conv(layer):
-    """`QuadConv2D` with the `ours` neuron (one fused convolution, a BatchNorm per branch
-    channel, `a * b + c`), one group, no `recompute`: the layer's `call` in raw torch."""
+    return _with_own_kernel(layer, _quad_conv_math(layer), rank=4)
+
+
+def _quad_conv_math(layer):
+    """`f(x, kernel, training)` for a `QuadConv2D` with the `ours` neuron (one fused convolution, a
+    BatchNorm per branch channel, `a * b + c`), one group, no `recompute`; None otherwise."""
     act = _activation(layer.activation)
     if (act is None or layer.neuron != "ours" or layer.groups != 1 or layer.recompute
             or layer.compute_dtype != "float32"):
@@ -159,21 +172,24 @@ def _quad_conv(layer):
     stats = (layer.branch_moving_mean, layer.branch_moving_variance, layer.branch_gamma,
              layer.branch_beta)
 
-    def run(x, training):
-        if not _float32(x) or x.dim() != 4 or layer.fused_output_hook is not None:
+    def compute(x, kernel, training):
+        if layer.fused_output_hook is not None:
             return None  # an export hook reads the fused output: the layer's own call
-        z = conv(x, _raw(layer.kernel), _raw(layer.bias) if use_bias else None)
+        z = conv(x, kernel, _raw(layer.bias) if use_bias else None)
         if training:
             y = batch_norm_step(z.permute(0, 2, 3, 1), layer.branch_gamma, layer.branch_beta,
                                 *stats[:2], layer.bn_momentum, layer.bn_epsilon)
-            if y is None:
-                return None
+            if y is None:  # data-parallel: statistics of the global batch, as the layer does
+                y, mean, var = batch_norm_train(z.permute(0, 2, 3, 1), _raw(layer.branch_gamma),
+                                                _raw(layer.branch_beta), layer.bn_epsilon)
+                update_moving(layer.branch_moving_mean, mean.detach(), layer.bn_momentum)
+                update_moving(layer.branch_moving_variance, var.detach(), layer.bn_momentum)
         else:
             y = F.batch_norm(z, *(_raw(v) for v in stats), False, 0.0,
                              layer.bn_epsilon).permute(0, 2, 3, 1)
         a, b, c = y.chunk(3, dim=-1)
         return act(a * b + c)
-    return run
+    return compute
 
 
 # ----------------------------------------------------------------------- BatchNorm
@@ -253,7 +269,7 @@ def _dense_math(layer):
         return None
     use_bias = layer.use_bias
 
-    def compute(x, kernel):
+    def compute(x, kernel, training):
         y = torch.matmul(x, kernel)
         return act(y + _raw(layer.bias) if use_bias else y)
     return compute
@@ -261,12 +277,15 @@ def _dense_math(layer):
 
 # --------------------------------------------------------------- quantize wrappers
 def _quantize_wrapper(wrapper):
-    """A `QuantizeWrapper` of a float32 Conv2D / Dense with input and kernel quantizers only:
+    """A `QuantizeWrapper` of a float32 Conv2D / Dense / QuadConv2D (`ours`) with input and
+    kernel quantizers only:
     the layer's math on raw tensors; LSQ quantizers as one `ScaledRound` call each (others
     through their own `__call__`); the wrapper's casts are float32 no-ops here."""
     inner = wrapper.layer
     if type(inner) in (keras.layers.Conv2D, Conv2D):
         compute, rank = _conv_math(inner), 4
+    elif type(inner) is QuadConv2D:
+        compute, rank = _quad_conv_math(inner), 4
     elif type(inner) is keras.layers.Dense:
         compute, rank = _dense_math(inner), 2
     else:
@@ -282,12 +301,12 @@ def _quantize_wrapper(wrapper):
     generic_kernel = kernel_quantizer is not None and kernel_quantizer.holds_value
 
     def run(x, training):
-        if not _float32(x) or x.dim() != rank:
-            return None
+        if not _float32(x) or x.dim() != rank or getattr(inner, "fused_output_hook", None) is not None:
+            return None  # (before the quantizers run: an observer must see a tensor once)
         x = quantize_input(x, training)
         kernel = (wrapper._kernel(training) if generic_kernel
-                  else quantize_kernel(_raw(keras_private.kernel_variable(inner)), training))
-        return compute(x, kernel)
+                  else quantize_kernel(_own_kernel(inner), training))
+        return compute(x, kernel, training)
     return run
 
 
