@@ -183,6 +183,27 @@ def test_lsq_activation_gradient_passes_at_the_clip_levels():
     np.testing.assert_array_equal(dx, up * inside)
 
 
+@pytest.mark.parametrize("at", ["below", "floor", "above"])
+def test_lsq_step_gradient_at_the_positive_floor(at):
+    """LSQ computes with max(step, 1e-8): a step below the floor gets no gradient, and one
+    exactly at it (an all-zero first batch initialises it there) still moves."""
+    from quadkeras.quantizers.base import POSITIVE_FLOOR
+
+    layer = qu.Probe("lsq:2", role="activation")
+    layer.build((4, 6))
+    layer(np.abs(_x(4, 6)), training=True)
+    (step,) = [w for w in layer.weights if w.path.endswith("q/step")]
+    value = {"below": POSITIVE_FLOOR / 4, "floor": POSITIVE_FLOOR, "above": 4 * POSITIVE_FLOOR}[at]
+    step.assign(np.full(step.shape, value, "float32"))
+    x = np.abs(_x(4, 6)) * 1e-8  # around the top level for such steps: a nonzero gradient
+    _, _, grads = layer_grads(layer, x, _x(4, 6))
+    (gs,) = [val for k, val in grads.items() if k.endswith("q/step")]
+    if at == "below":
+        assert np.all(gs == 0.0), gs
+    else:
+        assert np.all(np.abs(gs) > 0.0), gs
+
+
 def test_pact_gradients():
     x = _x(6, 4, scale=3.0)
     layer = qu.Probe("pact:2:alpha_init=2.0", role="activation")

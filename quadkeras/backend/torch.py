@@ -14,8 +14,10 @@ True
 """
 
 import contextlib
+import math
 import os
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from keras import ops
@@ -132,11 +134,23 @@ class ScaledRound(torch.autograd.Function):
         else:
             ds = torch.dot(upstream.reshape(-1), r.reshape(-1)) - torch.dot(dx.reshape(-1), v.reshape(-1))
         ds = ds.reshape(step.shape)
-        if ctx.floor is not None:  # torch.maximum's gradient: 1 above the floor, 1/2 at it
-            ds = ds * ((step > ctx.floor).to(ds.dtype) + 0.5 * (step == ctx.floor).to(ds.dtype))
+        if ctx.floor is not None:  # max(step, floor)'s gradient, one kernel: 1 from the floor up
+            # (at the floor itself 1, as tf.maximum and torch.clamp_min give), 0 below; as 7
+            # separate ops it was ~80 us of a ~400 us quantizer call at 2x8x8x16 on CPU
+            ds = torch.ops.aten.hardtanh_backward(ds, step, _just_below(ctx.floor), math.inf)
         if ctx.step_scale != 1.0:
             ds = ds * ctx.step_scale
         return dx, ds, None, None, None, None, None, None
+
+
+_BELOW = {}  # floor -> the float32 just below it: a plain dict torch.compile reads as a constant
+
+
+def _just_below(floor):
+    below = _BELOW.get(floor)
+    if below is None:
+        below = _BELOW[floor] = float(np.nextafter(np.float32(floor), np.float32(-np.inf)))
+    return below
 
 
 def scaled_round(x, s, low, high, below, above, step_scale=1.0, floor=None):
