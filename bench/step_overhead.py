@@ -29,6 +29,7 @@ other round.
 Usage:
     python bench/step_overhead.py                       # the full table (an hour or more on 2 cores)
     python bench/step_overhead.py --regimes=overhead --rounds=7 --steps=20
+    python bench/step_overhead.py --rounds=5 --steps=20 --compute_steps=3   # both regimes
     python bench/step_overhead.py --models=resnet20,resnet20_lsq --backends=torch --modes=compiled
     python bench/step_overhead.py --models=resnet20_lsq --regimes=overhead --rounds=1 \\
         --steps=1 --warmup=1 --modes=eager               # smoke run
@@ -81,6 +82,9 @@ def parse_args(argv=None):
                         "plain PyTorch eager always runs (the ratios' reference)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (median)")
     p.add_argument("--steps", type=int, default=10, help="train steps per cell and round")
+    p.add_argument("--compute_steps", type=int, default=None,
+                   help="train steps per cell and round in the compute regime (default: --steps); "
+                        "its steps are ~20x longer, so a full table can time fewer of them")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per cell, the first "
                    "(compiling) one included; compiled cells take at least 2")
     args = p.parse_args(argv)
@@ -88,10 +92,17 @@ def parse_args(argv=None):
     args.regimes = _list_flag(p, "regimes", args.regimes, tuple(REGIMES))
     args.backends = _list_flag(p, "backends", args.backends, BACKENDS)
     args.modes = _list_flag(p, "modes", args.modes, MODES)
-    for name in ("rounds", "steps", "warmup"):
+    if args.compute_steps is None:
+        args.compute_steps = args.steps
+    for name in ("rounds", "steps", "compute_steps", "warmup"):
         if getattr(args, name) < 1:
             p.exit(1, f"error: Invalid --{name}={getattr(args, name)}: expected an integer >= 1.\n")
     return args
+
+
+def regime_steps(args, regime):
+    """Timed steps per cell and round in `regime` (`--compute_steps` in the compute one)."""
+    return args.compute_steps if regime == "compute" else args.steps
 
 
 def table_rows(backends, modes):
@@ -255,7 +266,7 @@ def measure(args, log=print):
                     cell = results[regime_name, model, side, mode]
                     if cell["error"]:
                         continue
-                    status, value = sides[side].ask("time", model, mode, args.steps)
+                    status, value = sides[side].ask("time", model, mode, regime_steps(args, regime_name))
                     cell["steps" if status == "ok" else "error"] = (
                         cell["steps"] + [value] if status == "ok" else value)
         finally:
@@ -324,7 +335,8 @@ def error_lines(results):
 def report(results, args):
     """All the lines the bench prints after measuring."""
     rows = table_rows(args.backends, args.modes)
-    lines = [f"train-step img/s, median of {args.rounds} rounds x {args.steps} steps after "
+    steps = " / ".join(f"{regime_steps(args, r)} ({r})" for r in args.regimes)
+    lines = [f"train-step img/s, median of {args.rounds} rounds x {steps} steps after "
              f"{args.warmup} warm-up steps per cell; 'vs eager' = / plain PyTorch eager, same "
              "model and regime; '1st s' = first (compiling) step, compiled rows"]
     lines += [f"  {REGIMES[r]['label']}" for r in args.regimes]

@@ -69,10 +69,19 @@ def test_table_ratios_from_fake_timings():
     assert len(ratios) >= 4 and all(re.search(r"\|\s+1\.25x\s+\|\s+1\.25x", line) for line in ratios[:4])
 
 
+def test_compute_steps_apply_to_the_compute_regime_only():
+    bench = _bench()
+    args = bench.parse_args(["--steps=20", "--compute_steps=3"])
+    assert (bench.regime_steps(args, "overhead"), bench.regime_steps(args, "compute")) == (20, 3)
+    args = bench.parse_args(["--steps=7"])
+    assert (bench.regime_steps(args, "overhead"), bench.regime_steps(args, "compute")) == (7, 7)
+
+
 def test_bad_flags_are_one_line_errors(capsys):
     bench = _bench()
     for argv, flag in ((["--models=resnet99"], "--models='resnet99'"), (["--modes=jit"], "--modes='jit'"),
-                       (["--backends=numpy"], "--backends='numpy'"), (["--steps=0"], "--steps=0")):
+                       (["--backends=numpy"], "--backends='numpy'"), (["--steps=0"], "--steps=0"),
+                       (["--compute_steps=0"], "--compute_steps=0")):
         with pytest.raises(SystemExit) as err:
             bench.parse_args(argv)
         assert err.value.code == 1
