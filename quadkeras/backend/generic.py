@@ -63,10 +63,11 @@ def conv2d(x, kernel, strides, pads, dilation_rate):
     return None
 
 
-def scaled_round(x, s, low, high, below, above, step_scale=1.0, floor=None):
+def scaled_round(x, s, low, high, below, above, step_scale=1.0, floor=None, floor_below=None):
     """LSQ's `s * round(clip(x / s, low, high))` with its gradients as one native op (float32
     thresholds `below` / `above` one ulp outside the range); the step used is
-    `max(s, floor)` (no floor: `s`) and its gradient is scaled by `step_scale`; None: none."""
+    `max(s, floor)` (no floor: `s`; `floor_below`: the float32 just below `floor`) and its
+    gradient is scaled by `step_scale`; None: none."""
     return None
 
 

@@ -113,12 +113,12 @@ class ScaledRound(torch.autograd.Function):
     class body."""
 
     @staticmethod
-    def forward(ctx, x, step, low, high, below, above, step_scale, floor):
+    def forward(ctx, x, step, low, high, below, above, step_scale, floor, floor_below):
         s = step if floor is None else torch.clamp_min(step, floor)
         v = x / s
         r = torch.clamp(v, low, high).round_()
         ctx.save_for_backward(v, r, step)
-        ctx.bounds, ctx.step_scale, ctx.floor = (below, above), step_scale, floor
+        ctx.bounds, ctx.step_scale, ctx.floor_below = (below, above), step_scale, floor_below
         return r * s
 
     @staticmethod
@@ -134,29 +134,22 @@ class ScaledRound(torch.autograd.Function):
         else:
             ds = torch.dot(upstream.reshape(-1), r.reshape(-1)) - torch.dot(dx.reshape(-1), v.reshape(-1))
         ds = ds.reshape(step.shape)
-        if ctx.floor is not None:  # max(step, floor)'s gradient, one kernel: 1 from the floor up
-            # (at the floor itself 1, as tf.maximum and torch.clamp_min give), 0 below; as 7
-            # separate ops it was ~80 us of a ~400 us quantizer call at 2x8x8x16 on CPU
-            ds = torch.ops.aten.hardtanh_backward(ds, step, _just_below(ctx.floor), math.inf)
+        if ctx.floor_below is not None:  # max(step, floor)'s gradient, one kernel: 1 from the
+            # floor up (at the floor itself 1, as tf.maximum and torch.clamp_min give), 0 below;
+            # as 7 separate ops it was ~80 us of a ~400 us quantizer call at 2x8x8x16 on CPU.
+            # The threshold comes in computed: nothing here may touch state outside the
+            # Function, or dynamo breaks the compiled graph at every quantizer
+            ds = torch.ops.aten.hardtanh_backward(ds, step, ctx.floor_below, math.inf)
         if ctx.step_scale != 1.0:
             ds = ds * ctx.step_scale
-        return dx, ds, None, None, None, None, None, None
+        return dx, ds, None, None, None, None, None, None, None
 
 
-_BELOW = {}  # floor -> the float32 just below it: a plain dict torch.compile reads as a constant
-
-
-def _just_below(floor):
-    below = _BELOW.get(floor)
-    if below is None:
-        below = _BELOW[floor] = float(np.nextafter(np.float32(floor), np.float32(-np.inf)))
-    return below
-
-
-def scaled_round(x, s, low, high, below, above, step_scale=1.0, floor=None):
+def scaled_round(x, s, low, high, below, above, step_scale=1.0, floor=None, floor_below=None):
     """`ScaledRound` applied to `x` with step `max(s, floor)` (scalar or per last-axis
-    channel), the step's gradient scaled by `step_scale`."""
-    return ScaledRound.apply(x, s, low, high, below, above, step_scale, floor)
+    channel), the step's gradient scaled by `step_scale`; `floor_below`: the float32 just
+    below `floor` (the step's gradient is 0 at or below it)."""
+    return ScaledRound.apply(x, s, low, high, below, above, step_scale, floor, floor_below)
 
 
 # ---------------------------------------------------------------- data parallelism

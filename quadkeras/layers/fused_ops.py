@@ -177,8 +177,10 @@ def native_scaled_round(x, s, low, high, step_scale=1.0, floor=None):
     if not (per_channel or math.prod(s.shape) == 1):
         return None
     below, above = just_outside(float(low), float(high))
+    floor = None if floor is None else float(floor)
+    floor_below = None if floor is None else just_outside(floor, floor)[0]
     return backend.active().scaled_round(x, s, float(low), float(high), below, above,
-                                         float(step_scale), None if floor is None else float(floor))
+                                         float(step_scale), floor, floor_below)
 
 
 def select_form_fuses():

@@ -322,6 +322,9 @@ def _quantizer_call(quantizer):
     return call
 
 
+_FLOOR_BELOW = just_outside(POSITIVE_FLOOR, POSITIVE_FLOOR)[0]  # ScaledRound's floor threshold
+
+
 def _lsq(quantizer):
     """LSQ's `fake_quantize` as one `ScaledRound` (per-tensor or per-channel step, no input
     normalisation), once its step is initialised; None (generic call) otherwise."""
@@ -345,7 +348,7 @@ def _lsq(quantizer):
         step = _raw(quantizer.step)
         if step.dtype is not _F32:
             return None
-        return ScaledRound.apply(x, step, *known, POSITIVE_FLOOR)
+        return ScaledRound.apply(x, step, *known, POSITIVE_FLOOR, _FLOOR_BELOW)
     return run
 
 
