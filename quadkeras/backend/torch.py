@@ -17,7 +17,6 @@ import contextlib
 import math
 import os
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from keras import ops
