@@ -118,6 +118,43 @@ def test_lsq_fused_op_compiles_forward_and_backward_as_one_graph(monkeypatch, pe
         assert grads[1][1][1] == 0.0 and grads[1][1][0] != 0.0
 
 
+@pytest.mark.parametrize("per_channel", [False, True], ids=["per_tensor", "per_channel"])
+def test_lsq_compiled_backward_sums_over_the_tensor_axes(per_channel):
+    """Under torch.compile LSQ's step gradient is a sum over the tensor's own axes, not a dot
+    product of `reshape(-1)` views: for a kernel, whose gradient comes from the convolution in
+    another memory layout, inductor made the flattened reduction a scalar loop with index
+    arithmetic (ResNet-20 LSQ W4A4 compiled at batch 2: 2.1 of ~11 ms a step; as sums 0.9 ms).
+    The gradients still match eager."""
+    import torch
+    from torch._dynamo.testing import AotEagerAndRecordGraphs
+
+    from quadkeras.layers import fused_ops
+
+    torch._dynamo.reset()
+    recorder = AotEagerAndRecordGraphs()
+
+    def loss(x, s):
+        y = fused_ops.native_scaled_round(x, s, -8.0, 7.0, step_scale=0.1, floor=1e-8)
+        return (y * torch.linspace(-1.0, 1.0, y.numel()).reshape(y.shape)).sum()
+
+    rng = np.random.default_rng(0)
+    # an HWIO kernel seen through the conv layout's permutation: a non-contiguous tensor
+    x = torch.as_tensor(rng.standard_normal((5, 4, 3, 3)), dtype=torch.float32).permute(2, 3, 1, 0)
+    step = [0.1, 0.2, 0.3, 0.4, 0.5] if per_channel else [0.1]
+    grads = []
+    for fn in (torch.compile(loss, backend=recorder, fullgraph=True), loss):
+        xs = x.detach().clone().requires_grad_()
+        s = torch.tensor(step, requires_grad=True)
+        fn(xs, s).backward()
+        grads.append((xs.grad.numpy(), s.grad.numpy()))
+    for compiled, eager in zip(*grads):
+        np.testing.assert_allclose(compiled, eager, rtol=1e-5, atol=1e-6)
+    (backward,) = recorder.bw_graphs
+    ops = [str(n.target) for n in backward.graph.nodes if n.op == "call_function"]
+    assert not [op for op in ops if "dot" in op], ops
+    assert sum("aten.sum" in op for op in ops) == 2, ops
+
+
 @pytest.mark.parametrize("fast", [False, True], ids=["keras_forward", "fast_forward"])
 def test_compiled_fit_does_not_recompile_per_step(monkeypatch, fast):
     """After the first epoch, a compiled `fit` adds no dynamo graph: nothing the step reads

@@ -126,7 +126,15 @@ class ScaledRound(torch.autograd.Function):
         # the straight-through mask: upstream where below < v < above, else 0
         dx = torch.ops.aten.hardtanh_backward(upstream, v, *ctx.bounds)
         # d/ds: (round(v) - v) inside the range, the clip level outside; summed to s
-        if step.dim() == 1 and step.shape[0] != 1:
+        if torch.compiler.is_compiling():
+            # inductor: plain sums over the tensor's own axes. A `reshape(-1)` fixes the order
+            # of the reduction, and where `upstream` comes in another memory layout (a
+            # kernel's gradient from the convolution) its fused kernel then reads it element
+            # by element, with index arithmetic: ~4x slower (ResNet-20 LSQ W4A4 at batch 2:
+            # that fused kernel took 2.1 ms of a ~11 ms compiled step, as sums 0.9 ms)
+            axes = tuple(range(v.dim() - 1)) if step.dim() == 1 and step.shape[0] != 1 else None
+            ds = (upstream * r).sum(dim=axes) - (dx * v).sum(dim=axes)
+        elif step.dim() == 1 and step.shape[0] != 1:
             channels = step.shape[0]
             ds = ((upstream * r).reshape(-1, channels).sum(0)
                   - (dx * v).reshape(-1, channels).sum(0))
