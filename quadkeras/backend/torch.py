@@ -123,10 +123,17 @@ class ScaledRound(torch.autograd.Function):
     @staticmethod
     def backward(ctx, upstream):
         v, r, step = ctx.saved_tensors
+        compiling = torch.compiler.is_compiling()
+        if not compiling and not upstream.is_contiguous():
+            # a kernel's gradient comes through the convolution's layout permutation: made
+            # contiguous once here, the two `reshape(-1)` below are views and `dx` has the
+            # kernel's own layout (else two copies here and one more in the gradient's
+            # accumulation into the variable)
+            upstream = upstream.contiguous()
         # the straight-through mask: upstream where below < v < above, else 0
         dx = torch.ops.aten.hardtanh_backward(upstream, v, *ctx.bounds)
         # d/ds: (round(v) - v) inside the range, the clip level outside; summed to s
-        if torch.compiler.is_compiling():
+        if compiling:
             # inductor: plain sums over the tensor's own axes. A `reshape(-1)` fixes the order
             # of the reduction, and where `upstream` comes in another memory layout (a
             # kernel's gradient from the convolution) its fused kernel then reads it element
