@@ -150,3 +150,20 @@ def test_plain_lsq_resnet20_quantizes_what_the_zoo_quantizes():
     step = bench.make_cell("pytorch", "resnet20_lsq", "eager", bench.REGIMES["overhead"])
     losses = [step(), step()]  # one cell, smoke: it trains (same batch, the loss moves)
     assert np.all(np.isfinite(losses)) and losses[0] != losses[1], losses
+
+
+def test_step_profile_prints_the_top_ops_of_an_eager_step():
+    """`bench/step_profile.py` (where a torch step's time goes) runs: one profiled eager
+    ResNet-20 step prints its time and the profiler's table; a bad count is a one-line error."""
+    import subprocess
+
+    script = os.path.join(BENCH, "step_profile.py")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([sys.executable, script, "--jit_compile=false", "--steps=1", "--rows=3"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.search(r"\d+\.\d+ ms a step", done.stdout), done.stdout
+    assert "aten::" in done.stdout and "1 profiled steps" in done.stdout, done.stdout
+    bad = subprocess.run([sys.executable, script, "--steps=0"], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert bad.returncode == 2 and "Invalid --steps=0" in bad.stderr, bad.stderr
