@@ -37,6 +37,11 @@ def parse_args(argv=None):
     for name in ("batch", "size", "steps", "rows"):
         if getattr(args, name) < 1:
             p.error(f"Invalid --{name}={getattr(args, name)}: expected an integer >= 1.")
+    os.environ["KERAS_BACKEND"] = "torch"  # before keras is first imported, here by the zoo
+    from quadkeras.models.zoo import ZOO
+
+    if args.model not in ZOO:
+        p.error(f"Invalid --model={args.model!r}: expected one of {', '.join(sorted(ZOO))}.")
     return args
 
 

@@ -154,7 +154,8 @@ def test_plain_lsq_resnet20_quantizes_what_the_zoo_quantizes():
 
 def test_step_profile_prints_the_top_ops_of_an_eager_step():
     """`bench/step_profile.py` (where a torch step's time goes) runs: one profiled eager
-    ResNet-20 step prints its time and the profiler's table; a bad count is a one-line error."""
+    ResNet-20 step prints its time and the profiler's table; a bad count or an unknown model is
+    a one-line error."""
     import subprocess
 
     script = os.path.join(BENCH, "step_profile.py")
@@ -167,3 +168,7 @@ def test_step_profile_prints_the_top_ops_of_an_eager_step():
     bad = subprocess.run([sys.executable, script, "--steps=0"], capture_output=True, text=True,
                          env=env, timeout=120)
     assert bad.returncode == 2 and "Invalid --steps=0" in bad.stderr, bad.stderr
+    unknown = subprocess.run([sys.executable, script, "--model=resnet21"], capture_output=True,
+                             text=True, env=env, timeout=120)
+    assert unknown.returncode == 2 and unknown.stderr.strip().splitlines()[-1].endswith(
+        "Invalid --model='resnet21': expected one of qresnet14, qvgg13, qvgg7, resnet20, resnet32, vgg13."), unknown.stderr
