@@ -1,5 +1,6 @@
-"""The tensorflow backend's native paths: the `FusedBatchNormV3` op, `tf.distribute`
-replicas and gradient sums, op determinism, TF32 control.
+"""The tensorflow backend's native paths: the `FusedBatchNormV3` op, LSQ's rounding with a
+one-kernel straight-through mask, `tf.distribute` replicas and gradient sums, op determinism,
+TF32 control.
 
 Each function replaces the default of the same name in `quadkeras.backend.generic` (see
 there for the contract); `quadkeras.backend.active()` returns this module on tensorflow.
@@ -32,6 +33,58 @@ def batch_norm_train(z, gamma, beta, epsilon):
     n = tf.cast(tf.shape(z4)[1], tf.float32)
     var = tf.stop_gradient(var) * ((n - 1.0) / n)  # the op returns the unbiased variance
     return tf.reshape(y, shape), tf.stop_gradient(mean), var
+
+
+def scaled_round(x, s, low, high, below, above, step_scale=1.0, floor=None, floor_below=None):
+    """LSQ's rounding as one `tf.custom_gradient` op whose backward is five kernels: the
+    straight-through mask is TensorFlow's `FakeQuantWithMinMaxArgsGradient` (one kernel; its
+    range `[low, high]` nudges to itself exactly when `high - low` is `2^b - 1`, or `2^b - 2`
+    with `narrow_range`: unit scale, integer zero point), and the step gradient two products
+    summed. The step floor and the gradient scale are applied inside. (The `keras.ops` form,
+    a float mask from two compares, took 14 kernels: ~2.2 against ~1.2 ms at 128x32x32x16 in
+    a `tf.function` on 2 CPU cores.) `below` / `above` are torch's thresholds, unused here."""
+    mask_args = _fake_quant_mask_args(low, high)
+    per_channel = len(s.shape) == 1 and s.shape[0] != 1
+    axes = list(range(len(x.shape) - 1)) if per_channel else None
+
+    @tf.custom_gradient
+    def fused(x, s):
+        step = s if floor is None else tf.maximum(s, floor)
+        v = x / step
+        r = tf.round(tf.clip_by_value(v, low, high))
+
+        def grad(upstream):
+            if mask_args is None:
+                inside = tf.logical_and(v >= low, v <= high)
+                dx = upstream * tf.cast(inside, upstream.dtype)
+            else:
+                dx = tf.raw_ops.FakeQuantWithMinMaxArgsGradient(
+                    gradients=upstream, inputs=v, min=low, max=high, **mask_args)
+            ds = tf.reduce_sum(upstream * r, axis=axes) - tf.reduce_sum(dx * v, axis=axes)
+            ds = tf.reshape(ds, tf.shape(s))
+            if step_scale != 1.0:
+                ds = ds * step_scale
+            if floor is not None:  # max(s, floor)'s gradient: s's from the floor up (tf.maximum)
+                ds = tf.where(s >= floor, ds, tf.zeros_like(ds))
+            return dx, ds
+
+        return r * step, grad
+
+    # variables are read here, outside: custom_gradient refuses a function that reads them
+    return fused(tf.convert_to_tensor(x), tf.convert_to_tensor(s))
+
+
+def _fake_quant_mask_args(low, high):
+    """`num_bits` / `narrow_range` for which FakeQuant's nudged range is exactly
+    `[low, high]` (integers, `low <= 0 <= high`), else None (then the mask is computed)."""
+    if not (low <= 0 <= high and low == int(low) and high == int(high)):
+        return None
+    span = int(high - low)
+    for narrow_range, levels in ((False, span + 1), (True, span + 2)):
+        bits = levels.bit_length() - 1
+        if levels == 1 << bits and 2 <= bits <= 16:
+            return {"num_bits": bits, "narrow_range": narrow_range}
+    return None
 
 
 def _replica_context():

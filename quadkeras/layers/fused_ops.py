@@ -22,9 +22,11 @@ function (same biased batch variance, same epsilon) with fewer kernels and copie
   gradients (see `quadkeras.quantizers.ste.scaled_round`, the reference). torch: one autograd
   Function whose straight-through mask is one `hardtanh_backward` kernel with thresholds one
   float32 ulp outside the clip range (exactly LSQ's inclusive range; no bool tensors, whose
-  CPU kernels are 3-4x slower) and whose step gradient is two dot products; None elsewhere.
-  (A NaN input passes its gradient here where the reference zeroes it; its output is NaN
-  either way.)
+  CPU kernels are 3-4x slower) and whose step gradient is two dot products; tensorflow: one
+  `tf.custom_gradient` op whose mask is one `FakeQuantWithMinMaxArgsGradient` kernel where
+  the range is a b-bit one (`high - low` = 2^b - 1, or 2^b - 2: narrow), else a computed
+  mask; None on jax (XLA fuses the reference). (A NaN input passes its gradient on torch
+  where the reference zeroes it; its output is NaN either way.)
 - `conv2d(x, kernel, strides, padding, dilation_rate)`: NHWC convolution with explicit
   `((top, bottom), (left, right))` padding. torch: `F.conv2d` with native padding on the
   channels-last view of the NHWC input (keras' `ops.conv` makes two full copies of the
