@@ -104,6 +104,42 @@ def test_loss_accessors():
     assert float(model.metrics[0].result()) == pytest.approx(expected, rel=1e-5)
 
 
+def test_layer_tree_accessors():
+    class Penalty(keras.layers.Layer):
+        def call(self, x):
+            self.add_loss(keras.ops.sum(x))
+            return x
+
+    inputs = keras.Input((3,))
+    dense, penalty = keras.layers.Dense(2, name="dense"), Penalty(name="penalty")
+    model = keras.Model(inputs, penalty(dense(inputs)))
+    layers = keras_private.flat_layers(model)
+    assert layers[0] is model and dense in layers and penalty in layers
+    stamp = keras_private.tree_stamp(layers)
+    assert stamp[layers.index(dense)] == (0, 2, 0)  # no sublayer; kernel and bias
+    model(np.ones((1, 3), "float32"))
+    assert len(keras_private.own_losses(penalty)) == 1
+    keras_private.clear_own_losses(layers)
+    assert keras_private.own_losses(penalty) == [] and model.losses == []
+    model(np.ones((1, 3), "float32"))
+    keras_private.keras_clear_losses(model)
+    assert model.losses == []
+    assert keras_private.call_takes_training(model) is True
+    model.compile(loss="mse")
+    y_pred = keras.ops.ones((2, 2))
+    loss = keras_private.compiled_loss(model)(keras.ops.zeros((2, 2)), y_pred, None)
+    assert float(keras.ops.convert_to_numpy(loss)) == pytest.approx(1.0)
+    added = keras_private.aggregate_added_loss(model, keras.ops.ones((3,)))
+    assert float(keras.ops.convert_to_numpy(added)) == pytest.approx(3.0)
+    if keras.backend.backend() == "torch":
+        assert keras_private.runs_keras_train_step(model)
+
+        class OwnLoss(keras.Model):
+            def compute_loss(self, *args, **kwargs):
+                return super().compute_loss(*args, **kwargs)
+        assert not keras_private.runs_keras_train_step(OwnLoss(inputs, dense(inputs)))
+
+
 def test_op_name_uniquifier_numbers_names():
     uniquify = keras_private.op_name_uniquifier()
     first, second = uniquify("quadkeras_probe"), uniquify("quadkeras_probe")

@@ -196,3 +196,68 @@ def converts_inputs(layer):
 def rematerialized(layer):
     """Whether `layer` recomputes its call in the backward pass (`layer._remat_mode`)."""
     return bool(getattr(layer, "_remat_mode", None))
+
+
+# --------------------------------------------------- the model's layer tree (fast train step)
+# `quadkeras.training.fast_step` makes Keras' per-step walks over the layer tree once: the
+# lists it reads and the loss helpers of Keras' `compute_loss` are private.
+
+def flat_layers(model):
+    """`model` and every layer under it, each once, in Keras' order (`model._flatten_layers()`:
+    the order `model.losses` collects their `add_loss` losses in)."""
+    return model._flatten_layers()
+
+
+def tree_stamp(layers):
+    """What changes when a layer gains or loses a sublayer or a variable: the lengths of each
+    layer's `_layers`, `_trainable_variables` and `_non_trainable_variables` lists."""
+    return [(len(layer._layers), len(layer._trainable_variables),
+             len(layer._non_trainable_variables)) for layer in layers]
+
+
+def own_losses(layer):
+    """The losses `layer.add_loss` recorded in its last call, outside a `StatelessScope`
+    (`layer._losses`)."""
+    return layer._losses
+
+
+def clear_own_losses(layers):
+    """Forget each layer's recorded losses (`Layer._clear_losses` without its recursion, for a
+    flat list of layers; outside a `StatelessScope` only)."""
+    for layer in layers:
+        layer._losses.clear()
+        layer._loss_ids.clear()
+
+
+def keras_clear_losses(layer):
+    """Keras' own `Layer._clear_losses` of `layer` (recursive; `StatelessScope`-aware)."""
+    keras.Layer._clear_losses(layer)
+
+
+def call_takes_training(model):
+    """Whether Keras' train step passes `training=True` to `model`'s call
+    (`model._call_has_training_arg`)."""
+    return bool(model._call_has_training_arg)
+
+
+def compiled_loss(model):
+    """The loss `model.compile(loss=...)` set (`model._compile_loss`: a callable of
+    `(y, y_pred, sample_weight)`), or None."""
+    return model._compile_loss
+
+
+def aggregate_added_loss(model, loss):
+    """An `add_loss` or regularization loss as Keras' `compute_loss` adds it to the total
+    (`model._aggregate_additional_loss`: summed to a scalar in floatx)."""
+    return model._aggregate_additional_loss(loss)
+
+
+def runs_keras_train_step(model):
+    """Whether `model`'s class keeps Keras' own torch `train_step`, `compute_loss` and
+    `_compute_loss` (torch backend only: `keras.src.backend.torch.trainer.TorchTrainer`)."""
+    from keras.src.backend.torch.trainer import TorchTrainer
+
+    cls = type(model)
+    return (cls.train_step is TorchTrainer.train_step
+            and cls.compute_loss is keras.Model.compute_loss
+            and cls._compute_loss is keras.Model._compute_loss)

@@ -21,7 +21,8 @@ _OPTIMIZERS = ["CoupledDecaySGD", "EpochCosine", "EpochMultiStep", "decay_coeffi
 _SOURCES = {
     "TrainingDiverged": "callbacks", "DEFAULTS": "config", "resolve_config": "config", "compile_model": "trainer",
     "evaluate": "trainer", "fast_torch_forward": "fast_forward",
-    "is_fast_torch_forward": "fast_forward", "model_config": "config", "static_shape_torch_compile": "trainer",
+    "is_fast_torch_forward": "fast_forward", "fast_torch_train_step": "fast_step",
+    "is_fast_torch_train_step": "fast_step", "model_config": "config", "static_shape_torch_compile": "trainer",
     "train": "trainer", "Run": "work_dir",
 }
 # Checkpoint / resume internals stay in `quadkeras.training.checkpoint` and `.work_dir`.

@@ -18,7 +18,6 @@ import functools
 
 import keras
 
-from quadkeras.backend import keras_private
 
 
 def use_ddp(model, cuda):
@@ -36,19 +35,9 @@ def use_ddp(model, cuda):
 
 def _ddp_train_step(self, ddp, data):
     """Keras' torch `train_step` with the forward through `ddp` (which wraps `self`)."""
-    import torch
+    from quadkeras.training.fast_step import train_step
 
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    y_pred = ddp(x, training=True)
-    self.zero_grad()
-    loss = keras_private.compute_loss(self, x, y, y_pred, sample_weight)
-    keras_private.track_loss(self, loss, keras.tree.flatten(x)[0].shape[0])
-    loss = self.optimizer.scale_loss(loss)
-    loss.backward()  # DDP's hooks average the gradients over the processes here
-    weights = self.trainable_weights[:]
-    with torch.no_grad():
-        self.optimizer.apply([v.value.grad for v in weights], weights)
-    return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+    return train_step(self, data, forward=ddp)
 
 
 class GlobalEpochLogs(keras.callbacks.Callback):

@@ -2,7 +2,7 @@
 
 Keras' `Functional.call` runs each layer of the graph through `Layer.__call__`: signature
 binding, name scopes, masks, input dtype checks and tree walks, ~50 us a layer on torch,
-most of an overhead-bound eager step (docs/training.md, "Where the torch eager step goes").
+most of an overhead-bound eager step (docs/speed.md, "Where the torch eager step goes").
 `fast_torch_forward(model)` gives a built functional model (and the functional models nested
 in it) a `call` that walks the same graph in the same order and calls each built layer's
 `call` directly, keeping what `Layer.__call__` does that changes the result:
@@ -32,6 +32,11 @@ step (ResNet-20: 88 s of dynamo time instead of 253 s; the same graphs, no added
 recompile per step: `tests/test_torch_compile.py`). `fast_torch_forward(model, False)` turns
 it off. It is an attribute of the model object only: `model.save` writes the
 same file and a loaded model runs Keras' path until turned on.
+
+It also turns on (and off) the model's fast eager train step
+(`quadkeras.training.fast_step`: Keras' step without its per-step walks over the layer
+tree), for any Keras model on torch, so one call after `model.compile` gives `model.fit`
+both.
 
 Example:
 
@@ -64,8 +69,12 @@ def fast_torch_forward(model, enabled=True):
 
     On a backend other than torch, or for a model without a functional graph (a subclassed
     model), nothing changes and False comes back. Functional models nested in `model` are
-    switched with it. Call it after building the model; it is safe to call again.
+    switched with it, and so is the fast eager train step (`fast_step.fast_torch_train_step`).
+    Call it after building the model; it is safe to call again.
     """
+    from quadkeras.training.fast_step import fast_torch_train_step
+
+    fast_torch_train_step(model, enabled)  # and the eager step's bookkeeping (any model)
     graphs = _graphs(model)
     on = bool(enabled) and active_backend().DIRECT_LAYER_CALL and bool(graphs)
     for graph in graphs:
