@@ -1,6 +1,6 @@
 """Where one overhead-bound torch train step goes, quadkeras (eager, fast forward) beside
 plain PyTorch, phase by phase (zero grad, forward, loss, backward, optimizer, metrics), ms,
-median of N interleaved steps in one process (issue #26; docs/training.md, "2026-12-05,
+median of N interleaved steps in one process (issue #26; docs/speed_log.md, "2026-12-05,
 afternoon"). Diagnostic only: the ratios that count come from bench/step_overhead.py.
 
     KERAS_BACKEND=torch python bench/step_phases.py resnet20      # or resnet20_lsq, qresnet14 [N]

@@ -7,7 +7,7 @@ get a profiler record each (`torch._inductor.config.cpp.enable_kernel_profile`),
 fused kernel shows by name instead of inside one `CompiledFxGraph` call; the dynamo counters
 (frames, graph breaks) print first. This is how issue #26's compiled LSQ backward was found:
 one fused kernel that read a kernel's gradient element by element, 2.1 ms of a ~11 ms step
-(docs/training.md, "2026-12-06, later").
+(docs/speed_log.md, "2026-12-06, later").
 
     python bench/step_profile.py --model=resnet20 --lsq --jit_compile=true
     python bench/step_profile.py --model=qresnet14 --jit_compile=false --batch=2 --size=8

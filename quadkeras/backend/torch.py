@@ -314,7 +314,7 @@ def prepare_jit_compile():
     dynamic shapes recompile a frame seen with a second batch size with symbolic sizes, on
     which inductor fails: ResNet-20, "cannot determine truth value of Relational"), with room
     for one cache entry per frame and shape. A zoo ResNet-20 train step compiles to 2 graphs,
-    split at `loss.backward()` (`torch._dynamo.explain`, docs/training.md)."""
+    split at `loss.backward()` (`torch._dynamo.explain`, docs/speed_log.md)."""
     config = torch._dynamo.config
     config.automatic_dynamic_shapes = False
     # Some Keras ops (`ops.pad`, so `ZeroPadding2D`; `ops.cond`) build a new auto-named
