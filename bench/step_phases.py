@@ -1,5 +1,5 @@
 """Where one overhead-bound torch train step goes, quadkeras (eager, fast forward) beside
-plain PyTorch, phase by phase (zero grad, forward, loss, backward, optimizer, metrics), ms,
+plain PyTorch, phase by phase (the step `fit` runs: `quadkeras.training.fast_step`) (zero grad, forward, loss, backward, optimizer, metrics), ms,
 median of N interleaved steps in one process (issue #26; docs/speed_log.md, "2026-12-05,
 afternoon"). Diagnostic only: the ratios that count come from bench/step_overhead.py.
 
@@ -27,17 +27,20 @@ train(x, y)
 model = [o for o in gc.get_objects()
          if isinstance(o, keras.Model) and getattr(o, "optimizer", None) is not None and o.built][-1]
 xt, yt = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)
+from quadkeras.training import fast_step
+walks = fast_step._walks(model)  # the fast train step's lists (what `fit` runs on torch)
 def kstep():
     t = time.perf_counter()
-    model.zero_grad(); t = tick("k zero", t)
-    y_pred = model(xt, training=True); t = tick("k fwd", t)
-    loss = model._compute_loss(x=xt, y=yt, y_pred=y_pred, sample_weight=None, training=True)
+    for p in walks.parameters:
+        p.grad = None
+    t = tick("k zero", t)
+    y_pred = fast_step._predict(model, model, xt, walks); t = tick("k fwd", t)
+    trainable = [v for v in walks.weights if v.trainable]
+    loss = fast_step._total_loss(model, walks, trainable, yt, y_pred, None)
     model._loss_tracker.update_state(loss, sample_weight=2); t = tick("k loss", t)
     loss.backward(); t = tick("k bwd", t)
-    tw = model.trainable_weights[:]
-    grads = [v.value.grad for v in tw]
     with torch.no_grad():
-        model.optimizer.apply(grads, tw)
+        model.optimizer.apply([v._value.grad for v in trainable], trainable)
     t = tick("k opt", t)
     model.compute_metrics(xt, yt, y_pred, None); t = tick("k metrics", t)
 # plain
