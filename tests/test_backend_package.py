@@ -131,6 +131,10 @@ def test_layer_tree_accessors():
     assert float(keras.ops.convert_to_numpy(loss)) == pytest.approx(1.0)
     added = keras_private.aggregate_added_loss(model, keras.ops.ones((3,)))
     assert float(keras.ops.convert_to_numpy(added)) == pytest.approx(3.0)
+    only = keras_private.only_compiled_loss(keras_private.compiled_loss(model))
+    assert isinstance(only, keras.losses.Loss)  # "mse" resolved to a Loss object
+    assert keras_private.loss_function_kwargs(
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True))["from_logits"] is True
     if keras.backend.backend() == "torch":
         assert keras_private.runs_keras_train_step(model)
 

@@ -170,3 +170,69 @@ def test_traced_branch_reads_keras_lists_and_matches(monkeypatch):
     for a, b in zip(keras_weights, weights):
         np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(first["loss"], keras_first["loss"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["categorical", "smoothed", "sparse", "sparse_column"])
+def test_cross_entropy_in_raw_torch_equals_keras_loss(case):
+    import torch
+
+    rng = np.random.default_rng(3)
+    logits = torch.tensor(rng.standard_normal((5, 7)).astype("float32"))
+    labels = rng.integers(0, 7, 5)
+    if case.startswith("sparse"):
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        y = torch.tensor(labels.reshape(-1, 1) if case == "sparse_column" else labels)
+    else:
+        loss = keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=0.1 if case == "smoothed" else 0.0)
+        y = torch.tensor(np.eye(7, dtype="float32")[labels])
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(7)(inputs))
+    model.compile(optimizer="sgd", loss=loss)
+    compiled = model._compile_loss
+    expected = compiled(y, logits, None)  # Keras' own (builds the CompileLoss)
+    fast = fast_step._cross_entropy(compiled, y, logits)
+    assert fast is not None
+    np.testing.assert_allclose(fast.numpy(), expected.numpy(), rtol=1e-7, atol=0)
+    # refused, so that Keras computes it: probabilities as sparse labels, a mask
+    if case == "sparse":
+        assert fast_step._cross_entropy(compiled, y.float(), logits) is None
+    masked = logits.clone()
+    masked._keras_mask = torch.ones(5, dtype=torch.bool)
+    assert fast_step._cross_entropy(compiled, y, masked) is None
+
+
+def test_other_losses_are_left_to_keras():
+    import torch
+
+    model = _model(True)  # mse
+    model.fit(*_data(), batch_size=8, epochs=1, verbose=0)
+    assert fast_step._cross_entropy(model._compile_loss, torch.zeros(2, 3), torch.zeros(2, 3)) is None
+
+
+def test_fit_with_sparse_cross_entropy_matches_keras(monkeypatch):
+    """The trainer's loss: the raw-torch cross-entropy runs in every fast step, same weights."""
+    rng = np.random.default_rng(1)
+    x, labels = rng.standard_normal((16, 6)).astype("float32"), rng.integers(0, 3, 16)
+    used = []
+    real = fast_step._cross_entropy
+
+    def recording(*args):
+        loss = real(*args)
+        used.append(loss is not None)
+        return loss
+    monkeypatch.setattr(fast_step, "_cross_entropy", recording)
+    results = []
+    for fast in (False, True):
+        model = _model(fast)
+        model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["sparse_categorical_accuracy"])
+        history = model.fit(x, labels, batch_size=4, epochs=2, verbose=0, shuffle=False).history
+        results.append(([keras.ops.convert_to_numpy(v) for v in model.weights], history))
+    # `fit` builds Keras' CompileLoss before its first step: every step computes it in raw torch
+    assert used == [True] * 8
+    for a, b in zip(results[0][0], results[1][0]):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
+    for key in results[0][1]:
+        np.testing.assert_allclose(results[1][1][key], results[0][1][key], rtol=1e-6)

@@ -261,3 +261,19 @@ def runs_keras_train_step(model):
     return (cls.train_step is TorchTrainer.train_step
             and cls.compute_loss is keras.Model.compute_loss
             and cls._compute_loss is keras.Model._compute_loss)
+
+
+def only_compiled_loss(compiled):
+    """The one loss a built `CompileLoss` (`model._compile_loss`) applies, to a single
+    output and without a loss weight (`compiled._flat_losses`), else None."""
+    flat = getattr(compiled, "_flat_losses", None) if getattr(compiled, "built", False) else None
+    if not flat or len(flat) != 1:
+        return None
+    path, loss, weight = tuple(flat[0])[:3]
+    return loss if not path and weight is None else None
+
+
+def loss_function_kwargs(loss):
+    """The keyword arguments a Keras `LossFunctionWrapper` loss passes to its function
+    (`loss._fn_kwargs`: `from_logits`, `axis`, ...); {} for another loss."""
+    return dict(getattr(loss, "_fn_kwargs", {}) or {})
