@@ -18,6 +18,7 @@ import functools
 
 import keras
 
+from quadkeras.training.fast_step import train_step
 
 
 def use_ddp(model, cuda):
@@ -35,8 +36,6 @@ def use_ddp(model, cuda):
 
 def _ddp_train_step(self, ddp, data):
     """Keras' torch `train_step` with the forward through `ddp` (which wraps `self`)."""
-    from quadkeras.training.fast_step import train_step
-
     return train_step(self, data, forward=ddp)
 
 

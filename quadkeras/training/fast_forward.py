@@ -59,6 +59,7 @@ import keras
 
 from quadkeras.backend import active as active_backend
 from quadkeras.backend import keras_private
+from quadkeras.training.fast_step import fast_torch_train_step
 
 _PLANS = weakref.WeakKeyDictionary()  # functional model -> its _Plan (None: run Keras' path)
 _DTYPE_NAMES = {}  # backend dtype object -> Keras dtype name
@@ -72,8 +73,6 @@ def fast_torch_forward(model, enabled=True):
     switched with it, and so is the fast eager train step (`fast_step.fast_torch_train_step`).
     Call it after building the model; it is safe to call again.
     """
-    from quadkeras.training.fast_step import fast_torch_train_step
-
     fast_torch_train_step(model, enabled)  # and the eager step's bookkeeping (any model)
     graphs = _graphs(model)
     on = bool(enabled) and active_backend().DIRECT_LAYER_CALL and bool(graphs)
