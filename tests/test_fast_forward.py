@@ -198,15 +198,15 @@ def test_save_and_load_are_unaffected(tmp_path):
 
 
 def test_train_runs_eager_torch_steps_on_the_fast_forward(tmp_path):
-    from quadkeras.training import train
+    from quadkeras.training import is_fast_torch_train_step, train
     from tests.test_training import TINY_VGG, tiny_config
 
     seen = []
 
     class Probe(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            seen.append(is_fast_torch_forward(self.model))
+            seen.append((is_fast_torch_forward(self.model), is_fast_torch_train_step(self.model)))
 
     train(tiny_config(tmp_path, model=TINY_VGG, epochs=1, max_train=64, max_test=32),
           callbacks=[Probe()])
-    assert seen and all(seen)
+    assert seen and all(forward and step for forward, step in seen)
