@@ -53,7 +53,7 @@ def fast_torch_train_step(model, enabled=True):
     or over a `train_step` already set on the instance, nothing changes and False comes back.
     """
     own = getattr(model, "__dict__", {}).get("train_step")
-    ours = getattr(own, "__func__", None) is _fast_train_step
+    ours = is_fast_torch_train_step(model)
     if ours and not enabled:
         for name in ("train_step", "_clear_losses", _WALKS):
             model.__dict__.pop(name, None)
